@@ -1,0 +1,1 @@
+"""Scoring of answers and retrieval: lexical metrics, span-based retrieval metrics, LLM judges."""

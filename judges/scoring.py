@@ -1,0 +1,56 @@
+"""Per-question scores and their per-trial aggregates.
+
+Contract: :func:`score_answer` returns every deterministic metric for one answer; :func:`aggregate` turns
+per-question rows into means that skip NaN (and counts the NaNs); :func:`objective` is always finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from judges import lexical, retrieval
+from judges.retrieval import ChunkRef
+from pipelines.data import Question
+
+ANSWER_METRICS = ("exact_match", "token_f1", "contains")
+RETRIEVAL_METRICS = ("recall_at_k", "mrr")
+JUDGE_METRICS = ("judge_correctness",)
+# Metrics that may appear in objective.weights: quality means in [0, 1].
+OBJECTIVE_METRICS = frozenset(ANSWER_METRICS + RETRIEVAL_METRICS + JUDGE_METRICS)
+
+
+def score_answer(q: Question, answer: str, retrieved: Sequence[ChunkRef]) -> dict[str, float]:
+    golds = q.answers if q.answerable else ()
+    return {
+        "exact_match": lexical.exact_match(answer, golds),
+        "token_f1": lexical.token_f1(answer, golds),
+        "contains": lexical.contains(answer, golds),
+        "recall_at_k": retrieval.recall_at_k(retrieved, q),
+        "mrr": retrieval.mrr(retrieved, q),
+    }
+
+
+def aggregate(rows: Iterable[Mapping[str, float]], names: Sequence[str]) -> dict[str, float]:
+    """Mean of each metric over rows, NaN skipped; also ``<name>_nan`` counts where any NaN occurred."""
+    rows = list(rows)
+    out: dict[str, float] = {}
+    for name in names:
+        values = np.array([r.get(name, math.nan) for r in rows], dtype=float)
+        finite = values[np.isfinite(values)]
+        out[name] = float(finite.mean()) if finite.size else math.nan
+        n_nan = int(values.size - finite.size)
+        if n_nan:
+            out[f"{name}_nan"] = float(n_nan)
+    return out
+
+
+def objective(means: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    """Weighted sum of metric means; an undefined (NaN) mean contributes 0, so the result is finite."""
+    total = 0.0
+    for name, w in weights.items():
+        v = means.get(name, math.nan)
+        total += w * (v if math.isfinite(v) else 0.0)
+    return total

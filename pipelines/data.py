@@ -1,0 +1,180 @@
+"""Load and validate a corpus and its questions (the layout of the bundled sample in ``data/``).
+
+Contract: :func:`load_dataset` either returns a fully validated :class:`Dataset` or raises
+:class:`DatasetError` whose message names the file (and line, where there is one). Nothing expensive
+happens before validation, so a bad dataset stops a search before any trial starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class DatasetError(ValueError):
+    """A corpus or questions file is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerSpan:
+    doc_id: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    answers: tuple[str, ...]
+    answerable: bool
+    gold_doc_ids: tuple[str, ...]
+    answer_spans: tuple[AnswerSpan, ...] = ()
+
+
+@dataclass(frozen=True)
+class Dataset:
+    corpus: dict[str, Document]
+    questions: list[Question]
+    digest: str  # sha256 over both files' bytes: identifies the data in MLflow and the index cache
+    corpus_digest: str  # sha256 of the corpus file alone: the index depends only on this
+    name: str = ""
+    source: dict[str, str] = field(default_factory=dict)
+
+    def ordered_questions(self, seed: int, limit: int | None) -> list[Question]:
+        """The questions in one seeded order, shared by every trial so trials compare on the same set."""
+        order = list(self.questions)
+        random.Random(seed).shuffle(order)
+        return order if limit is None else order[:limit]
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    for lineno, line in enumerate(raw.splitlines(), start=1):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}:{lineno}: not valid UTF-8 (byte offset {e.start} in the line)") from None
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise DatasetError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise DatasetError(f"{where}: field {key!r} must be {name}, got {type(value).__name__}")
+    return value
+
+
+def load_corpus(path: Path) -> dict[str, Document]:
+    corpus: dict[str, Document] = {}
+    for lineno, obj in _read_jsonl(path):
+        where = f"{path}:{lineno}"
+        doc_id = _field(obj, "id", str, where)
+        if doc_id in corpus:
+            raise DatasetError(f"{where}: duplicate document id {doc_id!r}")
+        text = _field(obj, "text", str, where)
+        if not text.strip():
+            raise DatasetError(f"{where}: document {doc_id!r} has empty text")
+        corpus[doc_id] = Document(doc_id, str(obj.get("title") or ""), text)
+    if not corpus:
+        raise DatasetError(f"{path}: the corpus is empty (no documents)")
+    return corpus
+
+
+def load_questions(path: Path, corpus: dict[str, Document]) -> list[Question]:
+    questions: list[Question] = []
+    seen: set[str] = set()
+    for lineno, obj in _read_jsonl(path):
+        where = f"{path}:{lineno}"
+        qid = _field(obj, "id", str, where)
+        if qid in seen:
+            raise DatasetError(f"{where}: duplicate question id {qid!r}")
+        seen.add(qid)
+        text = _field(obj, "question", str, where)
+        if not text.strip():
+            raise DatasetError(f"{where}: question {qid!r} is empty")
+        answers = _field(obj, "answers", list, where)
+        if not all(isinstance(a, str) for a in answers):
+            raise DatasetError(f"{where}: field 'answers' must be a list of strings")
+        answerable = bool(obj.get("answerable", True))
+        if answerable and not answers:
+            raise DatasetError(f"{where}: answerable question {qid!r} has no gold answers")
+        gold_doc_ids = obj.get("gold_doc_ids") or []
+        for doc_id in gold_doc_ids:
+            if doc_id not in corpus:
+                raise DatasetError(f"{where}: gold_doc_ids names unknown document {doc_id!r}")
+        spans = []
+        for i, span in enumerate(obj.get("answer_spans") or []):
+            spans.append(_check_span(span, corpus, f"{where}: answer_spans[{i}]"))
+        questions.append(
+            Question(qid, text, tuple(answers), answerable, tuple(gold_doc_ids), tuple(spans))
+        )
+    if not questions:
+        raise DatasetError(f"{path}: no questions")
+    return questions
+
+
+def _check_span(span: Any, corpus: dict[str, Document], where: str) -> AnswerSpan:
+    if not isinstance(span, dict):
+        raise DatasetError(f"{where}: expected an object")
+    doc_id = _field(span, "doc_id", str, where)
+    start = _field(span, "start", int, where)
+    end = _field(span, "end", int, where)
+    if doc_id not in corpus:
+        raise DatasetError(f"{where}: unknown document {doc_id!r}")
+    doc_text = corpus[doc_id].text
+    if not 0 <= start < end <= len(doc_text):
+        raise DatasetError(f"{where}: offsets {start}:{end} out of range for {doc_id!r} ({len(doc_text)} chars)")
+    if "text" in span and doc_text[start:end] != span["text"]:
+        raise DatasetError(
+            f"{where}: span text {span['text']!r} does not match {doc_id!r}[{start}:{end}] = "
+            f"{doc_text[start:end]!r}"
+        )
+    return AnswerSpan(doc_id, start, end)
+
+
+def file_digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def load_dataset(corpus_path: Path, questions_path: Path, name: str = "") -> Dataset:
+    """Load and validate both files; raise :class:`DatasetError` on the first problem found."""
+    corpus = load_corpus(corpus_path)
+    questions = load_questions(questions_path, corpus)
+    return Dataset(
+        corpus=corpus,
+        questions=questions,
+        digest=file_digest(corpus_path, questions_path),
+        corpus_digest=file_digest(corpus_path),
+        name=name or corpus_path.parent.name,
+        source={"corpus": str(corpus_path.resolve()), "questions": str(questions_path.resolve())},
+    )

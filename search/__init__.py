@@ -1,0 +1,1 @@
+"""The search driver: config, search space, trials, serving, tracking and promotion."""

@@ -1,0 +1,55 @@
+"""Build a runnable :class:`RagPipeline` from a trial's params; shared by trials and the champion model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.data import Document
+from pipelines.embed import Embedder
+from pipelines.graph import GenerationParams, RagPipeline
+from pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
+from pipelines.prompts import PromptTemplate, load_templates
+from pipelines.rerank import CrossEncoderReranker
+from pipelines.retrieve import Retriever
+from search.config import PipelineSettings
+from search.serving import Endpoint
+from search.space import TrialParams
+
+
+def index_spec(params: TrialParams, settings: PipelineSettings, corpus_digest: str) -> IndexSpec:
+    return IndexSpec(corpus_digest, params.chunk_size, params.chunk_overlap, settings.embedder)
+
+
+def prompt_for(params: TrialParams, settings: PipelineSettings) -> PromptTemplate:
+    return load_templates(settings.prompts_file)[params.prompt]
+
+
+@dataclass
+class Assembled:
+    pipeline: RagPipeline
+    index: IndexArtifacts
+    prompt: PromptTemplate
+
+
+def build_pipeline(
+    params: TrialParams,
+    settings: PipelineSettings,
+    corpus: dict[str, Document],
+    corpus_digest: str,
+    cache: IndexCache,
+    generator: Endpoint,
+    seed: int = 0,
+    prompt: PromptTemplate | None = None,
+) -> Assembled:
+    """Index (from the cache), retriever, optional reranker and generator; ``prompt`` overrides the named one."""
+    embedder = Embedder(settings.embedder, batch_size=settings.embed_batch_size)
+    art = cache.get_or_build(index_spec(params, settings, corpus_digest), corpus, embedder)
+    handle = open_index(art, url=settings.qdrant_url)
+    reranker = None
+    if params.reranker == "cross_encoder":
+        assert settings.reranker_model is not None  # enforced by the config
+        reranker = CrossEncoderReranker(settings.reranker_model)
+    prompt = prompt or prompt_for(params, settings)
+    gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, settings.rerank_candidates, seed)
+    pipeline = RagPipeline(Retriever(handle, embedder, params.retriever), generator.client(), prompt, gen, reranker)
+    return Assembled(pipeline, art, prompt)

@@ -1,0 +1,338 @@
+"""The experiment config: one YAML file validated into frozen pydantic models.
+
+Contract: :func:`load_config` returns a valid :class:`ExperimentConfig` with every relative path resolved
+against the config file's folder, or raises :class:`ConfigError` whose message names the file, the YAML
+line and the field (with a did-you-mean for unknown keys). Unknown keys are rejected, never ignored.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+
+from judges.scoring import OBJECTIVE_METRICS
+from pipelines.prompts import load_templates
+
+
+class ConfigError(ValueError):
+    """The experiment config is invalid; the message names the file, line and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Relative paths are relative to the config file's folder (absolute paths survive Tune's chdir)."""
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("base_dir", "."))
+    return (value if value.is_absolute() else base / value).resolve()
+
+
+def _must_exist(value: Path | None) -> Path | None:
+    if value is not None and not value.exists():
+        raise ValueError(f"path does not exist: {value}")
+    return value
+
+
+ExistingPath = Annotated[Path, AfterValidator(_resolve), AfterValidator(_must_exist)]
+# storage_dir is relative to the working directory (where a user expects ./ragsweep-runs), not the config.
+CwdPath = Annotated[Path, AfterValidator(lambda v: v.expanduser().resolve())]
+
+
+class IntRange(_Strict):
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+    def values_bounds(self) -> tuple[int, int]:
+        return self.low, self.high
+
+
+class FloatRange(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatRange:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+    def values_bounds(self) -> tuple[float, float]:
+        return self.low, self.high
+
+
+Retriever = Literal["dense", "bm25", "hybrid"]
+Reranker = Literal["none", "cross_encoder"]
+
+
+def _bounds(p: list[Any] | IntRange | FloatRange) -> tuple[Any, Any]:
+    return (min(p), max(p)) if isinstance(p, list) else p.values_bounds()
+
+
+class SearchSpace(_Strict):
+    """Each key is a list of choices (categorical) or a range ``{low, high[, step][, log]}``."""
+
+    chunk_size: Annotated[list[int], Field(min_length=1)] | IntRange = [400, 800, 1200]
+    chunk_overlap: Annotated[list[int], Field(min_length=1)] | IntRange = [0, 100]
+    retriever: Annotated[list[Retriever], Field(min_length=1)] = ["dense", "bm25", "hybrid"]
+    top_k: Annotated[list[int], Field(min_length=1)] | IntRange = [2, 3, 5]
+    reranker: Annotated[list[Reranker], Field(min_length=1)] = ["none"]
+    prompt: Annotated[list[str], Field(min_length=1)] = ["concise", "extractive"]
+    temperature: Annotated[list[float], Field(min_length=1)] | FloatRange = [0.0]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchSpace:
+        cs_low, _ = _bounds(self.chunk_size)
+        ov_low, ov_high = _bounds(self.chunk_overlap)
+        k_low, _ = _bounds(self.top_k)
+        if cs_low < 50:
+            raise ValueError(f"chunk_size must be >= 50 characters, got {cs_low}")
+        if ov_low < 0 or ov_high >= cs_low:
+            raise ValueError(
+                f"chunk_overlap values must lie in [0, smallest chunk_size) = [0, {cs_low}), got up to {ov_high}"
+            )
+        if k_low < 1:
+            raise ValueError(f"top_k must be >= 1, got {k_low}")
+        t_low, t_high = _bounds(self.temperature)
+        if t_low < 0 or t_high > 2:
+            raise ValueError("temperature must lie in [0, 2]")
+        return self
+
+
+class PipelineSettings(_Strict):
+    """Settings fixed for the whole search."""
+
+    embedder: str = Field("default", description="'default' = bundled all-MiniLM-L6-v2, or a local model folder")
+    reranker_model: ExistingPath | None = Field(None, description="local sentence-transformers CrossEncoder folder")
+    rerank_candidates: int = Field(20, ge=1, description="chunks retrieved before reranking down to top_k")
+    max_tokens: int = Field(48, ge=1, description="generator max_tokens per answer")
+    prompts_file: ExistingPath | None = Field(None, description="YAML of extra prompt templates")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded in-process Qdrant")
+    embed_batch_size: int = Field(64, ge=1)
+
+
+class ModelEndpoint(_Strict):
+    """One LLM server: started by the search (llama.cpp) or reached at base_url (external)."""
+
+    engine: Literal["llama.cpp", "external"] = "llama.cpp"
+    model: str = Field("default", description="llama.cpp: GGUF path or 'default' (SmolLM2-135M); external: model id")
+    base_url: str | None = Field(None, description="required for engine 'external', e.g. http://host:8000/v1")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key, if any")
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; unset = all cores")
+    max_concurrency: int = Field(2, ge=1, description="requests in flight per client")
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    startup_timeout_s: float = Field(180.0, gt=0)
+
+    @model_validator(mode="after")
+    def _engine_fields(self) -> ModelEndpoint:
+        if self.engine == "external" and not self.base_url:
+            raise ValueError("engine 'external' needs base_url")
+        if self.engine == "llama.cpp" and self.base_url:
+            raise ValueError("base_url is only for engine 'external' (llama.cpp servers are started by ragsweep)")
+        return self
+
+
+class LLMSettings(_Strict):
+    generator: ModelEndpoint = ModelEndpoint()
+    judge: ModelEndpoint | None = Field(None, description="unset = the generator's server also judges")
+    judge_max_tokens: int = Field(24, ge=1)
+
+
+class Objective(_Strict):
+    """Maximise the weighted sum of named per-trial metric means (NaN means count as 0)."""
+
+    weights: dict[str, float] = {"token_f1": 0.7, "recall_at_k": 0.3}
+
+    @model_validator(mode="after")
+    def _known(self) -> Objective:
+        if not self.weights:
+            raise ValueError("objective.weights needs at least one metric")
+        for name, w in self.weights.items():
+            if name not in OBJECTIVE_METRICS:
+                hint = difflib.get_close_matches(name, OBJECTIVE_METRICS, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ValueError(f"unknown metric {name!r}{extra}; known: {', '.join(sorted(OBJECTIVE_METRICS))}")
+            if not math.isfinite(w):
+                raise ValueError(f"weight of {name!r} must be finite")
+        return self
+
+
+class SearchSettings(_Strict):
+    num_samples: int = Field(6, ge=1, description="trials to run")
+    max_concurrent_trials: int = Field(2, ge=1)
+    questions_per_trial: int | None = Field(24, ge=1, description="unset = all questions")
+    shard_size: int = Field(8, ge=1, description="questions per report to Tune")
+    seed: int = 0
+    cpus_per_trial: float = Field(1.0, gt=0)
+    ray_address: str | None = Field(None, description="unset = start a local Ray; 'auto' = join a cluster")
+
+
+class MLflowSettings(_Strict):
+    tracking_uri: str | None = Field(None, description="unset = sqlite file in storage_dir")
+    experiment: str = "ragsweep"
+    model_name: str = Field("ragsweep-rag", description="registered model name; winner gets alias 'champion'")
+
+
+class DatasetSettings(_Strict):
+    corpus: ExistingPath
+    questions: ExistingPath
+    name: str | None = None
+
+
+class ExperimentConfig(_Strict):
+    dataset: DatasetSettings
+    space: SearchSpace = SearchSpace()
+    pipeline: PipelineSettings = PipelineSettings()
+    llm: LLMSettings = LLMSettings()
+    objective: Objective = Objective()
+    search: SearchSettings = SearchSettings()
+    mlflow: MLflowSettings = MLflowSettings()
+    storage_dir: CwdPath = Field(Path("ragsweep-runs"), validate_default=True, description="Ray results, caches, default MLflow store")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> ExperimentConfig:
+        if "cross_encoder" in self.space.reranker and self.pipeline.reranker_model is None:
+            raise ValueError("space.reranker includes 'cross_encoder' but pipeline.reranker_model is not set")
+        templates = load_templates(self.pipeline.prompts_file)
+        for name in self.space.prompt:
+            if name not in templates:
+                hint = difflib.get_close_matches(name, list(templates), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ValueError(f"space.prompt: unknown template {name!r}{extra}; known: {', '.join(templates)}")
+        return self
+
+    @property
+    def judge_endpoint(self) -> ModelEndpoint:
+        return self.llm.judge or self.llm.generator
+
+
+# ---- loading -------------------------------------------------------------------------------------------
+
+# CLI flag -> dotted config key. The CLI offers these overrides; docs list them in README.
+OVERRIDES: dict[str, str] = {
+    "num_samples": "search.num_samples",
+    "max_concurrent_trials": "search.max_concurrent_trials",
+    "questions_per_trial": "search.questions_per_trial",
+    "seed": "search.seed",
+    "ray_address": "search.ray_address",
+    "tracking_uri": "mlflow.tracking_uri",
+    "experiment": "mlflow.experiment",
+    "storage_dir": "storage_dir",
+}
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path in a YAML mapping tree to its 1-based line, for error messages."""
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = (*path, str(k.value))
+                lines[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                lines[(*path, str(i))] = v.start_mark.line + 1
+                walk(v, (*path, str(i)))
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model owning the last element of ``loc``, to suggest sibling field names."""
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        ann = model.model_fields[part].annotation
+        candidates = [ann, *get_args(ann)] if get_origin(ann) is not None else [ann]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def format_validation_error(err: ValidationError, source: str, lines: dict[tuple[str, ...], int]) -> str:
+    out = [f"{source}: invalid experiment config ({err.error_count()} problem(s))"]
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"] if not str(p).startswith(("list[", "function-", "constrained-")))
+        # pydantic tags union branches (IntRange, list[int]) in loc; drop them so the path is the YAML path.
+        loc = tuple(p for p in loc if p not in {"IntRange", "FloatRange"})
+        field = ".".join(loc) or "(top level)"
+        line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
+        where = f"line {line}, " if line else ""
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and loc:
+            model = _model_at(loc)
+            if model is not None:
+                hint = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+                msg = f"unknown key {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                msg += f"; allowed: {', '.join(model.model_fields)}"
+        out.append(f"  {where}{field}: {msg}")
+    return "\n".join(out)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot override {dotted}: {p} is not a mapping")
+    node[leaf] = value
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read, override (CLI flag names of :data:`OVERRIDES`) and validate an experiment YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(f"{path}: {where}invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    for flag, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, OVERRIDES[flag], value)
+    try:
+        return ExperimentConfig.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, str(path), _key_lines(text))) from None
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema of the experiment YAML, for editors (``ragsweep config-schema``)."""
+    schema = ExperimentConfig.model_json_schema()
+    schema["title"] = "ragsweep experiment config"
+    return schema

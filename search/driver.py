@@ -1,0 +1,203 @@
+"""The search driver: validate, start servers, run Ray Tune + Optuna, record in MLflow, promote the winner.
+
+Contract: :func:`run_search` validates the dataset and model files before anything is created; then it opens
+one MLflow parent run and always closes it: FINISHED on success, FAILED with the reason on any error
+(unreachable endpoint, all trials failed, ...), KILLED on Ctrl-C. Servers it started are stopped in every
+case, and trial runs left RUNNING are closed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from pipelines.data import Dataset, load_dataset
+from search.config import ExperimentConfig
+from search.promote import CHAMPION, register_champion
+from search.serving import Endpoints, preflight, serve
+from search.tracking import (
+    TAG_KIND, close_children, default_tracking_uri, ensure_experiment, flatten, git_commit, log_params, mark_failed,
+)
+
+# Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+              "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+
+
+class SearchError(RuntimeError):
+    """The search ran but produced no usable result (e.g. every trial failed)."""
+
+
+@dataclass
+class SearchOutcome:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    best_trial_run_id: str
+    best_params: dict[str, Any]
+    best_objective: float
+    model_name: str
+    model_version: str
+    n_trials: int
+    n_failed: int
+    timings: dict[str, float] = field(default_factory=dict)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+
+def say(msg: str) -> None:
+    print(f"[ragsweep] {msg}", flush=True)
+
+
+def prepare(cfg: ExperimentConfig) -> Dataset:
+    """Checks that need no run: dataset validity and model files. Raises before anything is written."""
+    dataset = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
+    preflight(cfg.llm.generator)
+    if cfg.llm.judge is not None:
+        preflight(cfg.llm.judge)
+    return dataset
+
+
+def run_search(cfg: ExperimentConfig, config_path: Path | None = None) -> SearchOutcome:
+    t_total = time.perf_counter()
+    dataset = prepare(cfg)
+    storage = cfg.storage_dir
+    storage.mkdir(parents=True, exist_ok=True)
+    uri = cfg.mlflow.tracking_uri or default_tracking_uri(storage)
+    say(f"MLflow tracking store: {uri}")
+    say(f"  view it with: mlflow ui --backend-store-uri {uri}")
+    mlflow.set_tracking_uri(uri)
+    exp_id = ensure_experiment(uri, cfg.mlflow.experiment, storage)
+    client = MlflowClient(uri)
+    n_q = len(dataset.ordered_questions(cfg.search.seed, cfg.search.questions_per_trial))
+    parent = mlflow.start_run(experiment_id=exp_id, run_name=f"search-{dataset.name}", tags={TAG_KIND: "search"})
+    pid = parent.info.run_id
+    say(f"search run {pid}: {cfg.search.num_samples} trials x {n_q} questions of {dataset.name!r}")
+    try:
+        _log_parent(cfg, dataset, config_path)
+        outcome = _search(cfg, dataset, uri, exp_id, pid, storage)
+        outcome.timings["total_s"] = time.perf_counter() - t_total
+        mlflow.log_metrics({f"time.{k}": v for k, v in outcome.timings.items()})
+        mlflow.end_run("FINISHED")
+        return outcome
+    except KeyboardInterrupt:
+        close_children(client, exp_id, pid)
+        mlflow.end_run("KILLED")
+        mark_failed(client, pid, "interrupted (Ctrl-C)", status="KILLED")
+        raise
+    except BaseException as e:
+        close_children(client, exp_id, pid)
+        mlflow.end_run("FAILED")
+        mark_failed(client, pid, f"{type(e).__name__}: {e}")
+        raise
+
+
+def _log_parent(cfg: ExperimentConfig, dataset: Dataset, config_path: Path | None) -> None:
+    log_params(flatten(cfg.model_dump(mode="json")))
+    log_params({"dataset.digest": dataset.digest, "dataset.n_docs": str(len(dataset.corpus)),
+                "dataset.n_questions": str(len(dataset.questions))})
+    tags = {"ragsweep.version": pkg_version("ragsweep"), "dataset.digest": dataset.digest}
+    if config_path is not None:
+        tags["ragsweep.config_file"] = str(config_path.resolve())
+        commit = git_commit(config_path.resolve().parent)
+        if commit:
+            tags["git.commit"] = commit
+        mlflow.log_artifact(str(config_path), "config")
+    mlflow.set_tags(tags)
+
+
+def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid: str, storage: Path) -> SearchOutcome:
+    import ray
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.space import define_by_run
+    from search.trial import SearchContext, run_trial
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs") as endpoints:
+        timings["server_start_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))}}
+        ray.init(address=cfg.search.ray_address, include_dashboard=False, ignore_reinit_error=True,
+                 runtime_env={"env_vars": env}, logging_level="WARNING")
+        timings["ray_init_s"] = time.perf_counter() - t0
+        try:
+            question_ids = tuple(q.id for q in dataset.ordered_questions(cfg.search.seed,
+                                                                          cfg.search.questions_per_trial))
+            ctx = SearchContext(cfg, dataset, question_ids, endpoints, uri, exp_id, pid,
+                                (storage / "index-cache").resolve(), env)
+            searcher = OptunaSearch(space=define_by_run(cfg.space), metric="objective", mode="max",
+                                    sampler=TPESampler(seed=cfg.search.seed), seed=cfg.search.seed)
+            trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
+                                            {"cpu": cfg.search.cpus_per_trial})
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=cfg.search.num_samples,
+                                            max_concurrent_trials=cfg.search.max_concurrent_trials),
+                run_config=tune.RunConfig(name=f"search-{pid[:12]}", storage_path=str((storage / "ray").resolve()),
+                                          failure_config=tune.FailureConfig(max_failures=0), verbose=1),
+            )
+            t0 = time.perf_counter()
+            grid = tuner.fit()
+            timings["trials_s"] = time.perf_counter() - t0
+        finally:
+            if cfg.search.ray_address is None:
+                ray.shutdown()
+        outcome = _promote(cfg, dataset, grid, len(question_ids), pid, exp_id, uri, endpoints, timings)
+    return outcome
+
+
+def _promote(cfg: ExperimentConfig, dataset: Dataset, grid: Any, n_questions: int, pid: str, exp_id: str,
+             uri: str, endpoints: Endpoints, timings: dict[str, float]) -> SearchOutcome:
+    trials, errors = [], []
+    for r in grid:
+        if r.error is not None:
+            errors.append(str(r.error).strip().splitlines()[-1] if str(r.error).strip() else repr(r.error))
+            continue
+        m = r.metrics or {}
+        if m.get("n_questions") == n_questions and math.isfinite(m.get("objective", math.nan)):
+            trials.append({"params": dict(r.config), "objective": float(m["objective"]),
+                           "run_id": m["mlflow_run_id"], "metrics": m})
+    close_children(MlflowClient(uri), exp_id, pid)
+    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors))})
+    if not trials:
+        raise SearchError(f"all {len(grid)} trials failed; first error: {errors[0] if errors else 'no results'}")
+    if errors:
+        say(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
+    trials.sort(key=lambda t: t["objective"], reverse=True)
+    best = trials[0]
+    t0 = time.perf_counter()
+    run = MlflowClient(uri).get_run(best["run_id"])
+    spec = _champion_spec(cfg, best["params"])
+    version = register_champion(best["run_id"], spec, cfg.dataset.corpus, cfg.mlflow.model_name,
+                                {"search_run_id": pid, "objective": f"{best['objective']:.6f}",
+                                 "trial": run.info.run_name or ""})
+    timings["promote_s"] = time.perf_counter() - t0
+    mlflow.set_tags({"best_trial_run_id": best["run_id"], "champion_version": version})
+    mlflow.log_metric("best_objective", best["objective"])
+    say(f"best trial {run.info.run_name}: objective {best['objective']:.4f} with {best['params']}")
+    say(f"registered {cfg.mlflow.model_name} version {version} as @{CHAMPION}")
+    say(f"MLflow: mlflow ui --backend-store-uri {uri}   (parent run {pid})")
+    return SearchOutcome(uri, exp_id, pid, best["run_id"], best["params"], best["objective"], cfg.mlflow.model_name,
+                         version, len(grid), len(errors), timings, trials)
+
+
+def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, Any]:
+    from search.assemble import prompt_for
+    from search.space import TrialParams
+
+    tp = TrialParams.from_sampled(params)
+    prompt = prompt_for(tp, cfg.pipeline)
+    return {"params": tp.model_dump(), "pipeline": cfg.pipeline.model_dump(mode="json"),
+            "generator": cfg.llm.generator.model_dump(mode="json"), "seed": cfg.search.seed,
+            "prompt": {"name": prompt.name, "system": prompt.system, "user": prompt.user}}

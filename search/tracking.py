@@ -1,0 +1,96 @@
+"""MLflow plumbing: the tracking store, the experiment, parent/child runs, failure marking.
+
+Contract: every run this module opens ends FINISHED, FAILED (with the reason in the tag
+``ragsweep.failure`` and the run description) or KILLED; none is left RUNNING by a failed or interrupted
+search (:func:`close_children` sweeps trial runs that a killed worker could not close).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
+TAG_TRIAL_ID = "ragsweep.trial_id"
+TAG_FAILURE = "ragsweep.failure"
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def default_tracking_uri(storage_dir: Path) -> str:
+    return f"sqlite:///{(storage_dir / 'mlflow.db').resolve()}"
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def ensure_experiment(uri: str, name: str, storage_dir: Path) -> str:
+    """Return the experiment id, creating it if needed; local stores keep artifacts under storage_dir.
+
+    An absolute artifact location matters: Ray Tune runs each trial in its own working directory.
+    """
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = (storage_dir / "mlartifacts").resolve().as_uri() if is_local_store(uri) else None
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b": "value"}`` with JSON for lists, as MLflow params."""
+    out: dict[str, str] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, str) else json.dumps(v)
+    return out
+
+
+def log_params(params: Mapping[str, str]) -> None:
+    """Log params in batches (MLflow caps a batch at 100) and truncate values to the 6000-char limit."""
+    items = [(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def git_commit(path: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def mark_failed(client: MlflowClient, run_id: str, reason: str, status: str = "FAILED") -> None:
+    client.set_tag(run_id, TAG_FAILURE, reason[:5000])
+    client.set_tag(run_id, "mlflow.note.content", f"{status}: {reason}"[:5000])
+    client.set_terminated(run_id, status=status)
+
+
+def close_children(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:
+    """End any child run still RUNNING (its worker died or was stopped); return how many."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    )
+    for r in runs:
+        mark_failed(client, r.info.run_id, "trial did not finish (search stopped or worker died)", status)
+    return len(runs)
+
+
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[mlflow.entities.Run]:
+    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+                              max_results=10000)
+
+
+def run_status_name(status: int | str) -> str:
+    return status if isinstance(status, str) else RunStatus.to_string(status)

@@ -1,0 +1,160 @@
+"""One trial: build the pipeline for the sampled params, answer the questions in shards, score, record.
+
+Contract: :func:`run_trial` is a Ray Tune function trainable (bound to a :class:`SearchContext` with
+``tune.with_parameters``). After each shard it reports running means, ``n_questions`` and a finite
+``objective`` to Tune. It records one MLflow child run of the search's parent run (params, metrics,
+answers.jsonl, config.json, prompt.txt); everything is logged before the final report, so a scheduler
+stopping the trial after that report loses nothing. An exception ends the child run FAILED with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from ray import tune
+
+from judges.llm_judge import CorrectnessJudge, JudgeItem
+from judges.retrieval import ChunkRef
+from judges.scoring import ANSWER_METRICS, JUDGE_METRICS, RETRIEVAL_METRICS, aggregate, objective, score_answer
+from pipelines.data import Dataset, Question
+from pipelines.index import IndexCache
+from search.assemble import build_pipeline
+from search.config import ExperimentConfig
+from search.serving import Endpoints
+from search.space import TrialParams
+from search.tracking import TAG_FAILURE, TAG_KIND, TAG_TRIAL_ID, flatten, log_params
+
+QUALITY_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + JUDGE_METRICS
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """Everything a trial needs besides its sampled params. Picklable; paths and URIs are absolute."""
+
+    config: ExperimentConfig
+    dataset: Dataset
+    question_ids: tuple[str, ...]  # the seeded order shared by every trial
+    endpoints: Endpoints
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    index_cache_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else math.nan
+
+
+def _row(q: Question, ans: Any, scores: dict[str, float], judge: Any) -> dict[str, Any]:
+    return {
+        "id": q.id,
+        "question": q.question,
+        "answer": ans.answer,
+        "gold": list(q.answers),
+        "answerable": q.answerable,
+        "contexts": [
+            {"doc_id": h.chunk.doc_id, "start": h.chunk.start, "end": h.chunk.end, "score": h.score,
+             "text": h.chunk.text}
+            for h in ans.hits
+        ],
+        "scores": {**scores, "judge_correctness": judge.value},
+        "judge_reason": judge.reason,
+        "latency_s": ans.latency_s,
+        "prompt_tokens": ans.prompt_tokens,
+        "completion_tokens": ans.completion_tokens,
+    }
+
+
+def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
+    os.environ.update(ctx.env)
+    params = TrialParams.from_sampled(sampled)  # a bad value fails here, before any model work
+    cfg = ctx.config
+    trial_id = tune.get_context().get_trial_id() or "local"
+    trial_name = tune.get_context().get_trial_name() or "local"
+    mlflow.set_tracking_uri(ctx.tracking_uri)
+    with mlflow.start_run(
+        experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
+        tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id},
+    ) as run:
+        try:
+            _evaluate(params, ctx, trial_id)
+        except BaseException as e:
+            mlflow.set_tag(TAG_FAILURE, f"{type(e).__name__}: {e}"[:5000])
+            raise
+    del run
+
+
+def _evaluate(params: TrialParams, ctx: SearchContext, trial_id: str) -> None:
+    cfg = ctx.config
+    t_start = time.perf_counter()
+    built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
+                           IndexCache(ctx.index_cache_dir), ctx.endpoints.generator, seed=cfg.search.seed)
+    index_key = built.index.key
+    log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
+                "judge_prompt_version": CorrectnessJudge.prompt_version, "dataset_digest": ctx.dataset.digest,
+                **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
+                "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
+    mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
+                        "index_chunks": float(len(built.index.chunks))})
+    setup_s = time.perf_counter() - t_start
+    judge = CorrectnessJudge(ctx.endpoints.judge.client(), max_tokens=cfg.llm.judge_max_tokens)
+    by_id = {q.id: q for q in ctx.dataset.questions}
+    questions = [by_id[i] for i in ctx.question_ids]
+    shard = cfg.search.shard_size
+    rows: list[dict[str, Any]] = []
+    timings = {"retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0}
+    for lo in range(0, len(questions), shard):
+        batch = questions[lo : lo + shard]
+        answers, t = built.pipeline.answer([q.question for q in batch])
+        for k, v in t.items():
+            timings[k] = timings.get(k, 0.0) + v
+        t0 = time.perf_counter()
+        verdicts = judge.score([JudgeItem(q.question, a.answer, q.answers if q.answerable else ()) for q, a in
+                                zip(batch, answers)])
+        timings["judge_s"] += time.perf_counter() - t0
+        for q, a, v in zip(batch, answers, verdicts):
+            refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
+            rows.append(_row(q, a, score_answer(q, a.answer, refs), v))
+            rows[-1]["judge_tokens"] = v.prompt_tokens + v.completion_tokens
+        means = aggregate((r["scores"] for r in rows), QUALITY_METRICS)
+        obj = objective(means, cfg.objective.weights)
+        done = len(rows)
+        metrics = {**means, "objective": obj, "n_questions": float(done)}
+        final = done == len(questions)
+        if final:
+            latencies = [r["latency_s"] for r in rows]
+            metrics.update({
+                "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
+                "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
+                "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
+                "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
+                "setup_s": setup_s, **timings, "trial_s": time.perf_counter() - t_start,
+            })
+            _log_artifacts(rows, params, built, ctx)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
+        tune.report({**metrics, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
+
+
+def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Any, ctx: SearchContext) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d)
+        with open(folder / "answers.jsonl", "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        config = {"params": params.model_dump(), "pipeline": ctx.config.pipeline.model_dump(mode="json"),
+                  "generator": ctx.config.llm.generator.model_dump(mode="json"), "seed": ctx.config.search.seed,
+                  "index_key": built.index.key, "prompt": {"name": built.prompt.name,
+                                                           "version": built.prompt.version}}
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        (folder / "prompt.txt").write_text(built.prompt.text)
+        mlflow.log_artifacts(str(folder))

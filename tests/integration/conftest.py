@@ -1,0 +1,71 @@
+"""Real servers for integration tests: a llama.cpp server with SmolLM2 and an `mlflow server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from search.serving import LlamaCppServer, resolve_gguf
+from tests.conftest import SAMPLE, write_jsonl
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
+    server = LlamaCppServer(resolve_gguf("default"), tmp_path_factory.mktemp("llama") / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real tracking server with a sqlite store in a temp dir; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art"),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{uri}/health", timeout=2).text.strip() == "OK":
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def xquad_slice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The first 6 xquad_en documents and their questions (a small, real slice)."""
+    root = tmp_path_factory.mktemp("xquad_slice")
+    docs = [json.loads(line) for line in (SAMPLE / "corpus.jsonl").read_text().splitlines()][:6]
+    keep = {d["id"] for d in docs}
+    qs = [json.loads(line) for line in (SAMPLE / "questions.jsonl").read_text().splitlines()]
+    qs = [q for q in qs if set(q["gold_doc_ids"]) <= keep]
+    return write_jsonl(root / "corpus.jsonl", docs), write_jsonl(root / "questions.jsonl", qs)

@@ -1,0 +1,48 @@
+"""The OpenAI-compatible client against a real llama.cpp server (and a closed port for the error path)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from judges.llm_judge import CorrectnessJudge, JudgeItem
+from pipelines.llm import ChatRequest, LLMClient, LLMError, check_endpoint
+from search.serving import LlamaCppServer
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_batch_completion_counts_tokens(llama_server: LlamaCppServer) -> None:
+    client = LLMClient(llama_server.base_url, llama_server.model_id, max_concurrency=2)
+    reqs = [ChatRequest((("user", f"Say the number {i}."),), max_tokens=8) for i in range(3)]
+    out = client.complete(reqs)
+    assert len(out) == 3
+    assert all(r.completion_tokens > 0 and r.prompt_tokens > 0 and r.latency_s > 0 for r in out)
+
+
+def test_json_schema_output_parses(llama_server: LlamaCppServer) -> None:
+    client = LLMClient(llama_server.base_url, llama_server.model_id)
+    schema = {"type": "object", "properties": {"correct": {"type": "boolean"}}, "required": ["correct"]}
+    out = client.complete([ChatRequest((("user", "Is 2+2=4? Answer in JSON."),), max_tokens=16, json_schema=schema)])
+    assert isinstance(json.loads(out[0].text)["correct"], bool)
+
+
+def test_judge_returns_a_value_per_item(llama_server: LlamaCppServer) -> None:
+    judge = CorrectnessJudge(LLMClient(llama_server.base_url, llama_server.model_id))
+    res = judge.score([JudgeItem("Capital of France?", "Paris", ("Paris",)), JudgeItem("?", "x", ())])
+    assert res[0].value in (0.0, 1.0) and res[0].completion_tokens > 0
+    assert res[1].reason == "no gold answer"
+
+
+def test_health_check_lists_model(llama_server: LlamaCppServer) -> None:
+    assert llama_server.model_id in check_endpoint(llama_server.base_url)
+
+
+def test_unreachable_endpoint_error_names_it() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(LLMError, match=f"{url} unreachable"):
+        LLMClient(url, "m", max_retries=1, timeout_s=5).complete([ChatRequest((("user", "hi"),))])
+    with pytest.raises(LLMError, match=f"{url}/models is not usable"):
+        check_endpoint(url)

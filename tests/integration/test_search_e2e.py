@@ -1,0 +1,195 @@
+"""A real search end to end: llama.cpp server, embedded Qdrant, local Ray, a real `mlflow server`.
+
+Asserts from MLflow: one parent, the child runs with metrics and artifacts, a registered version with alias
+champion, and that `ragsweep ask` answers with it. Also the error paths that must stop a search early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipelines.llm import LLMError, check_endpoint
+from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND
+from tests.conftest import REPO
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+N_TRIALS, N_QUESTIONS = 3, 6
+
+
+def _config(tmp: Path, corpus: Path, questions: Path, uri: str, experiment: str, extra: str = "") -> Path:
+    cfg = tmp / "exp.yaml"
+    cfg.write_text(f"""
+dataset: {{corpus: {corpus}, questions: {questions}, name: xquad_slice}}
+space:
+  chunk_size: [400, 800]
+  chunk_overlap: [0, 50]
+  retriever: [dense, bm25, hybrid]
+  top_k: [2, 3]
+  prompt: [concise, extractive]
+pipeline: {{max_tokens: 16}}
+search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {N_QUESTIONS}, shard_size: 3}}
+mlflow: {{tracking_uri: "{uri}", experiment: {experiment}, model_name: {experiment}-model}}
+storage_dir: {tmp / "runs"}
+{extra}
+""")
+    return cfg
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _runs(uri: str, experiment: str) -> tuple[list, list]:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get(TAG_KIND) == "search"]
+    children = [r for r in runs if r.data.tags.get(TAG_KIND) == "trial"]
+    return parents, children
+
+
+@pytest.fixture(scope="module")
+def search_result(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[Path, Path], mlflow_server: str):
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = _config(tmp, *xquad_slice, mlflow_server, "e2e")
+    # Run from another folder, through the script path, as `ray submit` would (the file, not the module).
+    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
+    return proc, tmp, mlflow_server
+
+
+def test_search_finishes(search_result) -> None:  # type: ignore[no-untyped-def]
+    proc, _, _ = search_result
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "registered e2e-model version 1 as @champion" in proc.stdout
+    assert "mlflow ui --backend-store-uri" in proc.stdout
+
+
+def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None:  # type: ignore[no-untyped-def]
+    proc, _, uri = search_result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parents, children = _runs(uri, "e2e")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    assert parent.data.params["search.num_samples"] == str(N_TRIALS)
+    assert parent.data.tags["dataset.digest"] and parent.data.tags["ragsweep.version"]
+    assert len(children) == N_TRIALS
+    client = MlflowClient(uri)
+    for child in children:
+        assert child.data.tags[PARENT_TAG] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        m = child.data.metrics
+        for key in ("token_f1", "exact_match", "contains", "recall_at_k", "mrr", "objective", "latency_p50_s",
+                    "latency_p95_s", "prompt_tokens", "completion_tokens"):
+            assert key in m, f"{key} missing from {child.info.run_name}"
+        assert m["n_questions"] == N_QUESTIONS and m["prompt_tokens"] > 0
+        assert 0.0 <= m["judge_correctness"] <= 1.0 or "judge_correctness_nan" in m
+        assert {"chunk_size", "retriever", "top_k", "prompt", "index_key", "prompt_version"} <= set(child.data.params)
+        names = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"answers.jsonl", "config.json", "prompt.txt"} <= names
+        local = client.download_artifacts(child.info.run_id, "answers.jsonl")
+        rows = [json.loads(line) for line in Path(local).read_text().splitlines()]
+        assert len(rows) == N_QUESTIONS
+        assert {"question", "contexts", "answer", "gold", "scores"} <= set(rows[0])
+        assert rows[0]["contexts"] and "start" in rows[0]["contexts"][0]
+    # Every trial answered the same questions, in the same order.
+    orders = {tuple(json.loads(line)["id"] for line in Path(client.download_artifacts(
+        c.info.run_id, "answers.jsonl")).read_text().splitlines()) for c in children}
+    assert len(orders) == 1
+
+
+def test_index_cache_builds_each_distinct_index_once(search_result) -> None:  # type: ignore[no-untyped-def]
+    proc, tmp, uri = search_result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, children = _runs(uri, "e2e")
+    keys = {c.data.params["index_key"] for c in children}
+    builds = (tmp / "runs" / "index-cache" / "builds.jsonl").read_text().splitlines()
+    assert sorted(json.loads(b)["key"] for b in builds) == sorted(keys)
+
+
+def test_champion_is_registered_and_answers(search_result) -> None:  # type: ignore[no-untyped-def]
+    proc, tmp, uri = search_result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    version = client.get_model_version_by_alias("e2e-model", "champion")
+    _, children = _runs(uri, "e2e")
+    best = max(children, key=lambda c: c.data.metrics["objective"])
+    assert version.run_id == best.info.run_id
+    ask = _run(["ragsweep", "ask", "Who won Super Bowl 50?", "--tracking-uri", uri, "--model-name", "e2e-model",
+                "--json"], cwd=tmp, timeout=300)
+    assert ask.returncode == 0, ask.stderr[-3000:]
+    out = json.loads(ask.stdout.strip().splitlines()[-1])
+    assert isinstance(out["answer"], str) and out["sources"]
+    assert {"doc_id", "start", "end", "text"} <= set(out["sources"][0])
+
+
+def test_missing_model_file_stops_before_any_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+    extra = "llm:\n  generator: {engine: llama.cpp, model: /no/such/model.gguf}\n"
+    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-missing-model", extra)
+    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "model file not found: /no/such/model.gguf" in proc.stderr
+    assert MlflowClient(mlflow_server).get_experiment_by_name("e2e-missing-model") is None
+
+
+def test_unreachable_endpoint_fails_parent_run_with_reason(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    extra = f"llm:\n  generator: {{engine: external, base_url: '{url}', model: m}}\n"
+    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-unreachable", extra)
+    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path)
+    assert proc.returncode == 1
+    assert f"{url}/models is not usable" in proc.stderr
+    parents, children = _runs(mlflow_server, "e2e-unreachable")
+    assert len(parents) == 1 and not children
+    assert parents[0].info.status == "FAILED"
+    assert f"{url}/models" in parents[0].data.tags[TAG_FAILURE]
+
+
+def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file")
+    extra = f"llm:\n  generator: {{engine: llama.cpp, model: {bad}}}\n"
+    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-broken-model", extra)
+    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "llama.cpp server for broken exited" in proc.stderr
+    parents, _ = _runs(mlflow_server, "e2e-broken-model")
+    assert parents[0].info.status == "FAILED" and "exited with code" in parents[0].data.tags[TAG_FAILURE]
+
+
+def test_ctrl_c_stops_servers_and_closes_runs(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:  # interrupt once trials are running
+        seen.append(line)
+        if "Trial status" in line or "RUNNING" in line or time.monotonic() > deadline:
+            break
+    time.sleep(5)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, "".join(seen)[-2000:] + rest[-3000:]
+    parents, children = _runs(mlflow_server, "e2e-interrupt")
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"
+    assert all(c.info.status != "RUNNING" for c in children)
+    ready = [line for line in seen if "server ready at" in line]
+    assert ready, "".join(seen)[-2000:]  # the server was started ...
+    url = ready[0].split("server ready at ")[1].split()[0]
+    with pytest.raises(LLMError):  # ... and is gone
+        check_endpoint(url, timeout_s=2)

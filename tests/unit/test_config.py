@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from search.config import ConfigError, load_config
+from search.space import TrialParams
+from tests.conftest import REPO
+
+DEFAULT = REPO / "configs" / "default.yaml"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "exp.yaml"
+    corpus = (REPO / "data/xquad_en/corpus.jsonl").as_posix()
+    questions = (REPO / "data/xquad_en/questions.jsonl").as_posix()
+    p.write_text(f"dataset:\n  corpus: {corpus}\n  questions: {questions}\n" + text)
+    return p
+
+
+def test_default_config_is_valid_and_paths_are_absolute() -> None:
+    cfg = load_config(DEFAULT)
+    assert cfg.dataset.corpus.is_absolute() and cfg.dataset.corpus.exists()
+    assert cfg.storage_dir.is_absolute()
+    assert cfg.search.num_samples >= 2
+
+
+def test_cli_overrides(tmp_path: Path) -> None:
+    cfg = load_config(DEFAULT, {"num_samples": 3, "tracking_uri": "http://127.0.0.1:5000", "seed": 7})
+    assert (cfg.search.num_samples, cfg.mlflow.tracking_uri, cfg.search.seed) == (3, "http://127.0.0.1:5000", 7)
+
+
+def test_unknown_key_gets_line_and_did_you_mean(tmp_path: Path) -> None:
+    p = _write(tmp_path, "search:\n  num_sample: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "line 5" in msg and "search.num_sample" in msg and "did you mean 'num_samples'" in msg
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'serch'.*did you mean 'search'"):
+        load_config(_write(tmp_path, "serch: {}\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("space:\n  chunk_overlap: [0, 500]\n  chunk_size: [400]\n", "chunk_overlap values must lie in"),
+        ("space:\n  retriever: [dense, sparse]\n", r"space.retriever.1: Input should be 'dense', 'bm25' or 'hybrid'"),
+        ("space:\n  prompt: [consise]\n", "unknown template 'consise' .did you mean 'concise'"),
+        ("space:\n  top_k: {low: 5, high: 2}\n", r"low \(5\) must be <= high \(2\)"),
+        ("objective:\n  weights: {token_f2: 1.0}\n", "unknown metric 'token_f2' .did you mean 'token_f1'"),
+        ("space:\n  reranker: [none, cross_encoder]\n", "pipeline.reranker_model is not set"),
+        ("pipeline:\n  reranker_model: /no/such/model\n", "pipeline.reranker_model: path does not exist"),
+        ("llm:\n  generator: {engine: external}\n", "engine 'external' needs base_url"),
+        ("search:\n  num_samples: 0\n", "search.num_samples: Input should be greater than or equal to 1"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text))
+
+
+def test_missing_dataset_file(tmp_path: Path) -> None:
+    p = tmp_path / "exp.yaml"
+    p.write_text("dataset:\n  corpus: nope.jsonl\n  questions: nope2.jsonl\n")
+    with pytest.raises(ConfigError, match=r"line 2, dataset.corpus: path does not exist: .*nope.jsonl"):
+        load_config(p)
+
+
+def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
+    p = tmp_path / "exp.yaml"
+    p.write_text("dataset:\n  corpus: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: line \d+: invalid YAML"):
+        load_config(p)
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config(DEFAULT)
+    with pytest.raises(Exception):
+        cfg.search.num_samples = 99  # type: ignore[misc]
+
+
+def test_trial_params_reject_bad_values() -> None:
+    good = {"chunk_size": 400, "chunk_overlap": 0, "retriever": "dense", "top_k": 3, "reranker": "none",
+            "prompt": "concise", "temperature": 0.0}
+    assert TrialParams.from_sampled(good).top_k == 3
+    with pytest.raises(ValueError, match="chunk_overlap"):
+        TrialParams.from_sampled({**good, "chunk_overlap": 400})
+
+
+def test_config_schema_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "schema.json"
+    assert main(["config-schema", "--output", str(out)]) == 0
+    schema = json.loads(out.read_text())
+    assert "dataset" in schema["properties"] and "space" in schema["properties"]
+
+
+def test_validate_command_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--config", str(_write(tmp_path, "bogus: 1\n"))]) == 2
+    assert "unknown key 'bogus'" in capsys.readouterr().err
+    assert main(["validate", "--config", str(DEFAULT)]) == 0
+    assert "1190 questions" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cmd", ["search", "ask", "validate", "config-schema"])
+def test_every_subcommand_has_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "usage: ragsweep" in capsys.readouterr().out
