@@ -1,15 +1,40 @@
 #!/usr/bin/env bash
 # Installs ragsweep for CPU into ./.venv (idempotent). Usage: scripts/install.sh [dev]
-# torch and the rest of the stack are pinned by constraints-cpu.txt so a CPU machine never pulls a CUDA
-# build; GPU users install with `pip install -e ".[gpu]"` and their own torch instead.
+#
+# - torch and the rest of the stack are pinned by constraints-cpu.txt, so a CPU machine never pulls a CUDA
+#   build; GPU users install with `pip install -e ".[gpu]"` and their own torch instead.
+# - llama-cpp-python ships as source only. A default (-march=native) build crashed on the first
+#   multi-token prompt on an AVX512/AMX machine, so we build a portable wheel once (about 6 minutes on
+#   2 cores) into ~/.cache/ragsweep/wheels, keyed by version and build flags, and install that file.
+#   Override the flags with RAGSWEEP_LLAMA_CMAKE_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="cpu"
 if [ "${1:-}" = "dev" ]; then extras="cpu,dev"; fi
+pip_q=(--quiet --disable-pip-version-check)
+
 if [ ! -x .venv/bin/python ]; then
   echo "[install] creating .venv"
   python3 -m venv .venv
 fi
-echo "[install] installing ragsweep[$extras] (first run compiles llama-cpp-python: about 6 minutes on 2 cores)"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt -e ".[$extras]"
+py=.venv/bin/python
+
+llama_version=$(sed -n 's/^llama-cpp-python==//p' constraints-cpu.txt)
+cmake_args=${RAGSWEEP_LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"}
+build_id=$(printf '%s %s' "$llama_version" "$cmake_args" | sha256sum | cut -c1-12)
+wheel_dir="${RAGSWEEP_WHEEL_CACHE:-$HOME/.cache/ragsweep/wheels}/llama-cpp-python-$build_id"
+marker=.venv/.llama-cpp-python-$build_id
+if [ ! -f "$marker" ]; then
+  if ! ls "$wheel_dir"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "[install] building llama-cpp-python $llama_version (portable CPU build, once: about 6 minutes on 2 cores)"
+    mkdir -p "$wheel_dir"
+    CMAKE_ARGS="$cmake_args" "$py" -m pip wheel "${pip_q[@]}" --no-deps --no-cache-dir --no-binary llama-cpp-python \
+      -w "$wheel_dir" "llama-cpp-python==$llama_version"
+  fi
+  "$py" -m pip install "${pip_q[@]}" -c constraints-cpu.txt --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+  touch "$marker"
+fi
+
+echo "[install] installing ragsweep[$extras] and its dependencies"
+"$py" -m pip install "${pip_q[@]}" -c constraints-cpu.txt "$wheel_dir"/llama_cpp_python-*.whl -e ".[$extras]"
 echo "[install] done"

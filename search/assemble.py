@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from pipelines.data import Document
@@ -29,6 +30,7 @@ class Assembled:
     pipeline: RagPipeline
     index: IndexArtifacts
     prompt: PromptTemplate
+    timings: dict[str, float]  # seconds: embedder_load_s, index_s (build or read), qdrant_load_s
 
 
 def build_pipeline(
@@ -42,9 +44,14 @@ def build_pipeline(
     prompt: PromptTemplate | None = None,
 ) -> Assembled:
     """Index (from the cache), retriever, optional reranker and generator; ``prompt`` overrides the named one."""
+    t0 = time.perf_counter()
     embedder = Embedder(settings.embedder, batch_size=settings.embed_batch_size)
+    embedder.model  # load now (once per process), so its cost is not hidden in the first query
+    t1 = time.perf_counter()
     art = cache.get_or_build(index_spec(params, settings, corpus_digest), corpus, embedder)
+    t2 = time.perf_counter()
     handle = open_index(art, url=settings.qdrant_url)
+    timings = {"embedder_load_s": t1 - t0, "index_s": t2 - t1, "qdrant_load_s": time.perf_counter() - t2}
     reranker = None
     if params.reranker == "cross_encoder":
         assert settings.reranker_model is not None  # enforced by the config
@@ -52,4 +59,4 @@ def build_pipeline(
     prompt = prompt or prompt_for(params, settings)
     gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, settings.rerank_candidates, seed)
     pipeline = RagPipeline(Retriever(handle, embedder, params.retriever), generator.client(), prompt, gen, reranker)
-    return Assembled(pipeline, art, prompt)
+    return Assembled(pipeline, art, prompt, timings)

@@ -142,8 +142,11 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                                             {"cpu": cfg.search.cpus_per_trial})
             tuner = tune.Tuner(
                 trainable,
+                # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
+                # the loaded embedder (several seconds per trial on a small CPU machine).
                 tune_config=tune.TuneConfig(search_alg=searcher, num_samples=cfg.search.num_samples,
-                                            max_concurrent_trials=cfg.search.max_concurrent_trials),
+                                            max_concurrent_trials=cfg.search.max_concurrent_trials,
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(name=f"search-{pid[:12]}", storage_path=str((storage / "ray").resolve()),
                                           failure_config=tune.FailureConfig(max_failures=0), verbose=1),
             )

@@ -78,23 +78,21 @@ def _row(q: Question, ans: Any, scores: dict[str, float], judge: Any) -> dict[st
 def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
     os.environ.update(ctx.env)
     params = TrialParams.from_sampled(sampled)  # a bad value fails here, before any model work
-    cfg = ctx.config
     trial_id = tune.get_context().get_trial_id() or "local"
     trial_name = tune.get_context().get_trial_name() or "local"
     mlflow.set_tracking_uri(ctx.tracking_uri)
     with mlflow.start_run(
         experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
         tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id},
-    ) as run:
+    ):
         try:
-            _evaluate(params, ctx, trial_id)
+            _evaluate(params, ctx)
         except BaseException as e:
             mlflow.set_tag(TAG_FAILURE, f"{type(e).__name__}: {e}"[:5000])
             raise
-    del run
 
 
-def _evaluate(params: TrialParams, ctx: SearchContext, trial_id: str) -> None:
+def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
     cfg = ctx.config
     t_start = time.perf_counter()
     built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
@@ -106,13 +104,12 @@ def _evaluate(params: TrialParams, ctx: SearchContext, trial_id: str) -> None:
                 "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
                         "index_chunks": float(len(built.index.chunks))})
-    setup_s = time.perf_counter() - t_start
     judge = CorrectnessJudge(ctx.endpoints.judge.client(), max_tokens=cfg.llm.judge_max_tokens)
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in ctx.question_ids]
     shard = cfg.search.shard_size
     rows: list[dict[str, Any]] = []
-    timings = {"retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0}
+    timings = {**built.timings, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0}
     for lo in range(0, len(questions), shard):
         batch = questions[lo : lo + shard]
         answers, t = built.pipeline.answer([q.question for q in batch])
@@ -138,7 +135,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext, trial_id: str) -> None:
                 "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
                 "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
-                "setup_s": setup_s, **timings, "trial_s": time.perf_counter() - t_start,
+                **timings, "trial_s": time.perf_counter() - t_start,
             })
             _log_artifacts(rows, params, built, ctx)
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
