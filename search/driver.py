@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version as pkg_version
@@ -151,13 +153,36 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                                           failure_config=tune.FailureConfig(max_failures=0), verbose=1),
             )
             t0 = time.perf_counter()
-            grid = tuner.fit()
+            grid = _fit(tuner)
             timings["trials_s"] = time.perf_counter() - t0
         finally:
             if cfg.search.ray_address is None:
                 ray.shutdown()
         outcome = _promote(cfg, dataset, grid, len(question_ids), pid, exp_id, uri, endpoints, timings)
     return outcome
+
+
+def _fit(tuner: Any) -> Any:
+    """``tuner.fit()``, raising KeyboardInterrupt when Tune absorbed a Ctrl-C.
+
+    On the first SIGINT Tune stops its trials gracefully, saves the experiment state, puts back the handler
+    that was installed before ``fit`` and returns normally. So we install a handler of our own first: if it
+    is back after ``fit``, the user pressed Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return tuner.fit()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        grid = tuner.fit()
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            raise KeyboardInterrupt
+        return grid
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _promote(cfg: ExperimentConfig, dataset: Dataset, grid: Any, n_questions: int, pid: str, exp_id: str,
@@ -174,7 +199,7 @@ def _promote(cfg: ExperimentConfig, dataset: Dataset, grid: Any, n_questions: in
     close_children(MlflowClient(uri), exp_id, pid)
     mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors))})
     if not trials:
-        raise SearchError(f"all {len(grid)} trials failed; first error: {errors[0] if errors else 'no results'}")
+        raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if errors:
         say(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
     trials.sort(key=lambda t: t["objective"], reverse=True)

@@ -46,9 +46,16 @@ def _suggest(trial: optuna.Trial, name: str, spec: Any) -> Any:
     return trial.suggest_categorical(name, list(spec))
 
 
-def define_by_run(space: SearchSpace) -> Callable[[optuna.Trial], None]:
-    def sample(trial: optuna.Trial) -> None:
-        for name in PARAM_NAMES:
-            _suggest(trial, name, getattr(space, name))
+class DefineByRun:
+    """``fn(optuna.Trial)`` sampling every key of the space; a class, not a closure, so Tune can pickle it."""
 
-    return sample
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        for name in PARAM_NAMES:
+            _suggest(trial, name, getattr(self.space, name))
+
+
+def define_by_run(space: SearchSpace) -> Callable[[optuna.Trial], None]:
+    return DefineByRun(space)
