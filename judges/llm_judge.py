@@ -83,7 +83,7 @@ class CorrectnessJudge:
             )
             for i in todo
         ]
-        for i, resp in zip(todo, self.client.complete(requests)):
+        for i, resp in zip(todo, self.client.complete(requests), strict=True):
             value, reason = parse_verdict(resp.text)
             results[i] = JudgeResult(value, reason, resp.prompt_tokens, resp.completion_tokens, resp.latency_s)
         return results

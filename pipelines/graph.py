@@ -86,7 +86,8 @@ class RagPipeline:
     def _rerank(self, state: RagState) -> RagState:
         assert self.reranker is not None
         t0 = time.perf_counter()
-        hits = [self.reranker.rerank(q, h, self.params.top_k) for q, h in zip(state["questions"], state["hits"])]
+        pairs = zip(state["questions"], state["hits"], strict=True)
+        hits = [self.reranker.rerank(q, h, self.params.top_k) for q, h in pairs]
         return {"hits": hits, "timings": {"rerank_s": time.perf_counter() - t0}}
 
     def _generate(self, state: RagState) -> RagState:
@@ -98,7 +99,7 @@ class RagPipeline:
                 max_tokens=self.params.max_tokens,
                 seed=self.params.seed,
             )
-            for q, hits in zip(state["questions"], state["hits"])
+            for q, hits in zip(state["questions"], state["hits"], strict=True)
         ]
         responses = self.llm.complete(requests)
         return {"responses": responses, "timings": {"generate_s": time.perf_counter() - t0}}
@@ -112,7 +113,7 @@ class RagPipeline:
         pre = (timings.get("retrieve_s", 0.0) + timings.get("rerank_s", 0.0)) / len(questions)
         answers = [
             Answer(q, r.text.strip(), hits, r.prompt_tokens, r.completion_tokens, r.latency_s + pre)
-            for q, hits, r in zip(questions, out["hits"], out["responses"])
+            for q, hits, r in zip(questions, out["hits"], out["responses"], strict=True)
         ]
         return answers, dict(timings)
 

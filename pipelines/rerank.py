@@ -30,5 +30,5 @@ class CrossEncoderReranker:
         if not hits:
             return []
         scores = _load(str(self.model_path)).predict([(question, h.chunk.text) for h in hits], batch_size=32)
-        ranked = sorted(zip(hits, scores), key=lambda hs: float(hs[1]), reverse=True)
+        ranked = sorted(zip(hits, scores, strict=True), key=lambda hs: float(hs[1]), reverse=True)
         return [Hit(h.chunk, float(s)) for h, s in ranked[:k]]

@@ -55,7 +55,7 @@ class Retriever:
         if not questions:
             return []
         dense = self.embedder.encode(questions).tolist() if self.mode != "bm25" else [None] * len(questions)
-        requests = [self._request(q, d, k) for q, d in zip(questions, dense)]
+        requests = [self._request(q, d, k) for q, d in zip(questions, dense, strict=True)]
         responses = self.index.client.query_batch_points(self.index.collection, requests=requests)
         chunks = self.index.chunks
         return [[Hit(chunks[int(p.id)], float(p.score)) for p in r.points] for r in responses]

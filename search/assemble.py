@@ -46,7 +46,7 @@ def build_pipeline(
     """Index (from the cache), retriever, optional reranker and generator; ``prompt`` overrides the named one."""
     t0 = time.perf_counter()
     embedder = Embedder(settings.embedder, batch_size=settings.embed_batch_size)
-    embedder.model  # load now (once per process), so its cost is not hidden in the first query
+    _ = embedder.model  # load now (once per process), so its cost is not hidden in the first query
     t1 = time.perf_counter()
     art = cache.get_or_build(index_spec(params, settings, corpus_digest), corpus, embedder)
     t2 = time.perf_counter()

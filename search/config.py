@@ -205,7 +205,9 @@ class ExperimentConfig(_Strict):
     objective: Objective = Objective()
     search: SearchSettings = SearchSettings()
     mlflow: MLflowSettings = MLflowSettings()
-    storage_dir: CwdPath = Field(Path("ragsweep-runs"), validate_default=True, description="Ray results, caches, default MLflow store")
+    storage_dir: CwdPath = Field(
+        Path("ragsweep-runs"), validate_default=True, description="Ray results, caches, default MLflow store"
+    )
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:

@@ -26,7 +26,14 @@ from search.config import ExperimentConfig
 from search.promote import CHAMPION, register_champion
 from search.serving import Endpoints, preflight, serve
 from search.tracking import (
-    TAG_KIND, close_children, default_tracking_uri, ensure_experiment, flatten, git_commit, log_params, mark_failed,
+    TAG_KIND,
+    close_children,
+    default_tracking_uri,
+    ensure_experiment,
+    flatten,
+    git_commit,
+    log_params,
+    mark_failed,
 )
 
 # Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.

@@ -117,9 +117,9 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
             timings[k] = timings.get(k, 0.0) + v
         t0 = time.perf_counter()
         verdicts = judge.score([JudgeItem(q.question, a.answer, q.answers if q.answerable else ()) for q, a in
-                                zip(batch, answers)])
+                                zip(batch, answers, strict=True)])
         timings["judge_s"] += time.perf_counter() - t0
-        for q, a, v in zip(batch, answers, verdicts):
+        for q, a, v in zip(batch, answers, verdicts, strict=True):
             refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
             rows.append(_row(q, a, score_answer(q, a.answer, refs), v))
             rows[-1]["judge_tokens"] = v.prompt_tokens + v.completion_tokens

@@ -44,7 +44,7 @@ def test_each_retriever_finds_the_gold_document(tmp_path: Path, xquad_slice: tup
     qs = ds.questions[:20]
     hits = retriever.retrieve([q.question for q in qs], 5)
     assert all(0 < len(h) <= 5 for h in hits)
-    found = sum(any(h.chunk.doc_id in q.gold_doc_ids for h in hs) for q, hs in zip(qs, hits))
+    found = sum(any(h.chunk.doc_id in q.gold_doc_ids for h in hs) for q, hs in zip(qs, hits, strict=True))
     assert found >= 14, f"{mode}: gold document in top 5 for only {found}/20 questions"
     scores = [h.score for h in hits[0]]
     assert scores == sorted(scores, reverse=True)

@@ -127,8 +127,10 @@ def test_champion_is_registered_and_answers(search_result) -> None:  # type: ign
     _, children = _runs(uri, "e2e")
     best = max(children, key=lambda c: c.data.metrics["objective"])
     assert version.run_id == best.info.run_id
-    ask = _run([str(Path(sys.executable).parent / "ragsweep"), "ask", "Who won Super Bowl 50?", "--tracking-uri", uri, "--model-name", "e2e-model",
-                "--json"], cwd=tmp, timeout=300)
+    ragsweep = str(Path(sys.executable).parent / "ragsweep")
+    ask = _run([ragsweep, "ask", "Who won Super Bowl 50?", "--tracking-uri", uri, "--model-name", "e2e-model",
+                "--json"],
+               cwd=tmp, timeout=300)
     assert ask.returncode == 0, ask.stderr[-3000:]
     out = json.loads(ask.stdout.strip().splitlines()[-1])
     assert isinstance(out["answer"], str) and out["sources"]

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from search.cli import main
 from search.config import ConfigError, load_config
@@ -81,7 +82,7 @@ def test_yaml_syntax_error_has_line(tmp_path: Path) -> None:
 
 def test_config_is_frozen() -> None:
     cfg = load_config(DEFAULT)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.search.num_samples = 99  # type: ignore[misc]
 
 
