@@ -11,7 +11,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,6 @@ class Dataset:
     digest: str  # sha256 over both files' bytes: identifies the data in MLflow and the index cache
     corpus_digest: str  # sha256 of the corpus file alone: the index depends only on this
     name: str = ""
-    source: dict[str, str] = field(default_factory=dict)
 
     def ordered_questions(self, seed: int, limit: int | None) -> list[Question]:
         """The questions in one seeded order, shared by every trial so trials compare on the same set."""
@@ -176,5 +175,4 @@ def load_dataset(corpus_path: Path, questions_path: Path, name: str = "") -> Dat
         digest=file_digest(corpus_path, questions_path),
         corpus_digest=file_digest(corpus_path),
         name=name or corpus_path.parent.name,
-        source={"corpus": str(corpus_path.resolve()), "questions": str(questions_path.resolve())},
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -40,7 +40,6 @@ class ChatResponse:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 def structured_output_params(engine: Engine, schema: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +118,6 @@ class LLMClient:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_s=latency,
-            raw=resp.model_dump(),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.data import Document
 from pipelines.embed import Embedder
@@ -12,7 +13,7 @@ from pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
 from pipelines.prompts import PromptTemplate, load_templates
 from pipelines.rerank import CrossEncoderReranker
 from pipelines.retrieve import Retriever
-from search.config import PipelineSettings
+from search.config import ModelEndpoint, PipelineSettings
 from search.serving import Endpoint
 from search.space import TrialParams
 
@@ -23,6 +24,14 @@ def index_spec(params: TrialParams, settings: PipelineSettings, corpus_digest: s
 
 def prompt_for(params: TrialParams, settings: PipelineSettings) -> PromptTemplate:
     return load_templates(settings.prompts_file)[params.prompt]
+
+
+def pipeline_spec(params: TrialParams, settings: PipelineSettings, generator: ModelEndpoint, seed: int,
+                  prompt: PromptTemplate) -> dict[str, Any]:
+    """Everything needed to rebuild a trial's pipeline (its config.json, and the champion's config)."""
+    return {"params": params.model_dump(), "pipeline": settings.model_dump(mode="json"),
+            "generator": generator.model_dump(mode="json"), "seed": seed,
+            "prompt": {"name": prompt.name, "version": prompt.version, "system": prompt.system, "user": prompt.user}}
 
 
 @dataclass

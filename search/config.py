@@ -46,35 +46,34 @@ ExistingPath = Annotated[Path, AfterValidator(_resolve), AfterValidator(_must_ex
 CwdPath = Annotated[Path, AfterValidator(lambda v: v.expanduser().resolve())]
 
 
-class IntRange(_Strict):
+class _Range(_Strict):
+    low: Any
+    high: Any
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and getattr(self, "step", 1) != 1:
+            raise ValueError("a log range cannot have a step (Optuna)")
+        return self
+
+    def values_bounds(self) -> tuple[Any, Any]:
+        return self.low, self.high
+
+
+class IntRange(_Range):
     low: int
     high: int
     step: int = 1
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        return self
-
-    def values_bounds(self) -> tuple[int, int]:
-        return self.low, self.high
 
 
-class FloatRange(_Strict):
+class FloatRange(_Range):
     low: float
     high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        return self
-
-    def values_bounds(self) -> tuple[float, float]:
-        return self.low, self.high
 
 
 Retriever = Literal["dense", "bm25", "hybrid"]

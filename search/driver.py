@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.data import Dataset, load_dataset
 from search.config import ExperimentConfig
 from search.promote import CHAMPION, register_champion
-from search.serving import Endpoints, preflight, serve
+from search.serving import preflight, serve
 from search.tracking import (
     TAG_KIND,
     close_children,
@@ -165,7 +165,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
         finally:
             if cfg.search.ray_address is None:
                 ray.shutdown()
-        outcome = _promote(cfg, dataset, grid, len(question_ids), pid, exp_id, uri, endpoints, timings)
+        outcome = _promote(cfg, grid, len(question_ids), pid, exp_id, uri, timings)
     return outcome
 
 
@@ -192,8 +192,9 @@ def _fit(tuner: Any) -> Any:
         signal.signal(signal.SIGINT, previous)
 
 
-def _promote(cfg: ExperimentConfig, dataset: Dataset, grid: Any, n_questions: int, pid: str, exp_id: str,
-             uri: str, endpoints: Endpoints, timings: dict[str, float]) -> SearchOutcome:
+def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id: str, uri: str,
+             timings: dict[str, float]) -> SearchOutcome:
+    """Rank trials that answered every question; register the best as champion."""
     trials, errors = [], []
     for r in grid:
         if r.error is not None:
@@ -228,11 +229,8 @@ def _promote(cfg: ExperimentConfig, dataset: Dataset, grid: Any, n_questions: in
 
 
 def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, Any]:
-    from search.assemble import prompt_for
+    from search.assemble import pipeline_spec, prompt_for
     from search.space import TrialParams
 
     tp = TrialParams.from_sampled(params)
-    prompt = prompt_for(tp, cfg.pipeline)
-    return {"params": tp.model_dump(), "pipeline": cfg.pipeline.model_dump(mode="json"),
-            "generator": cfg.llm.generator.model_dump(mode="json"), "seed": cfg.search.seed,
-            "prompt": {"name": prompt.name, "system": prompt.system, "user": prompt.user}}
+    return pipeline_spec(tp, cfg.pipeline, cfg.llm.generator, cfg.search.seed, prompt_for(tp, cfg.pipeline))

@@ -50,7 +50,7 @@ class RagChampion(mlflow.pyfunc.PythonModel):
         log_dir = Path(tempfile.gettempdir()) / "ragsweep-champion-logs"
         endpoints = self._stack.enter_context(serve(generator, None, log_dir))
         cache = IndexCache(Path.home() / ".cache" / "ragsweep" / "index")
-        prompt = PromptTemplate(**spec["prompt"])
+        prompt = PromptTemplate(spec["prompt"]["name"], spec["prompt"]["system"], spec["prompt"]["user"])
         self.pipeline = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path),
                                        cache, endpoints.generator, seed=spec.get("seed", 0), prompt=prompt).pipeline
 

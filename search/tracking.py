@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
@@ -85,12 +84,3 @@ def close_children(client: MlflowClient, experiment_id: str, parent_run_id: str,
     for r in runs:
         mark_failed(client, r.info.run_id, "trial did not finish (search stopped or worker died)", status)
     return len(runs)
-
-
-def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[mlflow.entities.Run]:
-    return client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-                              max_results=10000)
-
-
-def run_status_name(status: int | str) -> str:
-    return status if isinstance(status, str) else RunStatus.to_string(status)

@@ -22,12 +22,13 @@ import mlflow
 import numpy as np
 from ray import tune
 
-from judges.llm_judge import CorrectnessJudge, JudgeItem
+from judges.llm_judge import CorrectnessJudge, JudgeItem, JudgeResult
 from judges.retrieval import ChunkRef
 from judges.scoring import ANSWER_METRICS, JUDGE_METRICS, RETRIEVAL_METRICS, aggregate, objective, score_answer
 from pipelines.data import Dataset, Question
+from pipelines.graph import Answer
 from pipelines.index import IndexCache
-from search.assemble import build_pipeline
+from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
 from search.serving import Endpoints
 from search.space import TrialParams
@@ -55,7 +56,8 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
 
-def _row(q: Question, ans: Any, scores: dict[str, float], judge: Any) -> dict[str, Any]:
+def _row(q: Question, ans: Answer, scores: dict[str, float], judge: JudgeResult) -> dict[str, Any]:
+    """One line of answers.jsonl: everything needed to debug this answer."""
     return {
         "id": q.id,
         "question": q.question,
@@ -67,11 +69,13 @@ def _row(q: Question, ans: Any, scores: dict[str, float], judge: Any) -> dict[st
              "text": h.chunk.text}
             for h in ans.hits
         ],
-        "scores": {**scores, "judge_correctness": judge.value},
+        # NaN (undefined) is written as null so the file stays valid JSON.
+        "scores": {k: v if math.isfinite(v) else None for k, v in {**scores, "judge_correctness": judge.value}.items()},
         "judge_reason": judge.reason,
         "latency_s": ans.latency_s,
         "prompt_tokens": ans.prompt_tokens,
         "completion_tokens": ans.completion_tokens,
+        "judge_tokens": judge.prompt_tokens + judge.completion_tokens,
     }
 
 
@@ -122,8 +126,8 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
         for q, a, v in zip(batch, answers, verdicts, strict=True):
             refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
             rows.append(_row(q, a, score_answer(q, a.answer, refs), v))
-            rows[-1]["judge_tokens"] = v.prompt_tokens + v.completion_tokens
-        means = aggregate((r["scores"] for r in rows), QUALITY_METRICS)
+        means = aggregate(({k: math.nan if v is None else v for k, v in r["scores"].items()} for r in rows),
+                          QUALITY_METRICS)
         obj = objective(means, cfg.objective.weights)
         done = len(rows)
         metrics = {**means, "objective": obj, "n_questions": float(done)}
@@ -142,16 +146,14 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
         tune.report({**metrics, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
 
 
-def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Any, ctx: SearchContext) -> None:
+def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assembled, ctx: SearchContext) -> None:
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         with open(folder / "answers.jsonl", "w", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        config = {"params": params.model_dump(), "pipeline": ctx.config.pipeline.model_dump(mode="json"),
-                  "generator": ctx.config.llm.generator.model_dump(mode="json"), "seed": ctx.config.search.seed,
-                  "index_key": built.index.key, "prompt": {"name": built.prompt.name,
-                                                           "version": built.prompt.version}}
-        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        cfg = ctx.config
+        spec = pipeline_spec(params, cfg.pipeline, cfg.llm.generator, cfg.search.seed, built.prompt)
+        (folder / "config.json").write_text(json.dumps({**spec, "index_key": built.index.key}, indent=2))
         (folder / "prompt.txt").write_text(built.prompt.text)
         mlflow.log_artifacts(str(folder))
