@@ -95,7 +95,7 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
                     "latency_p95_s", "prompt_tokens", "completion_tokens"):
             assert key in m, f"{key} missing from {child.info.run_name}"
         assert m["n_questions"] == N_QUESTIONS and m["prompt_tokens"] > 0
-        assert 0.0 <= m["judge_correctness"] <= 1.0 or "judge_correctness_nan" in m
+        assert "judge_correctness_nan" in m or 0.0 <= m["judge_correctness"] <= 1.0
         assert {"chunk_size", "retriever", "top_k", "prompt", "index_key", "prompt_version"} <= set(child.data.params)
         names = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"answers.jsonl", "config.json", "prompt.txt"} <= names
