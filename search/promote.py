@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "question")]),
     outputs=Schema([ColSpec("string", "answer"), ColSpec("string", "sources")]),
 )
+
+
+# MLflow warns at class creation when predict() has no type hints; ours has an explicit SIGNATURE instead.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
 
 
 class RagChampion(mlflow.pyfunc.PythonModel):
