@@ -35,6 +35,9 @@ def resolve_embedder_path(spec: str) -> Path:
 def _load(path: str):  # type: ignore[no-untyped-def]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per trial is noise in the search output
 
     return SentenceTransformer(path, device="cpu", local_files_only=True)
 

@@ -14,6 +14,9 @@ from pipelines.retrieve import Hit
 def _load(path: str):  # type: ignore[no-untyped-def]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import CrossEncoder
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per trial is noise in the search output
 
     return CrossEncoder(path, device="cpu", local_files_only=True)
 

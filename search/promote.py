@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import json
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,11 @@ SIGNATURE = ModelSignature(
 )
 
 
-# MLflow warns at class creation when predict() has no type hints; ours has an explicit SIGNATURE instead.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method", category=UserWarning)
-
-
 class RagChampion(mlflow.pyfunc.PythonModel):
     """Rebuilds the winning pipeline offline (starting its own llama.cpp server when the engine is llama.cpp)."""
+
+    # The model is logged with an explicit SIGNATURE; skip MLflow's type-hint wrapping of predict (and its warning).
+    _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
         spec = json.loads(Path(context.artifacts["config"]).read_text())
@@ -59,7 +57,6 @@ class RagChampion(mlflow.pyfunc.PythonModel):
         self.pipeline = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path),
                                        cache, endpoints.generator, seed=spec.get("seed", 0), prompt=prompt).pipeline
 
-    # No type hints here on purpose: MLflow would try to derive a schema from them; SIGNATURE is explicit.
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         if isinstance(model_input, pd.DataFrame):
             questions = [str(q) for q in model_input["question"]]
