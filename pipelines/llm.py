@@ -1,7 +1,9 @@
 """A batch-first client for OpenAI-compatible chat endpoints (llama.cpp server, vLLM, any external one).
 
 Contract: :meth:`LLMClient.complete` takes a batch of :class:`ChatRequest` and returns one
-:class:`ChatResponse` per request, in order. Requests run concurrently up to ``max_concurrency``.
+:class:`ChatResponse` per request, in order. With a :class:`~pipelines.llm_cache.RequestCache`, temperature-0
+requests already answered are served from it and never sent; :attr:`LLMClient.stats` counts what was spent.
+Requests run concurrently up to ``max_concurrency``.
 Transient failures (connection errors, timeouts, 408/409/429/5xx, honouring Retry-After) are retried with
 jittered exponential backoff by the ``openai`` SDK; when retries run out, :class:`LLMError` names the
 endpoint. OpenAI-shaped dicts never leave this module.
@@ -13,10 +15,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import openai
+
+if TYPE_CHECKING:
+    from pipelines.llm_cache import RequestCache
 
 Engine = Literal["llama.cpp", "vllm", "external"]
 
@@ -39,7 +44,23 @@ class ChatResponse:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    latency_s: float
+    latency_s: float  # of the request that produced it (a cache hit keeps the original latency)
+    cached: bool = False
+
+
+@dataclass
+class ClientStats:
+    """What a client spent: requests actually sent, cache hits/misses, tokens and seconds of those requests."""
+
+    requests: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    request_s: float = 0.0
+
+    def as_metrics(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{k}": float(v) for k, v in vars(self).items()}
 
 
 def structured_output_params(engine: Engine, schema: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +87,10 @@ class LLMClient:
         max_concurrency: int = 2,
         timeout_s: float = 120.0,
         max_retries: int = 3,
+        cache: RequestCache | None = None,
+        model_fingerprint: str | None = None,
     ) -> None:
+        """``cache`` serves and stores temperature-0 responses under ``model_fingerprint`` (default: ``model``)."""
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.engine = engine
@@ -74,6 +98,9 @@ class LLMClient:
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
+        self.cache = cache
+        self.model_fingerprint = model_fingerprint or model
+        self.stats = ClientStats()
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Run a batch of requests concurrently (bounded); raise :class:`LLMError` if any fails for good."""
@@ -82,6 +109,28 @@ class LLMClient:
         return asyncio.run(self._complete_all(requests))
 
     async def _complete_all(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        results: list[ChatResponse | None] = [None] * len(requests)
+        keys: dict[int, str] = {}
+        if self.cache is not None:
+            from pipelines.llm_cache import cacheable, request_key
+
+            for i, req in enumerate(requests):
+                if cacheable(req):
+                    keys[i] = request_key(self.model_fingerprint, req)
+                    results[i] = self.cache.get(keys[i])
+            hits = sum(r is not None for r in results)
+            self.stats.cache_hits += hits
+            self.stats.cache_misses += len(keys) - hits
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            sent = await self._send_all([requests[i] for i in todo])
+            for i, resp in zip(todo, sent, strict=True):
+                results[i] = resp
+                if i in keys and self.cache is not None:
+                    self.cache.put(keys[i], resp)
+        return [r for r in results if r is not None]
+
+    async def _send_all(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         sem = asyncio.Semaphore(self.max_concurrency)
         async with openai.AsyncOpenAI(
             base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=self.max_retries
@@ -113,12 +162,18 @@ class LLMClient:
             raise LLMError(f"LLM endpoint {self.base_url} answered HTTP {e.status_code}: {e.message}") from e
         latency = time.perf_counter() - t0
         usage = resp.usage
-        return ChatResponse(
+        out = ChatResponse(
             text=(resp.choices[0].message.content or "") if resp.choices else "",
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_s=latency,
         )
+        # Counted on the event loop's single thread: no lock needed.
+        self.stats.requests += 1
+        self.stats.request_s += latency
+        self.stats.prompt_tokens += out.prompt_tokens
+        self.stats.completion_tokens += out.completion_tokens
+        return out
 
 
 def check_endpoint(base_url: str, timeout_s: float = 5.0) -> list[str]:

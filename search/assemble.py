@@ -10,11 +10,11 @@ from pipelines.data import Document
 from pipelines.embed import Embedder
 from pipelines.graph import GenerationParams, RagPipeline
 from pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
+from pipelines.llm import LLMClient
 from pipelines.prompts import PromptTemplate, load_templates
 from pipelines.rerank import CrossEncoderReranker
 from pipelines.retrieve import Retriever
 from search.config import ModelEndpoint, PipelineSettings
-from search.serving import Endpoint
 from search.space import TrialParams
 
 
@@ -48,7 +48,7 @@ def build_pipeline(
     corpus: dict[str, Document],
     corpus_digest: str,
     cache: IndexCache,
-    generator: Endpoint,
+    generator: LLMClient,
     seed: int = 0,
     prompt: PromptTemplate | None = None,
 ) -> Assembled:
@@ -67,5 +67,5 @@ def build_pipeline(
         reranker = CrossEncoderReranker(settings.reranker_model)
     prompt = prompt or prompt_for(params, settings)
     gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, settings.rerank_candidates, seed)
-    pipeline = RagPipeline(Retriever(handle, embedder, params.retriever), generator.client(), prompt, gen, reranker)
+    pipeline = RagPipeline(Retriever(handle, embedder, params.retriever), generator, prompt, gen, reranker)
     return Assembled(pipeline, art, prompt, timings)

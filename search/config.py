@@ -153,6 +153,7 @@ class LLMSettings(_Strict):
     generator: ModelEndpoint = ModelEndpoint()
     judge: ModelEndpoint | None = Field(None, description="unset = the generator's server also judges")
     judge_max_tokens: int = Field(24, ge=1)
+    cache: bool = Field(True, description="reuse temperature-0 responses across trials and re-runs (storage_dir)")
 
 
 class Objective(_Strict):

@@ -143,8 +143,9 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
         try:
             question_ids = tuple(q.id for q in dataset.ordered_questions(cfg.search.seed,
                                                                           cfg.search.questions_per_trial))
+            llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(cfg, dataset, question_ids, endpoints, uri, exp_id, pid,
-                                (storage / "index-cache").resolve(), env)
+                                (storage / "index-cache").resolve(), llm_cache, env)
             searcher = OptunaSearch(space=define_by_run(cfg.space), metric="objective", mode="max",
                                     sampler=TPESampler(seed=cfg.search.seed), seed=cfg.search.seed)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
@@ -205,7 +206,7 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
             trials.append({"params": dict(r.config), "objective": float(m["objective"]),
                            "run_id": m["mlflow_run_id"], "metrics": m})
     close_children(MlflowClient(uri), exp_id, pid)
-    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors))})
+    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)), **_usage_totals(grid)})
     if not trials:
         raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if errors:
@@ -226,6 +227,16 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
     say(f"MLflow: mlflow ui --backend-store-uri {uri}   (parent run {pid})")
     return SearchOutcome(uri, exp_id, pid, best["run_id"], best["params"], best["objective"], cfg.mlflow.model_name,
                          version, len(grid), len(errors), timings, trials)
+
+
+def _usage_totals(grid: Any) -> dict[str, float]:
+    """Search-wide LLM usage: sums of every trial's ``generator_*`` / ``judge_*`` counters (cache hits too)."""
+    totals: dict[str, float] = {}
+    for r in grid:
+        for k, v in (r.metrics or {}).items():
+            if k.startswith(("generator_", "judge_")) and isinstance(v, (int, float)) and k != "judge_correctness":
+                totals[f"total.{k}"] = totals.get(f"total.{k}", 0.0) + float(v)
+    return totals
 
 
 def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, Any]:

@@ -55,7 +55,8 @@ class RagChampion(mlflow.pyfunc.PythonModel):
         cache = IndexCache(Path.home() / ".cache" / "ragsweep" / "index")
         prompt = PromptTemplate(spec["prompt"]["name"], spec["prompt"]["system"], spec["prompt"]["user"])
         self.pipeline = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path),
-                                       cache, endpoints.generator, seed=spec.get("seed", 0), prompt=prompt).pipeline
+                                       cache, endpoints.generator.client(), seed=spec.get("seed", 0),
+                                       prompt=prompt).pipeline
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         if isinstance(model_input, pd.DataFrame):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.llm import Engine, LLMClient, LLMError, check_endpoint
+from pipelines.llm_cache import RequestCache
 from search.config import ModelEndpoint
 
 
@@ -59,11 +60,13 @@ class Endpoint:
     max_concurrency: int = 2
     timeout_s: float = 120.0
     max_retries: int = 3
+    model_fingerprint: str = ""  # identifies the weights for the request cache (never the URL)
 
-    def client(self) -> LLMClient:
+    def client(self, cache: RequestCache | None = None) -> LLMClient:
         return LLMClient(
             self.base_url, self.model, engine=self.engine, api_key=self.api_key,
             max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
+            cache=cache, model_fingerprint=self.model_fingerprint or f"{self.engine}:{self.model}",
         )
 
 
@@ -181,7 +184,7 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
             check_endpoint(cfg.base_url)
         except LLMError as e:
             raise ServerError(f"{role} endpoint: {e}") from None
-        base_url, model = cfg.base_url, cfg.model
+        base_url, model, fingerprint = cfg.base_url, cfg.model, f"external:{cfg.model}"
     else:
         path = resolve_gguf(cfg.model)
         server = LlamaCppServer(path, log_dir / f"{role}-llama.cpp.log", n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
@@ -192,7 +195,9 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
         server.start()
         print(f"[ragsweep] {role} server ready at {server.base_url} in {time.perf_counter() - t0:.1f}s", flush=True)
         base_url, model = server.base_url, server.model_id
-    return Endpoint(base_url, model, cfg.engine, _api_key(cfg), cfg.max_concurrency, cfg.timeout_s, cfg.max_retries)
+        fingerprint = f"llama.cpp:{path.name}:{path.stat().st_size}"
+    return Endpoint(base_url, model, cfg.engine, _api_key(cfg), cfg.max_concurrency, cfg.timeout_s, cfg.max_retries,
+                    fingerprint)
 
 
 @contextlib.contextmanager

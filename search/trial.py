@@ -28,6 +28,7 @@ from judges.scoring import ANSWER_METRICS, JUDGE_METRICS, RETRIEVAL_METRICS, agg
 from pipelines.data import Dataset, Question
 from pipelines.graph import Answer
 from pipelines.index import IndexCache
+from pipelines.llm_cache import RequestCache
 from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
 from search.serving import Endpoints
@@ -49,6 +50,7 @@ class SearchContext:
     experiment_id: str
     parent_run_id: str
     index_cache_dir: Path
+    llm_cache_path: Path | None = None  # sqlite request cache shared by trials and re-runs; None = off
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -99,8 +101,10 @@ def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
 def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
     cfg = ctx.config
     t_start = time.perf_counter()
+    cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
+    generator = ctx.endpoints.generator.client(cache)
     built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
-                           IndexCache(ctx.index_cache_dir), ctx.endpoints.generator, seed=cfg.search.seed)
+                           IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
     index_key = built.index.key
     log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
                 "judge_prompt_version": CorrectnessJudge.prompt_version, "dataset_digest": ctx.dataset.digest,
@@ -108,7 +112,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
                 "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
                         "index_chunks": float(len(built.index.chunks))})
-    judge = CorrectnessJudge(ctx.endpoints.judge.client(), max_tokens=cfg.llm.judge_max_tokens)
+    judge = CorrectnessJudge(ctx.endpoints.judge.client(cache), max_tokens=cfg.llm.judge_max_tokens)
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in ctx.question_ids]
     shard = cfg.search.shard_size
@@ -140,6 +144,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
                 "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
                 **timings, "trial_s": time.perf_counter() - t_start,
+                **generator.stats.as_metrics("generator"), **judge.client.stats.as_metrics("judge"),
             })
             _log_artifacts(rows, params, built, ctx)
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)

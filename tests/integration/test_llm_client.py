@@ -46,3 +46,20 @@ def test_unreachable_endpoint_error_names_it() -> None:
         LLMClient(url, "m", max_retries=1, timeout_s=5).complete([ChatRequest((("user", "hi"),))])
     with pytest.raises(LLMError, match=f"{url}/models is not usable"):
         check_endpoint(url)
+
+
+def test_request_cache_serves_repeats_without_calling_the_server(llama_server: LlamaCppServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.llm_cache import RequestCache
+
+    reqs = [ChatRequest((("user", f"Name a colour, {i}."),), max_tokens=6) for i in range(3)]
+    first = LLMClient(llama_server.base_url, llama_server.model_id, cache=RequestCache(tmp_path / "c.sqlite"))
+    out1 = first.complete(reqs)
+    assert (first.stats.requests, first.stats.cache_misses, first.stats.cache_hits) == (3, 3, 0)
+    # A new client (as in another trial or a re-run), even at another URL spelling, hits the cache.
+    second = LLMClient(llama_server.base_url + "/", llama_server.model_id, cache=RequestCache(tmp_path / "c.sqlite"))
+    out2 = second.complete(reqs)
+    assert (second.stats.requests, second.stats.cache_hits) == (0, 3)
+    assert [r.text for r in out1] == [r.text for r in out2] and all(r.cached for r in out2)
+    sampled = ChatRequest((("user", "Name a colour."),), temperature=0.7, max_tokens=6)
+    second.complete([sampled, sampled])
+    assert second.stats.requests == 2  # sampled requests are never cached

@@ -95,6 +95,8 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
                     "latency_p95_s", "prompt_tokens", "completion_tokens"):
             assert key in m, f"{key} missing from {child.info.run_name}"
         assert m["n_questions"] == N_QUESTIONS and m["prompt_tokens"] > 0
+        assert m["judge_requests"] + m["judge_cache_hits"] == N_QUESTIONS  # one verdict per answerable question
+        assert m["generator_requests"] + m["generator_cache_hits"] == N_QUESTIONS
         assert "judge_correctness_nan" in m or 0.0 <= m["judge_correctness"] <= 1.0
         assert {"chunk_size", "retriever", "top_k", "prompt", "index_key", "prompt_version"} <= set(child.data.params)
         names = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -135,6 +137,22 @@ def test_champion_is_registered_and_answers(search_result) -> None:  # type: ign
     out = json.loads(ask.stdout.strip().splitlines()[-1])
     assert isinstance(out["answer"], str) and out["sources"]
     assert {"doc_id", "start", "end", "text"} <= set(out["sources"][0])
+
+
+def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice) -> None:  # type: ignore[no-untyped-def]
+    proc, tmp, uri = search_result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Same storage_dir (so the same request cache), new experiment so the runs are easy to tell apart.
+    cfg = _config(tmp, *xquad_slice, uri, "e2e-rerun")
+    rerun = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    parents, children = _runs(uri, "e2e-rerun")
+    assert len(children) == N_TRIALS
+    for c in children:
+        assert c.data.metrics["generator_requests"] == 0 and c.data.metrics["judge_requests"] == 0
+        assert c.data.metrics["judge_cache_hits"] == N_QUESTIONS
+    assert parents[0].data.metrics["total.judge_requests"] == 0
+    assert parents[0].data.metrics["total.judge_cache_hits"] == N_TRIALS * N_QUESTIONS
 
 
 def test_missing_model_file_stops_before_any_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]

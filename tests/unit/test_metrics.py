@@ -65,3 +65,22 @@ def test_objective_is_always_finite() -> None:
 def test_parse_verdict_never_turns_garbage_into_zero(text: str, value: float) -> None:
     got, reason = parse_verdict(text)
     assert (math.isnan(got) and reason) if math.isnan(value) else (got == value and not reason)
+
+
+def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.llm import ChatRequest, ChatResponse
+    from pipelines.llm_cache import RequestCache, cacheable, request_key
+
+    req = ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8)
+    assert request_key("m", req) == request_key("m", ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8))
+    for other in (ChatRequest((("user", "q2"),)), ChatRequest((("user", "q"),), max_tokens=9),
+                  ChatRequest((("user", "q"),), max_tokens=8, json_schema={"type": "object"})):
+        assert request_key("m", other) != request_key("m", req)
+    assert request_key("m2", req) != request_key("m", req)
+    assert cacheable(req) and not cacheable(ChatRequest((("user", "q"),), temperature=0.7))
+    cache = RequestCache(tmp_path / "c.sqlite")
+    cache.put("k", ChatResponse("answer", 3, 2, 0.5))
+    again = RequestCache(tmp_path / "c.sqlite")  # another process would open it the same way
+    hit = again.get("k")
+    assert hit is not None and hit.cached and (hit.text, hit.prompt_tokens, hit.latency_s) == ("answer", 3, 0.5)
+    assert again.get("missing") is None and len(again) == 1
