@@ -135,12 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.embed import EmbedderError
     from pipelines.prompts import PromptError
     from search.config import ConfigError
-    from search.serving import ModelFileError, ServerError
+    from search.serving import ServerError, ServingSetupError
 
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, PromptError, EmbedderError, ModelFileError) as e:
+    except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError) as e:
         print(f"ragsweep {args.command}: {e}", file=sys.stderr)
         return 2
     except ServerError as e:

@@ -127,10 +127,13 @@ class PipelineSettings(_Strict):
 
 
 class ModelEndpoint(_Strict):
-    """One LLM server: started by the search (llama.cpp) or reached at base_url (external)."""
+    """One LLM server: started by the search (llama.cpp, vllm) or reached at base_url (external)."""
 
-    engine: Literal["llama.cpp", "external"] = "llama.cpp"
-    model: str = Field("default", description="llama.cpp: GGUF path or 'default' (SmolLM2-135M); external: model id")
+    engine: Literal["llama.cpp", "vllm", "external"] = "llama.cpp"
+    model: str = Field(
+        "default",
+        description="llama.cpp: GGUF path or 'default' (SmolLM2-135M); vllm: model folder or id; external: model id",
+    )
     base_url: str | None = Field(None, description="required for engine 'external', e.g. http://host:8000/v1")
     api_key_env: str | None = Field(None, description="environment variable holding the API key, if any")
     n_ctx: int = Field(4096, ge=256)
@@ -139,13 +142,19 @@ class ModelEndpoint(_Strict):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(3, ge=0)
     startup_timeout_s: float = Field(180.0, gt=0)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory for this server")
+    max_model_len: int | None = Field(None, ge=256, description="vllm: context length (unset = the model's)")
+    extra_args: list[str] = Field([], description="vllm/llama.cpp: extra server command-line arguments")
+    env: dict[str, str] = Field({}, description="extra environment for the server process, e.g. CUDA_VISIBLE_DEVICES")
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelEndpoint:
         if self.engine == "external" and not self.base_url:
             raise ValueError("engine 'external' needs base_url")
-        if self.engine == "llama.cpp" and self.base_url:
-            raise ValueError("base_url is only for engine 'external' (llama.cpp servers are started by ragsweep)")
+        if self.engine != "external" and self.base_url:
+            raise ValueError(f"base_url is only for engine 'external' ({self.engine} servers are started by ragsweep)")
+        if self.engine == "vllm" and self.model == "default":
+            raise ValueError("engine 'vllm' needs model: a local model folder or a model id")
         return self
 
 

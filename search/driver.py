@@ -133,7 +133,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs") as endpoints:
+    with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs", seed=cfg.search.seed) as endpoints:
         timings["server_start_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))}}

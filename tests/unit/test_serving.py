@@ -1,0 +1,64 @@
+"""The vLLM path shares everything with llama.cpp but its launch command and structured-output dialect:
+both are checked here, since no machine in CI has a GPU."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.llm import structured_output_params
+from search.config import ModelEndpoint, load_config
+from search.serving import LlamaCppServer, ServingSetupError, VllmServer, preflight, resolve_gguf
+from tests.conftest import REPO
+
+SCHEMA = {"type": "object", "properties": {"correct": {"type": "boolean"}}, "required": ["correct"]}
+
+
+def test_vllm_command_line(tmp_path: Path) -> None:
+    server = VllmServer("Qwen/Qwen2.5-7B-Instruct", tmp_path / "log", gpu_memory_utilization=0.45,
+                        max_model_len=8192, seed=3, extra_args=["--max-num-seqs", "64"])
+    assert server.model_id == "Qwen2.5-7B-Instruct"
+    assert server.command(8011) == [
+        "vllm", "serve", "Qwen/Qwen2.5-7B-Instruct", "--host", "127.0.0.1", "--port", "8011",
+        "--served-model-name", "Qwen2.5-7B-Instruct", "--gpu-memory-utilization", "0.45", "--seed", "3",
+        "--generation-config", "vllm", "--max-model-len", "8192",
+    ]
+    assert server.extra_args == ["--max-num-seqs", "64"]
+
+
+def test_llama_cpp_command_line(tmp_path: Path) -> None:
+    path = resolve_gguf("default")
+    server = LlamaCppServer(path, tmp_path / "log", n_ctx=2048, n_threads=2)
+    cmd = server.command(9000)
+    assert cmd[1:3] == ["-m", "llama_cpp.server"]
+    assert cmd[3:] == ["--model", str(path), "--model_alias", path.stem, "--host", "127.0.0.1", "--port", "9000",
+                       "--n_ctx", "2048", "--n_threads", "2"]
+
+
+def test_structured_output_dialects_never_send_guided_fields() -> None:
+    vllm = structured_output_params("vllm", SCHEMA)
+    assert vllm == {"response_format": {"type": "json_schema", "json_schema": {"name": "verdict", "schema": SCHEMA}}}
+    llama = structured_output_params("llama.cpp", SCHEMA)
+    assert llama == {"response_format": {"type": "json_object", "schema": SCHEMA}}
+    for body in (vllm, llama):
+        assert not any(k.startswith("guided_") for k in body)
+
+
+@pytest.mark.skipif(shutil.which("vllm") is not None, reason="vllm is installed here")
+def test_vllm_missing_is_a_setup_error() -> None:
+    with pytest.raises(ServingSetupError, match=r"needs the vllm command.*ragsweep\[gpu\]"):
+        preflight(ModelEndpoint(engine="vllm", model="Qwen/Qwen2.5-1.5B-Instruct"))
+
+
+def test_vllm_needs_a_model() -> None:
+    with pytest.raises(ValueError, match="engine 'vllm' needs model"):
+        ModelEndpoint(engine="vllm")
+
+
+def test_gpu_config_is_valid() -> None:
+    cfg = load_config(REPO / "configs" / "gpu.yaml")
+    assert cfg.llm.generator.engine == "vllm" and cfg.llm.judge is not None and cfg.llm.judge.engine == "vllm"
+    total = cfg.llm.generator.gpu_memory_utilization + cfg.llm.judge.gpu_memory_utilization
+    assert total <= 0.9  # both share GPU 0 in the example
