@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -27,7 +27,14 @@ Engine = Literal["llama.cpp", "vllm", "external"]
 
 
 class LLMError(RuntimeError):
-    """A request failed for good (retries exhausted, or a request error); the message names the endpoint."""
+    """A request failed for good (retries exhausted, or a request error); the message names the endpoint.
+
+    ``retryable``: the failure was the server's (unreachable, timeout, 429/5xx), so another replica may succeed.
+    """
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -53,14 +60,17 @@ class ClientStats:
     """What a client spent: requests actually sent, cache hits/misses, tokens and seconds of those requests."""
 
     requests: int = 0
+    failovers: int = 0  # requests moved to another replica after one failed for good
     cache_hits: int = 0
     cache_misses: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     request_s: float = 0.0
 
+    by_url: dict[str, int] = field(default_factory=dict)  # requests sent per replica
+
     def as_metrics(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{k}": float(v) for k, v in vars(self).items()}
+        return {f"{prefix}_{k}": float(v) for k, v in vars(self).items() if isinstance(v, (int, float))}
 
 
 def structured_output_params(engine: Engine, schema: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +85,15 @@ def structured_output_params(engine: Engine, schema: dict[str, Any]) -> dict[str
 
 
 class LLMClient:
-    """Talks to one OpenAI-compatible endpoint. Cheap to construct; safe to use from any thread."""
+    """Talks to one model served at one or more URLs (replicas). Cheap to construct.
+
+    Requests go round-robin over the replicas; a request that fails for good on one (after the SDK's retries)
+    moves to the next before :class:`LLMError` is raised.
+    """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         *,
         engine: Engine = "llama.cpp",
@@ -91,7 +105,10 @@ class LLMClient:
         model_fingerprint: str | None = None,
     ) -> None:
         """``cache`` serves and stores temperature-0 responses under ``model_fingerprint`` (default: ``model``)."""
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("LLMClient needs at least one base URL")
+        self.base_urls = [u.rstrip("/") for u in urls]
         self.model = model
         self.engine = engine
         self.api_key = api_key
@@ -101,6 +118,7 @@ class LLMClient:
         self.cache = cache
         self.model_fingerprint = model_fingerprint or model
         self.stats = ClientStats()
+        self._next = 0  # round-robin position over the replicas
 
     def complete(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         """Run a batch of requests concurrently (bounded); raise :class:`LLMError` if any fails for good."""
@@ -131,18 +149,34 @@ class LLMClient:
         return [r for r in results if r is not None]
 
     async def _send_all(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
-        sem = asyncio.Semaphore(self.max_concurrency)
-        async with openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=self.max_retries
-        ) as client:
+        sem = asyncio.Semaphore(self.max_concurrency * len(self.base_urls))
+        clients = [
+            openai.AsyncOpenAI(base_url=u, api_key=self.api_key, timeout=self.timeout_s, max_retries=self.max_retries)
+            for u in self.base_urls
+        ]
+        start = self._next
+        self._next += len(requests)
 
-            async def one(req: ChatRequest) -> ChatResponse:
-                async with sem:
-                    return await self._complete_one(client, req)
+        async def one(i: int, req: ChatRequest) -> ChatResponse:
+            async with sem:
+                n = len(clients)
+                for attempt in range(n):
+                    k = (start + i + attempt) % n
+                    try:
+                        return await self._complete_one(clients[k], self.base_urls[k], req)
+                    except LLMError as e:
+                        if not e.retryable or attempt == n - 1:
+                            raise
+                        self.stats.failovers += 1
+                raise AssertionError("unreachable")
 
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+        try:
+            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+        finally:
+            for c in clients:
+                await c.close()
 
-    async def _complete_one(self, client: openai.AsyncOpenAI, req: ChatRequest) -> ChatResponse:
+    async def _complete_one(self, client: openai.AsyncOpenAI, url: str, req: ChatRequest) -> ChatResponse:
         extra: dict[str, Any] = {}
         if req.json_schema is not None:
             extra = structured_output_params(self.engine, req.json_schema)
@@ -156,10 +190,11 @@ class LLMClient:
                 seed=req.seed,
                 **extra,
             )
-        except openai.APIConnectionError as e:
-            raise LLMError(f"LLM endpoint {self.base_url} unreachable after {self.max_retries} retries: {e}") from e
+        except openai.APIConnectionError as e:  # includes timeouts
+            raise LLMError(f"LLM endpoint {url} unreachable after {self.max_retries} retries: {e}", True) from e
         except openai.APIStatusError as e:
-            raise LLMError(f"LLM endpoint {self.base_url} answered HTTP {e.status_code}: {e.message}") from e
+            retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
+            raise LLMError(f"LLM endpoint {url} answered HTTP {e.status_code}: {e.message}", retryable) from e
         latency = time.perf_counter() - t0
         usage = resp.usage
         out = ChatResponse(
@@ -170,6 +205,7 @@ class LLMClient:
         )
         # Counted on the event loop's single thread: no lock needed.
         self.stats.requests += 1
+        self.stats.by_url[url] = self.stats.by_url.get(url, 0) + 1
         self.stats.request_s += latency
         self.stats.prompt_tokens += out.prompt_tokens
         self.stats.completion_tokens += out.completion_tokens

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.data import Dataset, load_dataset
 from search.config import ExperimentConfig
 from search.promote import CHAMPION, register_champion
-from search.serving import preflight, serve
+from search.serving import Endpoints, preflight, serve
 from search.tracking import (
     TAG_KIND,
     close_children,
@@ -133,14 +133,16 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs", seed=cfg.search.seed) as endpoints:
-        timings["server_start_s"] = time.perf_counter() - t0
+    env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))}}
+    ray.init(address=cfg.search.ray_address, include_dashboard=False, ignore_reinit_error=True,
+             runtime_env={"env_vars": env}, logging_level="WARNING")
+    timings["ray_init_s"] = time.perf_counter() - t0
+    try:
         t0 = time.perf_counter()
-        env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))}}
-        ray.init(address=cfg.search.ray_address, include_dashboard=False, ignore_reinit_error=True,
-                 runtime_env={"env_vars": env}, logging_level="WARNING")
-        timings["ray_init_s"] = time.perf_counter() - t0
-        try:
+        # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them.
+        with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs", seed=cfg.search.seed,
+                   ray_prefix=f"ragsweep-{pid[:12]}", public=cfg.search.ray_address is not None) as endpoints:
+            timings["server_start_s"] = time.perf_counter() - t0
             question_ids = tuple(q.id for q in dataset.ordered_questions(cfg.search.seed,
                                                                           cfg.search.questions_per_trial))
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
@@ -161,13 +163,30 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                                           failure_config=tune.FailureConfig(max_failures=0), verbose=1),
             )
             t0 = time.perf_counter()
-            grid = _fit(tuner)
-            timings["trials_s"] = time.perf_counter() - t0
-        finally:
-            if cfg.search.ray_address is None:
-                ray.shutdown()
+            try:
+                grid = _fit(tuner)
+            finally:
+                timings["trials_s"] = time.perf_counter() - t0
+                _log_servers(endpoints)
         outcome = _promote(cfg, grid, len(question_ids), pid, exp_id, uri, timings)
+    finally:
+        if cfg.search.ray_address is None:
+            ray.shutdown()
     return outcome
+
+
+def _log_servers(endpoints: Endpoints) -> None:
+    """Restart counts (metrics) and lifecycle events (servers.json) of the server actors, on the parent run."""
+    from search.server_actor import replica_statuses
+
+    names = list(dict.fromkeys(endpoints.generator.actor_names + endpoints.judge.actor_names))
+    try:
+        statuses = replica_statuses(names)
+    except Exception as e:  # noqa: BLE001 - a dead actor must not hide the search's own outcome
+        say(f"could not read server status: {e}")
+        return
+    mlflow.log_metrics({f"server.{s['label']}.restarts": float(s["restarts"]) for s in statuses})
+    mlflow.log_dict({"servers": statuses}, "servers.json")
 
 
 def _fit(tuner: Any) -> Any:

@@ -9,9 +9,11 @@ the code path tested with llama.cpp on CPU is the one vLLM will use on GPU nodes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -52,9 +54,12 @@ def resolve_gguf(spec: str) -> Path:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How a trial reaches one server; picklable, so it travels to Ray workers."""
+    """How a trial reaches one model's servers (one URL per replica); picklable, so it travels to Ray workers.
 
-    base_url: str
+    ``actor_names`` name the Ray actors that own the servers: :meth:`resolved` asks them for their current URLs.
+    """
+
+    base_urls: tuple[str, ...]
     model: str
     engine: Engine
     api_key: str = "not-needed"
@@ -62,10 +67,20 @@ class Endpoint:
     timeout_s: float = 120.0
     max_retries: int = 3
     model_fingerprint: str = ""  # identifies the weights for the request cache (never the URL)
+    actor_names: tuple[str, ...] = ()
+
+    def resolved(self) -> Endpoint:
+        """This endpoint with the URLs its server actors report now (unchanged when it has no actors)."""
+        if not self.actor_names:
+            return self
+        import ray
+
+        urls = ray.get([ray.get_actor(n).base_url.remote() for n in self.actor_names])
+        return dataclasses.replace(self, base_urls=tuple(urls))
 
     def client(self, cache: RequestCache | None = None) -> LLMClient:
         return LLMClient(
-            self.base_url, self.model, engine=self.engine, api_key=self.api_key,
+            self.base_urls, self.model, engine=self.engine, api_key=self.api_key,
             max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
             cache=cache, model_fingerprint=self.model_fingerprint or f"{self.engine}:{self.model}",
         )
@@ -75,6 +90,14 @@ class Endpoint:
 class Endpoints:
     generator: Endpoint
     judge: Endpoint
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM it when the thread that started it dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _free_port(host: str) -> int:
@@ -106,13 +129,16 @@ class ManagedServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> None:
-        self.port = _free_port(self.host)
+    def start(self, port: int | None = None) -> None:
+        """Launch and wait until healthy; ``port`` reuses a port (a restart keeps the URL trials know)."""
+        self.port = port or _free_port(self.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         # Own session: a terminal Ctrl-C reaches the driver, which then stops the server in order.
+        # _die_with_parent: if whoever started it is killed outright, the server does not outlive it.
         self.proc = subprocess.Popen([*self.command(self.port), *self.extra_args], stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **self.env})
+                                     stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **self.env},
+                                     preexec_fn=_die_with_parent)
         log.close()
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
@@ -213,44 +239,62 @@ def preflight(cfg: ModelEndpoint) -> None:
     _api_key(cfg)
 
 
-def _managed(cfg: ModelEndpoint, log_path: Path, seed: int) -> tuple[ManagedServer, str]:
-    """The server process for an engine we start, and the model fingerprint used by the request cache."""
+def build_server(cfg: ModelEndpoint, log_path: Path, seed: int, host: str = "127.0.0.1") -> tuple[ManagedServer, str]:
+    """The (not yet started) server for an engine we start, and the model fingerprint for the request cache."""
     if cfg.engine == "vllm":
         server: ManagedServer = VllmServer(cfg.model, log_path, gpu_memory_utilization=cfg.gpu_memory_utilization,
                                            max_model_len=cfg.max_model_len, seed=seed,
                                            startup_timeout_s=cfg.startup_timeout_s, env=cfg.env,
                                            extra_args=cfg.extra_args)
+        server.host = host
         return server, f"vllm:{cfg.model}"
     path = resolve_gguf(cfg.model)
     server = LlamaCppServer(path, log_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
                             startup_timeout_s=cfg.startup_timeout_s, env=cfg.env, extra_args=cfg.extra_args)
+    server.host = host
     return server, f"llama.cpp:{path.name}:{path.stat().st_size}"
 
 
-def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitStack, seed: int) -> Endpoint:
+def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitStack, seed: int,
+           ray_prefix: str | None, public: bool) -> Endpoint:
+    names: list[str] = []
     if cfg.engine == "external":
         assert cfg.base_url is not None
         try:
             check_endpoint(cfg.base_url)
         except LLMError as e:
             raise ServerError(f"{role} endpoint: {e}") from None
-        base_url, model, fingerprint = cfg.base_url, cfg.model, f"external:{cfg.model}"
+        urls, model, fingerprint = [cfg.base_url], cfg.model, f"external:{cfg.model}"
     else:
-        server, fingerprint = _managed(cfg, log_dir / f"{role}-{cfg.engine}.log", seed)
-        print(f"[ragsweep] starting {cfg.engine} server for the {role} ({server.model_id}) ...", flush=True)
+        model = served_name(cfg.model) if cfg.engine == "vllm" else resolve_gguf(cfg.model).stem
+        where = f"{cfg.replicas} Ray actor(s)" if ray_prefix else "a local process"
+        print(f"[ragsweep] starting {cfg.engine} server for the {role} ({model}) as {where} ...", flush=True)
         t0 = time.perf_counter()
-        stack.callback(server.stop)
-        server.start()
-        print(f"[ragsweep] {role} server ready at {server.base_url} in {time.perf_counter() - t0:.1f}s", flush=True)
-        base_url, model = server.base_url, server.model_id
-    return Endpoint(base_url, model, cfg.engine, _api_key(cfg), cfg.max_concurrency, cfg.timeout_s, cfg.max_retries,
-                    fingerprint)
+        if ray_prefix is not None:
+            from search.server_actor import start_replicas, stop_replicas
+
+            handles, names, urls, fingerprint = start_replicas(cfg, role, log_dir, seed, public, ray_prefix)
+            stack.callback(stop_replicas, handles)
+        else:
+            server, fingerprint = build_server(cfg, log_dir / f"{role}-{cfg.engine}.log", seed)
+            stack.callback(server.stop)
+            server.start()
+            urls = [server.base_url]
+        print(f"[ragsweep] {role} server ready at {', '.join(urls)} in {time.perf_counter() - t0:.1f}s", flush=True)
+    return Endpoint(tuple(urls), model, cfg.engine, _api_key(cfg), cfg.max_concurrency, cfg.timeout_s,
+                    cfg.max_retries, fingerprint, tuple(names))
 
 
 @contextlib.contextmanager
-def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path, seed: int = 0) -> Iterator[Endpoints]:
-    """Start (or check) the generator and judge servers; one server serves both when the settings match."""
+def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path, seed: int = 0, *,
+          ray_prefix: str | None = None, public: bool = False) -> Iterator[Endpoints]:
+    """Start (or check) the generator and judge servers and stop them on exit, whatever the exit.
+
+    With ``ray_prefix`` (Ray initialised) each server is a named Ray actor ``<prefix>-<role>-<i>``; without it,
+    a process of this one (the champion model does that). One server serves both roles when settings match.
+    """
     with contextlib.ExitStack() as stack:
-        gen = _start(generator, log_dir, "generator", stack, seed)
-        jud = gen if judge is None or judge == generator else _start(judge, log_dir, "judge", stack, seed)
+        gen = _start(generator, log_dir, "generator", stack, seed, ray_prefix, public)
+        same = judge is None or judge == generator
+        jud = gen if same else _start(judge, log_dir, "judge", stack, seed, ray_prefix, public)  # type: ignore[arg-type]
         yield Endpoints(gen, jud)

@@ -102,7 +102,8 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
     cfg = ctx.config
     t_start = time.perf_counter()
     cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
-    generator = ctx.endpoints.generator.client(cache)
+    # Look the servers up by actor name: a restarted or replaced replica is found where it is now.
+    generator = ctx.endpoints.generator.resolved().client(cache)
     built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
                            IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
     index_key = built.index.key
@@ -112,7 +113,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
                 "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
                         "index_chunks": float(len(built.index.chunks))})
-    judge = CorrectnessJudge(ctx.endpoints.judge.client(cache), max_tokens=cfg.llm.judge_max_tokens)
+    judge = CorrectnessJudge(ctx.endpoints.judge.resolved().client(cache), max_tokens=cfg.llm.judge_max_tokens)
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in ctx.question_ids]
     shard = cfg.search.shard_size
