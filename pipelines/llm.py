@@ -12,6 +12,7 @@ endpoint. OpenAI-shaped dicts never leave this module.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,6 +196,8 @@ class LLMClient:
         except openai.APIStatusError as e:
             retryable = e.status_code in (408, 409, 429) or e.status_code >= 500
             raise LLMError(f"LLM endpoint {url} answered HTTP {e.status_code}: {e.message}", retryable) from e
+        except (json.JSONDecodeError, openai.APIResponseValidationError) as e:  # e.g. a server dying mid-reply
+            raise LLMError(f"LLM endpoint {url} sent an unreadable response: {e}", True) from e
         latency = time.perf_counter() - t0
         usage = resp.usage
         out = ChatResponse(
