@@ -69,9 +69,28 @@ class ClientStats:
     request_s: float = 0.0
 
     by_url: dict[str, int] = field(default_factory=dict)  # requests sent per replica
+    intervals: list[tuple[float, float]] = field(default_factory=list)  # wall-clock (start, end) of each request
+
+    @property
+    def busy_s(self) -> float:
+        """Seconds during which at least one request was in flight (overlapping requests count once)."""
+        return sum(b - a for a, b in merge_intervals(self.intervals))
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{k}": float(v) for k, v in vars(self).items() if isinstance(v, (int, float))}
+        out = {f"{prefix}_{k}": float(v) for k, v in vars(self).items() if isinstance(v, (int, float))}
+        out[f"{prefix}_busy_s"] = self.busy_s
+        return out
+
+
+def merge_intervals(intervals: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Union of time intervals as sorted, disjoint intervals."""
+    merged: list[tuple[float, float]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def structured_output_params(engine: Engine, schema: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +200,7 @@ class LLMClient:
         extra: dict[str, Any] = {}
         if req.json_schema is not None:
             extra = structured_output_params(self.engine, req.json_schema)
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         try:
             resp = await client.chat.completions.create(
                 model=self.model,
@@ -210,6 +229,7 @@ class LLMClient:
         self.stats.requests += 1
         self.stats.by_url[url] = self.stats.by_url.get(url, 0) + 1
         self.stats.request_s += latency
+        self.stats.intervals.append((wall0, wall0 + latency))
         self.stats.prompt_tokens += out.prompt_tokens
         self.stats.completion_tokens += out.completion_tokens
         return out

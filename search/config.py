@@ -152,6 +152,10 @@ class ModelEndpoint(_Strict):
     max_restarts: int = Field(3, ge=0, description="restarts of a crashed server process (exponential backoff)")
     placement_timeout_s: float = Field(300.0, ge=0, description="extra wait for Ray to place a replica")
 
+    @property
+    def gpus_per_replica(self) -> float:
+        return self.num_gpus if self.num_gpus is not None else (1.0 if self.engine == "vllm" else 0.0)
+
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelEndpoint:
         if self.engine == "external" and not self.base_url:
@@ -171,7 +175,11 @@ class LLMSettings(_Strict):
 
 
 class Objective(_Strict):
-    """Maximise the weighted sum of named per-trial metric means (NaN means count as 0)."""
+    """Maximise the weighted sum of named per-trial metrics (NaN counts as 0).
+
+    Quality metrics are means in [0, 1]; cost metrics (latency in seconds, generator tokens per question) take
+    negative weights to trade quality for cost, e.g. ``{token_f1: 1.0, latency_p95_s: -0.05}``.
+    """
 
     weights: dict[str, float] = {"token_f1": 0.7, "recall_at_k": 0.3}
 

@@ -8,6 +8,7 @@ case, and trial runs left RUNNING are closed.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -22,6 +23,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from pipelines.data import Dataset, load_dataset
+from pipelines.llm import merge_intervals
 from search.config import ExperimentConfig
 from search.promote import CHAMPION, register_champion
 from search.serving import Endpoints, preflight, serve
@@ -225,7 +227,8 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
             trials.append({"params": dict(r.config), "objective": float(m["objective"]),
                            "run_id": m["mlflow_run_id"], "metrics": m})
     close_children(MlflowClient(uri), exp_id, pid)
-    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)), **_usage_totals(grid)})
+    usage = _usage_totals(grid, cfg)
+    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)), **usage})
     if not trials:
         raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if errors:
@@ -248,13 +251,26 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
                          version, len(grid), len(errors), timings, trials)
 
 
-def _usage_totals(grid: Any) -> dict[str, float]:
-    """Search-wide LLM usage: sums of every trial's ``generator_*`` / ``judge_*`` counters (cache hits too)."""
+def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:
+    """Search-wide LLM usage: sums of the trials' ``generator_*`` / ``judge_*`` counters, and per server the busy
+    time (union of all trials' request intervals) and GPU-seconds (busy time x GPUs of its replicas)."""
     totals: dict[str, float] = {}
+    intervals: dict[str, list[tuple[float, float]]] = {"generator": [], "judge": []}
     for r in grid:
         for k, v in (r.metrics or {}).items():
-            if k.startswith(("generator_", "judge_")) and isinstance(v, (int, float)) and k != "judge_correctness":
-                totals[f"total.{k}"] = totals.get(f"total.{k}", 0.0) + float(v)
+            if k.startswith(("generator_", "judge_")) and not k.startswith("judge_correctness"):
+                if isinstance(v, (int, float)):
+                    totals[f"total.{k}"] = totals.get(f"total.{k}", 0.0) + float(v)
+                elif k.endswith("_intervals"):
+                    intervals[k.removesuffix("_intervals")] += [tuple(x) for x in json.loads(v)]
+    shared = cfg.llm.judge is None or cfg.llm.judge == cfg.llm.generator
+    servers = {"generator": (cfg.llm.generator, intervals["generator"] + (intervals["judge"] if shared else []))}
+    if not shared:
+        servers["judge"] = (cfg.judge_endpoint, intervals["judge"])
+    for name, (endpoint, spans) in servers.items():
+        busy = sum(b - a for a, b in merge_intervals(spans))
+        totals[f"server.{name}.busy_s"] = busy
+        totals[f"server.{name}.gpu_s"] = busy * endpoint.gpus_per_replica * endpoint.replicas
     return totals
 
 

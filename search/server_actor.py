@@ -106,7 +106,7 @@ def start_replicas(cfg: ModelEndpoint, role: str, log_dir: Path, seed: int, publ
     from search.serving import ServerError
 
     actor_cls = ray.remote(ServerActor)
-    num_gpus = cfg.num_gpus if cfg.num_gpus is not None else (1.0 if cfg.engine == "vllm" else 0.0)
+    num_gpus = cfg.gpus_per_replica
     handles, names = [], []
     for i in range(cfg.replicas):
         name = f"{name_prefix}-{role}-{i}"

@@ -28,6 +28,7 @@ from judges.scoring import ANSWER_METRICS, JUDGE_METRICS, RETRIEVAL_METRICS, agg
 from pipelines.data import Dataset, Question
 from pipelines.graph import Answer
 from pipelines.index import IndexCache
+from pipelines.llm import merge_intervals
 from pipelines.llm_cache import RequestCache
 from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
@@ -131,25 +132,32 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
         for q, a, v in zip(batch, answers, verdicts, strict=True):
             refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
             rows.append(_row(q, a, score_answer(q, a.answer, refs), v))
-        means = aggregate(({k: math.nan if v is None else v for k, v in r["scores"].items()} for r in rows),
-                          QUALITY_METRICS)
-        obj = objective(means, cfg.objective.weights)
         done = len(rows)
-        metrics = {**means, "objective": obj, "n_questions": float(done)}
-        final = done == len(questions)
-        if final:
-            latencies = [r["latency_s"] for r in rows]
+        latencies = [r["latency_s"] for r in rows]
+        metrics = {
+            **aggregate(({k: math.nan if v is None else v for k, v in r["scores"].items()} for r in rows),
+                        QUALITY_METRICS),
+            # Cost of the configuration, including answers served from the cache (their original counts).
+            "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
+            "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
+            "n_questions": float(done),
+        }
+        metrics["objective"] = objective(metrics, cfg.objective.weights)
+        report: dict[str, Any] = {}
+        if done == len(questions):
             metrics.update({
-                "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
                 "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
                 "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
                 **timings, "trial_s": time.perf_counter() - t_start,
                 **generator.stats.as_metrics("generator"), **judge.client.stats.as_metrics("judge"),
             })
+            # Request intervals let the driver compute the servers' busy time over the whole search.
+            report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
+                      "judge_intervals": json.dumps(merge_intervals(judge.client.stats.intervals))}
             _log_artifacts(rows, params, built, ctx)
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
-        tune.report({**metrics, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
+        tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
 
 
 def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assembled, ctx: SearchContext) -> None:

@@ -85,6 +85,9 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
     parent = parents[0]
     assert parent.data.params["search.num_samples"] == str(N_TRIALS)
     assert parent.data.tags["dataset.digest"] and parent.data.tags["ragsweep.version"]
+    pm = parent.data.metrics
+    assert pm["server.generator.busy_s"] > 0 and pm["server.generator.gpu_s"] == 0  # CPU server: no GPU-seconds
+    assert pm["total.generator_requests"] > 0 and pm["server.generator-0.restarts"] == 0
     assert len(children) == N_TRIALS
     client = MlflowClient(uri)
     for child in children:
@@ -97,6 +100,7 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
         assert m["n_questions"] == N_QUESTIONS and m["prompt_tokens"] > 0
         assert m["judge_requests"] + m["judge_cache_hits"] == N_QUESTIONS  # one verdict per answerable question
         assert m["generator_requests"] + m["generator_cache_hits"] == N_QUESTIONS
+        assert m["tokens_per_question"] > 0 and m["generator_busy_s"] > 0
         assert "judge_correctness_nan" in m or 0.0 <= m["judge_correctness"] <= 1.0
         assert {"chunk_size", "retriever", "top_k", "prompt", "index_key", "prompt_version"} <= set(child.data.params)
         names = {a.path for a in client.list_artifacts(child.info.run_id)}

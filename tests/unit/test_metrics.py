@@ -84,3 +84,19 @@ def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> No
     hit = again.get("k")
     assert hit is not None and hit.cached and (hit.text, hit.prompt_tokens, hit.latency_s) == ("answer", 3, 0.5)
     assert again.get("missing") is None and len(again) == 1
+
+
+def test_merge_intervals_counts_overlap_once() -> None:
+    from pipelines.llm import ClientStats, merge_intervals
+
+    assert merge_intervals([(5, 6), (0, 2), (1, 3), (3, 4)]) == [(0, 4), (5, 6)]
+    stats = ClientStats(intervals=[(0.0, 2.0), (1.0, 3.0), (10.0, 11.0)])
+    assert stats.busy_s == 4.0 and stats.as_metrics("g")["g_busy_s"] == 4.0
+
+
+def test_cost_terms_are_objective_metrics() -> None:
+    from search.config import Objective
+
+    o = Objective(weights={"token_f1": 1.0, "latency_p95_s": -0.05, "tokens_per_question": -0.001})
+    assert objective({"token_f1": 0.5, "latency_p95_s": 2.0, "tokens_per_question": 100.0}, o.weights) == (
+        pytest.approx(0.5 - 0.1 - 0.1))
