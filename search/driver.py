@@ -61,6 +61,7 @@ class SearchOutcome:
     n_failed: int
     timings: dict[str, float] = field(default_factory=dict)
     trials: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, float] = field(default_factory=dict)  # LLM usage totals and server busy time (parent run)
 
 
 def say(msg: str) -> None:
@@ -248,7 +249,7 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
     say(f"registered {cfg.mlflow.model_name} version {version} as @{CHAMPION}")
     say(f"MLflow: mlflow ui --backend-store-uri {uri}   (parent run {pid})")
     return SearchOutcome(uri, exp_id, pid, best["run_id"], best["params"], best["objective"], cfg.mlflow.model_name,
-                         version, len(grid), len(errors), timings, trials)
+                         version, len(grid), len(errors), timings, trials, usage)
 
 
 def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:
