@@ -193,6 +193,36 @@ def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlfl
     assert parents[0].info.status == "FAILED" and "exited with code" in parents[0].data.tags[TAG_FAILURE]
 
 
+def test_server_killed_mid_search_is_restarted_and_the_search_finishes(tmp_path: Path, xquad_slice,  # type: ignore[no-untyped-def]
+                                                                        mlflow_server: str) -> None:
+    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-server-crash")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    port = None
+    for line in proc.stdout:
+        seen.append(line)
+        if "generator server ready at" in line:
+            port = line.split("ready at ")[1].split()[0].rsplit(":", 1)[1].split("/")[0]
+        if port and "RUNNING" in line:  # trials are answering
+            break
+    assert port, "".join(seen)[-3000:]
+    time.sleep(3)
+    pids = subprocess.run(["pgrep", "-f", f"llama_cpp.server.*--port {port}"], capture_output=True, text=True)
+    assert pids.stdout.strip(), "server process not found"
+    for pid in pids.stdout.split():
+        os.kill(int(pid), signal.SIGKILL)
+    rest, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, rest[-4000:]
+    assert "exited with code -9; restart 1/3" in rest and "restarted at" in rest
+    parents, children = _runs(mlflow_server, "e2e-server-crash")
+    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["server.generator-0.restarts"] == 1
+    assert len(children) == N_TRIALS and all(c.info.status == "FINISHED" for c in children)
+    assert all(c.data.metrics["n_questions"] == N_QUESTIONS for c in children)
+
+
 def test_ctrl_c_stops_servers_and_closes_runs(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}

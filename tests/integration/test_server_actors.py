@@ -87,3 +87,17 @@ def test_replicas_share_requests_and_survive_one_loss(local_ray: None, tmp_path:
         assert set(survivor.stats.by_url) == {eps.generator.base_urls[1]}
         assert not ray.get(dead.status.remote())["alive"]
     assert _gone(pids[1])
+
+
+def test_port_in_use_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    import socket
+
+    from search.serving import LlamaCppServer, ServerError, resolve_gguf
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = LlamaCppServer(resolve_gguf("default"), tmp_path / "server.log", startup_timeout_s=60)
+        with pytest.raises(ServerError, match=r"exited with code \d+ during start-up(.|\n)*address already in use"):
+            server.start(port=port)
