@@ -10,6 +10,7 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -32,14 +33,14 @@ def resolve_embedder_path(spec: str) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _load(path: str):  # type: ignore[no-untyped-def]
+def load_local_model(kind: Literal["SentenceTransformer", "CrossEncoder"], path: str):  # type: ignore[no-untyped-def]
+    """A sentence-transformers model from a local folder, offline, once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
+    import sentence_transformers
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per trial is noise in the search output
-
-    return SentenceTransformer(path, device="cpu", local_files_only=True)
+    return getattr(sentence_transformers, kind)(path, device="cpu", local_files_only=True)
 
 
 class Embedder:
@@ -52,7 +53,7 @@ class Embedder:
 
     @property
     def model(self):  # type: ignore[no-untyped-def]
-        return _load(str(self.path))
+        return load_local_model("SentenceTransformer", str(self.path))
 
     @property
     def dim(self) -> int:
