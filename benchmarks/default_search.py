@@ -43,12 +43,15 @@ def main() -> int:
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "default.yaml")
     ap.add_argument("--max-concurrent-trials", type=int)
     ap.add_argument("--num-samples", type=int)
+    ap.add_argument("--scheduler", choices=["asha", "fifo"], help="override search.scheduler")
     args = ap.parse_args()
     storage = Path(tempfile.mkdtemp(prefix="ragsweep-bench-"))
     cfg = load_config(args.config, {"storage_dir": str(storage), "num_samples": args.num_samples,
                                     "max_concurrent_trials": args.max_concurrent_trials})
+    if args.scheduler:
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"scheduler": args.scheduler})})
     out = run_search(cfg, args.config)
-    t, trials = out.timings, [tr["metrics"] for tr in out.trials]
+    t, trials = out.timings, [tr["metrics"] for tr in out.trials]  # trials that answered every question
     total, fit = t["total_s"], t["trials_s"]
     sums = {name: sum(m.get(k, 0.0) for m in trials for k in keys) for name, keys in STAGES.items()}
     trial_time = sum(m["trial_s"] for m in trials)
@@ -71,6 +74,10 @@ def main() -> int:
     keys = {m["index_key"] for m in trials}
     print(f"\nIndex cache: {len(keys)} distinct index configs, {len(builds)} embedding passes over the corpus "
           f"({'equal' if len(keys) == len(builds) else 'NOT equal'})")
+    u = out.usage
+    print(f"LLM requests sent: {u['total.generator_requests'] + u['total.judge_requests']:.0f} "
+          f"(generator {u['total.generator_requests']:.0f}, judge {u['total.judge_requests']:.0f}); "
+          f"scheduler {cfg.search.scheduler}: {out.n_trials - len(trials)} of {out.n_trials} trials stopped early")
     print(f"Best objective {out.best_objective:.4f}: {out.best_params}")
     print(f"Target: total < 600 s -> {'met' if total < 600 else 'MISSED'}; "
           f"overhead < 10% -> {'met' if overhead / total < 0.10 else 'MISSED'} ({overhead / total:.1%})")

@@ -203,8 +203,19 @@ class SearchSettings(_Strict):
     questions_per_trial: int | None = Field(24, ge=1, description="unset = all questions")
     shard_size: int = Field(8, ge=1, description="questions per report to Tune")
     seed: int = 0
+    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha: stop weak trials early; fifo: run all")
+    grace_questions: int = Field(8, ge=1, description="asha: questions every trial answers before it may be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
     cpus_per_trial: float = Field(1.0, gt=0)
     ray_address: str | None = Field(None, description="unset = start a local Ray; 'auto' = join a cluster")
+
+
+    @model_validator(mode="after")
+    def _grace(self) -> SearchSettings:
+        if self.questions_per_trial is not None and self.grace_questions > self.questions_per_trial:
+            raise ValueError(f"grace_questions ({self.grace_questions}) exceeds questions_per_trial "
+                             f"({self.questions_per_trial})")
+        return self
 
 
 class MLflowSettings(_Strict):

@@ -29,6 +29,7 @@ from search.promote import CHAMPION, register_champion
 from search.serving import Endpoints, preflight, serve
 from search.tracking import (
     TAG_KIND,
+    TAG_STATUS,
     close_children,
     default_tracking_uri,
     ensure_experiment,
@@ -129,6 +130,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
     import ray
     from optuna.samplers import TPESampler
     from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from search.space import define_by_run
@@ -153,13 +155,21 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                                 (storage / "index-cache").resolve(), llm_cache, env)
             searcher = OptunaSearch(space=define_by_run(cfg.space), metric="objective", mode="max",
                                     sampler=TPESampler(seed=cfg.search.seed), seed=cfg.search.seed)
+            scheduler = None
+            if cfg.search.scheduler == "asha":
+                # Fidelity = questions answered: every trial answers the same questions in the same order,
+                # so trials compared at a rung are compared on the same questions.
+                scheduler = ASHAScheduler(time_attr="n_questions", metric="objective", mode="max",
+                                          max_t=len(question_ids), grace_period=cfg.search.grace_questions,
+                                          reduction_factor=cfg.search.reduction_factor)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
             tuner = tune.Tuner(
                 trainable,
                 # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
                 # the loaded embedder (several seconds per trial on a small CPU machine).
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=cfg.search.num_samples,
+                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                            num_samples=cfg.search.num_samples,
                                             max_concurrent_trials=cfg.search.max_concurrent_trials,
                                             reuse_actors=True),
                 run_config=tune.RunConfig(name=f"search-{pid[:12]}", storage_path=str((storage / "ray").resolve()),
@@ -218,7 +228,7 @@ def _fit(tuner: Any) -> Any:
 def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id: str, uri: str,
              timings: dict[str, float]) -> SearchOutcome:
     """Rank trials that answered every question; register the best as champion."""
-    trials, errors = [], []
+    trials, errors, stopped = [], [], []
     for r in grid:
         if r.error is not None:
             errors.append(str(r.error).strip().splitlines()[-1] if str(r.error).strip() else repr(r.error))
@@ -227,9 +237,16 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
         if m.get("n_questions") == n_questions and math.isfinite(m.get("objective", math.nan)):
             trials.append({"params": dict(r.config), "objective": float(m["objective"]),
                            "run_id": m["mlflow_run_id"], "metrics": m})
+        elif "mlflow_run_id" in m:
+            stopped.append(m["mlflow_run_id"])
+    _mark_stopped(MlflowClient(uri), stopped)
     close_children(MlflowClient(uri), exp_id, pid)
+    if stopped:
+        say(f"{len(stopped)} trial(s) stopped early by the scheduler; only trials that answered all "
+            f"{n_questions} questions compete for champion")
     usage = _usage_totals(grid, cfg)
-    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)), **usage})
+    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)),
+                        "n_stopped_early": float(len(stopped)), **usage})
     if not trials:
         raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if errors:
@@ -250,6 +267,14 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
     say(f"MLflow: mlflow ui --backend-store-uri {uri}   (parent run {pid})")
     return SearchOutcome(uri, exp_id, pid, best["run_id"], best["params"], best["objective"], cfg.mlflow.model_name,
                          version, len(grid), len(errors), timings, trials, usage)
+
+
+def _mark_stopped(client: MlflowClient, run_ids: list[str]) -> None:
+    """Trials the scheduler stopped: tag them and close their runs FINISHED (their partial metrics stay)."""
+    for run_id in run_ids:
+        client.set_tag(run_id, TAG_STATUS, "stopped_early")
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FINISHED")
 
 
 def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
 TAG_TRIAL_ID = "ragsweep.trial_id"
 TAG_FAILURE = "ragsweep.failure"
+TAG_STATUS = "ragsweep.status"  # trial outcome: completed | stopped_early (by the scheduler) | failed
 PARENT_TAG = "mlflow.parentRunId"
 
 

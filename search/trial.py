@@ -34,7 +34,7 @@ from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
 from search.serving import Endpoints
 from search.space import TrialParams
-from search.tracking import TAG_FAILURE, TAG_KIND, TAG_TRIAL_ID, flatten, log_params
+from search.tracking import TAG_FAILURE, TAG_KIND, TAG_STATUS, TAG_TRIAL_ID, flatten, log_params
 
 QUALITY_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + JUDGE_METRICS
 
@@ -88,18 +88,30 @@ def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
     trial_id = tune.get_context().get_trial_id() or "local"
     trial_name = tune.get_context().get_trial_name() or "local"
     mlflow.set_tracking_uri(ctx.tracking_uri)
+    stopped = False
+    progress = {"all_answered": False}
     with mlflow.start_run(
         experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
         tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id},
     ):
         try:
-            _evaluate(params, ctx)
+            _evaluate(params, ctx, progress)
+        except SystemExit:
+            # Tune stops a trial by raising SystemExit from tune.report: an outcome, not a failure. ASHA also
+            # stops a trial that reached max_t, i.e. answered everything. The driver reconciles this too, from
+            # Tune's results, in case the process goes first.
+            stopped = True
+            mlflow.set_tag(TAG_STATUS, "completed" if progress["all_answered"] else "stopped_early")
         except BaseException as e:
-            mlflow.set_tag(TAG_FAILURE, f"{type(e).__name__}: {e}"[:5000])
+            mlflow.set_tags({TAG_STATUS: "failed", TAG_FAILURE: f"{type(e).__name__}: {e}"[:5000]})
             raise
+        else:
+            mlflow.set_tag(TAG_STATUS, "completed")
+    if stopped:
+        raise SystemExit(0)
 
 
-def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
+def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]) -> None:
     cfg = ctx.config
     t_start = time.perf_counter()
     cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
@@ -143,19 +155,20 @@ def _evaluate(params: TrialParams, ctx: SearchContext) -> None:
             "n_questions": float(done),
         }
         metrics["objective"] = objective(metrics, cfg.objective.weights)
-        report: dict[str, Any] = {}
+        # LLM usage so far, in every report: a trial the scheduler stops still accounts for what it spent.
+        metrics.update({**generator.stats.as_metrics("generator"), **judge.client.stats.as_metrics("judge")})
+        # Request intervals let the driver compute the servers' busy time over the whole search.
+        report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
+                  "judge_intervals": json.dumps(merge_intervals(judge.client.stats.intervals))}
         if done == len(questions):
             metrics.update({
                 "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
                 "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
                 **timings, "trial_s": time.perf_counter() - t_start,
-                **generator.stats.as_metrics("generator"), **judge.client.stats.as_metrics("judge"),
             })
-            # Request intervals let the driver compute the servers' busy time over the whole search.
-            report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
-                      "judge_intervals": json.dumps(merge_intervals(judge.client.stats.intervals))}
             _log_artifacts(rows, params, built, ctx)
+            progress["all_answered"] = True
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
         tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
 

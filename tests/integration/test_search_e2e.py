@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipelines.llm import LLMError, check_endpoint
-from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND
+from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS
 from tests.conftest import REPO
 from tests.integration.conftest import free_port
 
@@ -38,7 +38,8 @@ space:
   top_k: [2, 3]
   prompt: [concise, extractive]
 pipeline: {{max_tokens: 16}}
-search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {N_QUESTIONS}, shard_size: 3}}
+search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {N_QUESTIONS}, shard_size: 3,
+          scheduler: fifo}}
 mlflow: {{tracking_uri: "{uri}", experiment: {experiment}, model_name: {experiment}-model}}
 storage_dir: {tmp / "runs"}
 {extra}
@@ -157,6 +158,37 @@ def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice)
         assert c.data.metrics["judge_cache_hits"] == N_QUESTIONS
     assert parents[0].data.metrics["total.judge_requests"] == 0
     assert parents[0].data.metrics["total.judge_cache_hits"] == N_TRIALS * N_QUESTIONS
+
+
+def test_asha_stops_a_deliberately_bad_configuration(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+    # top_k 1 is deliberately bad for a recall objective (deterministic: no LLM in the score).
+    cfg = tmp_path / "asha.yaml"
+    cfg.write_text(f"""
+dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}}}
+space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [1, 5], prompt: [concise]}}
+pipeline: {{max_tokens: 8}}
+objective: {{weights: {{recall_at_k: 1.0}}}}
+search: {{num_samples: 4, max_concurrent_trials: 1, questions_per_trial: 8, shard_size: 4, grace_questions: 4,
+          reduction_factor: 2, scheduler: asha, seed: 1}}
+mlflow: {{tracking_uri: "{mlflow_server}", experiment: e2e-asha, model_name: e2e-asha-model}}
+storage_dir: {tmp_path / "runs"}
+""")
+    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    parents, children = _runs(mlflow_server, "e2e-asha")
+    status = {c.info.run_id: c.data.tags.get(TAG_STATUS) for c in children}
+    order = sorted(children, key=lambda c: c.info.start_time)
+    stopped = [c for c in children if status[c.info.run_id] == "stopped_early"]
+    summary = [(c.data.params["top_k"], c.data.metrics.get("objective"), status[c.info.run_id]) for c in order]
+    assert stopped, summary
+    for c in stopped:  # stopped at the grace rung, with its partial metrics, and closed
+        assert c.data.params["top_k"] == "1", summary
+        assert c.data.metrics["n_questions"] == 4 and "recall_at_k" in c.data.metrics
+        assert c.info.status == "FINISHED"
+    assert parents[0].data.metrics["n_stopped_early"] == len(stopped)
+    champion = MlflowClient(mlflow_server).get_model_version_by_alias("e2e-asha-model", "champion")
+    winner = next(c for c in children if c.info.run_id == champion.run_id)
+    assert status[winner.info.run_id] == "completed" and winner.data.metrics["n_questions"] == 8
 
 
 def test_missing_model_file_stops_before_any_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]

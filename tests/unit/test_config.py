@@ -59,6 +59,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         ("pipeline:\n  reranker_model: /no/such/model\n", "pipeline.reranker_model: path does not exist"),
         ("llm:\n  generator: {engine: external}\n", "engine 'external' needs base_url"),
         ("search:\n  num_samples: 0\n", "search.num_samples: Input should be greater than or equal to 1"),
+        ("search:\n  questions_per_trial: 4\n  grace_questions: 8\n", r"grace_questions \(8\) exceeds"),
+        ("search:\n  scheduler: hyperband\n", "search.scheduler: Input should be 'asha' or 'fifo'"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
