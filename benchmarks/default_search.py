@@ -51,7 +51,7 @@ def main() -> int:
     if args.scheduler:
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"scheduler": args.scheduler})})
     out = run_search(cfg, args.config)
-    t, trials = out.timings, [tr["metrics"] for tr in out.trials]  # trials that answered every question
+    t, trials = out.timings, out.last_results  # every trial's last report, stopped ones included
     total, fit = t["total_s"], t["trials_s"]
     sums = {name: sum(m.get(k, 0.0) for m in trials for k in keys) for name, keys in STAGES.items()}
     trial_time = sum(m["trial_s"] for m in trials)
@@ -62,7 +62,9 @@ def main() -> int:
     rows = [("model server start", t["server_start_s"])]
     rows += [(name, v / concurrency) for name, v in sums.items()]
     rows += [("framework overhead (Ray, MLflow, LangGraph, Tune)", overhead)]
-    print(f"\nDefault search: {len(trials)} trials x {int(trials[0]['n_questions'])} questions, "
+    answered = sum(int(m["n_questions"]) for m in trials)
+    print(f"\nDefault search: {len(trials)} trials, {answered} questions answered in all "
+          f"(up to {cfg.search.questions_per_trial} each), scheduler {cfg.search.scheduler}, "
           f"max_concurrent_trials={cfg.search.max_concurrent_trials}, measured mean concurrency {concurrency:.2f}")
     print(f"{'stage':<52}{'seconds':>10}{'share':>9}")
     for name, v in rows:
@@ -77,7 +79,7 @@ def main() -> int:
     u = out.usage
     print(f"LLM requests sent: {u['total.generator_requests'] + u['total.judge_requests']:.0f} "
           f"(generator {u['total.generator_requests']:.0f}, judge {u['total.judge_requests']:.0f}); "
-          f"scheduler {cfg.search.scheduler}: {out.n_trials - len(trials)} of {out.n_trials} trials stopped early")
+          f"{out.n_trials - out.n_failed - len(out.trials)} of {out.n_trials} trials stopped early")
     print(f"Best objective {out.best_objective:.4f}: {out.best_params}")
     print(f"Target: total < 600 s -> {'met' if total < 600 else 'MISSED'}; "
           f"overhead < 10% -> {'met' if overhead / total < 0.10 else 'MISSED'} ({overhead / total:.1%})")

@@ -63,6 +63,7 @@ class SearchOutcome:
     timings: dict[str, float] = field(default_factory=dict)
     trials: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, float] = field(default_factory=dict)  # LLM usage totals and server busy time (parent run)
+    last_results: list[dict[str, Any]] = field(default_factory=list)  # every trial that did not error, stopped too
 
 
 def say(msg: str) -> None:
@@ -228,12 +229,13 @@ def _fit(tuner: Any) -> Any:
 def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id: str, uri: str,
              timings: dict[str, float]) -> SearchOutcome:
     """Rank trials that answered every question; register the best as champion."""
-    trials, errors, stopped = [], [], []
+    trials, errors, stopped, last = [], [], [], []
     for r in grid:
         if r.error is not None:
             errors.append(str(r.error).strip().splitlines()[-1] if str(r.error).strip() else repr(r.error))
             continue
         m = r.metrics or {}
+        last.append(m)
         if m.get("n_questions") == n_questions and math.isfinite(m.get("objective", math.nan)):
             trials.append({"params": dict(r.config), "objective": float(m["objective"]),
                            "run_id": m["mlflow_run_id"], "metrics": m})
@@ -266,7 +268,7 @@ def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_i
     say(f"registered {cfg.mlflow.model_name} version {version} as @{CHAMPION}")
     say(f"MLflow: mlflow ui --backend-store-uri {uri}   (parent run {pid})")
     return SearchOutcome(uri, exp_id, pid, best["run_id"], best["params"], best["objective"], cfg.mlflow.model_name,
-                         version, len(grid), len(errors), timings, trials, usage)
+                         version, len(grid), len(errors), timings, trials, usage, last)
 
 
 def _mark_stopped(client: MlflowClient, run_ids: list[str]) -> None:

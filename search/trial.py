@@ -155,8 +155,9 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
             "n_questions": float(done),
         }
         metrics["objective"] = objective(metrics, cfg.objective.weights)
-        # LLM usage so far, in every report: a trial the scheduler stops still accounts for what it spent.
-        metrics.update({**generator.stats.as_metrics("generator"), **judge.client.stats.as_metrics("judge")})
+        # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
+        metrics.update({**generator.stats.as_metrics("generator"), **judge.client.stats.as_metrics("judge"),
+                        **timings, "trial_s": time.perf_counter() - t_start})
         # Request intervals let the driver compute the servers' busy time over the whole search.
         report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
                   "judge_intervals": json.dumps(merge_intervals(judge.client.stats.intervals))}
@@ -165,7 +166,6 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
                 "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
                 "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
-                **timings, "trial_s": time.perf_counter() - t_start,
             })
             _log_artifacts(rows, params, built, ctx)
             progress["all_answered"] = True
