@@ -212,9 +212,10 @@ class SearchSettings(_Strict):
 
     @model_validator(mode="after")
     def _grace(self) -> SearchSettings:
-        if self.questions_per_trial is not None and self.grace_questions > self.questions_per_trial:
+        if (self.scheduler == "asha" and self.questions_per_trial is not None
+                and self.grace_questions > self.questions_per_trial):
             raise ValueError(f"grace_questions ({self.grace_questions}) exceeds questions_per_trial "
-                             f"({self.questions_per_trial})")
+                             f"({self.questions_per_trial}): lower grace_questions or set scheduler: fifo")
         return self
 
 

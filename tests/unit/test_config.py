@@ -68,6 +68,11 @@ def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> 
         load_config(_write(tmp_path, text))
 
 
+def test_grace_only_matters_for_asha(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, "search:\n  questions_per_trial: 4\n  scheduler: fifo\n"))
+    assert cfg.search.grace_questions == 8 and cfg.search.scheduler == "fifo"
+
+
 def test_missing_dataset_file(tmp_path: Path) -> None:
     p = tmp_path / "exp.yaml"
     p.write_text("dataset:\n  corpus: nope.jsonl\n  questions: nope2.jsonl\n")
