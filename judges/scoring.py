@@ -19,7 +19,8 @@ ANSWER_METRICS = ("exact_match", "token_f1", "contains")
 RETRIEVAL_METRICS = ("recall_at_k", "mrr")
 JUDGE_METRICS = ("judge_correctness",)
 # Cost of a configuration, per question answered so far (seconds, tokens): give them negative weights.
-COST_METRICS = ("latency_p50_s", "latency_p95_s", "tokens_per_question")
+# gpu_s_per_question: LLM-server busy seconds x GPUs per replica (0 on CPU-only servers).
+COST_METRICS = ("latency_p50_s", "latency_p95_s", "tokens_per_question", "gpu_s_per_question")
 # Metrics that may appear in objective.weights: quality means in [0, 1] and cost terms.
 OBJECTIVE_METRICS = frozenset(ANSWER_METRICS + RETRIEVAL_METRICS + JUDGE_METRICS + COST_METRICS)
 

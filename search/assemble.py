@@ -66,6 +66,6 @@ def build_pipeline(
         assert settings.reranker_model is not None  # enforced by the config
         reranker = CrossEncoderReranker(settings.reranker_model)
     prompt = prompt or prompt_for(params, settings)
-    gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, settings.rerank_candidates, seed)
+    gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, params.rerank_candidates or 0, seed)
     pipeline = RagPipeline(Retriever(handle, embedder, params.retriever), generator, prompt, gen, reranker)
     return Assembled(pipeline, art, prompt, timings)

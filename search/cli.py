@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-concurrent-trials", type=int, help="trials at once (search.max_concurrent_trials)")
     s.add_argument("--questions-per-trial", type=int, help="questions each trial answers")
     s.add_argument("--seed", type=int, help="seed for the sampler and the question order")
+    s.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], help="search.sampler")
+    s.add_argument("--scheduler", choices=["asha", "fifo"], help="search.scheduler")
+    s.add_argument("--max-llm-calls", type=int, help="stop after this many LLM requests (search.max_llm_calls)")
+    s.add_argument("--time-budget-s", type=float, help="stop after this many seconds of trials")
+    s.add_argument("--resume", metavar="EXPERIMENT",
+                   help="continue the newest unfinished search of this MLflow experiment (same config); "
+                        "finished trials are kept, unfinished ones restart")
     s.add_argument("--ray-address", help="join this Ray cluster ('auto' = the local one) instead of starting Ray")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in storage_dir)")
     s.add_argument("--experiment", help="MLflow experiment name")
@@ -65,11 +72,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from search.config import load_config
     from search.driver import run_search
 
-    cfg = load_config(args.config, _overrides(args))
-    out = run_search(cfg, args.config)
-    print(json.dumps({"parent_run_id": out.parent_run_id, "best_objective": round(out.best_objective, 4),
-                      "best_params": out.best_params, "model": f"{out.model_name}@champion (v{out.model_version})",
-                      "tracking_uri": out.tracking_uri}, indent=2))
+    overrides = _overrides(args)
+    if args.resume:
+        overrides["experiment"] = args.resume
+    cfg = load_config(args.config, overrides)
+    out = run_search(cfg, args.config, resume=bool(args.resume))
+    model = f"{out.model_name}@champion (v{out.model_version})" if out.model_version else None
+    print(json.dumps({"parent_run_id": out.parent_run_id,
+                      "best_objective": round(out.best_objective, 4) if out.model_version else None,
+                      "best_params": out.best_params, "model": model, "tracking_uri": out.tracking_uri}, indent=2))
     return 0
 
 
@@ -135,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.embed import EmbedderError
     from pipelines.prompts import PromptError
     from search.config import ConfigError
+    from search.resume import ResumeError
     from search.serving import ServerError, ServingSetupError
 
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError) as e:
+    except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError, ResumeError) as e:
         print(f"ragsweep {args.command}: {e}", file=sys.stderr)
         return 2
     except ServerError as e:

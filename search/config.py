@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
-from judges.scoring import OBJECTIVE_METRICS
+from judges.scoring import COST_METRICS, OBJECTIVE_METRICS
 from pipelines.prompts import load_templates
 
 
@@ -94,6 +94,8 @@ class SearchSpace(_Strict):
     reranker: Annotated[list[Reranker], Field(min_length=1)] = ["none"]
     prompt: Annotated[list[str], Field(min_length=1)] = ["concise", "extractive"]
     temperature: Annotated[list[float], Field(min_length=1)] | FloatRange = [0.0]
+    # Conditional: sampled only in trials whose reranker is cross_encoder.
+    rerank_candidates: Annotated[list[int], Field(min_length=1)] | IntRange = [20]
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSpace:
@@ -102,10 +104,17 @@ class SearchSpace(_Strict):
         k_low, _ = _bounds(self.top_k)
         if cs_low < 50:
             raise ValueError(f"chunk_size must be >= 50 characters, got {cs_low}")
-        if ov_low < 0 or ov_high >= cs_low:
+        if ov_low < 0 or ov_low >= cs_low:
+            raise ValueError(f"chunk_overlap must start in [0, smallest chunk_size) = [0, {cs_low}), got {ov_low}")
+        # A range's upper end is clipped per trial to chunk_size - 1 (conditional); a list is fixed, so every
+        # choice must fit every chunk size.
+        if isinstance(self.chunk_overlap, list) and ov_high >= cs_low:
             raise ValueError(
-                f"chunk_overlap values must lie in [0, smallest chunk_size) = [0, {cs_low}), got up to {ov_high}"
+                f"chunk_overlap choices must lie in [0, smallest chunk_size) = [0, {cs_low}), got {ov_high}; "
+                "use a range {low, high} to bound overlap by each trial's chunk_size instead"
             )
+        if _bounds(self.rerank_candidates)[0] < 1:
+            raise ValueError("rerank_candidates must be >= 1")
         if k_low < 1:
             raise ValueError(f"top_k must be >= 1, got {k_low}")
         t_low, t_high = _bounds(self.temperature)
@@ -119,7 +128,6 @@ class PipelineSettings(_Strict):
 
     embedder: str = Field("default", description="'default' = bundled all-MiniLM-L6-v2, or a local model folder")
     reranker_model: ExistingPath | None = Field(None, description="local sentence-transformers CrossEncoder folder")
-    rerank_candidates: int = Field(20, ge=1, description="chunks retrieved before reranking down to top_k")
     max_tokens: int = Field(48, ge=1, description="generator max_tokens per answer")
     prompts_file: ExistingPath | None = Field(None, description="YAML of extra prompt templates")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded in-process Qdrant")
@@ -182,6 +190,11 @@ class Objective(_Strict):
     """
 
     weights: dict[str, float] = {"token_f1": 0.7, "recall_at_k": 0.3}
+    cost: str | None = Field(
+        None, description="a cost metric to minimise together with the weighted quality: the search becomes "
+        "multi-objective and reports the Pareto front (e.g. latency_p95_s, tokens_per_question, gpu_s_per_question)")
+    max_cost: float | None = Field(
+        None, description="promotion rule with cost: the best-quality Pareto point whose cost is at most this")
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
@@ -194,6 +207,12 @@ class Objective(_Strict):
                 raise ValueError(f"unknown metric {name!r}{extra}; known: {', '.join(sorted(OBJECTIVE_METRICS))}")
             if not math.isfinite(w):
                 raise ValueError(f"weight of {name!r} must be finite")
+        if self.cost is not None and self.cost not in COST_METRICS:
+            hint = difflib.get_close_matches(self.cost, COST_METRICS, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ValueError(f"cost: unknown cost metric {self.cost!r}{extra}; known: {', '.join(COST_METRICS)}")
+        if self.max_cost is not None and self.cost is None:
+            raise ValueError("max_cost needs cost: the metric it limits")
         return self
 
 
@@ -208,7 +227,21 @@ class SearchSettings(_Strict):
     reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
     cpus_per_trial: float = Field(1.0, gt=0)
     ray_address: str | None = Field(None, description="unset = start a local Ray; 'auto' = join a cluster")
+    sampler: Literal["tpe", "random", "grid", "nsga2"] = Field(
+        "tpe", description="tpe: Optuna TPE (multivariate); random; grid: every combination in seeded random order, "
+        "at most num_samples; nsga2: genetic, for multi-objective searches")
+    startup_trials: int | None = Field(
+        None, ge=1, description="tpe: random trials before TPE models the space (unset = num_samples // 3, 2..10)")
+    baseline: dict[str, Any] | None = Field(
+        {}, description="trial run first, the reference for the margin in the report: missing keys take the first "
+        "choice (or low end) of the space; null = no baseline")
+    max_llm_calls: int | None = Field(
+        None, ge=1, description="stop the search once trials have sent this many LLM requests (cache hits are free)")
+    time_budget_s: float | None = Field(None, gt=0, description="stop the search after this many seconds of trials")
 
+    @property
+    def n_startup_trials(self) -> int:
+        return self.startup_trials or max(2, min(10, self.num_samples // 3))
 
     @model_validator(mode="after")
     def _grace(self) -> SearchSettings:
@@ -253,6 +286,16 @@ class ExperimentConfig(_Strict):
                 hint = difflib.get_close_matches(name, list(templates), n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ValueError(f"space.prompt: unknown template {name!r}{extra}; known: {', '.join(templates)}")
+        if self.search.sampler == "nsga2" and self.objective.cost is None:
+            raise ValueError("search.sampler 'nsga2' is for multi-objective searches: set objective.cost, or use tpe")
+        if self.search.sampler == "grid":
+            from search.space import grid_points  # raises ValueError naming a key that cannot be a grid
+
+            grid_points(self.space)
+        if self.search.baseline is not None:
+            from search.space import baseline_point  # raises ValueError naming a bad key or value
+
+            baseline_point(self.space, self.search.baseline)
         return self
 
     @property
@@ -268,6 +311,10 @@ OVERRIDES: dict[str, str] = {
     "max_concurrent_trials": "search.max_concurrent_trials",
     "questions_per_trial": "search.questions_per_trial",
     "seed": "search.seed",
+    "sampler": "search.sampler",
+    "scheduler": "search.scheduler",
+    "max_llm_calls": "search.max_llm_calls",
+    "time_budget_s": "search.time_budget_s",
     "ray_address": "search.ray_address",
     "tracking_uri": "mlflow.tracking_uri",
     "experiment": "mlflow.experiment",

@@ -12,8 +12,10 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from importlib.metadata import version as pkg_version
 from pathlib import Path
@@ -26,8 +28,14 @@ from pipelines.data import Dataset, load_dataset
 from pipelines.llm import merge_intervals
 from search.config import ExperimentConfig
 from search.promote import CHAMPION, register_champion
+from search.report import Summary, write_report
+from search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
+from search.searcher import LLMCallBudget, baseline, build_scheduler, build_searcher, n_trials
+from search.selection import TrialRecord, choose, pareto_front
 from search.serving import Endpoints, preflight, serve
 from search.tracking import (
+    PARENT_TAG,
+    TAG_FAILURE,
     TAG_KIND,
     TAG_STATUS,
     close_children,
@@ -44,6 +52,9 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
               "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
 
 
+TAG_RESUMED = "ragsweep.resumed"  # times a search run was resumed
+
+
 class SearchError(RuntimeError):
     """The search ran but produced no usable result (e.g. every trial failed)."""
 
@@ -53,17 +64,19 @@ class SearchOutcome:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    best_trial_run_id: str
+    best_trial_run_id: str | None  # None when no trial met the promotion rule (objective.max_cost)
     best_params: dict[str, Any]
     best_objective: float
     model_name: str
-    model_version: str
+    model_version: str | None
     n_trials: int
     n_failed: int
     timings: dict[str, float] = field(default_factory=dict)
-    trials: list[dict[str, Any]] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)  # trials that answered every question
     usage: dict[str, float] = field(default_factory=dict)  # LLM usage totals and server busy time (parent run)
     last_results: list[dict[str, Any]] = field(default_factory=list)  # every trial that did not error, stopped too
+    records: list[TrialRecord] = field(default_factory=list)  # every trial that reported, as in the report
+    summary: list[str] = field(default_factory=list)  # the console summary lines
 
 
 def say(msg: str) -> None:
@@ -79,7 +92,8 @@ def prepare(cfg: ExperimentConfig) -> Dataset:
     return dataset
 
 
-def run_search(cfg: ExperimentConfig, config_path: Path | None = None) -> SearchOutcome:
+def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume: bool = False) -> SearchOutcome:
+    """Run a search; with ``resume``, continue the newest unfinished search of ``cfg.mlflow.experiment``."""
     t_total = time.perf_counter()
     dataset = prepare(cfg)
     storage = cfg.storage_dir
@@ -88,15 +102,29 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None) -> Search
     say(f"MLflow tracking store: {uri}")
     say(f"  view it with: mlflow ui --backend-store-uri {uri}")
     mlflow.set_tracking_uri(uri)
-    exp_id = ensure_experiment(uri, cfg.mlflow.experiment, storage)
     client = MlflowClient(uri)
+    found = find_resumable(client, cfg, uri) if resume else None  # raises before anything is written
+    exp_id = ensure_experiment(uri, cfg.mlflow.experiment, storage)
     n_q = len(dataset.ordered_questions(cfg.search.seed, cfg.search.questions_per_trial))
-    parent = mlflow.start_run(experiment_id=exp_id, run_name=f"search-{dataset.name}", tags={TAG_KIND: "search"})
-    pid = parent.info.run_id
-    say(f"search run {pid}: {cfg.search.num_samples} trials x {n_q} questions of {dataset.name!r}")
+    if found is not None:
+        parent = mlflow.start_run(run_id=found.run_id)
+        pid = parent.info.run_id
+        resumes = int(parent.data.tags.get(TAG_RESUMED, "0")) + 1
+        mlflow.set_tag(TAG_RESUMED, str(resumes))
+        if TAG_FAILURE in parent.data.tags:
+            client.delete_tag(pid, TAG_FAILURE)
+        say(f"resuming search run {pid} (was {found.status}; resume #{resumes}) from {found.ray_dir}")
+    else:
+        parent = mlflow.start_run(experiment_id=exp_id, run_name=f"search-{dataset.name}",
+                                  tags={TAG_KIND: "search"})
+        pid = parent.info.run_id
+        say(f"search run {pid}: {n_trials(cfg)} trials x {n_q} questions of {dataset.name!r}")
+    ray_dir = ray_dir_for(storage, pid)
     try:
-        _log_parent(cfg, dataset, config_path)
-        outcome = _search(cfg, dataset, uri, exp_id, pid, storage)
+        if found is None:
+            _log_parent(cfg, dataset, config_path)
+            mlflow.set_tag(TAG_RAY_DIR, str(ray_dir))
+        outcome = _search(cfg, dataset, uri, exp_id, pid, storage, ray_dir, restore=found is not None)
         outcome.timings["total_s"] = time.perf_counter() - t_total
         mlflow.log_metrics({f"time.{k}": v for k, v in outcome.timings.items()})
         mlflow.end_run("FINISHED")
@@ -104,7 +132,7 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None) -> Search
     except KeyboardInterrupt:
         close_children(client, exp_id, pid)
         mlflow.end_run("KILLED")
-        mark_failed(client, pid, "interrupted (Ctrl-C)", status="KILLED")
+        mark_failed(client, pid, "interrupted (Ctrl-C); continue with --resume", status="KILLED")
         raise
     except BaseException as e:
         close_children(client, exp_id, pid)
@@ -127,62 +155,62 @@ def _log_parent(cfg: ExperimentConfig, dataset: Dataset, config_path: Path | Non
     mlflow.set_tags(tags)
 
 
-def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid: str, storage: Path) -> SearchOutcome:
+def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid: str, storage: Path,
+            ray_dir: Path, restore: bool) -> SearchOutcome:
     import ray
-    from optuna.samplers import TPESampler
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    from search.space import define_by_run
     from search.trial import SearchContext, run_trial
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))}}
-    ray.init(address=cfg.search.ray_address, include_dashboard=False, ignore_reinit_error=True,
+    # "local" starts a Ray of our own even when another search's local Ray is running on this machine (plain
+    # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address says so.
+    ray.init(address=cfg.search.ray_address or "local", include_dashboard=False, ignore_reinit_error=True,
              runtime_env={"env_vars": env}, logging_level="WARNING")
     timings["ray_init_s"] = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them.
+        # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them. The
+        # random suffix keeps actor names unique if a dead driver's actors outlive it (resume).
         with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs", seed=cfg.search.seed,
-                   ray_prefix=f"ragsweep-{pid[:12]}", public=cfg.search.ray_address is not None) as endpoints:
+                   ray_prefix=f"ragsweep-{pid[:8]}-{uuid.uuid4().hex[:6]}",
+                   public=cfg.search.ray_address is not None) as endpoints:
             timings["server_start_s"] = time.perf_counter() - t0
             question_ids = tuple(q.id for q in dataset.ordered_questions(cfg.search.seed,
                                                                           cfg.search.questions_per_trial))
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(cfg, dataset, question_ids, endpoints, uri, exp_id, pid,
                                 (storage / "index-cache").resolve(), llm_cache, env)
-            searcher = OptunaSearch(space=define_by_run(cfg.space), metric="objective", mode="max",
-                                    sampler=TPESampler(seed=cfg.search.seed), seed=cfg.search.seed)
-            scheduler = None
-            if cfg.search.scheduler == "asha":
-                # Fidelity = questions answered: every trial answers the same questions in the same order,
-                # so trials compared at a rung are compared on the same questions.
-                scheduler = ASHAScheduler(time_attr="n_questions", metric="objective", mode="max",
-                                          max_t=len(question_ids), grace_period=cfg.search.grace_questions,
-                                          reduction_factor=cfg.search.reduction_factor)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
-            tuner = tune.Tuner(
-                trainable,
-                # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
-                # the loaded embedder (several seconds per trial on a small CPU machine).
-                tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                            num_samples=cfg.search.num_samples,
-                                            max_concurrent_trials=cfg.search.max_concurrent_trials,
-                                            reuse_actors=True),
-                run_config=tune.RunConfig(name=f"search-{pid[:12]}", storage_path=str((storage / "ray").resolve()),
-                                          failure_config=tune.FailureConfig(max_failures=0), verbose=1),
-            )
+            if restore:
+                # Finished trials stay finished; unfinished ones restart (their MLflow runs are reused, see
+                # trial.py); the searcher and scheduler come back with their history.
+                tuner = tune.Tuner.restore(str(ray_dir), trainable, resume_unfinished=True, resume_errored=False)
+            else:
+                tuner = tune.Tuner(
+                    trainable,
+                    # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
+                    # the loaded embedder (several seconds per trial on a small CPU machine).
+                    tune_config=tune.TuneConfig(search_alg=build_searcher(cfg),
+                                                scheduler=build_scheduler(cfg, len(question_ids)),
+                                                num_samples=n_trials(cfg),
+                                                max_concurrent_trials=cfg.search.max_concurrent_trials,
+                                                reuse_actors=True, time_budget_s=cfg.search.time_budget_s),
+                    run_config=tune.RunConfig(
+                        name=ray_dir.name, storage_path=str(ray_dir.parent),
+                        failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+                        stop=LLMCallBudget(cfg.search.max_llm_calls) if cfg.search.max_llm_calls else None),
+                )
             t0 = time.perf_counter()
             try:
                 grid = _fit(tuner)
             finally:
                 timings["trials_s"] = time.perf_counter() - t0
                 _log_servers(endpoints)
-        outcome = _promote(cfg, grid, len(question_ids), pid, exp_id, uri, timings)
+        outcome = _finish(cfg, grid, len(question_ids), pid, exp_id, uri, timings, resumed=restore)
     finally:
         if cfg.search.ray_address is None:
             ray.shutdown()
@@ -226,49 +254,119 @@ def _fit(tuner: Any) -> Any:
         signal.signal(signal.SIGINT, previous)
 
 
-def _promote(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id: str, uri: str,
-             timings: dict[str, float]) -> SearchOutcome:
-    """Rank trials that answered every question; register the best as champion."""
-    trials, errors, stopped, last = [], [], [], []
+def _records(grid: Any, n_questions: int) -> tuple[list[TrialRecord], list[str], list[dict[str, Any]]]:
+    """Trials that reported (completed or stopped early), first errors of failed trials, and raw last results."""
+    records, errors, last = [], [], []
     for r in grid:
         if r.error is not None:
             errors.append(str(r.error).strip().splitlines()[-1] if str(r.error).strip() else repr(r.error))
             continue
         m = r.metrics or {}
+        if "mlflow_run_id" not in m:
+            continue
         last.append(m)
-        if m.get("n_questions") == n_questions and math.isfinite(m.get("objective", math.nan)):
-            trials.append({"params": dict(r.config), "objective": float(m["objective"]),
-                           "run_id": m["mlflow_run_id"], "metrics": m})
-        elif "mlflow_run_id" in m:
-            stopped.append(m["mlflow_run_id"])
-    _mark_stopped(MlflowClient(uri), stopped)
-    close_children(MlflowClient(uri), exp_id, pid)
+        done = m.get("n_questions") == n_questions and math.isfinite(m.get("objective", math.nan))
+        params = {k: v for k, v in dict(r.config).items() if v is not None}
+        records.append(TrialRecord(str(m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else "")),
+                                   m["mlflow_run_id"], params, "completed" if done else "stopped_early",
+                                   float(m.get("objective", math.nan)), int(m.get("n_questions", 0)), m))
+    return records, errors, last
+
+
+def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id: str, uri: str,
+            timings: dict[str, float], resumed: bool = False) -> SearchOutcome:
+    """Record outcomes, pick the winner by the promotion rule, write the report, register the champion."""
+    client = MlflowClient(uri)
+    records, errors, last = _records(grid, n_questions)
+    if resumed:
+        _discard_orphans(client, exp_id, pid, {r.run_id for r in records})
+    stopped = [r for r in records if r.status == "stopped_early"]
+    _mark_stopped(client, [r.run_id for r in stopped])
+    close_children(client, exp_id, pid)
+    for r in records:
+        r.name = client.get_run(r.run_id).info.run_name or r.name
     if stopped:
         say(f"{len(stopped)} trial(s) stopped early by the scheduler; only trials that answered all "
             f"{n_questions} questions compete for champion")
     usage = _usage_totals(grid, cfg)
     mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)),
                         "n_stopped_early": float(len(stopped)), **usage})
-    if not trials:
+    completed = [r for r in records if r.status == "completed"]
+    if not completed:
         raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if errors:
         say(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
-    trials.sort(key=lambda t: t["objective"], reverse=True)
-    best = trials[0]
+    base = _mark_baseline(cfg, records, client)
+    winner, reason = choose(completed, cfg.objective)
+    front = pareto_front(completed, cfg.objective.cost) if cfg.objective.cost else []
+    summary = Summary(winner, reason, base, front, _link(uri, exp_id, pid))
     t0 = time.perf_counter()
-    run = MlflowClient(uri).get_run(best["run_id"])
-    spec = _champion_spec(cfg, best["params"])
-    version = register_champion(best["run_id"], spec, cfg.dataset.corpus, cfg.mlflow.model_name,
-                                {"search_run_id": pid, "objective": f"{best['objective']:.6f}",
-                                 "trial": run.info.run_name or ""})
-    timings["promote_s"] = time.perf_counter() - t0
-    mlflow.set_tags({"best_trial_run_id": best["run_id"], "champion_version": version})
-    mlflow.log_metric("best_objective", best["objective"])
-    say(f"best trial {run.info.run_name}: objective {best['objective']:.4f} with {best['params']}")
-    say(f"registered {cfg.mlflow.model_name} version {version} as @{CHAMPION}")
-    say(f"MLflow: mlflow ui --backend-store-uri {uri}   (parent run {pid})")
-    return SearchOutcome(uri, exp_id, pid, best["run_id"], best["params"], best["objective"], cfg.mlflow.model_name,
-                         version, len(grid), len(errors), timings, trials, usage, last)
+    with tempfile.TemporaryDirectory() as d:
+        lines = write_report(records, summary, cfg, Path(d))
+        mlflow.log_artifacts(d, "report")
+        imp = json.loads((Path(d) / "importances.json").read_text())
+    mlflow.log_metrics({f"importance.{k}": v for k, v in imp.items()})
+    if front:
+        mlflow.log_dict({"cost": cfg.objective.cost, "front": [
+            {"run_id": t.run_id, "trial": t.name, "objective": t.objective, "cost": t.metrics.get(cfg.objective.cost),
+             "params": t.params} for t in front]}, "report/pareto_front.json")
+    timings["report_s"] = time.perf_counter() - t0
+    version = None
+    if winner is not None:
+        t0 = time.perf_counter()
+        spec = _champion_spec(cfg, winner.params)
+        version = register_champion(winner.run_id, spec, cfg.dataset.corpus, cfg.mlflow.model_name,
+                                    {"search_run_id": pid, "objective": f"{winner.objective:.6f}",
+                                     "trial": winner.name, "promotion_rule": reason})
+        timings["promote_s"] = time.perf_counter() - t0
+        mlflow.set_tags({"best_trial_run_id": winner.run_id, "champion_version": version})
+        mlflow.log_metric("best_objective", winner.objective)
+    mlflow.set_tag("ragsweep.promotion", reason)
+    for line in lines:
+        say(line)
+    if version is not None:
+        say(f"registered {cfg.mlflow.model_name} version {version} as @{CHAMPION}")
+    trials = sorted(({"params": r.params, "objective": r.objective, "run_id": r.run_id, "metrics": r.metrics}
+                     for r in completed), key=lambda t: t["objective"], reverse=True)
+    return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
+                         winner.objective if winner else math.nan, cfg.mlflow.model_name, version, len(grid),
+                         len(errors), timings, trials, usage, last, records, lines)
+
+
+def _discard_orphans(client: MlflowClient, exp_id: str, pid: str, reported: set[str]) -> None:
+    """After a resume: delete child runs of trials Ray Tune no longer knows.
+
+    Tune saves its state every few seconds; a trial the dead driver started after the last save is not
+    restored (the searcher proposes a new one instead), so its MLflow run would be a duplicate. Failed trials
+    keep their runs (Tune restores them as errored).
+    """
+    runs = client.search_runs([exp_id], filter_string=f"tags.`{PARENT_TAG}` = '{pid}'", max_results=10000)
+    orphans = [r for r in runs if r.info.run_id not in reported and r.data.tags.get(TAG_STATUS) != "failed"]
+    for r in orphans:
+        client.delete_run(r.info.run_id)
+    if orphans:
+        mlflow.set_tag("ragsweep.discarded_runs", ",".join(r.info.run_id for r in orphans)[:5000])
+        say(f"discarded {len(orphans)} MLflow run(s) of trials the dead driver started after Ray Tune's last "
+            "state save (other trials ran in their place)")
+
+
+def _mark_baseline(cfg: ExperimentConfig, records: list[TrialRecord], client: MlflowClient) -> TrialRecord | None:
+    """The first trial run with the baseline params (tagged ``ragsweep.baseline``), if any."""
+    point = baseline(cfg)
+    if point is None:
+        return None
+    for r in records:
+        if all(r.params.get(k) == v for k, v in point.items()):
+            r.baseline = True
+            client.set_tag(r.run_id, "ragsweep.baseline", "true")
+            return r
+    return None
+
+
+def _link(uri: str, exp_id: str, pid: str) -> str:
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{pid}"
+    return f"mlflow ui --backend-store-uri {uri}   (experiment {exp_id}, parent run {pid})"
 
 
 def _mark_stopped(client: MlflowClient, run_ids: list[str]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.tracking import MlflowClient
 from ray import tune
 
 from judges.llm_judge import CorrectnessJudge, JudgeItem, JudgeResult
@@ -34,7 +35,9 @@ from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
 from search.serving import Endpoints
 from search.space import TrialParams
-from search.tracking import TAG_FAILURE, TAG_KIND, TAG_STATUS, TAG_TRIAL_ID, flatten, log_params
+from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS, TAG_TRIAL_ID, flatten, log_params
+
+TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted after a resume
 
 QUALITY_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + JUDGE_METRICS
 
@@ -88,12 +91,21 @@ def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
     trial_id = tune.get_context().get_trial_id() or "local"
     trial_name = tune.get_context().get_trial_name() or "local"
     mlflow.set_tracking_uri(ctx.tracking_uri)
+    previous = _previous_run(ctx, trial_id)
+    if previous is not None and previous.info.status == "FINISHED" and \
+            previous.data.tags.get(TAG_STATUS) == "completed":
+        # Resumed search: this trial completed before the driver died, after Tune's last state save. Report
+        # its recorded result instead of answering again.
+        _replay(previous)
+        return
     stopped = False
     progress = {"all_answered": False}
-    with mlflow.start_run(
+    opened = (mlflow.start_run(run_id=previous.info.run_id) if previous is not None else mlflow.start_run(
         experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
-        tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id},
-    ):
+        tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id}))
+    with opened:
+        if previous is not None:  # a restart of an unfinished trial: same run, metrics overwritten step by step
+            mlflow.set_tag(TAG_RESTARTS, str(int(previous.data.tags.get(TAG_RESTARTS, "0")) + 1))
         try:
             _evaluate(params, ctx, progress)
         except SystemExit:
@@ -109,6 +121,20 @@ def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
             mlflow.set_tag(TAG_STATUS, "completed")
     if stopped:
         raise SystemExit(0)
+
+
+def _previous_run(ctx: SearchContext, trial_id: str) -> Any:
+    """This trial's MLflow run from before a resume, if any (trial ids survive ``Tuner.restore``)."""
+    runs = MlflowClient(ctx.tracking_uri).search_runs(
+        [ctx.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and "
+                                           f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
+    return runs[0] if runs else None
+
+
+def _replay(run: Any) -> None:
+    metrics = dict(run.data.metrics)
+    tune.report({**metrics, "generator_intervals": "[]", "judge_intervals": "[]", "replayed": 1.0,
+                 "index_key": run.data.params.get("index_key", ""), "mlflow_run_id": run.info.run_id})
 
 
 def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]) -> None:
@@ -152,6 +178,8 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
             # Cost of the configuration, including answers served from the cache (their original counts).
             "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
             "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
+            "gpu_s_per_question": (generator.stats.busy_s * cfg.llm.generator.gpus_per_replica
+                                   + judge.client.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
             "n_questions": float(done),
         }
         metrics["objective"] = objective(metrics, cfg.objective.weights)

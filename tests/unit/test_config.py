@@ -50,7 +50,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("space:\n  chunk_overlap: [0, 500]\n  chunk_size: [400]\n", "chunk_overlap values must lie in"),
+        ("space:\n  chunk_overlap: [0, 500]\n  chunk_size: [400]\n", "chunk_overlap choices must lie in"),
         ("space:\n  retriever: [dense, sparse]\n", r"space.retriever.1: Input should be 'dense', 'bm25' or 'hybrid'"),
         ("space:\n  prompt: [consise]\n", "unknown template 'consise' .did you mean 'concise'"),
         ("space:\n  top_k: {low: 5, high: 2}\n", r"low \(5\) must be <= high \(2\)"),
@@ -61,6 +61,19 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         ("search:\n  num_samples: 0\n", "search.num_samples: Input should be greater than or equal to 1"),
         ("search:\n  questions_per_trial: 4\n  grace_questions: 8\n", r"grace_questions \(8\) exceeds"),
         ("search:\n  scheduler: hyperband\n", "search.scheduler: Input should be 'asha' or 'fifo'"),
+        # issue 5: budgets, baseline, samplers, multi-objective
+        ("search:\n  max_llm_calls: 0\n", "search.max_llm_calls: Input should be greater than or equal to 1"),
+        ("search:\n  time_budget_s: 0\n", "search.time_budget_s: Input should be greater than 0"),
+        ("search:\n  baseline: {top_k: 4}\n",
+         r"search.baseline.top_k: 4 is not in space.top_k \(choices \[2, 3, 5\]\)"),
+        ("search:\n  baseline: {topk: 3}\n", "search.baseline: unknown key 'topk'"),
+        ("space:\n  chunk_size: {low: 50, high: 10}\n", r"low \(50\) must be <= high \(10\)"),
+        ("space:\n  temperature: {low: 0.0, high: 0.5}\nsearch:\n  sampler: grid\n",
+         "grid' needs choices, but space.temperature is a float range"),
+        ("search:\n  sampler: nsga2\n", "'nsga2' is for multi-objective searches"),
+        ("objective:\n  cost: latency_p59_s\n", "unknown cost metric 'latency_p59_s' .did you mean 'latency_p95_s'"),
+        ("objective:\n  max_cost: 1.0\n", "max_cost needs cost"),
+        ("space:\n  top_k: []\n", "space.top_k: List should have at least 1 item"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> None:

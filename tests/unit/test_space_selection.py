@@ -1,0 +1,68 @@
+"""Search-space rules (conditional keys, baseline, grid) and the promotion rule (Pareto front)."""
+
+from __future__ import annotations
+
+import optuna
+
+from search.config import IntRange, Objective, SearchSpace
+from search.selection import TrialRecord, choose, pareto_front
+from search.space import DefineByRun, baseline_point, grid_points
+
+
+def _run(space: SearchSpace, n: int = 30) -> list[dict]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    fn = DefineByRun(space)
+    for i in range(n):
+        t = study.ask()
+        fn(t)
+        study.tell(t, float(i))
+    return [t.params for t in study.trials]
+
+
+def test_rerank_candidates_only_with_a_reranker() -> None:
+    space = SearchSpace(reranker=["none", "cross_encoder"], rerank_candidates=[10, 30])
+    params = _run(space)
+    assert {p["reranker"] for p in params} == {"none", "cross_encoder"}
+    for p in params:
+        assert ("rerank_candidates" in p) == (p["reranker"] == "cross_encoder")
+
+
+def test_overlap_range_is_bounded_by_each_trials_chunk_size() -> None:
+    space = SearchSpace(chunk_size=[100, 1000], chunk_overlap=IntRange(low=0, high=500, step=50))
+    params = _run(space, 60)
+    assert all(p["chunk_overlap"] < p["chunk_size"] for p in params)
+    assert max(p["chunk_overlap"] for p in params if p["chunk_size"] == 1000) > 100  # not clipped to the smallest
+    assert all(p["chunk_overlap"] % 50 == 0 for p in params)
+
+
+def test_baseline_fills_first_choices_and_skips_inactive_keys() -> None:
+    space = SearchSpace(chunk_size=IntRange(low=300, high=900, step=100), reranker=["none", "cross_encoder"])
+    assert baseline_point(space, {"top_k": 5}) == {
+        "chunk_size": 300, "chunk_overlap": 0, "retriever": "dense", "top_k": 5, "reranker": "none",
+        "prompt": "concise", "temperature": 0.0}
+    assert baseline_point(space, {"reranker": "cross_encoder"})["rerank_candidates"] == 20
+
+
+def test_grid_counts_an_inactive_key_once() -> None:
+    space = SearchSpace(chunk_size=[400], chunk_overlap=[0], retriever=["bm25"], top_k=[2, 3], prompt=["concise"],
+                        reranker=["none", "cross_encoder"], rerank_candidates=[10, 20])
+    # top_k 2 x (none + cross_encoder x 2 candidate counts)
+    assert len(grid_points(space)) == 2 * 3
+
+
+def _t(name: str, q: float, cost: float) -> TrialRecord:
+    return TrialRecord(name, name, {}, "completed", q, 24, {"latency_p95_s": cost})
+
+
+def test_pareto_front_and_promotion_rule() -> None:
+    trials = [_t("a", 0.9, 3.0), _t("b", 0.8, 1.0), _t("c", 0.7, 2.0), _t("d", 0.6, 0.5), _t("e", 0.8, 1.5)]
+    assert [t.name for t in pareto_front(trials, "latency_p95_s")] == ["d", "b", "a"]
+    best, why = choose(trials, Objective(cost="latency_p95_s"))
+    assert best.name == "a" and "highest objective" in why
+    best, why = choose(trials, Objective(cost="latency_p95_s", max_cost=1.2))
+    assert best.name == "b" and "<= 1.2" in why
+    best, why = choose(trials, Objective(cost="latency_p95_s", max_cost=0.1))
+    assert best is None and "cheapest on the front: 0.5" in why
+    best, _ = choose(trials, Objective())
+    assert best.name == "a"
