@@ -161,7 +161,9 @@ def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice)
 
 
 def test_asha_stops_a_deliberately_bad_configuration(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
-    # top_k 1 is deliberately bad for a recall objective (deterministic: no LLM in the score).
+    # top_k 1 is deliberately bad for a recall objective (deterministic: no LLM in the score). The good
+    # configuration runs first (baseline), so a later top_k 1 trial meets a rung with a better trial on it;
+    # TPE with seed 2 proposes top_k 1 once among the next three trials.
     cfg = tmp_path / "asha.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}}}
@@ -169,7 +171,7 @@ space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [1, 5]
 pipeline: {{max_tokens: 8}}
 objective: {{weights: {{recall_at_k: 1.0}}}}
 search: {{num_samples: 4, max_concurrent_trials: 1, questions_per_trial: 8, shard_size: 4, grace_questions: 4,
-          reduction_factor: 2, scheduler: asha, seed: 1}}
+          reduction_factor: 2, scheduler: asha, seed: 2, baseline: {{top_k: 5}}}}
 mlflow: {{tracking_uri: "{mlflow_server}", experiment: e2e-asha, model_name: e2e-asha-model}}
 storage_dir: {tmp_path / "runs"}
 """)
