@@ -9,9 +9,9 @@ same questions, FIFO) and stores each configuration's per-question scores and LL
 ``benchmarks/data/grid_xquad.json``. The replay then runs random search, the grid in random order, TPE and
 TPE + ASHA over many seeds against that table, with the same objective, sampler settings and rungs as a
 ragsweep search, and counts LLM calls (generator + judge) until a trial whose full objective is within
-``tolerance`` of the grid's best completes. A configuration evaluated again costs no calls (request cache);
-a trial ASHA stops costs only the questions it answered. Prints median and spread as a fraction of the calls
-the full grid spent.
+``tolerance`` of the grid's best completes. A trial ASHA stops costs only the questions it answered, and a
+configuration proposed again pays only for questions it has not answered before (the request cache). Prints
+median and spread as a fraction of the calls the full grid spent.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _run(table: Table, strategy: str, seed: int, tolerance: float, grace: int, r
     import optuna
 
     target = table.best * (1 - tolerance)
-    calls, seen = 0, set()
+    calls, answered_before = 0, {}  # questions of each configuration already answered (in the request cache)
     keys = list(table.rows)
     rng = __import__("random").Random(seed)
     order = rng.sample(keys, len(keys)) if strategy == "grid" else None
@@ -138,9 +138,9 @@ def _run(table: Table, strategy: str, seed: int, tolerance: float, grace: int, r
             if n < table.n_questions and trial.should_prune():
                 pruned = True
                 break
-        if key not in seen:
-            calls += 2 * answered  # fresh questions; a repeat is served from the request cache
-        seen.add(key) if not pruned else None
+        # Only questions this configuration never answered cost calls; the rest come from the request cache.
+        calls += 2 * max(0, answered - answered_before.get(key, 0))
+        answered_before[key] = max(answered, answered_before.get(key, 0))
         if pruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
