@@ -194,7 +194,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                     trainable,
                     # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
                     # the loaded embedder (several seconds per trial on a small CPU machine).
-                    tune_config=tune.TuneConfig(search_alg=build_searcher(cfg),
+                    tune_config=tune.TuneConfig(search_alg=build_searcher(cfg, len(question_ids)),
                                                 scheduler=build_scheduler(cfg, len(question_ids)),
                                                 num_samples=n_trials(cfg),
                                                 max_concurrent_trials=cfg.search.max_concurrent_trials,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import optuna
 from ray import tune
+from ray.tune.search.optuna import OptunaSearch
 
 from search.config import ExperimentConfig
 from search.space import DefineByRun, baseline_point, grid_points, grid_search_space
@@ -27,7 +29,6 @@ def metrics_and_modes(cfg: ExperimentConfig) -> tuple[str | list[str], str | lis
 
 
 def _sampler(cfg: ExperimentConfig) -> Any:
-    import optuna
     from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESampler
 
     s, seed = cfg.search, cfg.search.seed
@@ -60,15 +61,34 @@ def baseline(cfg: ExperimentConfig) -> dict[str, Any] | None:
     return baseline_point(cfg.space, cfg.search.baseline)
 
 
-def build_searcher(cfg: ExperimentConfig) -> Any:
-    from ray.tune.search.optuna import OptunaSearch
-
+def build_searcher(cfg: ExperimentConfig, max_questions: int) -> Any:
     metric, mode = metrics_and_modes(cfg)
     first = baseline(cfg)
     # The grid sampler walks its own grid; an enqueued baseline would be one extra, repeated point.
     points = [first] if first is not None and cfg.search.sampler != "grid" else None
-    return OptunaSearch(space=DefineByRun(cfg.space), metric=metric, mode=mode, sampler=_sampler(cfg),
-                        seed=cfg.search.seed, points_to_evaluate=points)
+    return FidelityAwareOptunaSearch(space=DefineByRun(cfg.space), metric=metric, mode=mode, sampler=_sampler(cfg),
+                                     seed=cfg.search.seed, points_to_evaluate=points, max_questions=max_questions)
+
+
+class FidelityAwareOptunaSearch(OptunaSearch):
+    """Ray's ``OptunaSearch``, except that a trial the scheduler stopped early is told to Optuna as PRUNED.
+
+    Ray tells Optuna every stopped trial as COMPLETE with its last (partial) objective, so TPE would model
+    a 4-question mean as if it were a full evaluation. As PRUNED, TPE ranks it by its intermediate values
+    (reported per shard) below the complete trials, which is how Optuna treats its own pruned trials.
+    """
+
+    def __init__(self, *args: Any, max_questions: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_questions = max_questions
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        partial = result is not None and float(result.get("n_questions", self.max_questions)) < self.max_questions
+        if error or not partial or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            super().on_trial_complete(trial_id, result, error)
+            return
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
 
 
 def build_scheduler(cfg: ExperimentConfig, max_questions: int) -> Any:

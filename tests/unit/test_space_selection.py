@@ -7,6 +7,7 @@ import optuna
 from search.config import IntRange, Objective, SearchSpace
 from search.selection import TrialRecord, choose, pareto_front
 from search.space import DefineByRun, baseline_point, grid_points
+from tests.conftest import REPO
 
 
 def _run(space: SearchSpace, n: int = 30) -> list[dict]:
@@ -66,3 +67,22 @@ def test_pareto_front_and_promotion_rule() -> None:
     assert best is None and "cheapest on the front: 0.5" in why
     best, _ = choose(trials, Objective())
     assert best.name == "a"
+
+
+def test_a_trial_stopped_early_is_pruned_for_optuna_not_complete(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from search.config import ExperimentConfig
+    from search.searcher import build_searcher
+
+    data = REPO / "data" / "xquad_en"
+    cfg = ExperimentConfig.model_validate({"dataset": {"corpus": data / "corpus.jsonl",
+                                                       "questions": data / "questions.jsonl"},
+                                           "storage_dir": tmp_path})
+    searcher = build_searcher(cfg, max_questions=24)
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    assert first["top_k"] == 2 and first["chunk_size"] == 400  # the baseline comes first
+    assert second is not None
+    searcher.on_trial_result("a", {"objective": 0.2, "training_iteration": 1, "n_questions": 8})
+    searcher.on_trial_complete("a", {"objective": 0.2, "training_iteration": 1, "n_questions": 8})
+    searcher.on_trial_complete("b", {"objective": 0.5, "training_iteration": 3, "n_questions": 24})
+    states = [t.state for t in searcher._ot_study.trials]
+    assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
