@@ -66,6 +66,8 @@ def build_pipeline(
         assert settings.reranker_model is not None  # enforced by the config
         reranker = CrossEncoderReranker(settings.reranker_model)
     prompt = prompt or prompt_for(params, settings)
-    gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, params.rerank_candidates or 0, seed)
+    # rerank_candidates is sampled only with a reranker; without one GenerationParams' default is unused.
+    extra = {"rerank_candidates": params.rerank_candidates} if params.rerank_candidates else {}
+    gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, seed=seed, **extra)
     pipeline = RagPipeline(Retriever(handle, embedder, params.retriever), generator, prompt, gen, reranker)
     return Assembled(pipeline, art, prompt, timings)
