@@ -1,4 +1,5 @@
-"""Deterministic answer metrics against gold answers: exact match, token F1, contains (SQuAD normalisation).
+"""Deterministic answer metrics against gold answers: exact match, token F1, contains, ROUGE-L (SQuAD
+normalisation), and abstention detection.
 
 Each function takes a prediction and the gold answers and returns the best score over the gold answers,
 in [0, 1]. With no gold answers (an unanswerable question) the score is NaN: undefined, not wrong.
@@ -62,3 +63,38 @@ def token_f1(pred: str, golds: Sequence[str]) -> float:
 def contains(pred: str, golds: Sequence[str]) -> float:
     """1.0 when a normalised gold answer appears, as whole words, in the normalised prediction."""
     return _best(pred, golds, _contains)
+
+
+class _NormalisingTokenizer:
+    """rouge-score's own tokenizer keeps only [a-z0-9]; ours keeps any script (NFKC, SQuAD normalisation)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return normalize(text).split()
+
+
+_ROUGE = None
+
+
+def rouge_l(pred: str, golds: Sequence[str]) -> float:
+    """ROUGE-L F-measure (longest common subsequence, ``rouge-score``), best over the gold answers."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_NormalisingTokenizer())
+    return _best(pred, golds, lambda p, g: float(_ROUGE.score(g, p)["rougeL"].fmeasure))
+
+
+# Ways a generator says it cannot answer (matched on the normalised answer).
+_DECLINE = re.compile(
+    r"^(i )?(do not|dont|cannot|cant|can not) (know|answer|say|tell|determine|find)"
+    r"|\b(unanswerable|no answer|not (mentioned|stated|provided|given|specified|available)|unknown)\b"
+    r"|\b(context|passages?|text) (does not|doesnt|do not|dont) (contain|mention|say|provide|specify)"
+    r"|^(none|n a|na)$"
+)
+
+
+def declined(pred: str) -> bool:
+    """True when the answer is empty or says the question cannot be answered from the context."""
+    text = normalize(pred.replace("'", "").replace("\u2019", ""))
+    return not text or bool(_DECLINE.search(text))

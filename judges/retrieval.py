@@ -1,4 +1,4 @@
-"""Span-based retrieval metrics, invariant to how the corpus was chunked.
+"""Span-based retrieval metrics (recall@k, precision@k, MRR, nDCG@k), invariant to how the corpus was chunked.
 
 A retrieved chunk is gold for a question when its character range overlaps one of the question's answer
 spans. A question without spans falls back to documents: a chunk is gold when it comes from a gold document.
@@ -52,3 +52,30 @@ def mrr(retrieved: Sequence[ChunkRef], q: Question) -> float:
         if is_gold(c, q):
             return 1.0 / rank
     return 0.0
+
+
+def precision_at_k(retrieved: Sequence[ChunkRef], q: Question) -> float:
+    """Fraction of the retrieved chunks that are gold (overlap a gold span or come from a gold document)."""
+    if not _targets(q):
+        return math.nan
+    if not retrieved:
+        return 0.0
+    return sum(is_gold(c, q) for c in retrieved) / len(retrieved)
+
+
+def ndcg_at_k(retrieved: Sequence[ChunkRef], q: Question) -> float:
+    """Binary nDCG over the retrieved ranking: a chunk gains 1 when it covers a gold target no higher-ranked
+    chunk covered (so near-duplicate chunks of one span earn once); the ideal ranking puts
+    ``min(k, n_targets)`` such chunks first."""
+    targets = _targets(q)
+    if not targets:
+        return math.nan
+    covered: set[tuple[str, int, int]] = set()
+    dcg = 0.0
+    for rank, c in enumerate(retrieved, start=1):
+        new = {t for t in targets if t not in covered and _hits(c, t)}
+        if new:
+            covered |= new
+            dcg += 1.0 / math.log2(rank + 1)
+    ideal = sum(1.0 / math.log2(r + 1) for r in range(1, min(len(retrieved), len(targets)) + 1))
+    return dcg / ideal if ideal else 0.0

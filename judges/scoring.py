@@ -15,24 +15,33 @@ from judges import lexical, retrieval
 from judges.retrieval import ChunkRef
 from pipelines.data import Question
 
-ANSWER_METRICS = ("exact_match", "token_f1", "contains")
-RETRIEVAL_METRICS = ("recall_at_k", "mrr")
+ANSWER_METRICS = ("exact_match", "token_f1", "contains", "rouge_l")
+RETRIEVAL_METRICS = ("recall_at_k", "precision_at_k", "mrr", "ndcg_at_k")
+# abstain_correct: on unanswerable questions, did the pipeline decline; false_abstain: on answerable ones, did
+# it decline wrongly (lower is better). Each is NaN on the other kind of question.
+ABSTENTION_METRICS = ("abstain_correct", "false_abstain")
 JUDGE_METRICS = ("judge_correctness",)
 # Cost of a configuration, per question answered so far (seconds, tokens): give them negative weights.
 # gpu_s_per_question: LLM-server busy seconds x GPUs per replica (0 on CPU-only servers).
 COST_METRICS = ("latency_p50_s", "latency_p95_s", "tokens_per_question", "gpu_s_per_question")
 # Metrics that may appear in objective.weights: quality means in [0, 1] and cost terms.
-OBJECTIVE_METRICS = frozenset(ANSWER_METRICS + RETRIEVAL_METRICS + JUDGE_METRICS + COST_METRICS)
+OBJECTIVE_METRICS = frozenset(ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS + JUDGE_METRICS + COST_METRICS)
 
 
 def score_answer(q: Question, answer: str, retrieved: Sequence[ChunkRef]) -> dict[str, float]:
     golds = q.answers if q.answerable else ()
+    declined = lexical.declined(answer)
     return {
         "exact_match": lexical.exact_match(answer, golds),
         "token_f1": lexical.token_f1(answer, golds),
         "contains": lexical.contains(answer, golds),
+        "rouge_l": lexical.rouge_l(answer, golds),
         "recall_at_k": retrieval.recall_at_k(retrieved, q),
+        "precision_at_k": retrieval.precision_at_k(retrieved, q),
         "mrr": retrieval.mrr(retrieved, q),
+        "ndcg_at_k": retrieval.ndcg_at_k(retrieved, q),
+        "abstain_correct": math.nan if q.answerable else float(declined),
+        "false_abstain": float(declined) if q.answerable else math.nan,
     }
 
 

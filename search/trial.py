@@ -25,7 +25,15 @@ from ray import tune
 
 from judges.llm_judge import CorrectnessJudge, JudgeItem, JudgeResult
 from judges.retrieval import ChunkRef
-from judges.scoring import ANSWER_METRICS, JUDGE_METRICS, RETRIEVAL_METRICS, aggregate, objective, score_answer
+from judges.scoring import (
+    ABSTENTION_METRICS,
+    ANSWER_METRICS,
+    JUDGE_METRICS,
+    RETRIEVAL_METRICS,
+    aggregate,
+    objective,
+    score_answer,
+)
 from pipelines.data import Dataset, Question
 from pipelines.graph import Answer
 from pipelines.index import IndexCache
@@ -39,7 +47,7 @@ from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS, TAG_T
 
 TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted after a resume
 
-QUALITY_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + JUDGE_METRICS
+QUALITY_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS + JUDGE_METRICS
 
 
 @dataclass(frozen=True)

@@ -100,3 +100,66 @@ def test_cost_terms_are_objective_metrics() -> None:
     o = Objective(weights={"token_f1": 1.0, "latency_p95_s": -0.05, "tokens_per_question": -0.001})
     assert objective({"token_f1": 0.5, "latency_p95_s": 2.0, "tokens_per_question": 100.0}, o.weights) == (
         pytest.approx(0.5 - 0.1 - 0.1))
+
+
+# ---- ROUGE-L, precision@k, nDCG@k, abstention (hand-checked) ----------------------------------------------
+
+def test_rouge_l_best_gold_unicode_and_empty() -> None:
+    from judges.lexical import rouge_l
+
+    # LCS("denver broncos", "denver broncos won") = 2 tokens: P 2/3, R 1, F = 0.8 (articles are dropped).
+    assert rouge_l("Denver Broncos won", ["the Denver Broncos", "Carolina"]) == pytest.approx(0.8)
+    assert rouge_l("東京 タワー", ["東京 タワー"]) == 1.0  # non-Latin scripts are kept (rouge-score's own drops them)
+    assert rouge_l("Café", ["cafe", "café"]) == 1.0
+    assert rouge_l("", ["x"]) == 0.0
+    assert math.isnan(rouge_l("x", []))
+
+
+Q2 = Question("q", "?", ("x", "y"), True, ("d1",), (AnswerSpan("d1", 0, 10), AnswerSpan("d1", 500, 510)))
+
+
+def test_precision_at_k_counts_gold_chunks() -> None:
+    from judges.retrieval import precision_at_k
+
+    hits = [ChunkRef("d1", 0, 50), ChunkRef("d2", 0, 50), ChunkRef("d1", 495, 600), ChunkRef("d1", 100, 200)]
+    assert precision_at_k(hits, Q2) == pytest.approx(2 / 4)
+    assert precision_at_k([], Q2) == 0.0
+    assert math.isnan(precision_at_k(hits, Q_NONE))
+
+
+def test_ndcg_rewards_each_gold_span_once_and_early() -> None:
+    from judges.retrieval import ndcg_at_k
+
+    ideal = 1 + 1 / math.log2(3)
+    both_first = [ChunkRef("d1", 0, 50), ChunkRef("d1", 490, 520), ChunkRef("d2", 0, 9)]
+    assert ndcg_at_k(both_first, Q2) == pytest.approx(1.0)
+    # A second chunk over the same span (a chunk boundary inside the span) earns nothing.
+    dup = [ChunkRef("d1", 0, 5), ChunkRef("d1", 5, 50), ChunkRef("d1", 505, 520)]
+    assert ndcg_at_k(dup, Q2) == pytest.approx((1 + 1 / math.log2(4)) / ideal)
+    # A span straddling two chunks counts as found by the first one that overlaps it.
+    straddle = [ChunkRef("d2", 0, 9), ChunkRef("d1", 95, 105), ChunkRef("d1", 105, 200)]  # span is 100..110
+    assert ndcg_at_k(straddle, Q) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_k([ChunkRef("d2", 0, 9)], Q2) == 0.0
+    assert math.isnan(ndcg_at_k(both_first, Q_NONE))
+
+
+@pytest.mark.parametrize(("answer", "declined"), [
+    ("I don't know.", True), ("I do not know", True), ("Unanswerable", True), ("N/A", True), ("", True),
+    ("The context does not mention it.", True), ("Not mentioned in the passages", True),
+    ("Denver Broncos", False), ("Knowledge is power", False), ("In 1066", False),
+])
+def test_declined_detects_abstention(answer: str, declined: bool) -> None:
+    from judges.lexical import declined as is_declined
+
+    assert is_declined(answer) is declined
+
+
+def test_abstention_metrics_apply_to_the_right_questions() -> None:
+    from judges.scoring import score_answer
+
+    unanswerable = score_answer(Q_NONE, "I don't know", [])
+    assert unanswerable["abstain_correct"] == 1.0 and math.isnan(unanswerable["false_abstain"])
+    assert score_answer(Q_NONE, "Paris", [])["abstain_correct"] == 0.0
+    answerable = score_answer(Q, "I don't know", [ChunkRef("d1", 90, 120)])
+    assert answerable["false_abstain"] == 1.0 and math.isnan(answerable["abstain_correct"])
+    assert answerable["ndcg_at_k"] == 1.0 and answerable["precision_at_k"] == 1.0
