@@ -2,7 +2,8 @@
 
 Contract (shared by every judge): ``name``, ``higher_is_better``, ``prompt_version`` and
 ``score(items) -> list[JudgeResult]`` with values in [0, 1], or NaN plus a reason when the verdict could
-not be had. An unparsable verdict is never scored 0.
+not be had. An unparsable verdict is retried once with a repair instruction, then recorded as NaN with the
+reason and the raw reply; it is never scored 0.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ class JudgeResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    repaired: bool = False  # a repair request was needed (and counted in the tokens)
+    raw: str = ""  # the judge's reply when it did not parse
+
+    @property
+    def failed(self) -> bool:
+        """The judge was asked but gave no usable verdict (not: there was nothing to judge)."""
+        return math.isnan(self.value) and self.reason != NO_GOLD
 
 
 _SYSTEM = (
@@ -37,6 +45,8 @@ _SYSTEM = (
     'Reply with JSON {"correct": true} if the candidate means the same as the reference, else {"correct": false}.'
 )
 _USER = "Question: {question}\nReference answer: {gold}\nCandidate answer: {answer}\nJSON verdict:"
+_REPAIR = 'That reply was not the JSON verdict. Reply with only {"correct": true} or {"correct": false}.'
+NO_GOLD = "no gold answer"
 _SCHEMA = {
     "type": "object",
     "properties": {"correct": {"type": "boolean"}},
@@ -61,7 +71,8 @@ class CorrectnessJudge:
 
     name = "judge_correctness"
     higher_is_better = True
-    prompt_version = hashlib.sha256(f"{_SYSTEM}\x00{_USER}\x00{json.dumps(_SCHEMA)}".encode()).hexdigest()[:12]
+    prompt_version = hashlib.sha256(
+        f"{_SYSTEM}\x00{_USER}\x00{_REPAIR}\x00{json.dumps(_SCHEMA)}".encode()).hexdigest()[:12]
 
     def __init__(self, client: LLMClient, max_tokens: int = 24) -> None:
         self.client = client
@@ -69,7 +80,7 @@ class CorrectnessJudge:
 
     def score(self, items: Sequence[JudgeItem]) -> list[JudgeResult]:
         todo = [i for i, it in enumerate(items) if it.gold]
-        results = [JudgeResult(math.nan, "no gold answer") for _ in items]
+        results = [JudgeResult(math.nan, NO_GOLD) for _ in items]
         requests = [
             ChatRequest(
                 messages=(
@@ -85,5 +96,21 @@ class CorrectnessJudge:
         ]
         for i, resp in zip(todo, self.client.complete(requests), strict=True):
             value, reason = parse_verdict(resp.text)
-            results[i] = JudgeResult(value, reason, resp.prompt_tokens, resp.completion_tokens, resp.latency_s)
+            results[i] = JudgeResult(value, reason, resp.prompt_tokens, resp.completion_tokens, resp.latency_s,
+                                     raw=resp.text if reason else "")
+        # One repair round for verdicts that did not parse: show the judge its reply and ask for the JSON alone.
+        bad = [(i, req) for i, req in zip(todo, requests, strict=True) if math.isnan(results[i].value)]
+        if bad:
+            repairs = [ChatRequest(messages=(*req.messages, ("assistant", results[i].raw or "(empty)"),
+                                             ("user", _REPAIR)),
+                                   temperature=0.0, max_tokens=self.max_tokens, json_schema=_SCHEMA)
+                       for i, req in bad]
+            for (i, _), resp in zip(bad, self.client.complete(repairs), strict=True):
+                first = results[i]
+                value, reason = parse_verdict(resp.text)
+                results[i] = JudgeResult(value, f"after one repair, {reason}" if reason else "",
+                                         first.prompt_tokens + resp.prompt_tokens,
+                                         first.completion_tokens + resp.completion_tokens,
+                                         first.latency_s + resp.latency_s, repaired=True,
+                                         raw=resp.text if reason else "")
         return results

@@ -180,6 +180,9 @@ class LLMSettings(_Strict):
     judge: ModelEndpoint | None = Field(None, description="unset = the generator's server also judges")
     judge_max_tokens: int = Field(24, ge=1)
     cache: bool = Field(True, description="reuse temperature-0 responses across trials and re-runs (storage_dir)")
+    max_judge_error_rate: float | None = Field(
+        None, ge=0, le=1, description="fail a trial when more than this fraction of its judge verdicts are unusable "
+        "after one repair (unset = never; failed verdicts are NaN either way)")
 
 
 class Objective(_Strict):

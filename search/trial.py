@@ -23,7 +23,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from judges.llm_judge import CorrectnessJudge, JudgeItem, JudgeResult
+from judges.llm_judge import NO_GOLD, CorrectnessJudge, JudgeItem, JudgeResult
 from judges.retrieval import ChunkRef
 from judges.scoring import (
     ABSTENTION_METRICS,
@@ -86,6 +86,8 @@ def _row(q: Question, ans: Answer, scores: dict[str, float], judge: JudgeResult)
         # NaN (undefined) is written as null so the file stays valid JSON.
         "scores": {k: v if math.isfinite(v) else None for k, v in {**scores, "judge_correctness": judge.value}.items()},
         "judge_reason": judge.reason,
+        "judge_raw": judge.raw,  # the reply when it did not parse
+        "judge_repaired": judge.repaired,
         "latency_s": ans.latency_s,
         "prompt_tokens": ans.prompt_tokens,
         "completion_tokens": ans.completion_tokens,
@@ -166,6 +168,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
     shard = cfg.search.shard_size
     rows: list[dict[str, Any]] = []
     timings = {**built.timings, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0}
+    judge_asked = judge_failed = judge_repaired = 0
     for lo in range(0, len(questions), shard):
         batch = questions[lo : lo + shard]
         answers, t = built.pipeline.answer([q.question for q in batch])
@@ -175,6 +178,10 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
         verdicts = judge.score([JudgeItem(q.question, a.answer, q.answers if q.answerable else ()) for q, a in
                                 zip(batch, answers, strict=True)])
         timings["judge_s"] += time.perf_counter() - t0
+        judge_asked += sum(v.reason != NO_GOLD for v in verdicts)
+        judge_failed += sum(v.failed for v in verdicts)
+        judge_repaired += sum(v.repaired for v in verdicts)
+        _check_judge_budget(judge_failed, judge_asked, cfg.llm.max_judge_error_rate, verdicts)
         for q, a, v in zip(batch, answers, verdicts, strict=True):
             refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
             rows.append(_row(q, a, score_answer(q, a.answer, refs), v))
@@ -189,6 +196,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
             "gpu_s_per_question": (generator.stats.busy_s * cfg.llm.generator.gpus_per_replica
                                    + judge.client.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
             "n_questions": float(done),
+            "judge_failed": float(judge_failed), "judge_repaired": float(judge_repaired),
         }
         metrics["objective"] = objective(metrics, cfg.objective.weights)
         # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
@@ -207,6 +215,18 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
             progress["all_answered"] = True
         mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
         tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
+
+
+class JudgeBudgetError(RuntimeError):
+    """Too many of a trial's judge verdicts were unusable (``llm.max_judge_error_rate``)."""
+
+
+def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: list[JudgeResult]) -> None:
+    if limit is None or not asked or failed / asked <= limit:
+        return
+    reason = next((v.reason for v in latest if v.failed), "")
+    raise JudgeBudgetError(f"{failed} of {asked} judge verdicts unusable after one repair ({failed / asked:.0%}), "
+                           f"above llm.max_judge_error_rate {limit:.0%}; e.g. {reason[:300]}")
 
 
 def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assembled, ctx: SearchContext) -> None:
