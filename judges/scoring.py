@@ -20,7 +20,9 @@ RETRIEVAL_METRICS = ("recall_at_k", "precision_at_k", "mrr", "ndcg_at_k")
 # abstain_correct: on unanswerable questions, did the pipeline decline; false_abstain: on answerable ones, did
 # it decline wrongly (lower is better). Each is NaN on the other kind of question.
 ABSTENTION_METRICS = ("abstain_correct", "false_abstain")
-JUDGE_METRICS = ("judge_correctness",)
+# Built-in LLM judges (judges/builtin.py); custom judges add judge_<name>.
+JUDGE_PREFIX = "judge_"
+JUDGE_METRICS = ("judge_correctness", "judge_faithfulness", "judge_answer_relevance", "judge_context_precision")
 # Cost of a configuration, per question answered so far (seconds, tokens): give them negative weights.
 # gpu_s_per_question: LLM-server busy seconds x GPUs per replica (0 on CPU-only servers).
 COST_METRICS = ("latency_p50_s", "latency_p95_s", "tokens_per_question", "gpu_s_per_question")

@@ -13,9 +13,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
-from judges.scoring import COST_METRICS, OBJECTIVE_METRICS
+from judges.custom import CustomJudgeSpec, load_spec
+from judges.scoring import COST_METRICS, JUDGE_PREFIX, OBJECTIVE_METRICS
 from pipelines.prompts import load_templates
 
 
@@ -178,11 +188,54 @@ class ModelEndpoint(_Strict):
 class LLMSettings(_Strict):
     generator: ModelEndpoint = ModelEndpoint()
     judge: ModelEndpoint | None = Field(None, description="unset = the generator's server also judges")
-    judge_max_tokens: int = Field(24, ge=1)
     cache: bool = Field(True, description="reuse temperature-0 responses across trials and re-runs (storage_dir)")
-    max_judge_error_rate: float | None = Field(
+
+
+def _custom_judge(value: Any, info: ValidationInfo) -> Any:
+    """A string is a YAML file (relative to the config's folder) holding one judge definition."""
+    if isinstance(value, (str, Path)):
+        base = Path((info.context or {}).get("base_dir", "."))
+        path = Path(value).expanduser()
+        return load_spec(path if path.is_absolute() else (base / path).resolve())
+    return value
+
+
+JudgeName = Literal["correctness", "faithfulness", "answer_relevance", "context_precision"]
+
+
+class JudgeSettings(_Strict):
+    """The LLM judges run on every answer (metrics ``judge_<name>``, each in [0, 1], higher is better)."""
+
+    suite: list[JudgeName] = Field(
+        ["correctness", "faithfulness", "answer_relevance", "context_precision"],
+        description="built-in judges to run; [] = none (deterministic metrics only)")
+    faithfulness_calls: Literal[1, 2] = Field(
+        1, description="1 = statements and verdicts in one reply; 2 = statements, then verdicts")
+    reason_chars: int = Field(
+        80, ge=0, le=1000, description="ask correctness, answer relevance, context precision and custom judges for a "
+        "rationale of at most this many characters (0 = verdict only: fewer tokens)")
+    context_chars: int = Field(1200, ge=50, description="each retrieved chunk shown to a judge is cut to this length")
+    custom: list[Annotated[CustomJudgeSpec, BeforeValidator(_custom_judge)]] = Field(
+        default_factory=list, description="judges defined in YAML: a file path or an inline mapping each")
+    max_error_rate: float | None = Field(
         None, ge=0, le=1, description="fail a trial when more than this fraction of its judge verdicts are unusable "
         "after one repair (unset = never; failed verdicts are NaN either way)")
+
+    @model_validator(mode="after")
+    def _unique(self) -> JudgeSettings:
+        if len(set(self.suite)) != len(self.suite):
+            raise ValueError(f"suite lists a judge twice: {self.suite}")
+        names = [c.name for c in self.custom]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"custom: two judges are named {dup!r}")
+        return self
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        from judges.suite import metric_names
+
+        return metric_names(self)
 
 
 class Objective(_Strict):
@@ -204,7 +257,8 @@ class Objective(_Strict):
         if not self.weights:
             raise ValueError("objective.weights needs at least one metric")
         for name, w in self.weights.items():
-            if name not in OBJECTIVE_METRICS:
+            # judge_<name> of a custom judge is checked against the judges section (ExperimentConfig).
+            if name not in OBJECTIVE_METRICS and not name.startswith(JUDGE_PREFIX):
                 hint = difflib.get_close_matches(name, OBJECTIVE_METRICS, n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ValueError(f"unknown metric {name!r}{extra}; known: {', '.join(sorted(OBJECTIVE_METRICS))}")
@@ -272,6 +326,7 @@ class ExperimentConfig(_Strict):
     space: SearchSpace = SearchSpace()
     pipeline: PipelineSettings = PipelineSettings()
     llm: LLMSettings = LLMSettings()
+    judges: JudgeSettings = JudgeSettings()
     objective: Objective = Objective()
     search: SearchSettings = SearchSettings()
     mlflow: MLflowSettings = MLflowSettings()
@@ -289,6 +344,15 @@ class ExperimentConfig(_Strict):
                 hint = difflib.get_close_matches(name, list(templates), n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ValueError(f"space.prompt: unknown template {name!r}{extra}; known: {', '.join(templates)}")
+        judged = self.judges.metrics
+        for name in self.objective.weights:
+            if name.startswith(JUDGE_PREFIX) and name not in judged:
+                builtin = name.removeprefix(JUDGE_PREFIX)
+                hint = difflib.get_close_matches(name, judged, n=1)
+                extra = (f" (add {builtin} to judges.suite)" if builtin in get_args(JudgeName)
+                         else f" (did you mean {hint[0]!r}?)" if hint else "")
+                raise ValueError(f"objective.weights: {name!r} is not computed by the configured judges{extra}; "
+                                 f"judges give: {', '.join(judged) or 'nothing (judges.suite is empty)'}")
         if self.search.sampler == "nsga2" and self.objective.cost is None:
             raise ValueError("search.sampler 'nsga2' is for multi-objective searches: set objective.cost, or use tpe")
         if self.search.sampler == "grid":

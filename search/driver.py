@@ -382,9 +382,10 @@ def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:
     time (union of all trials' request intervals) and GPU-seconds (busy time x GPUs of its replicas)."""
     totals: dict[str, float] = {}
     intervals: dict[str, list[tuple[float, float]]] = {"generator": [], "judge": []}
+    judge_scores = cfg.judges.metrics  # judge_<name> quality means share the prefix of the judge client's counters
     for r in grid:
         for k, v in (r.metrics or {}).items():
-            if k.startswith(("generator_", "judge_")) and not k.startswith("judge_correctness"):
+            if k.startswith(("generator_", "judge_")) and not k.startswith(judge_scores):
                 if isinstance(v, (int, float)):
                     totals[f"total.{k}"] = totals.get(f"total.{k}", 0.0) + float(v)
                 elif k.endswith("_intervals"):

@@ -26,7 +26,8 @@ from search.space import PARAM_NAMES, distributions
 
 TOP = 10
 # Metrics shown in the leaderboard besides the objective, when present.
-SHOWN_METRICS = ("token_f1", "recall_at_k", "mrr", "exact_match", "judge_correctness", "latency_p95_s",
+SHOWN_METRICS = ("token_f1", "recall_at_k", "mrr", "exact_match", "judge_correctness", "judge_faithfulness",
+                 "judge_answer_relevance", "judge_context_precision", "latency_p95_s",
                  "tokens_per_question", "generator_requests", "judge_requests")
 
 

@@ -20,20 +20,21 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import pandas as pd
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from judges.llm_judge import NO_GOLD, CorrectnessJudge, JudgeItem, JudgeResult
+from judges.base import JudgeItem, JudgeResult, run_judges
 from judges.retrieval import ChunkRef
 from judges.scoring import (
     ABSTENTION_METRICS,
     ANSWER_METRICS,
-    JUDGE_METRICS,
     RETRIEVAL_METRICS,
     aggregate,
     objective,
     score_answer,
 )
+from judges.suite import build_judges
 from pipelines.data import Dataset, Question
 from pipelines.graph import Answer
 from pipelines.index import IndexCache
@@ -47,7 +48,7 @@ from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS, TAG_T
 
 TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted after a resume
 
-QUALITY_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS + JUDGE_METRICS
+DETERMINISTIC_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else math.nan
 
 
-def _row(q: Question, ans: Answer, scores: dict[str, float], judge: JudgeResult) -> dict[str, Any]:
+def _row(q: Question, ans: Answer, scores: dict[str, float], verdicts: dict[str, JudgeResult]) -> dict[str, Any]:
     """One line of answers.jsonl: everything needed to debug this answer."""
     return {
         "id": q.id,
@@ -84,14 +85,15 @@ def _row(q: Question, ans: Answer, scores: dict[str, float], judge: JudgeResult)
             for h in ans.hits
         ],
         # NaN (undefined) is written as null so the file stays valid JSON.
-        "scores": {k: v if math.isfinite(v) else None for k, v in {**scores, "judge_correctness": judge.value}.items()},
-        "judge_reason": judge.reason,
-        "judge_raw": judge.raw,  # the reply when it did not parse
-        "judge_repaired": judge.repaired,
+        "scores": {k: v if math.isfinite(v) else None
+                   for k, v in {**scores, **{n: v.value for n, v in verdicts.items()}}.items()},
+        # Per judge: its reason (or why there is no value), the raw reply when it did not parse, calls made.
+        "judges": {n: {"reason": v.reason, "raw": v.raw, "repaired": v.repaired, "calls": v.calls,
+                       "tokens": v.prompt_tokens + v.completion_tokens} for n, v in verdicts.items()},
         "latency_s": ans.latency_s,
         "prompt_tokens": ans.prompt_tokens,
         "completion_tokens": ans.completion_tokens,
-        "judge_tokens": judge.prompt_tokens + judge.completion_tokens,
+        "judge_tokens": sum(v.prompt_tokens + v.completion_tokens for v in verdicts.values()),
     }
 
 
@@ -150,6 +152,7 @@ def _replay(run: Any) -> None:
 def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]) -> None:
     cfg = ctx.config
     t_start = time.perf_counter()
+    judges = build_judges(cfg.judges)
     cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
     # Look the servers up by actor name: a restarted or replaced replica is found where it is now.
     generator = ctx.endpoints.generator.resolved().client(cache)
@@ -157,12 +160,13 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
                            IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
     index_key = built.index.key
     log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
-                "judge_prompt_version": CorrectnessJudge.prompt_version, "dataset_digest": ctx.dataset.digest,
+                **{f"{j.name}.prompt_version": j.prompt_version for j in judges}, "dataset_digest": ctx.dataset.digest,
                 **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
                 "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
                         "index_chunks": float(len(built.index.chunks))})
-    judge = CorrectnessJudge(ctx.endpoints.judge.resolved().client(cache), max_tokens=cfg.llm.judge_max_tokens)
+    judge_client = ctx.endpoints.judge.resolved().client(cache)
+    quality_metrics = DETERMINISTIC_METRICS + tuple(j.name for j in judges)
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in ctx.question_ids]
     shard = cfg.search.shard_size
@@ -175,36 +179,38 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
         for k, v in t.items():
             timings[k] = timings.get(k, 0.0) + v
         t0 = time.perf_counter()
-        verdicts = judge.score([JudgeItem(q.question, a.answer, q.answers if q.answerable else ()) for q, a in
-                                zip(batch, answers, strict=True)])
+        items = [JudgeItem(q.question, a.answer, q.answers if q.answerable else (),
+                           tuple(h.chunk.text for h in a.hits)) for q, a in zip(batch, answers, strict=True)]
+        by_judge = run_judges(judge_client, judges, items)
         timings["judge_s"] += time.perf_counter() - t0
-        judge_asked += sum(v.reason != NO_GOLD for v in verdicts)
-        judge_failed += sum(v.failed for v in verdicts)
-        judge_repaired += sum(v.repaired for v in verdicts)
-        _check_judge_budget(judge_failed, judge_asked, cfg.llm.max_judge_error_rate, verdicts)
-        for q, a, v in zip(batch, answers, verdicts, strict=True):
+        flat = [v for vs in by_judge.values() for v in vs]
+        judge_asked += sum(not v.skipped for v in flat)
+        judge_failed += sum(v.failed for v in flat)
+        judge_repaired += sum(v.repaired for v in flat)
+        _check_judge_budget(judge_failed, judge_asked, cfg.judges.max_error_rate, flat)
+        for n, (q, a) in enumerate(zip(batch, answers, strict=True)):
             refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
-            rows.append(_row(q, a, score_answer(q, a.answer, refs), v))
+            rows.append(_row(q, a, score_answer(q, a.answer, refs), {name: vs[n] for name, vs in by_judge.items()}))
         done = len(rows)
         latencies = [r["latency_s"] for r in rows]
         metrics = {
             **aggregate(({k: math.nan if v is None else v for k, v in r["scores"].items()} for r in rows),
-                        QUALITY_METRICS),
+                        quality_metrics),
             # Cost of the configuration, including answers served from the cache (their original counts).
             "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
             "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
             "gpu_s_per_question": (generator.stats.busy_s * cfg.llm.generator.gpus_per_replica
-                                   + judge.client.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
+                                   + judge_client.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
             "n_questions": float(done),
             "judge_failed": float(judge_failed), "judge_repaired": float(judge_repaired),
         }
         metrics["objective"] = objective(metrics, cfg.objective.weights)
         # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
-        metrics.update({**generator.stats.as_metrics("generator"), **judge.client.stats.as_metrics("judge"),
+        metrics.update({**generator.stats.as_metrics("generator"), **judge_client.stats.as_metrics("judge"),
                         **timings, "trial_s": time.perf_counter() - t_start})
         # Request intervals let the driver compute the servers' busy time over the whole search.
         report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
-                  "judge_intervals": json.dumps(merge_intervals(judge.client.stats.intervals))}
+                  "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals))}
         if done == len(questions):
             metrics.update({
                 "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
@@ -218,7 +224,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
 
 
 class JudgeBudgetError(RuntimeError):
-    """Too many of a trial's judge verdicts were unusable (``llm.max_judge_error_rate``)."""
+    """Too many of a trial's judge verdicts were unusable (``judges.max_error_rate``)."""
 
 
 def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: list[JudgeResult]) -> None:
@@ -226,7 +232,7 @@ def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: li
         return
     reason = next((v.reason for v in latest if v.failed), "")
     raise JudgeBudgetError(f"{failed} of {asked} judge verdicts unusable after one repair ({failed / asked:.0%}), "
-                           f"above llm.max_judge_error_rate {limit:.0%}; e.g. {reason[:300]}")
+                           f"above judges.max_error_rate {limit:.0%}; e.g. {reason[:300]}")
 
 
 def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assembled, ctx: SearchContext) -> None:
@@ -240,3 +246,13 @@ def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assem
         (folder / "config.json").write_text(json.dumps({**spec, "index_key": built.index.key}, indent=2))
         (folder / "prompt.txt").write_text(built.prompt.text)
         mlflow.log_artifacts(str(folder))
+    # The same answers as an MLflow table (shown in the run's evaluation view): scores and judge reasons.
+    mlflow.log_table(pd.DataFrame([_table_row(r) for r in rows]), artifact_file="answers_table.json")
+
+
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row[k] for k in ("id", "question", "answer")}
+    out["gold"] = " | ".join(row["gold"])
+    out.update(row["scores"])
+    out.update({f"{name}_reason": j["reason"] for name, j in row["judges"].items()})
+    return out

@@ -28,6 +28,7 @@ def _write(tmp: Path, xquad_slice: tuple[Path, Path], uri: str, experiment: str,
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, name: xquad_slice}}
 space: {space}
 pipeline: {{max_tokens: 8}}
+judges: {{suite: [correctness], reason_chars: 0}}
 objective: {objective}
 search: {search}
 mlflow: {{tracking_uri: "{uri}", experiment: {experiment}, model_name: {experiment}-model}}

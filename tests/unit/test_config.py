@@ -133,3 +133,33 @@ def test_every_subcommand_has_help(cmd: str, capsys: pytest.CaptureFixture[str])
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])
     assert e.value.code == 0 and "usage: ragsweep" in capsys.readouterr().out
+
+
+def test_custom_judges_from_file_and_inline_enter_the_objective(tmp_path: Path) -> None:
+    (tmp_path / "judges").mkdir()
+    (tmp_path / "judges" / "concise.yaml").write_text(
+        "name: concise\ndefinition: says only what was asked\ngrading_prompt: '1 rambles, 5 bare answer'\n"
+        "reads: [question, answer]\n")
+    inline = "{name: grounded, definition: d, grading_prompt: g, reads: [answer, contexts], higher_is_better: false}"
+    cfg = load_config(_write(tmp_path, f"judges:\n  suite: [correctness]\n  custom: [judges/concise.yaml, {inline}]\n"
+                                       "objective:\n  weights: {token_f1: 1.0, judge_concise: 0.2, "
+                                       "judge_grounded: -0.1}\n"))
+    assert cfg.judges.metrics == ("judge_correctness", "judge_concise", "judge_grounded")
+    assert not cfg.judges.custom[1].higher_is_better
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("judges:\n  suite: [correctness]\nobjective:\n  weights: {judge_faithfulness: 1.0}\n",
+     r"'judge_faithfulness' is not computed by the configured judges \(add faithfulness to judges.suite\)"),
+    ("objective:\n  weights: {judge_concise: 1.0}\n", "'judge_concise' is not computed"),
+    ("judges:\n  suite: [faithfullness]\n", r"line 5, judges.suite.0: Input should be 'correctness'"),
+    ("judges:\n  suite: [correctness, correctness]\n", "suite lists a judge twice"),
+    ("judges:\n  custom: [nope.yaml]\n", r"line 5, judges.custom.0: .*nope.yaml: judge file not found"),
+    ("judges:\n  custom: [{name: x, definition: d, grading_prompt: g, reads: [gold], scale: {min: 2, max: 1}}]\n",
+     "judges.custom.0.scale: .*min < max"),
+    ("judges:\n  faithfulness_calls: 3\n", "judges.faithfulness_calls: Input should be 1 or 2"),
+    ("llm:\n  max_judge_error_rate: 0.1\n", "unknown key 'max_judge_error_rate'"),
+])
+def test_bad_judge_settings(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text))

@@ -1,0 +1,48 @@
+"""The judges a search (or a calibration) runs, built from the ``judges`` config section.
+
+Contract: :func:`build_judges` returns the configured built-in judges in a fixed order, then the custom ones;
+:data:`BUILTIN` maps each built-in's config name to its metric name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from judges.base import LLMJudge
+from judges.builtin import AnswerRelevanceJudge, ContextPrecisionJudge, CorrectnessJudge, FaithfulnessJudge
+from judges.custom import CustomJudge, CustomJudgeSpec
+
+BUILTIN = {
+    "correctness": CorrectnessJudge.name,
+    "faithfulness": FaithfulnessJudge.name,
+    "answer_relevance": AnswerRelevanceJudge.name,
+    "context_precision": ContextPrecisionJudge.name,
+}
+
+
+class JudgeConfig(Protocol):
+    """The fields of ``search.config.JudgeSettings`` that build judges."""
+
+    suite: Sequence[str]
+    faithfulness_calls: int
+    reason_chars: int
+    context_chars: int
+    custom: Sequence[CustomJudgeSpec]
+
+
+def build_judges(cfg: JudgeConfig) -> list[LLMJudge]:
+    r, c = cfg.reason_chars, cfg.context_chars
+    make = {
+        "correctness": lambda: CorrectnessJudge(r),
+        "faithfulness": lambda: FaithfulnessJudge(cfg.faithfulness_calls, c),
+        "answer_relevance": lambda: AnswerRelevanceJudge(r),
+        "context_precision": lambda: ContextPrecisionJudge(r, c),
+    }
+    judges: list[LLMJudge] = [make[name]() for name in BUILTIN if name in cfg.suite]
+    return judges + [CustomJudge(spec, r, c) for spec in cfg.custom]
+
+
+def metric_names(cfg: JudgeConfig) -> tuple[str, ...]:
+    """The per-question metric names the configured judges produce."""
+    return tuple(BUILTIN[n] for n in BUILTIN if n in cfg.suite) + tuple(s.metric for s in cfg.custom)
