@@ -143,10 +143,16 @@ def reason_of(obj: Any) -> str:
 def run_judges(client: LLMClient, judges: Sequence[LLMJudge],
                items: Sequence[JudgeItem]) -> dict[str, list[JudgeResult]]:
     """Every judge's result for every item, in item order. Raises LLMError only if the endpoint fails for good."""
-    results: dict[str, list[JudgeResult | None]] = {j.name: [None] * len(items) for j in judges}
+    return run_judge_sets(client, [(j, items) for j in judges])
+
+
+def run_judge_sets(client: LLMClient,
+                   sets: Sequence[tuple[LLMJudge, Sequence[JudgeItem]]]) -> dict[str, list[JudgeResult]]:
+    """Like :func:`run_judges`, each judge on its own items; all requests of a round still go out together."""
+    results: dict[str, list[JudgeResult | None]] = {j.name: [None] * len(items) for j, items in sets}
     spent: dict[tuple[str, int], JudgeResult] = {}  # tokens, calls and repair flag so far, per (judge, item)
     pending: list[tuple[str, int, Step]] = []
-    for j in judges:
+    for j, items in sets:
         for i, item in enumerate(items):
             first = j.start(item)
             if isinstance(first, JudgeResult):

@@ -1,4 +1,4 @@
-"""The ``ragsweep`` command: search, ask, validate, config-schema.
+"""The ``ragsweep`` command: search, ask, validate, config-schema, judges calibrate.
 
 Exit codes: 0 success; 1 the search failed (the reason is printed and on the MLflow parent run);
 2 bad input (config, dataset, model file) found before any work; 130 interrupted.
@@ -55,6 +55,24 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config and its dataset without running anything",
                        description="Validate the experiment YAML and its dataset; print a summary.")
     _add_config(v)
+
+    j = sub.add_parser("judges", help="work with the LLM judges (judges calibrate)",
+                       description="Work with the LLM judges of the config's judges section.")
+    jsub = j.add_subparsers(dest="judges_command", required=True)
+    cal = jsub.add_parser(
+        "calibrate", help="measure how well the judges agree with known-good and known-bad answers",
+        description="Score gold answers and deliberately wrong ones (another question's answer or passage), and "
+                    "optionally human-labelled answers, with every configured judge; print and log to MLflow per "
+                    "judge: accuracy, Spearman, self-consistency over repeats, calls and tokens per answer.")
+    _add_config(cal)
+    cal.add_argument("--dataset", type=Path,
+                     help="folder with corpus.jsonl and questions.jsonl (default: the config's dataset)")
+    cal.add_argument("--labels", type=Path,
+                     help='JSON lines {"id": question id, "answer": "...", "label": 0..1[, "contexts": [...]]}')
+    cal.add_argument("--questions", type=int, default=16, help="questions to sample (default 16)")
+    cal.add_argument("--repeats", type=int, default=2, help="times each verdict is asked (default 2)")
+    cal.add_argument("--seed", type=int, default=0, help="seed of the question sample")
+    cal.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store)")
 
     c = sub.add_parser("config-schema", help="print the JSON Schema of the experiment YAML",
                        description="Print (or write) the JSON Schema of the experiment config, for editors.")
@@ -127,6 +145,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_judges(args: argparse.Namespace) -> int:
+    from search.calibration import run_calibration
+    from search.config import load_config
+
+    cfg = load_config(args.config)
+    _, table = run_calibration(cfg, dataset_dir=args.dataset, labels=args.labels, questions=args.questions,
+                               repeats=args.repeats, seed=args.seed, tracking_uri=args.tracking_uri)
+    print(table)
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from search.config import config_json_schema
 
@@ -149,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     from search.resume import ResumeError
     from search.serving import ServerError, ServingSetupError
 
-    handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema}
+    handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema,
+                "judges": _cmd_judges}
     try:
         return handlers[args.command](args)
     except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError, ResumeError) as e:

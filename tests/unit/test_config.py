@@ -128,10 +128,10 @@ def test_validate_command_reports_config_errors(tmp_path: Path, capsys: pytest.C
     assert "1190 questions" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("cmd", ["search", "ask", "validate", "config-schema"])
+@pytest.mark.parametrize("cmd", ["search", "ask", "validate", "config-schema", "judges", "judges calibrate"])
 def test_every_subcommand_has_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
-        main([cmd, "--help"])
+        main([*cmd.split(), "--help"])
     assert e.value.code == 0 and "usage: ragsweep" in capsys.readouterr().out
 
 
@@ -163,3 +163,19 @@ def test_custom_judges_from_file_and_inline_enter_the_objective(tmp_path: Path) 
 def test_bad_judge_settings(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         load_config(_write(tmp_path, text))
+
+
+def test_calibrate_bad_inputs_fail_before_any_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["judges", "calibrate", "--config", str(DEFAULT), "--dataset", str(tmp_path)]) == 2
+    assert "expected corpus.jsonl and questions.jsonl" in capsys.readouterr().err
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"id": "no-such-question", "answer": "x", "label": 1}\n')
+    assert main(["judges", "calibrate", "--config", str(DEFAULT), "--labels", str(labels)]) == 2
+    assert f"{labels}:1: id 'no-such-question' is not a question of the dataset" in capsys.readouterr().err
+    q = json.loads((REPO / "data/xquad_en/questions.jsonl").read_text().splitlines()[0])["id"]
+    labels.write_text(f'{{"id": "{q}", "answer": "x", "label": 1}}\n{{"id": "{q}", "answer": "x", "label": 2}}\n')
+    assert main(["judges", "calibrate", "--config", str(DEFAULT), "--labels", str(labels)]) == 2
+    assert f"{labels}:2: 'label' must be a number in [0, 1]" in capsys.readouterr().err
+    cfg = _write(tmp_path, "judges: {suite: []}\n")
+    assert main(["judges", "calibrate", "--config", str(cfg)]) == 2
+    assert "nothing to calibrate" in capsys.readouterr().err
