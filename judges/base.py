@@ -102,15 +102,16 @@ class LLMJudge(ABC):
 
 
 def decode(text: str) -> Any:
-    """The JSON object in a reply; tolerates a code fence or prose around it. Raises VerdictError."""
+    """The JSON object in a reply; tolerates a code fence or prose around it, and raw newlines inside strings
+    (grammar-constrained servers let them through). Raises VerdictError."""
     try:
-        return json.loads(text)
+        return json.loads(text, strict=False)
     except json.JSONDecodeError:
         pass
     lo, hi = text.find("{"), text.rfind("}")
     if 0 <= lo < hi:
         try:
-            return json.loads(text[lo : hi + 1])
+            return json.loads(text[lo : hi + 1], strict=False)
         except json.JSONDecodeError:
             pass
     raise VerdictError(f"reply is not JSON: {text[:200]!r}" if text.strip() else "empty reply")

@@ -12,7 +12,6 @@ across repeats, and calls and tokens per judged answer.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from judges.base import JudgeItem, JudgeResult, LLMJudge, run_judge_sets
-from pipelines.data import Dataset, DatasetError, Question
+from pipelines.data import Dataset, DatasetError, Question, read_jsonl
 from pipelines.llm import LLMClient
 
 WINDOW = 400  # characters of the gold document kept on each side of the gold span
@@ -50,6 +49,7 @@ class JudgeCalibration:
     calls_per_answer: float
     tokens_per_answer: float
     values: list[list[float]] = field(default_factory=list)  # per repeat, per item
+    reasons: list[str] = field(default_factory=list)  # per item, first repeat: rationale or why there is no value
 
     def row(self) -> dict[str, object]:
         return {"judge": self.judge, "n": self.n, "nan": self.nan, "accuracy": _r(self.accuracy),
@@ -108,20 +108,8 @@ def load_labels(path: Path, ds: Dataset) -> list[LabelledItem]:
     """Human labels, JSON lines ``{"id", "answer", "label"[, "contexts"]}``; errors name the file and line."""
     by_id = {q.id: q for q in ds.questions}
     out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: labels file not found") from None
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for n, obj in read_jsonl(path):
         where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{where}: not JSON: {e.msg}") from None
-        if not isinstance(obj, dict):
-            raise DatasetError(f"{where}: expected an object with id, answer, label")
         q = by_id.get(obj.get("id"))  # type: ignore[arg-type]
         if q is None:
             raise DatasetError(f"{where}: id {obj.get('id')!r} is not a question of the dataset")
@@ -172,4 +160,4 @@ def _summarise(judge: LLMJudge, items: Sequence[LabelledItem],
         max_spread=float(spread.max()) if spread.size else math.nan,
         calls_per_answer=sum(r.calls for r in judged) / max(1, len(judged)),
         tokens_per_answer=sum(r.prompt_tokens + r.completion_tokens for r in judged) / max(1, len(judged)),
-        values=values.tolist())
+        values=values.tolist(), reasons=[r.reason for r in runs[0]])

@@ -59,7 +59,8 @@ class Dataset:
         return order if limit is None else order[:limit]
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` per non-blank line; DatasetError naming the file and line otherwise."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -92,7 +93,7 @@ def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
 
 def load_corpus(path: Path) -> dict[str, Document]:
     corpus: dict[str, Document] = {}
-    for lineno, obj in _read_jsonl(path):
+    for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
         doc_id = _field(obj, "id", str, where)
         if doc_id in corpus:
@@ -109,7 +110,7 @@ def load_corpus(path: Path) -> dict[str, Document]:
 def load_questions(path: Path, corpus: dict[str, Document]) -> list[Question]:
     questions: list[Question] = []
     seen: set[str] = set()
-    for lineno, obj in _read_jsonl(path):
+    for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
         qid = _field(obj, "id", str, where)
         if qid in seen:

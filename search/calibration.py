@@ -66,11 +66,13 @@ def run_calibration(cfg: ExperimentConfig, *, dataset_dir: Path | None = None, l
                                "labels": str(labels) if labels else "", "dataset": ds.name,
                                **{f"{j.name}.prompt_version": j.prompt_version for j in judges}})
             t0 = time.perf_counter()
-            with serve(endpoint, None, storage / "logs" / f"calibration-{run.info.run_id}", seed) as eps:
+            with serve(endpoint, None, storage / "logs" / f"calibration-{run.info.run_id}", seed,
+                       first_role="judge") as eps:
                 results, items = calibrate(lambda: eps.generator.client(None), judges, ds, qs, labelled, repeats,
                                            progress=lambda m: say(f"calibration {m}"))
+                model = eps.generator.model
             elapsed = time.perf_counter() - t0
-            table = _table(results, len(qs), len(labelled), repeats, endpoint.model, elapsed)
+            table = _table(results, len(qs), len(labelled), repeats, model, elapsed)
             for r in results:
                 mlflow.log_metrics({f"{r.judge}.{k}": v for k, v in (
                     ("accuracy", r.accuracy), ("spearman", r.spearman), ("consistency", r.consistency),
@@ -104,12 +106,13 @@ def _log_artifacts(results: list[JudgeCalibration], items: dict, table: str) -> 
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         (folder / "calibration.md").write_text(table + "\n")
-        summary = [{k: _finite(v) for k, v in asdict(r).items() if k != "values"} for r in results]
+        summary = [{k: _finite(v) for k, v in asdict(r).items() if k not in ("values", "reasons")} for r in results]
         (folder / "calibration.json").write_text(json.dumps(summary, indent=2))
         with open(folder / "items.jsonl", "w", encoding="utf-8") as f:
             for r in results:
                 for n, x in enumerate(items[r.judge]):
                     f.write(json.dumps({"judge": r.judge, "question_id": x.question_id, "kind": x.kind,
                                         "truth": x.truth, "answer": x.item.answer,
-                                        "values": [_finite(run[n]) for run in r.values]}, ensure_ascii=False) + "\n")
+                                        "values": [_finite(run[n]) for run in r.values],
+                                        "reason": r.reasons[n]}, ensure_ascii=False) + "\n")
         mlflow.log_artifacts(str(folder))

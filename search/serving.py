@@ -287,14 +287,15 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
 
 @contextlib.contextmanager
 def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path, seed: int = 0, *,
-          ray_prefix: str | None = None, public: bool = False) -> Iterator[Endpoints]:
+          ray_prefix: str | None = None, public: bool = False, first_role: str = "generator") -> Iterator[Endpoints]:
     """Start (or check) the generator and judge servers and stop them on exit, whatever the exit.
 
     With ``ray_prefix`` (Ray initialised) each server is a named Ray actor ``<prefix>-<role>-<i>``; without it,
     a process of this one (the champion model does that). One server serves both roles when settings match.
+    ``first_role`` names the first server in messages and logs (calibration starts only a judge).
     """
     with contextlib.ExitStack() as stack:
-        gen = _start(generator, log_dir, "generator", stack, seed, ray_prefix, public)
+        gen = _start(generator, log_dir, first_role, stack, seed, ray_prefix, public)
         same = judge is None or judge == generator
         jud = gen if same else _start(judge, log_dir, "judge", stack, seed, ray_prefix, public)  # type: ignore[arg-type]
         yield Endpoints(gen, jud)

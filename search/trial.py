@@ -160,7 +160,9 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
                            IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
     index_key = built.index.key
     log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
-                **{f"{j.name}.prompt_version": j.prompt_version for j in judges}, "dataset_digest": ctx.dataset.digest,
+                **{f"{j.name}.prompt_version": j.prompt_version for j in judges},
+                **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in judges},
+                "dataset_digest": ctx.dataset.digest,
                 **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
                 "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,

@@ -173,3 +173,20 @@ def test_judge_error_budget() -> None:
     _check_judge_budget(4, 4, None, bad)  # no budget set
     with pytest.raises(JudgeBudgetError, match=r"2 of 4 judge verdicts unusable .* above judges.max_error_rate 25%"):
         _check_judge_budget(2, 4, 0.25, bad)
+
+
+def test_mlflow_rows_map_to_judge_items() -> None:
+    from judges.mlflow_scorers import to_item
+
+    item = to_item({"question": "Who won?"}, {"response": "Denver", "sources": [{"text": "a"}, {"page_content": "b"}]},
+                   {"expected_response": "Denver Broncos"})
+    assert item == JudgeItem("Who won?", "Denver", ("Denver Broncos",), ("a", "b"))
+    assert to_item("q", "a", {"gold": ["x", "y"]}) == JudgeItem("q", "a", ("x", "y"), ())
+    assert to_item({"query": "q"}, {"answer": "a", "contexts": "c"}, None) == JudgeItem("q", "a", (), ("c",))
+
+
+def test_raw_newlines_inside_a_reason_still_parse(scripted: tuple[str, Script]) -> None:  # noqa: F811
+    url, script = scripted
+    script.steps = [_reply('{ "score": 2, "reason" : "first line\nsecond line" }')]
+    res = _one(url, AnswerRelevanceJudge(reason_chars=40))
+    assert res.value == 0.25 and res.reason == "first line\nsecond line" and script.count == 1
