@@ -31,6 +31,7 @@ from judges.base import (
     skip,
 )
 from pipelines.llm import ChatRequest
+from pipelines.yaml_lines import key_lines
 
 BUILTIN_NAMES = frozenset({"correctness", "faithfulness", "answer_relevance", "context_precision"})
 
@@ -104,9 +105,7 @@ def load_spec(path: Path) -> CustomJudgeSpec:
     try:
         return CustomJudgeSpec.model_validate(data)
     except ValidationError as e:
-        from search.config import _key_lines  # the config's YAML line finder
-
-        lines = _key_lines(text)
+        lines = key_lines(text)
         problems = []
         for err in e.errors():
             loc = tuple(str(p) for p in err["loc"])

@@ -11,8 +11,8 @@ or nothing to judge is a ``Feedback`` with an error and no value, never 0.
 Example::
 
     from judges.mlflow_scorers import judge_scorers
-    from search.config import JudgeSettings
-    settings = JudgeSettings(suite=["faithfulness", "correctness"])
+    from judges.suite import DEFAULTS
+    settings = dataclasses.replace(DEFAULTS, suite=("faithfulness", "correctness"))
     mlflow.genai.evaluate(data=rows, scorers=judge_scorers(LLMClient(url, model), settings))
 """
 
@@ -26,7 +26,7 @@ from mlflow.entities import Feedback
 from mlflow.genai.scorers import Scorer, scorer
 
 from judges.base import JudgeItem, LLMJudge, run_judges
-from judges.suite import JudgeConfig, build_judges
+from judges.suite import DEFAULTS, JudgeConfig, build_judges
 from pipelines.llm import LLMClient
 
 
@@ -83,8 +83,4 @@ def as_scorer(judge: LLMJudge, client: LLMClient) -> Scorer:
 
 def judge_scorers(client: LLMClient, settings: JudgeConfig | None = None) -> list[Scorer]:
     """Scorers for the judges of a ``judges`` config section (default: the default suite), all asking ``client``."""
-    if settings is None:
-        from search.config import JudgeSettings
-
-        settings = JudgeSettings()
-    return [as_scorer(j, client) for j in build_judges(settings)]
+    return [as_scorer(j, client) for j in build_judges(settings or DEFAULTS)]

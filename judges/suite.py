@@ -7,6 +7,7 @@ Contract: :func:`build_judges` returns the configured built-in judges in a fixed
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from judges.base import LLMJudge
@@ -29,6 +30,20 @@ class JudgeConfig(Protocol):
     reason_chars: int
     context_chars: int
     custom: Sequence[CustomJudgeSpec]
+
+
+@dataclass(frozen=True)
+class SuiteDefaults:
+    """The defaults of the ``judges`` config section (``search.config.JudgeSettings`` takes them from here)."""
+
+    suite: tuple[str, ...] = tuple(BUILTIN)
+    faithfulness_calls: int = 1
+    reason_chars: int = 80
+    context_chars: int = 1200
+    custom: tuple[CustomJudgeSpec, ...] = ()
+
+
+DEFAULTS = SuiteDefaults()
 
 
 def build_judges(cfg: JudgeConfig) -> list[LLMJudge]:

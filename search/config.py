@@ -26,7 +26,10 @@ from pydantic import (
 
 from judges.custom import CustomJudgeSpec, load_spec
 from judges.scoring import COST_METRICS, JUDGE_PREFIX, OBJECTIVE_METRICS
+from judges.suite import DEFAULTS as JUDGE_DEFAULTS
+from judges.suite import metric_names
 from pipelines.prompts import load_templates
+from pipelines.yaml_lines import key_lines
 
 
 class ConfigError(ValueError):
@@ -207,14 +210,15 @@ class JudgeSettings(_Strict):
     """The LLM judges run on every answer (metrics ``judge_<name>``, each in [0, 1], higher is better)."""
 
     suite: list[JudgeName] = Field(
-        ["correctness", "faithfulness", "answer_relevance", "context_precision"],
-        description="built-in judges to run; [] = none (deterministic metrics only)")
+        list(JUDGE_DEFAULTS.suite), description="built-in judges to run; [] = none (deterministic metrics only)")
     faithfulness_calls: Literal[1, 2] = Field(
-        1, description="1 = statements and verdicts in one reply; 2 = statements, then verdicts")
+        JUDGE_DEFAULTS.faithfulness_calls,  # type: ignore[assignment]
+        description="1 = statements and verdicts in one reply; 2 = statements, then verdicts")
     reason_chars: int = Field(
-        80, ge=0, le=1000, description="ask correctness, answer relevance, context precision and custom judges for a "
-        "rationale of at most this many characters (0 = verdict only: fewer tokens)")
-    context_chars: int = Field(1200, ge=50, description="each retrieved chunk shown to a judge is cut to this length")
+        JUDGE_DEFAULTS.reason_chars, ge=0, le=1000, description="ask correctness, answer relevance, context "
+        "precision and custom judges for a rationale of at most this many characters (0 = verdict only)")
+    context_chars: int = Field(JUDGE_DEFAULTS.context_chars, ge=50,
+                               description="each retrieved chunk shown to a judge is cut to this length")
     custom: list[Annotated[CustomJudgeSpec, BeforeValidator(_custom_judge)]] = Field(
         default_factory=list, description="judges defined in YAML: a file path or an inline mapping each")
     max_error_rate: float | None = Field(
@@ -233,8 +237,6 @@ class JudgeSettings(_Strict):
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        from judges.suite import metric_names
-
         return metric_names(self)
 
 
@@ -389,30 +391,6 @@ OVERRIDES: dict[str, str] = {
 }
 
 
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path in a YAML mapping tree to its 1-based line, for error messages."""
-    lines: dict[tuple[str, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                p = (*path, str(k.value))
-                lines[p] = k.start_mark.line + 1
-                walk(v, p)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                lines[(*path, str(i))] = v.start_mark.line + 1
-                walk(v, (*path, str(i)))
-
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, ())
-    return lines
-
-
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model owning the last element of ``loc``, to suggest sibling field names."""
     model: Any = ExperimentConfig
@@ -478,7 +456,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> Experime
     try:
         return ExperimentConfig.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path), _key_lines(text))) from None
+        raise ConfigError(format_validation_error(e, str(path), key_lines(text))) from None
 
 
 def config_json_schema() -> dict[str, Any]:
