@@ -26,8 +26,10 @@ from mlflow.tracking import MlflowClient
 
 from pipelines.data import Dataset, load_dataset
 from pipelines.llm import merge_intervals
+from pipelines.prompts import load_templates
 from search.config import ExperimentConfig
 from search.promote import CHAMPION, register_champion
+from search.prompt_registry import alias_champion_prompt, register_templates
 from search.report import Summary, write_report
 from search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
 from search.searcher import LLMCallBudget, baseline, build_scheduler, build_searcher, n_trials
@@ -43,6 +45,7 @@ from search.tracking import (
     ensure_experiment,
     flatten,
     git_commit,
+    log_dataset_inputs,
     log_params,
     mark_failed,
 )
@@ -141,10 +144,19 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
         raise
 
 
+def _register_prompts(cfg: ExperimentConfig) -> dict[str, str]:
+    """The searched templates in MLflow's prompt registry (a version per distinct text); logged on the parent."""
+    templates = load_templates(cfg.pipeline.prompts_file)
+    uris = register_templates([templates[n] for n in cfg.space.prompt], cfg.mlflow.model_name)
+    log_params({f"prompt.{name}.uri": uri for name, uri in uris.items()})
+    return uris
+
+
 def _log_parent(cfg: ExperimentConfig, dataset: Dataset, config_path: Path | None) -> None:
     log_params(flatten(cfg.model_dump(mode="json")))
     log_params({"dataset.digest": dataset.digest, "dataset.n_docs": str(len(dataset.corpus)),
                 "dataset.n_questions": str(len(dataset.questions))})
+    log_dataset_inputs(dataset, cfg.dataset.corpus, cfg.dataset.questions)
     tags = {"ragsweep.version": pkg_version("ragsweep"), "dataset.digest": dataset.digest}
     if config_path is not None:
         tags["ragsweep.config_file"] = str(config_path.resolve())
@@ -182,7 +194,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                                                                           cfg.search.questions_per_trial))
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(cfg, dataset, question_ids, endpoints, uri, exp_id, pid,
-                                (storage / "index-cache").resolve(), llm_cache, env)
+                                (storage / "index-cache").resolve(), llm_cache, env, _register_prompts(cfg))
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
             if restore:
@@ -320,6 +332,10 @@ def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id
                                      "trial": winner.name, "promotion_rule": reason})
         timings["promote_s"] = time.perf_counter() - t0
         mlflow.set_tags({"best_trial_run_id": winner.run_id, "champion_version": version})
+        prompt_uri = client.get_run(winner.run_id).data.params.get("prompt.uri")
+        if prompt_uri:
+            alias_champion_prompt(prompt_uri, CHAMPION)
+            mlflow.set_tag("champion_prompt", prompt_uri)
         mlflow.log_metric("best_objective", winner.objective)
     mlflow.set_tag("ragsweep.promotion", reason)
     for line in lines:

@@ -16,6 +16,8 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from pipelines.data import Dataset
+
 TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
 TAG_TRIAL_ID = "ragsweep.trial_id"
 TAG_FAILURE = "ragsweep.failure"
@@ -61,6 +63,21 @@ def log_params(params: Mapping[str, str]) -> None:
     items = [(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
         mlflow.log_params(dict(items[i : i + 100]))
+
+
+def log_dataset_inputs(dataset: Dataset, corpus_path: Path, questions_path: Path, n_used: int | None = None) -> None:
+    """Dataset lineage on the active run: the questions (context ``evaluation``, digest over both files) and the
+    corpus (context ``corpus``) as MLflow dataset inputs with their name, digest and source path."""
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    name = dataset.name or questions_path.parent.name
+    questions = MetaDataset(LocalArtifactDatasetSource(str(questions_path)), name=name, digest=dataset.digest[:32])
+    corpus = MetaDataset(LocalArtifactDatasetSource(str(corpus_path)), name=f"{name}-corpus",
+                         digest=dataset.corpus_digest[:32])
+    used = {"questions_used": str(n_used)} if n_used is not None else {}
+    mlflow.log_input(questions, context="evaluation", tags={"questions": str(len(dataset.questions)), **used})
+    mlflow.log_input(corpus, context="corpus", tags={"documents": str(len(dataset.corpus))})
 
 
 def git_commit(path: Path) -> str | None:

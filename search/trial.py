@@ -44,7 +44,16 @@ from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
 from search.serving import Endpoints
 from search.space import TrialParams
-from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS, TAG_TRIAL_ID, flatten, log_params
+from search.tracking import (
+    PARENT_TAG,
+    TAG_FAILURE,
+    TAG_KIND,
+    TAG_STATUS,
+    TAG_TRIAL_ID,
+    flatten,
+    log_dataset_inputs,
+    log_params,
+)
 
 TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted after a resume
 
@@ -65,6 +74,7 @@ class SearchContext:
     index_cache_dir: Path
     llm_cache_path: Path | None = None  # sqlite request cache shared by trials and re-runs; None = off
     env: dict[str, str] = field(default_factory=dict)
+    prompt_uris: dict[str, str] = field(default_factory=dict)  # template name -> prompts:/<name>/<version>
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -159,12 +169,15 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
     built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
                            IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
     index_key = built.index.key
+    registry = {"prompt.uri": ctx.prompt_uris[params.prompt]} if params.prompt in ctx.prompt_uris else {}
     log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
+                **registry,
                 **{f"{j.name}.prompt_version": j.prompt_version for j in judges},
                 **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in judges},
                 "dataset_digest": ctx.dataset.digest,
                 **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
                 "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
+    log_dataset_inputs(ctx.dataset, cfg.dataset.corpus, cfg.dataset.questions, len(ctx.question_ids))
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
                         "index_chunks": float(len(built.index.chunks))})
     judge_client = ctx.endpoints.judge.resolved().client(cache)

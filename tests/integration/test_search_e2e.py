@@ -95,9 +95,20 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
     assert pm["server.generator.busy_s"] > 0 and pm["server.generator.gpu_s"] == 0  # CPU server: no GPU-seconds
     assert pm["total.generator_requests"] > 0 and pm["server.generator-0.restarts"] == 0
     assert len(children) == N_TRIALS
+    # Dataset lineage: questions and corpus as MLflow dataset inputs of the parent and of every trial.
+    digest = parent.data.tags["dataset.digest"]
+    for run in (parent, *children):
+        inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+        assert set(inputs) == {"xquad_slice", "xquad_slice-corpus"}
+        assert inputs["xquad_slice"].dataset.digest == digest[:32]
+        assert "questions.jsonl" in inputs["xquad_slice"].dataset.source
     client = MlflowClient(uri)
     for child in children:
         assert child.data.tags[PARENT_TAG] == parent.info.run_id
+        # The prompt it used, as a version of MLflow's prompt registry.
+        prompt_uri = child.data.params["prompt.uri"]
+        assert prompt_uri.startswith(f"prompts:/e2e-model-{child.data.params['prompt']}/")
+        assert client.get_prompt_version(*prompt_uri.removeprefix("prompts:/").split("/")) is not None
         assert child.info.status == "FINISHED"
         m = child.data.metrics
         for key in ("token_f1", "exact_match", "contains", "recall_at_k", "mrr", "objective", "latency_p50_s",
@@ -131,6 +142,30 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
     orders = {tuple(json.loads(line)["id"] for line in Path(client.download_artifacts(
         c.info.run_id, "answers.jsonl")).read_text().splitlines()) for c in children}
     assert len(orders) == 1
+
+
+def test_prompt_registry_has_one_version_per_text_and_the_champion_alias(search_result) -> None:  # type: ignore[no-untyped-def]
+    from pipelines.prompts import PromptTemplate, load_templates
+    from search.prompt_registry import register_templates
+
+    proc, _, uri = search_result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parents, _ = _runs(uri, "e2e")
+    client = MlflowClient(uri)
+    champion = parents[0].data.tags["champion_prompt"]
+    name = champion.removeprefix("prompts:/").split("/")[0]
+    assert f"prompts:/{name}/{client.get_prompt_version_by_alias(name, 'champion').version}" == champion
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    concise = load_templates(None)["concise"]
+    first = register_templates([concise], "e2e-model")  # the search registered it: same version, none new
+    assert first == register_templates([concise], "e2e-model") == {"concise": parents[0].data.params[
+        "prompt.concise.uri"]}
+    edited = register_templates([PromptTemplate("concise", concise.system + " Be brief.", concise.user)],
+                                "e2e-model")
+    assert edited["concise"] != first["concise"]
+    assert register_templates([concise], "e2e-model") == first  # back to the old text: its old version
 
 
 def test_index_cache_builds_each_distinct_index_once(search_result) -> None:  # type: ignore[no-untyped-def]
