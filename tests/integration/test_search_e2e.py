@@ -28,6 +28,13 @@ N_TRIALS, N_QUESTIONS = 3, 6
 # Tests about search mechanics run one cheap judge; the main search runs the full default judge suite.
 ONE_JUDGE = "judges: {suite: [correctness], reason_chars: 0}"
 SUITE = ("judge_correctness", "judge_faithfulness", "judge_answer_relevance", "judge_context_precision")
+# The main search: the default suite plus a custom YAML judge that takes part in the objective.
+FULL = """judges:
+  custom:
+    - {name: concise, definition: "The answer gives what was asked and nothing else.",
+       grading_prompt: "1: padded or off the point. 2: some extra words. 3: just the answer.",
+       scale: {min: 1, max: 3}, reads: [question, answer]}
+objective: {weights: {token_f1: 0.7, recall_at_k: 0.3, judge_concise: 0.01}}"""
 
 
 def _config(tmp: Path, corpus: Path, questions: Path, uri: str, experiment: str, extra: str = "",
@@ -70,7 +77,7 @@ def _runs(uri: str, experiment: str) -> tuple[list, list]:
 @pytest.fixture(scope="module")
 def search_result(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[Path, Path], mlflow_server: str):
     tmp = tmp_path_factory.mktemp("e2e")
-    cfg = _config(tmp, *xquad_slice, mlflow_server, "e2e", judges="")
+    cfg = _config(tmp, *xquad_slice, mlflow_server, "e2e", judges=FULL)
     # Run from another folder, through the script path, as `ray submit` would (the file, not the module).
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
     return proc, tmp, mlflow_server
@@ -136,8 +143,12 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
                 calls += j["calls"]
                 assert j["calls"] <= 1 + j["repaired"]
                 assert (r["scores"][name] is None and j["reason"]) or 0.0 <= r["scores"][name] <= 1.0
+        # The custom judge: one call per answer, and its mean is in the objective like any metric.
+        calls += sum(r["judges"]["judge_concise"]["calls"] for r in rows)
         assert calls == m["judge_requests"] + m["judge_cache_hits"]
-        assert calls <= 4 * N_QUESTIONS + m["judge_repaired"]
+        assert calls <= 5 * N_QUESTIONS + m["judge_repaired"]
+        concise = m.get("judge_concise", 0.0)
+        assert m["objective"] == pytest.approx(0.7 * m["token_f1"] + 0.3 * m["recall_at_k"] + 0.01 * concise)
     # Every trial answered the same questions, in the same order.
     orders = {tuple(json.loads(line)["id"] for line in Path(client.download_artifacts(
         c.info.run_id, "answers.jsonl")).read_text().splitlines()) for c in children}
@@ -199,7 +210,7 @@ def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice)
     proc, tmp, uri = search_result
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Same storage_dir (so the same request cache), new experiment so the runs are easy to tell apart.
-    cfg = _config(tmp, *xquad_slice, uri, "e2e-rerun", judges="")
+    cfg = _config(tmp, *xquad_slice, uri, "e2e-rerun", judges=FULL)
     rerun = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     parents, children = _runs(uri, "e2e-rerun")
