@@ -2,9 +2,11 @@
 
 Contract: :func:`run_trial` is a Ray Tune function trainable (bound to a :class:`SearchContext` with
 ``tune.with_parameters``). After each shard it reports running means, ``n_questions`` and a finite
-``objective`` to Tune. It records one MLflow child run of the search's parent run (params, metrics,
-answers.jsonl, config.json, prompt.txt); everything is logged before the final report, so a scheduler
-stopping the trial after that report loses nothing. An exception ends the child run FAILED with the reason.
+``objective`` to Tune. Every configured judge (``judges`` section) scores every answer, all judges' requests
+of a shard in one batch. It records one MLflow child run of the search's parent run (params incl. judge prompt
+versions, dataset inputs, metrics, answers.jsonl, answers_table.json, config.json, prompt.txt); everything is
+logged before the final report, so a scheduler stopping the trial after that report loses nothing. An
+exception ends the child run FAILED with the reason.
 """
 
 from __future__ import annotations
