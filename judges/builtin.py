@@ -53,7 +53,27 @@ def _bools(obj: Any, key: str, n: int | None) -> list[bool]:
     return values
 
 
-class CorrectnessJudge(LLMJudge):
+class _SingleVerdictJudge(LLMJudge):
+    """A judge asking one fixed system prompt for one JSON verdict (``_VERDICT`` properties) plus a rationale."""
+
+    _SYSTEM: str
+    _USER: str
+    _VERDICT: dict[str, Any]
+
+    def __init__(self, reason_chars: int = 0) -> None:
+        self.reason_chars = reason_chars
+        self.schema = object_schema(self._VERDICT, reason_chars)
+
+    def prompt_parts(self) -> Sequence[str]:
+        return (self._SYSTEM, self._USER, json.dumps(self.schema))
+
+    def _step(self, user: str, verdict_tokens: int, shape: str, read: Any, finish: Any) -> Step:
+        reason = ', "reason": "..."}' if self.reason_chars else "}"
+        return Step(_request(self._SYSTEM, user, self.schema, budget(verdict_tokens, self.reason_chars)),
+                    "{" + shape + reason, read=read, finish=finish)
+
+
+class CorrectnessJudge(_SingleVerdictJudge):
     """Does the answer mean the same as a gold answer? 1 or 0. Items without gold are skipped."""
 
     name = "judge_correctness"
@@ -62,13 +82,7 @@ class CorrectnessJudge(LLMJudge):
                "candidate is correct if it gives the same answer as one of the references; extra words are fine if "
                "they do not contradict it. Reply in JSON.")
     _USER = "Question: {question}\nReference answers: {gold}\nCandidate answer: {answer}"
-
-    def __init__(self, reason_chars: int = 0) -> None:
-        self.reason_chars = reason_chars
-        self.schema = object_schema({"correct": {"type": "boolean"}}, reason_chars)
-
-    def prompt_parts(self) -> Sequence[str]:
-        return (self._SYSTEM, self._USER, json.dumps(self.schema))
+    _VERDICT = {"correct": {"type": "boolean"}}
 
     def start(self, item: JudgeItem) -> Step | JudgeResult:
         if not item.gold:
@@ -76,13 +90,12 @@ class CorrectnessJudge(LLMJudge):
         if not item.answer.strip():
             return JudgeResult(0.0, "empty answer")
         user = self._USER.format(question=item.question, gold=" | ".join(item.gold), answer=item.answer)
-        return Step(_request(self._SYSTEM, user, self.schema, budget(12, self.reason_chars)),
-                    '{"correct": true or false' + (', "reason": "..."}' if self.reason_chars else "}"),
-                    read=lambda o: (field(o, "correct", bool, "true or false"), reason_of(o)),
-                    finish=lambda p: (float(p[0]), p[1]))
+        return self._step(user, 12, '"correct": true or false',
+                          read=lambda o: (field(o, "correct", bool, "true or false"), reason_of(o)),
+                          finish=lambda p: (float(p[0]), p[1]))
 
 
-class AnswerRelevanceJudge(LLMJudge):
+class AnswerRelevanceJudge(_SingleVerdictJudge):
     """Does the answer address the question (whatever its correctness)? Score 1..5 mapped to [0, 1]."""
 
     name = "judge_answer_relevance"
@@ -91,21 +104,13 @@ class AnswerRelevanceJudge(LLMJudge):
                "exactly what was asked. 4: it answers it with unneeded extra text. 3: it answers part of it. "
                "2: it is on the topic but does not answer. 1: it is unrelated, empty or evasive. Reply in JSON.")
     _USER = "Question: {question}\nAnswer: {answer}"
-
-    def __init__(self, reason_chars: int = 0) -> None:
-        self.reason_chars = reason_chars
-        self.schema = object_schema({"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}, reason_chars)
-
-    def prompt_parts(self) -> Sequence[str]:
-        return (self._SYSTEM, self._USER, json.dumps(self.schema))
+    _VERDICT = {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}
 
     def start(self, item: JudgeItem) -> Step | JudgeResult:
         if not item.answer.strip():
             return JudgeResult(0.0, "empty answer")
-        return Step(_request(self._SYSTEM, self._USER.format(question=item.question, answer=item.answer),
-                             self.schema, budget(10, self.reason_chars)),
-                    '{"score": 1 to 5' + (', "reason": "..."}' if self.reason_chars else "}"),
-                    read=lambda o: (int_score(o, 1, 5), reason_of(o)), finish=lambda p: ((p[0] - 1) / 4, p[1]))
+        return self._step(self._USER.format(question=item.question, answer=item.answer), 10, '"score": 1 to 5',
+                          read=lambda o: (int_score(o, 1, 5), reason_of(o)), finish=lambda p: ((p[0] - 1) / 4, p[1]))
 
 
 class ContextPrecisionJudge(LLMJudge):
