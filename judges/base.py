@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from pipelines.llm import ChatRequest, LLMClient
+from pipelines.llm import ChatRequest, ChatResponse, LLMClient
 
 ItemField = Literal["question", "answer", "contexts", "gold"]
 FIELDS: tuple[ItemField, ...] = ("question", "answer", "contexts", "gold")
@@ -52,6 +52,8 @@ class JudgeResult:
     repaired: bool = False  # a repair request was needed
     raw: str = ""  # the judge's last reply when it did not parse
     skipped: bool = False  # nothing to judge (e.g. no gold answer): NaN, but not a failure
+    # Every request made for this verdict with its response, in order (for traces).
+    exchanges: tuple[tuple[ChatRequest, ChatResponse], ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -169,7 +171,7 @@ def run_judge_sets(client: LLMClient,
             acc = replace(acc, prompt_tokens=acc.prompt_tokens + usage.prompt_tokens,
                           completion_tokens=acc.completion_tokens + usage.completion_tokens,
                           latency_s=acc.latency_s + usage.latency_s, calls=acc.calls + usage.calls,
-                          repaired=acc.repaired or usage.repaired)
+                          repaired=acc.repaired or usage.repaired, exchanges=acc.exchanges + usage.exchanges)
             spent[(name, i)] = acc
             if error:
                 results[name][i] = replace(acc, reason=error, raw=raw)
@@ -191,7 +193,7 @@ def _ask(client: LLMClient, steps: Sequence[Step]) -> list[tuple[Any, str, str, 
     bad: list[int] = []
     for k, (step, resp) in enumerate(zip(steps, responses, strict=True)):
         usage = JudgeResult(math.nan, prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,
-                            latency_s=resp.latency_s, calls=1)
+                            latency_s=resp.latency_s, calls=1, exchanges=((step.request, resp),))
         try:
             out.append((step.read(decode(resp.text)), "", "", usage))
         except VerdictError as e:
@@ -205,11 +207,12 @@ def _ask(client: LLMClient, steps: Sequence[Step]) -> list[tuple[Any, str, str, 
         req, (_, error, raw, _) = steps[k].request, out[k]
         repairs.append(replace(req, messages=(*req.messages, ("assistant", raw or "(empty)"),
                                               ("user", _REPAIR.format(error=error, shape=steps[k].shape)))))
-    for k, resp in zip(bad, client.complete(repairs), strict=True):
+    for k, req, resp in zip(bad, repairs, client.complete(repairs), strict=True):
         first = out[k][3]
         usage = replace(first, prompt_tokens=first.prompt_tokens + resp.prompt_tokens,
                         completion_tokens=first.completion_tokens + resp.completion_tokens,
-                        latency_s=first.latency_s + resp.latency_s, calls=2, repaired=True)
+                        latency_s=first.latency_s + resp.latency_s, calls=2, repaired=True,
+                        exchanges=first.exchanges + ((req, resp),))
         try:
             out[k] = (steps[k].read(decode(resp.text)), "", "", usage)
         except VerdictError as e:

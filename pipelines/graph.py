@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -25,11 +25,18 @@ def _merge(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {**a, **{k: a.get(k, 0.0) + v for k, v in b.items()}}
 
 
+def _union(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    return {**a, **b}
+
+
 class RagState(TypedDict, total=False):
     questions: list[str]
+    candidates: list[list[Hit]]  # what retrieval returned (the reranker's input when there is one)
     hits: list[list[Hit]]
+    messages: list[tuple[tuple[str, str], ...]]  # the rendered prompt per question
     responses: list[ChatResponse]
     timings: Annotated[dict[str, float], _merge]  # seconds spent per node, summed
+    stages: Annotated[dict[str, tuple[float, float]], _union]  # wall-clock (start, end) of each node
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,12 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float  # this question's share: its LLM request plus retrieval time split over the batch
+    # For tracing: what retrieval returned before any rerank, the rendered prompt, the generator's response,
+    # and the wall-clock (start, end) of each stage of the batch this question was answered in.
+    candidates: list[Hit] = field(default_factory=list)
+    messages: tuple[tuple[str, str], ...] = ()
+    response: ChatResponse | None = None
+    stages: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 class RagPipeline:
@@ -78,42 +91,43 @@ class RagPipeline:
         return g.compile()
 
     def _retrieve(self, state: RagState) -> RagState:
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         k = max(self.params.rerank_candidates, self.params.top_k) if self.reranker else self.params.top_k
         hits = self.retriever.retrieve(state["questions"], k)
-        return {"hits": hits, "timings": {"retrieve_s": time.perf_counter() - t0}}
+        return {"hits": hits, "candidates": hits, "timings": {"retrieve_s": time.perf_counter() - t0},
+                "stages": {"retrieve": (wall0, time.time())}}
 
     def _rerank(self, state: RagState) -> RagState:
         assert self.reranker is not None
-        t0 = time.perf_counter()
+        t0, wall0 = time.perf_counter(), time.time()
         pairs = zip(state["questions"], state["hits"], strict=True)
         hits = [self.reranker.rerank(q, h, self.params.top_k) for q, h in pairs]
-        return {"hits": hits, "timings": {"rerank_s": time.perf_counter() - t0}}
+        return {"hits": hits, "timings": {"rerank_s": time.perf_counter() - t0},
+                "stages": {"rerank": (wall0, time.time())}}
 
     def _generate(self, state: RagState) -> RagState:
-        t0 = time.perf_counter()
-        requests = [
-            ChatRequest(
-                messages=self.prompt.render(q, [h.chunk.text for h in hits]),
-                temperature=self.params.temperature,
-                max_tokens=self.params.max_tokens,
-                seed=self.params.seed,
-            )
-            for q, hits in zip(state["questions"], state["hits"], strict=True)
-        ]
+        t0, wall0 = time.perf_counter(), time.time()
+        messages = [self.prompt.render(q, [h.chunk.text for h in hits])
+                    for q, hits in zip(state["questions"], state["hits"], strict=True)]
+        wall1 = time.time()
+        requests = [ChatRequest(messages=m, temperature=self.params.temperature, max_tokens=self.params.max_tokens,
+                                seed=self.params.seed) for m in messages]
         responses = self.llm.complete(requests)
-        return {"responses": responses, "timings": {"generate_s": time.perf_counter() - t0}}
+        return {"responses": responses, "messages": messages, "timings": {"generate_s": time.perf_counter() - t0},
+                "stages": {"prompt": (wall0, wall1), "generate": (wall1, time.time())}}
 
     def answer(self, questions: Sequence[str]) -> tuple[list[Answer], dict[str, float]]:
         """Answer a batch; also return seconds spent per node for this batch."""
         if not questions:
             return [], {}
-        out = self.graph.invoke({"questions": list(questions), "timings": {}})
+        out = self.graph.invoke({"questions": list(questions), "timings": {}, "stages": {}})
         timings = out["timings"]
         pre = (timings.get("retrieve_s", 0.0) + timings.get("rerank_s", 0.0)) / len(questions)
         answers = [
-            Answer(q, r.text.strip(), hits, r.prompt_tokens, r.completion_tokens, r.latency_s + pre)
-            for q, hits, r in zip(questions, out["hits"], out["responses"], strict=True)
+            Answer(q, r.text.strip(), hits, r.prompt_tokens, r.completion_tokens, r.latency_s + pre,
+                   candidates=cands, messages=m, response=r, stages=dict(out["stages"]))
+            for q, hits, cands, m, r in zip(questions, out["hits"], out["candidates"], out["messages"],
+                                            out["responses"], strict=True)
         ]
         return answers, dict(timings)
 

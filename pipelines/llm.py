@@ -54,6 +54,7 @@ class ChatResponse:
     completion_tokens: int
     latency_s: float  # of the request that produced it (a cache hit keeps the original latency)
     cached: bool = False
+    started_at: float = 0.0  # wall-clock time the request was sent (a cache hit: when it was looked up)
 
 
 @dataclass
@@ -224,6 +225,7 @@ class LLMClient:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_s=latency,
+            started_at=wall0,
         )
         # Counted on the event loop's single thread: no lock needed.
         self.stats.requests += 1

@@ -12,6 +12,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from pipelines.llm import ChatRequest, ChatResponse
@@ -60,7 +61,7 @@ class RequestCache:
             ).fetchone()
         if row is None:
             return None
-        return ChatResponse(row[0], row[1], row[2], row[3], cached=True)
+        return ChatResponse(row[0], row[1], row[2], row[3], cached=True, started_at=time.time())
 
     def put(self, key: str, resp: ChatResponse) -> None:
         with self._lock:

@@ -1,7 +1,8 @@
-"""The ``ragsweep`` command: search, ask, validate, config-schema, judges calibrate.
+"""The ``ragsweep`` command: search, ask, serve, promote, rollback, validate, config-schema, judges calibrate.
 
 Exit codes: 0 success; 1 the search failed (the reason is printed and on the MLflow parent run);
-2 bad input (config, dataset, model file) found before any work; 130 interrupted.
+2 bad input (config, dataset, model file, unknown run or model) found before any work; 3 ``promote``: the gates
+did not pass (the version stays challenger); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ DEFAULT_CONFIG = Path("configs/default.yaml")
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                    help=f"experiment YAML (default: {DEFAULT_CONFIG})")
+
+
+def _add_model_args(p: argparse.ArgumentParser, alias: bool = True) -> None:
+    _add_config(p)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store)")
+    p.add_argument("--model-name", help="registered model name (default: the config's mlflow.model_name)")
+    if alias:
+        p.add_argument("--alias", default="champion", help="model alias to load (default: champion)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,11 +55,27 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ask", help="answer a question with the registered champion",
                        description="Load models:/<model-name>@champion and answer, printing the sources.")
     a.add_argument("question")
-    _add_config(a)
-    a.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store)")
-    a.add_argument("--model-name", help="registered model name (default: the config's mlflow.model_name)")
-    a.add_argument("--alias", default="champion", help="model alias to load (default: champion)")
+    _add_model_args(a)
     a.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
+
+    sv = sub.add_parser("serve", help="serve the champion over HTTP (MLflow's scoring server)",
+                        description="Serve models:/<model-name>@<alias> with `mlflow models serve` in this "
+                                    "environment: POST /invocations {\"dataframe_records\": [{\"question\": ...}]}.")
+    _add_model_args(sv)
+    sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+
+    p = sub.add_parser("promote", help="re-run the promotion gates for a finished search",
+                       description="Re-evaluate the promotion gates (the config's promotion section) for the model "
+                                   "version a search registered, against the current champion; on a pass (or with "
+                                   "--force) it becomes champion. The decision is recorded on the version and run.")
+    p.add_argument("--run", required=True, help="the search's MLflow parent run id")
+    _add_model_args(p, alias=False)
+    p.add_argument("--force", action="store_true", help="make it champion even if gates fail (recorded as forced)")
+
+    rb = sub.add_parser("rollback", help="point champion back at the version it replaced",
+                        description="Move alias champion back to the version the current champion replaced.")
+    _add_model_args(rb, alias=False)
 
     v = sub.add_parser("validate", help="check a config and its dataset without running anything",
                        description="Validate the experiment YAML and its dataset; print a summary.")
@@ -95,7 +120,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         overrides["experiment"] = args.resume
     cfg = load_config(args.config, overrides)
     out = run_search(cfg, args.config, resume=bool(args.resume))
-    model = f"{out.model_name}@champion (v{out.model_version})" if out.model_version else None
+    model = f"{out.model_name}@{out.alias} (v{out.model_version})" if out.model_version else None
     print(json.dumps({"parent_run_id": out.parent_run_id,
                       "best_objective": round(out.best_objective, 4) if out.model_version else None,
                       "best_params": out.best_params, "model": model, "tracking_uri": out.tracking_uri}, indent=2))
@@ -106,16 +131,9 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     import mlflow
     import pandas as pd
 
-    from search.config import load_config
-    from search.promote import load_champion
-    from search.tracking import default_tracking_uri
+    from search.champion import load_champion
 
-    uri, name = args.tracking_uri, args.model_name
-    if uri is None or name is None:
-        cfg = load_config(args.config)
-        uri = uri or cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage_dir)
-        name = name or cfg.mlflow.model_name
-    mlflow.set_tracking_uri(uri)
+    uri, name = _model_location(args)
     try:
         model = load_champion(name, args.alias)
     except mlflow.exceptions.MlflowException as e:
@@ -131,6 +149,73 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     for i, s in enumerate(sources, start=1):
         snippet = " ".join(s["text"].split())[:160]
         print(f"  [{i}] {s['doc_id']} [{s['start']}:{s['end']}] score {s['score']}: {snippet}")
+    return 0
+
+
+def _model_location(args: argparse.Namespace) -> tuple[str, str]:
+    """Tracking URI and model name from the flags, else the config; the URI is set and checked."""
+    import mlflow
+
+    from search.config import load_config
+    from search.tracking import check_tracking, default_tracking_uri
+
+    uri, name = args.tracking_uri, args.model_name
+    if uri is None or name is None:
+        cfg = load_config(args.config)
+        uri = uri or cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage_dir)
+        name = name or cfg.mlflow.model_name
+    check_tracking(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri, name
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri, name = _model_location(args)
+    model = f"models:/{name}@{args.alias}"
+    try:
+        MlflowClient(uri).get_model_version_by_alias(name, args.alias)
+    except MlflowException as e:
+        print(f"ragsweep serve: no model {name}@{args.alias} in {uri}: {e.message}", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+           "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    print(f"ragsweep serve: {model} from {uri} on http://{args.host}:{args.port}/invocations", flush=True)
+    # MLflow's own scoring server (/ping, /health, /version, /invocations) in this environment: the
+    # champion's requirements are ragsweep's, already installed, so no environment is built or downloaded.
+    # MLflow launches `uvicorn` by name: put this environment's scripts first on PATH (a venv need not be active).
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return subprocess.call(cmd, env={**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path})
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from search.config import load_config
+    from search.promote import CHAMPION, promote_search
+
+    uri, name = _model_location(args)
+    cfg = load_config(args.config)
+    out = promote_search(MlflowClient(uri), cfg.promotion, cfg.objective.weights, args.run, name, force=args.force)
+    for g in out.decision.gates:
+        print(f"  {'pass' if g.passed else 'FAIL'}  {g.name}: {g.detail}")
+    print(f"{name} v{out.version} -> @{out.alias}" + (f" (replaces v{out.previous})" if out.previous and
+                                                          out.alias == CHAMPION else ""))
+    return 0 if out.alias == CHAMPION else 3
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
+    from search.promote import rollback
+
+    uri, name = _model_location(args)
+    was, now = rollback(MlflowClient(uri), name)
+    print(f"{name}: @champion moved from v{was} back to v{now}")
     return 0
 
 
@@ -170,19 +255,23 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = _parser().parse_args(argv)
     from pipelines.data import DatasetError
     from pipelines.embed import EmbedderError
     from pipelines.prompts import PromptError
     from search.config import ConfigError
+    from search.promote import PromotionError
     from search.resume import ResumeError
     from search.serving import ServerError, ServingSetupError
+    from search.tracking import TrackingUnreachable
 
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema,
-                "judges": _cmd_judges}
+                "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback}
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError, ResumeError) as e:
+    except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError, ResumeError, PromotionError,
+            TrackingUnreachable) as e:
         print(f"ragsweep {args.command}: {e}", file=sys.stderr)
         return 2
     except ServerError as e:

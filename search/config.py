@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -311,10 +312,61 @@ class SearchSettings(_Strict):
         return self
 
 
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as e:
+        raise ValueError(f"not a valid regular expression {value!r}: {e}") from e
+    return value
+
+
+class RedactSettings(_Strict):
+    """Masks applied to every text ragsweep logs (traces, answers, answers tables, prompts, judge reasons)."""
+
+    emails: bool = Field(True, description="mask e-mail addresses")
+    phones: bool = Field(True, description="mask phone numbers (7+ digits, with optional +, spaces, dots, dashes)")
+    patterns: list[Annotated[str, AfterValidator(_regex)]] = Field(
+        default_factory=list, description="further regular expressions (Python syntax) whose matches are masked")
+
+
+def _redact_switch(value: Any) -> Any:
+    """``redact: true`` = the default masks; ``false``/null = off; a mapping = settings."""
+    if value is True:
+        return {}
+    return None if value is False else value
+
+
 class MLflowSettings(_Strict):
     tracking_uri: str | None = Field(None, description="unset = sqlite file in storage_dir")
     experiment: str = "ragsweep"
     model_name: str = Field("ragsweep-rag", description="registered model name; winner gets alias 'champion'")
+    trace_sample_rate: float = Field(
+        1.0, ge=0, le=1, description="fraction of questions traced (the same questions in every trial); 0 = off")
+    redact: Annotated[RedactSettings | None, BeforeValidator(_redact_switch)] = Field(
+        None, description="mask personal data in logged texts: true, or {emails, phones, patterns}; unset = off")
+
+
+class PromotionSettings(_Strict):
+    """Gates the search's best trial must pass to become ``champion``; otherwise it is registered as
+    ``challenger`` and the reason is logged."""
+
+    min_objective: float | None = Field(None, description="floor on the winner's objective")
+    min_metrics: dict[str, float] = Field(
+        default_factory=dict, description="floors on quality metrics, e.g. {token_f1: 0.3, recall_at_k: 0.5}")
+    max_latency_p95_s: float | None = Field(None, gt=0, description="limit on the p95 seconds per question")
+    compare_to_champion: bool = Field(
+        True, description="require a paired bootstrap win over the current champion on the questions both answered")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the paired bootstrap interval")
+    bootstrap_samples: int = Field(2000, ge=100, description="bootstrap resamples")
+
+    @model_validator(mode="after")
+    def _known(self) -> PromotionSettings:
+        for name in self.min_metrics:
+            if name not in OBJECTIVE_METRICS and not name.startswith(JUDGE_PREFIX):
+                hint = difflib.get_close_matches(name, OBJECTIVE_METRICS, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ValueError(f"min_metrics: unknown metric {name!r}{extra}")
+        return self
 
 
 class DatasetSettings(_Strict):
@@ -332,6 +384,7 @@ class ExperimentConfig(_Strict):
     objective: Objective = Objective()
     search: SearchSettings = SearchSettings()
     mlflow: MLflowSettings = MLflowSettings()
+    promotion: PromotionSettings = PromotionSettings()
     storage_dir: CwdPath = Field(
         Path("ragsweep-runs"), validate_default=True, description="Ray results, caches, default MLflow store"
     )
@@ -347,13 +400,14 @@ class ExperimentConfig(_Strict):
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ValueError(f"space.prompt: unknown template {name!r}{extra}; known: {', '.join(templates)}")
         judged = self.judges.metrics
-        for name in self.objective.weights:
+        for name in [*self.objective.weights, *self.promotion.min_metrics]:
             if name.startswith(JUDGE_PREFIX) and name not in judged:
                 builtin = name.removeprefix(JUDGE_PREFIX)
                 hint = difflib.get_close_matches(name, judged, n=1)
                 extra = (f" (add {builtin} to judges.suite)" if builtin in get_args(JudgeName)
                          else f" (did you mean {hint[0]!r}?)" if hint else "")
-                raise ValueError(f"objective.weights: {name!r} is not computed by the configured judges{extra}; "
+                where = "objective.weights" if name in self.objective.weights else "promotion.min_metrics"
+                raise ValueError(f"{where}: {name!r} is not computed by the configured judges{extra}; "
                                  f"judges give: {', '.join(judged) or 'nothing (judges.suite is empty)'}")
         if self.search.sampler == "nsga2" and self.objective.cost is None:
             raise ValueError("search.sampler 'nsga2' is for multi-objective searches: set objective.cost, or use tpe")

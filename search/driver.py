@@ -8,6 +8,7 @@ case, and trial runs left RUNNING are closed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,9 +28,11 @@ from mlflow.tracking import MlflowClient
 from pipelines.data import Dataset, load_dataset
 from pipelines.llm import merge_intervals
 from pipelines.prompts import load_templates
+from search.champion import CHAMPION, register_version
 from search.config import ExperimentConfig
-from search.promote import CHAMPION, register_champion
+from search.promote import TAG_SEARCH, decide, record
 from search.prompt_registry import alias_champion_prompt, register_templates
+from search.redact import Redactor
 from search.report import Summary, write_report
 from search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
 from search.searcher import LLMCallBudget, baseline, build_scheduler, build_searcher, n_trials
@@ -40,6 +43,8 @@ from search.tracking import (
     TAG_FAILURE,
     TAG_KIND,
     TAG_STATUS,
+    TrackingUnreachable,
+    check_tracking,
     close_children,
     default_tracking_uri,
     ensure_experiment,
@@ -48,6 +53,7 @@ from search.tracking import (
     log_dataset_inputs,
     log_params,
     mark_failed,
+    no_retries,
 )
 
 # Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.
@@ -72,6 +78,7 @@ class SearchOutcome:
     best_objective: float
     model_name: str
     model_version: str | None
+    alias: str | None  # what the gates gave model_version: champion or challenger
     n_trials: int
     n_failed: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -102,6 +109,7 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     storage = cfg.storage_dir
     storage.mkdir(parents=True, exist_ok=True)
     uri = cfg.mlflow.tracking_uri or default_tracking_uri(storage)
+    check_tracking(uri)  # an unreachable server fails here, before any run, server or trial
     say(f"MLflow tracking store: {uri}")
     say(f"  view it with: mlflow ui --backend-store-uri {uri}")
     mlflow.set_tracking_uri(uri)
@@ -133,21 +141,36 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
         mlflow.end_run("FINISHED")
         return outcome
     except KeyboardInterrupt:
-        close_children(client, exp_id, pid)
-        mlflow.end_run("KILLED")
-        mark_failed(client, pid, "interrupted (Ctrl-C); continue with --resume", status="KILLED")
+        _close_failed(client, exp_id, pid, uri, "interrupted (Ctrl-C); continue with --resume", "KILLED", ray_dir)
         raise
     except BaseException as e:
-        close_children(client, exp_id, pid)
-        mlflow.end_run("FAILED")
-        mark_failed(client, pid, f"{type(e).__name__}: {e}")
+        _close_failed(client, exp_id, pid, uri, f"{type(e).__name__}: {e}", "FAILED", ray_dir)
         raise
+
+
+def _close_failed(client: MlflowClient, exp_id: str, pid: str, uri: str, reason: str, status: str,
+                  ray_dir: Path) -> None:
+    """Close the parent and any open trial runs with ``reason``; if MLflow is gone, raise a
+    :class:`TrackingUnreachable` that names the search's failure and what could not be recorded."""
+    try:
+        close_children(client, exp_id, pid)
+        mlflow.end_run(status)
+        mark_failed(client, pid, reason, status=status)
+    except Exception as e:
+        with no_retries(), contextlib.suppress(Exception):
+            mlflow.end_run(status)  # at least leave no active run in this process
+        raise TrackingUnreachable(
+            f"search {status.lower()}: {reason[:1500]}\nMLflow at {uri} also stopped answering ({type(e).__name__}: "
+            f"{str(e)[:300]}), so search run {pid} could not be marked {status} and its open trial runs could not "
+            f"be closed; the outcome, report and champion were not logged. Ray Tune's results are in {ray_dir}; "
+            "run the search again with --resume once the server is back.") from None
 
 
 def _register_prompts(cfg: ExperimentConfig) -> dict[str, str]:
     """The searched templates in MLflow's prompt registry (a version per distinct text); logged on the parent."""
     templates = load_templates(cfg.pipeline.prompts_file)
-    uris = register_templates([templates[n] for n in cfg.space.prompt], cfg.mlflow.model_name)
+    uris = register_templates([templates[n] for n in cfg.space.prompt], cfg.mlflow.model_name,
+                              Redactor(cfg.mlflow.redact))
     log_params({f"prompt.{name}.uri": uri for name, uri in uris.items()})
     return uris
 
@@ -323,29 +346,35 @@ def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id
             {"run_id": t.run_id, "trial": t.name, "objective": t.objective, "cost": t.metrics.get(cfg.objective.cost),
              "params": t.params} for t in front]}, "report/pareto_front.json")
     timings["report_s"] = time.perf_counter() - t0
-    version = None
+    version, alias = None, None
     if winner is not None:
         t0 = time.perf_counter()
+        decision, previous = decide(client, cfg.promotion, cfg.objective.weights, winner.run_id, winner.name,
+                                    cfg.mlflow.model_name)
         spec = _champion_spec(cfg, winner.params)
-        version = register_champion(winner.run_id, spec, cfg.dataset.corpus, cfg.mlflow.model_name,
-                                    {"search_run_id": pid, "objective": f"{winner.objective:.6f}",
-                                     "trial": winner.name, "promotion_rule": reason})
+        version = register_version(winner.run_id, spec, cfg.dataset.corpus, cfg.mlflow.model_name,
+                                   {TAG_SEARCH: pid, "objective": f"{winner.objective:.6f}",
+                                    "trial": winner.name, "promotion_rule": reason})
+        alias = record(client, cfg.mlflow.model_name, version, decision, previous, pid)
         timings["promote_s"] = time.perf_counter() - t0
-        mlflow.set_tags({"best_trial_run_id": winner.run_id, "champion_version": version})
+        mlflow.set_tags({"best_trial_run_id": winner.run_id})
         prompt_uri = client.get_run(winner.run_id).data.params.get("prompt.uri")
-        if prompt_uri:
-            alias_champion_prompt(prompt_uri, CHAMPION)
-            mlflow.set_tag("champion_prompt", prompt_uri)
+        if alias == CHAMPION:
+            mlflow.set_tag("champion_version", version)
+            if prompt_uri:
+                alias_champion_prompt(prompt_uri, CHAMPION)
+                mlflow.set_tag("champion_prompt", prompt_uri)
         mlflow.log_metric("best_objective", winner.objective)
+        lines.append(f"promotion: {'promoted' if alias == CHAMPION else 'not promoted'} — {decision.reason}")
     mlflow.set_tag("ragsweep.promotion", reason)
     for line in lines:
         say(line)
     if version is not None:
-        say(f"registered {cfg.mlflow.model_name} version {version} as @{CHAMPION}")
+        say(f"registered {cfg.mlflow.model_name} version {version} as @{alias}")
     trials = sorted(({"params": r.params, "objective": r.objective, "run_id": r.run_id, "metrics": r.metrics}
                      for r in completed), key=lambda t: t["objective"], reverse=True)
     return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
-                         winner.objective if winner else math.nan, cfg.mlflow.model_name, version, len(grid),
+                         winner.objective if winner else math.nan, cfg.mlflow.model_name, version, alias, len(grid),
                          len(errors), timings, trials, usage, last, records, lines)
 
 

@@ -1,106 +1,160 @@
-"""Register the winning trial as an MLflow model version with alias ``champion``, and answer with it.
+"""Gated promotion in the MLflow Model Registry: champion or challenger, with the reasons recorded; rollback.
 
-Contract: :func:`register_champion` logs a pyfunc (:class:`RagChampion`) into the winning trial's run with
-everything it needs to rebuild the pipeline offline (trial config, prompt text, the corpus), registers it
-under ``model_name`` and points the alias ``champion`` at the new version. :class:`RagChampion` takes a
-DataFrame with a ``question`` column and returns ``answer`` and ``sources`` (JSON) columns.
+Contract:
+- :func:`decide` gathers the candidate trial's metrics and per-question scores (its ``answers.jsonl``) and those of
+  the model version that holds alias ``champion`` (if any), and runs :func:`search.gates.evaluate`.
+- :func:`record` points alias ``champion`` (all gates passed, or forced) or ``challenger`` at the version, and
+  writes the decision with its numbers to the version (tags ``ragsweep.decision*``, description) and to the search
+  run (tags ``ragsweep.promotion.*``, artifact ``promotion/decision-<version>.json``). A promotion remembers the
+  version it replaced (tag ``ragsweep.previous_champion``), which is what :func:`rollback` goes back to.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
-import tempfile
-from pathlib import Path
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
-import pandas as pd
-from mlflow.models import ModelSignature
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
 
-from pipelines.data import file_digest, load_corpus
-from pipelines.index import IndexCache
-from pipelines.prompts import PromptTemplate
-from search.assemble import build_pipeline
-from search.config import ModelEndpoint, PipelineSettings
-from search.serving import serve
-from search.space import TrialParams
+from search.champion import CHAMPION, SIGNATURE
+from search.config import PromotionSettings
+from search.gates import Candidate, Decision, Gate, evaluate
 
-CHAMPION = "champion"
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "question")]),
-    outputs=Schema([ColSpec("string", "answer"), ColSpec("string", "sources")]),
-)
+CHALLENGER = "challenger"
+TAG_DECISION = "ragsweep.decision"  # champion | challenger | rolled_back
+TAG_REASON = "ragsweep.decision_reason"
+TAG_GATES = "ragsweep.gates"
+TAG_PREVIOUS = "ragsweep.previous_champion"
+TAG_SEARCH = "search_run_id"
 
 
-class RagChampion(mlflow.pyfunc.PythonModel):
-    """Rebuilds the winning pipeline offline (starting its own llama.cpp server when the engine is llama.cpp)."""
-
-    # The model is logged with an explicit SIGNATURE; skip MLflow's type-hint wrapping of predict (and its warning).
-    _skip_type_hint_validation = True
-
-    def load_context(self, context: Any) -> None:
-        spec = json.loads(Path(context.artifacts["config"]).read_text())
-        corpus_path = Path(context.artifacts["corpus"])
-        params = TrialParams.model_validate(spec["params"])
-        settings = PipelineSettings.model_validate({**spec["pipeline"], "prompts_file": None})
-        generator = ModelEndpoint.model_validate(spec["generator"])
-        self._stack = contextlib.ExitStack()
-        atexit.register(self._stack.close)
-        log_dir = Path(tempfile.gettempdir()) / "ragsweep-champion-logs"
-        endpoints = self._stack.enter_context(serve(generator, None, log_dir))
-        cache = IndexCache(Path.home() / ".cache" / "ragsweep" / "index")
-        prompt = PromptTemplate(spec["prompt"]["name"], spec["prompt"]["system"], spec["prompt"]["user"])
-        self.pipeline = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path),
-                                       cache, endpoints.generator.client(), seed=spec.get("seed", 0),
-                                       prompt=prompt).pipeline
-
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        if isinstance(model_input, pd.DataFrame):
-            questions = [str(q) for q in model_input["question"]]
-        elif isinstance(model_input, str):
-            questions = [model_input]
-        else:
-            questions = [str(q) for q in model_input]
-        answers, _ = self.pipeline.answer(questions)
-        return pd.DataFrame({
-            "answer": [a.answer for a in answers],
-            "sources": [json.dumps([{"doc_id": h.chunk.doc_id, "start": h.chunk.start, "end": h.chunk.end,
-                                     "score": round(h.score, 4), "text": h.chunk.text} for h in a.hits])
-                        for a in answers],
-        })
-
-    def close(self) -> None:
-        self._stack.close()
+class PromotionError(RuntimeError):
+    """A promotion or rollback cannot be done (no such run or version, nothing to roll back to)."""
 
 
-def register_champion(
-    run_id: str, champion_spec: dict[str, Any], corpus_path: Path, model_name: str, tags: dict[str, str]
-) -> str:
-    """Log the champion pyfunc into ``run_id``, register it, set alias ``champion``; return the version."""
-    with tempfile.TemporaryDirectory() as d:
-        config_path = Path(d) / "champion.json"
-        config_path.write_text(json.dumps(champion_spec, indent=2))
-        with mlflow.start_run(run_id=run_id, nested=True):
-            info = mlflow.pyfunc.log_model(
-                name="rag_pipeline",
-                python_model=RagChampion(),
-                artifacts={"config": str(config_path), "corpus": str(corpus_path)},
-                signature=SIGNATURE,
-                registered_model_name=model_name,
-                # Explicit requirements: inferring them would load the model (and start a server).
-                pip_requirements=["ragsweep", f"mlflow=={mlflow.__version__}"],
-            )
-    version = str(info.registered_model_version)
-    client = MlflowClient()
-    client.set_registered_model_alias(model_name, CHAMPION, version)
+def current_champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None  # no registered model, or no version holds the alias
+
+
+def _holding(client: MlflowClient, model_name: str, alias: str) -> set[str]:
+    try:
+        return {client.get_model_version_by_alias(model_name, alias).version}
+    except MlflowException:
+        return set()
+
+
+def trial_candidate(client: MlflowClient, run_id: str, label: str, signature: dict[str, Any] | None) -> Candidate:
+    """A trial run's metrics and per-question scores (from its answers.jsonl) as a gate candidate."""
+    run = client.get_run(run_id)
+    try:
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/answers.jsonl")
+    except MlflowException as e:
+        raise PromotionError(f"run {run_id} has no answers.jsonl to compare on: {e.message}") from e
+    scores = {}
+    for line in text.splitlines():
+        row = json.loads(line)
+        scores[row["id"]] = {k: math.nan if v is None else float(v) for k, v in row["scores"].items()}
+    return Candidate(label, dict(run.data.metrics), scores, signature)
+
+
+def version_signature(model_name: str, version: str) -> dict[str, Any] | None:
+    info = mlflow.models.get_model_info(f"models:/{model_name}/{version}")
+    return info.signature.to_dict() if info.signature is not None else None
+
+
+def decide(client: MlflowClient, settings: PromotionSettings, weights: dict[str, float], run_id: str, label: str,
+           model_name: str, exclude_version: str | None = None) -> tuple[Decision, ModelVersion | None]:
+    """The gates for trial ``run_id`` against the current champion (unless that is ``exclude_version``)."""
+    champ = current_champion(client, model_name)
+    if champ is not None and champ.version == exclude_version:
+        champ = None
+    candidate = trial_candidate(client, run_id, label, SIGNATURE.to_dict())
+    rival = None
+    if champ is not None:
+        rival = trial_candidate(client, champ.run_id, f"champion v{champ.version}",
+                                version_signature(model_name, champ.version))
+    return evaluate(settings, weights, candidate, rival), champ
+
+
+def _describe(decision: Decision, alias: str, forced: bool) -> str:
+    head = f"**{alias}**" + (" (forced by hand)" if forced else "") + f": {decision.reason}"
+    lines = [f"- {'pass' if g.passed else 'FAIL'} `{g.name}`: {g.detail}" for g in decision.gates]
+    return "\n".join([head, "", *lines]) if lines else head
+
+
+def record(client: MlflowClient, model_name: str, version: str, decision: Decision, previous: ModelVersion | None,
+           search_run_id: str | None, forced: bool = False) -> str:
+    """Set the alias the decision earns and write the decision everywhere; return the alias."""
+    promote = decision.promoted or forced
+    alias = CHAMPION if promote else CHALLENGER
+    if promote and previous is not None and previous.version != version:
+        client.set_model_version_tag(model_name, version, TAG_PREVIOUS, previous.version)
+    client.set_registered_model_alias(model_name, alias, version)
+    if promote and version in _holding(client, model_name, CHALLENGER):
+        client.delete_registered_model_alias(model_name, CHALLENGER)  # it is not a challenger any more
+    reason = ("forced by hand; gates: " if forced and not decision.promoted else "") + decision.reason
+    tags = {TAG_DECISION: alias, TAG_REASON: reason[:5000],
+            TAG_GATES: json.dumps([{"name": g.name, "passed": g.passed, **g.numbers} for g in decision.gates])[:5000]}
     for k, v in tags.items():
         client.set_model_version_tag(model_name, version, k, v)
-    return version
+    client.update_model_version(model_name, version, description=_describe(decision, alias, forced))
+    if search_run_id is not None:
+        client.set_tag(search_run_id, "ragsweep.promotion.decision", alias)
+        client.set_tag(search_run_id, "ragsweep.promotion.reason", reason[:5000])
+        client.set_tag(search_run_id, "ragsweep.promotion.version", version)
+        client.log_dict(search_run_id, {**decision.as_dict(), "alias": alias, "version": version, "forced": forced,
+                                        "previous_champion": previous.version if previous else None},
+                        f"promotion/decision-v{version}.json")
+    return alias
 
 
-def load_champion(model_name: str, alias: str = CHAMPION) -> Any:
-    return mlflow.pyfunc.load_model(f"models:/{model_name}@{alias}")
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    alias: str
+    decision: Decision
+    previous: str | None  # the champion version before this decision
+
+
+def promote_search(client: MlflowClient, settings: PromotionSettings, weights: dict[str, float],
+                   search_run_id: str, model_name: str, force: bool = False) -> Promotion:
+    """Re-run the gates for the version a finished search registered (``ragsweep promote --run``)."""
+    try:
+        run = client.get_run(search_run_id)
+    except MlflowException as e:
+        raise PromotionError(f"no search run {search_run_id}: {e.message}") from e
+    version = run.data.tags.get("ragsweep.promotion.version") or run.data.tags.get("champion_version")
+    trial = run.data.tags.get("best_trial_run_id")
+    if not version or not trial:
+        raise PromotionError(f"search run {search_run_id} registered no model version (did it finish? tags "
+                             "best_trial_run_id and ragsweep.promotion.version are missing)")
+    champ = current_champion(client, model_name)
+    if champ is not None and champ.version == version:
+        return Promotion(version, CHAMPION, Decision(True, (Gate("already", True, f"v{version} is the champion"),)),
+                         None)
+    decision, champ = decide(client, settings, weights, trial, f"v{version}", model_name, exclude_version=version)
+    alias = record(client, model_name, version, decision, champ, search_run_id, forced=force)
+    return Promotion(version, alias, decision, champ.version if champ else None)
+
+
+def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
+    """Point ``champion`` back at the version the current champion replaced; return ``(from, to)``."""
+    champ = current_champion(client, model_name)
+    if champ is None:
+        raise PromotionError(f"model {model_name!r} has no version with alias {CHAMPION!r}: nothing to roll back")
+    previous = champ.tags.get(TAG_PREVIOUS)
+    if not previous:
+        raise PromotionError(f"{model_name} v{champ.version} is the champion and replaced no earlier version "
+                             f"(tag {TAG_PREVIOUS} is not set): nothing to roll back to")
+    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    client.set_model_version_tag(model_name, champ.version, TAG_DECISION, "rolled_back")
+    client.set_model_version_tag(model_name, champ.version, TAG_REASON, f"rolled back to v{previous} by hand")
+    return champ.version, previous

@@ -11,7 +11,7 @@ once per distinct text. The templates stay files in the repository; the registry
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import mlflow
 from mlflow import MlflowClient
@@ -25,20 +25,23 @@ def registry_name(model_name: str, template: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{model_name}-{template}")
 
 
-def _chat(t: PromptTemplate) -> list[dict[str, str]]:
-    user = t.user.replace("{question}", "{{question}}").replace("{context}", "{{context}}")
-    return [{"role": "system", "content": t.system}, {"role": "user", "content": user}]
+def _chat(t: PromptTemplate, redact: Callable[[str], str]) -> list[dict[str, str]]:
+    user = redact(t.user).replace("{question}", "{{question}}").replace("{context}", "{{context}}")
+    return [{"role": "system", "content": redact(t.system)}, {"role": "user", "content": user}]
 
 
-def register_templates(templates: Iterable[PromptTemplate], model_name: str) -> dict[str, str]:
-    """Template name -> ``prompts:/<name>/<version>``, registering a version only for a text not seen before."""
+def register_templates(templates: Iterable[PromptTemplate], model_name: str,
+                       redact: Callable[[str], str] = str) -> dict[str, str]:
+    """Template name -> ``prompts:/<name>/<version>``, registering a version only for a text not seen before.
+
+    ``redact`` masks the registered text (``mlflow.redact``); the version tag stays the file text's hash."""
     client = MlflowClient()
     out = {}
     for t in templates:
         name = registry_name(model_name, t.name)
         version = _existing(client, name, t.version)
         if version is None:
-            pv = mlflow.genai.register_prompt(name, _chat(t), commit_message=f"ragsweep template {t.name!r}",
+            pv = mlflow.genai.register_prompt(name, _chat(t, redact), commit_message=f"ragsweep template {t.name!r}",
                                               tags={TAG_HASH: t.version, "ragsweep.template": t.name})
             version = int(pv.version)
         out[t.name] = f"prompts:/{name}/{version}"

@@ -7,12 +7,15 @@ search (:func:`close_children` sweeps trial runs that a killed worker could not 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import mlflow
 from mlflow.tracking import MlflowClient
 
@@ -23,6 +26,46 @@ TAG_TRIAL_ID = "ragsweep.trial_id"
 TAG_FAILURE = "ragsweep.failure"
 TAG_STATUS = "ragsweep.status"  # trial outcome: completed | stopped_early (by the scheduler) | failed
 PARENT_TAG = "mlflow.parentRunId"
+
+
+# MLflow's HTTP retry defaults (7 retries, backoff factor 2) wait about four minutes for a server that went away;
+# a search keeps them unless the user sets these variables (they reach trial workers too).
+RETRY_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+
+
+class TrackingUnreachable(RuntimeError):
+    """The MLflow tracking server cannot be reached; the message names it and what was not logged."""
+
+
+def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
+    """For an HTTP tracking URI, ``GET /health`` once; raise :class:`TrackingUnreachable` naming it if it fails."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        r = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as e:
+        raise TrackingUnreachable(f"MLflow tracking server {uri} is unreachable ({type(e).__name__}: {e}); start "
+                                  "it (mlflow server --host ... --port ...) or fix mlflow.tracking_uri / "
+                                  "--tracking-uri") from None
+    if r.status_code != 200:
+        raise TrackingUnreachable(f"MLflow tracking server {uri} answered HTTP {r.status_code} on {url}: is this "
+                                  "an MLflow tracking server?")
+
+
+@contextlib.contextmanager
+def no_retries() -> Iterator[None]:
+    """MLflow requests inside fail at once (one try, 10 s timeout): for closing up after the server went away."""
+    saved = {k: os.environ.get(k) for k in RETRY_ENV}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def default_tracking_uri(storage_dir: Path) -> str:

@@ -11,11 +11,13 @@ exception ends the child run FAILED with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,17 +46,21 @@ from pipelines.llm import merge_intervals
 from pipelines.llm_cache import RequestCache
 from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
+from search.redact import Redactor
 from search.serving import Endpoints
 from search.space import TrialParams
+from search.tracing import ModelInfo, TraceWriter
 from search.tracking import (
     PARENT_TAG,
     TAG_FAILURE,
     TAG_KIND,
     TAG_STATUS,
     TAG_TRIAL_ID,
+    TrackingUnreachable,
     flatten,
     log_dataset_inputs,
     log_params,
+    no_retries,
 )
 
 TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted after a resume
@@ -109,42 +115,81 @@ def _row(q: Question, ans: Answer, scores: dict[str, float], verdicts: dict[str,
     }
 
 
+@dataclass
+class Progress:
+    all_answered: bool = False
+    logging: str = ""  # what is being sent to MLflow right now ("" = nothing): named if the server is gone
+
+
+@contextlib.contextmanager
+def logging_step(progress: Progress, what: str) -> Iterator[None]:
+    """Mark a call to MLflow; on an exception ``progress.logging`` keeps naming what was not logged."""
+    progress.logging = what
+    yield
+    progress.logging = ""
+
+
 def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
     os.environ.update(ctx.env)
     params = TrialParams.from_sampled(sampled)  # a bad value fails here, before any model work
-    trial_id = tune.get_context().get_trial_id() or "local"
     trial_name = tune.get_context().get_trial_name() or "local"
     mlflow.set_tracking_uri(ctx.tracking_uri)
-    previous = _previous_run(ctx, trial_id)
-    if previous is not None and previous.info.status == "FINISHED" and \
-            previous.data.tags.get(TAG_STATUS) == "completed":
-        # Resumed search: this trial completed before the driver died, after Tune's last state save. Report
-        # its recorded result instead of answering again.
-        _replay(previous)
-        return
-    stopped = False
-    progress = {"all_answered": False}
-    opened = (mlflow.start_run(run_id=previous.info.run_id) if previous is not None else mlflow.start_run(
-        experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
-        tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id}))
-    with opened:
+    progress = Progress()
+    try:
+        _run_logged(params, ctx, trial_name, progress)
+    except SystemExit:
+        raise
+    except BaseException as e:
+        if progress.logging:  # MLflow's own retries ran out: say what is missing, not just the HTTP error
+            raise TrackingUnreachable(
+                f"trial {trial_name}: could not log {progress.logging} to MLflow at {ctx.tracking_uri} after "
+                f"retries ({type(e).__name__}: {str(e)[:300]}); what the trial reported is in Ray Tune's results "
+                "folder") from e
+        raise
+
+
+def _run_logged(params: TrialParams, ctx: SearchContext, trial_name: str, progress: Progress) -> None:
+    trial_id = tune.get_context().get_trial_id() or "local"
+    with logging_step(progress, "the trial's MLflow run"):
+        previous = _previous_run(ctx, trial_id)
+        if previous is not None and previous.info.status == "FINISHED" and \
+                previous.data.tags.get(TAG_STATUS) == "completed":
+            # Resumed search: this trial completed before the driver died, after Tune's last state save. Report
+            # its recorded result instead of answering again.
+            _replay(previous)
+            return
         if previous is not None:  # a restart of an unfinished trial: same run, metrics overwritten step by step
+            mlflow.start_run(run_id=previous.info.run_id)
             mlflow.set_tag(TAG_RESTARTS, str(int(previous.data.tags.get(TAG_RESTARTS, "0")) + 1))
-        try:
-            _evaluate(params, ctx, progress)
-        except SystemExit:
-            # Tune stops a trial by raising SystemExit from tune.report: an outcome, not a failure. ASHA also
-            # stops a trial that reached max_t, i.e. answered everything. The driver reconciles this too, from
-            # Tune's results, in case the process goes first.
-            stopped = True
-            mlflow.set_tag(TAG_STATUS, "completed" if progress["all_answered"] else "stopped_early")
-        except BaseException as e:
-            mlflow.set_tags({TAG_STATUS: "failed", TAG_FAILURE: f"{type(e).__name__}: {e}"[:5000]})
-            raise
         else:
+            mlflow.start_run(experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
+                             tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id})
+    status = "FINISHED"
+    try:
+        _evaluate(params, ctx, progress)
+    except SystemExit:
+        # Tune stops a trial by raising SystemExit from tune.report: an outcome, not a failure. ASHA also stops a
+        # trial that reached max_t, i.e. answered everything. The driver reconciles this too, from Tune's
+        # results, in case the process goes first.
+        with logging_step(progress, "the trial's status"):
+            mlflow.set_tag(TAG_STATUS, "completed" if progress.all_answered else "stopped_early")
+        raise
+    except BaseException as e:
+        status = "FAILED"
+        if not progress.logging:  # MLflow still answers: record why the trial failed
+            with logging_step(progress, "the trial's failure reason"):
+                mlflow.set_tags({TAG_STATUS: "failed", TAG_FAILURE: f"{type(e).__name__}: {e}"[:5000]})
+        raise
+    else:
+        with logging_step(progress, "the trial's status"):
             mlflow.set_tag(TAG_STATUS, "completed")
-    if stopped:
-        raise SystemExit(0)
+    finally:
+        if progress.logging:  # the server is gone: one quick attempt, then the run is closed in this process only
+            with no_retries(), contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")
+        else:
+            with logging_step(progress, "the trial's end"):
+                mlflow.end_run(status)
 
 
 def _previous_run(ctx: SearchContext, trial_id: str) -> Any:
@@ -161,7 +206,27 @@ def _replay(run: Any) -> None:
                  "index_key": run.data.params.get("index_key", ""), "mlflow_run_id": run.info.run_id})
 
 
-def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]) -> None:
+def _evaluate(params: TrialParams, ctx: SearchContext, progress: Progress) -> None:
+    """Answer, judge and record; the trial's traces are flushed (and their feedback logged) before it returns,
+    including when Tune stops it."""
+    opened: list[TraceWriter] = []  # the trial's trace writer, once _answer_all has created it
+    try:
+        _answer_all(params, ctx, progress, opened)
+    except BaseException:
+        for w in opened:
+            if not progress.logging:  # when MLflow is gone there is nothing to flush to
+                with contextlib.suppress(Exception):  # the trial's own error is the one to report
+                    w.close()
+        raise
+    for w in opened:
+        t0 = time.perf_counter()
+        with logging_step(progress, f"{len(w.trace_ids)} traces and their judge feedback"):
+            w.close()
+            mlflow.log_metrics({"trace_flush_s": time.perf_counter() - t0, "n_traces": float(len(w.trace_ids))})
+
+
+def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
+                opened: list[TraceWriter]) -> None:
     cfg = ctx.config
     t_start = time.perf_counter()
     judges = build_judges(cfg.judges)
@@ -172,6 +237,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
                            IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
     index_key = built.index.key
     registry = {"prompt.uri": ctx.prompt_uris[params.prompt]} if params.prompt in ctx.prompt_uris else {}
+    progress.logging = "the trial's params, dataset inputs and index metrics"
     log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
                 **registry,
                 **{f"{j.name}.prompt_version": j.prompt_version for j in judges},
@@ -182,13 +248,23 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
     log_dataset_inputs(ctx.dataset, cfg.dataset.corpus, cfg.dataset.questions, len(ctx.question_ids))
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
                         "index_chunks": float(len(built.index.chunks))})
+    progress.logging = ""
     judge_client = ctx.endpoints.judge.resolved().client(cache)
+    writer = None
+    if cfg.mlflow.trace_sample_rate > 0:
+        gp = built.pipeline.params
+        writer = TraceWriter(ctx.experiment_id, cfg.mlflow.trace_sample_rate, Redactor(cfg.mlflow.redact),
+                             ModelInfo(generator.model, generator.engine, gp.temperature, gp.max_tokens, gp.seed),
+                             judge_client.model, {j.name: j.prompt_version for j in judges},
+                             tune.get_context().get_trial_name() or "local")
+        opened.append(writer)
     quality_metrics = DETERMINISTIC_METRICS + tuple(j.name for j in judges)
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in ctx.question_ids]
     shard = cfg.search.shard_size
     rows: list[dict[str, Any]] = []
-    timings = {**built.timings, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0}
+    timings = {**built.timings, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0,
+               "trace_s": 0.0}
     judge_asked = judge_failed = judge_repaired = 0
     for lo in range(0, len(questions), shard):
         batch = questions[lo : lo + shard]
@@ -207,7 +283,14 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
         _check_judge_budget(judge_failed, judge_asked, cfg.judges.max_error_rate, flat)
         for n, (q, a) in enumerate(zip(batch, answers, strict=True)):
             refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
-            rows.append(_row(q, a, score_answer(q, a.answer, refs), {name: vs[n] for name, vs in by_judge.items()}))
+            scores, verdicts = score_answer(q, a.answer, refs), {name: vs[n] for name, vs in by_judge.items()}
+            rows.append(_row(q, a, scores, verdicts))
+            if writer is not None and writer.wanted(q.id):
+                t0 = time.perf_counter()
+                writer.record(q, a, scores, verdicts)
+                timings["trace_s"] += time.perf_counter() - t0
+        if writer is not None:
+            writer.submit()
         done = len(rows)
         latencies = [r["latency_s"] for r in rows]
         metrics = {
@@ -234,9 +317,12 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: dict[str, bool]
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
                 "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
             })
-            _log_artifacts(rows, params, built, ctx)
-            progress["all_answered"] = True
-        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
+            with logging_step(progress, f"answers.jsonl, answers_table.json, config.json and prompt.txt "
+                                        f"({done} answers)"):
+                _log_artifacts(rows, params, built, ctx)
+            progress.all_answered = True
+        with logging_step(progress, f"the metrics after {done} questions"):
+            mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
         tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
 
 
@@ -252,7 +338,18 @@ def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: li
                            f"above judges.max_error_rate {limit:.0%}; e.g. {reason[:300]}")
 
 
+def _redacted(row: dict[str, Any], r: Redactor) -> dict[str, Any]:
+    """``row`` with its texts masked (ids, numbers and scores stay)."""
+    if not r.enabled:
+        return row
+    return {**row, "question": r(row["question"]), "answer": r(row["answer"]), "gold": r.deep(row["gold"]),
+            "contexts": [{**c, "text": r(c["text"])} for c in row["contexts"]],
+            "judges": {n: {**j, "reason": r(j["reason"]), "raw": r(j["raw"])} for n, j in row["judges"].items()}}
+
+
 def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assembled, ctx: SearchContext) -> None:
+    redact = Redactor(ctx.config.mlflow.redact)
+    rows = [_redacted(r, redact) for r in rows]
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         with open(folder / "answers.jsonl", "w", encoding="utf-8") as f:
@@ -261,7 +358,7 @@ def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assem
         cfg = ctx.config
         spec = pipeline_spec(params, cfg.pipeline, cfg.llm.generator, cfg.search.seed, built.prompt)
         (folder / "config.json").write_text(json.dumps({**spec, "index_key": built.index.key}, indent=2))
-        (folder / "prompt.txt").write_text(built.prompt.text)
+        (folder / "prompt.txt").write_text(redact(built.prompt.text))
         mlflow.log_artifacts(str(folder))
     # The same answers as an MLflow table (shown in the run's evaluation view): scores and judge reasons.
     mlflow.log_table(pd.DataFrame([_table_row(r) for r in rows]), artifact_file="answers_table.json")
