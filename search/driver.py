@@ -43,7 +43,7 @@ from search.tracking import (
     TAG_FAILURE,
     TAG_KIND,
     TAG_STATUS,
-    TrackingUnreachable,
+    TrackingLost,
     check_tracking,
     close_children,
     default_tracking_uri,
@@ -151,7 +151,7 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
 def _close_failed(client: MlflowClient, exp_id: str, pid: str, uri: str, reason: str, status: str,
                   ray_dir: Path) -> None:
     """Close the parent and any open trial runs with ``reason``; if MLflow is gone, raise a
-    :class:`TrackingUnreachable` that names the search's failure and what could not be recorded."""
+    `TrackingLost` that names the search's failure and what could not be recorded."""
     try:
         close_children(client, exp_id, pid)
         mlflow.end_run(status)
@@ -159,7 +159,7 @@ def _close_failed(client: MlflowClient, exp_id: str, pid: str, uri: str, reason:
     except Exception as e:
         with no_retries(), contextlib.suppress(Exception):
             mlflow.end_run(status)  # at least leave no active run in this process
-        raise TrackingUnreachable(
+        raise TrackingLost(
             f"search {status.lower()}: {reason[:1500]}\nMLflow at {uri} also stopped answering ({type(e).__name__}: "
             f"{str(e)[:300]}), so search run {pid} could not be marked {status} and its open trial runs could not "
             f"be closed; the outcome, report and champion were not logged. Ray Tune's results are in {ray_dir}; "
@@ -262,8 +262,11 @@ def _log_servers(endpoints: Endpoints) -> None:
     except Exception as e:  # noqa: BLE001 - a dead actor must not hide the search's own outcome
         say(f"could not read server status: {e}")
         return
-    mlflow.log_metrics({f"server.{s['label']}.restarts": float(s["restarts"]) for s in statuses})
-    mlflow.log_dict({"servers": statuses}, "servers.json")
+    try:
+        mlflow.log_metrics({f"server.{s['label']}.restarts": float(s["restarts"]) for s in statuses})
+        mlflow.log_dict({"servers": statuses}, "servers.json")
+    except Exception as e:  # noqa: BLE001 - MLflow gone: the trials' own errors say more; the driver reports it
+        say(f"could not log server restarts and events (servers.json) to MLflow: {type(e).__name__}: {e}")
 
 
 def _fit(tuner: Any) -> Any:
@@ -313,6 +316,9 @@ def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id
     """Record outcomes, pick the winner by the promotion rule, write the report, register the champion."""
     client = MlflowClient(uri)
     records, errors, last = _records(grid, n_questions)
+    completed = [r for r in records if r.status == "completed"]
+    if not completed:  # before any further MLflow call: if MLflow is what failed, this names the trials' errors
+        raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if resumed:
         _discard_orphans(client, exp_id, pid, {r.run_id for r in records})
     stopped = [r for r in records if r.status == "stopped_early"]
@@ -326,9 +332,6 @@ def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id
     usage = _usage_totals(grid, cfg)
     mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)),
                         "n_stopped_early": float(len(stopped)), **usage})
-    completed = [r for r in records if r.status == "completed"]
-    if not completed:
-        raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if errors:
         say(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
     base = _mark_baseline(cfg, records, client)

@@ -34,7 +34,12 @@ RETRY_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FAC
 
 
 class TrackingUnreachable(RuntimeError):
-    """The MLflow tracking server cannot be reached; the message names it and what was not logged."""
+    """The MLflow tracking server cannot be reached before any work; the message names it."""
+
+
+class TrackingLost(RuntimeError):
+    """The MLflow tracking server stopped answering mid-search (after MLflow's own retries); the message names
+    what was not logged."""
 
 
 def check_tracking(uri: str, timeout_s: float = 5.0) -> None:

@@ -56,7 +56,7 @@ from search.tracking import (
     TAG_KIND,
     TAG_STATUS,
     TAG_TRIAL_ID,
-    TrackingUnreachable,
+    TrackingLost,
     flatten,
     log_dataset_inputs,
     log_params,
@@ -119,13 +119,16 @@ def _row(q: Question, ans: Answer, scores: dict[str, float], verdicts: dict[str,
 class Progress:
     all_answered: bool = False
     logging: str = ""  # what is being sent to MLflow right now ("" = nothing): named if the server is gone
+    log_s: float = 0.0  # seconds spent in logging steps so far (metric mlflow_log_s)
 
 
 @contextlib.contextmanager
 def logging_step(progress: Progress, what: str) -> Iterator[None]:
     """Mark a call to MLflow; on an exception ``progress.logging`` keeps naming what was not logged."""
     progress.logging = what
+    t0 = time.perf_counter()
     yield
+    progress.log_s += time.perf_counter() - t0
     progress.logging = ""
 
 
@@ -141,7 +144,7 @@ def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
         raise
     except BaseException as e:
         if progress.logging:  # MLflow's own retries ran out: say what is missing, not just the HTTP error
-            raise TrackingUnreachable(
+            raise TrackingLost(
                 f"trial {trial_name}: could not log {progress.logging} to MLflow at {ctx.tracking_uri} after "
                 f"retries ({type(e).__name__}: {str(e)[:300]}); what the trial reported is in Ray Tune's results "
                 "folder") from e
@@ -218,11 +221,14 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: Progress) -> No
                 with contextlib.suppress(Exception):  # the trial's own error is the one to report
                     w.close()
         raise
+    t0 = time.perf_counter()
     for w in opened:
-        t0 = time.perf_counter()
         with logging_step(progress, f"{len(w.trace_ids)} traces and their judge feedback"):
             w.close()
-            mlflow.log_metrics({"trace_flush_s": time.perf_counter() - t0, "n_traces": float(len(w.trace_ids))})
+    final = {"trace_flush_s": time.perf_counter() - t0, "n_traces": float(sum(len(w.trace_ids) for w in opened))}
+    with logging_step(progress, "the trial's final timings"):
+        # mlflow_log_s: every logging step but this one, trace export and feedback included.
+        mlflow.log_metrics({**final, "mlflow_log_s": progress.log_s})
 
 
 def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
@@ -237,6 +243,7 @@ def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
                            IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
     index_key = built.index.key
     registry = {"prompt.uri": ctx.prompt_uris[params.prompt]} if params.prompt in ctx.prompt_uris else {}
+    t_log = time.perf_counter()
     progress.logging = "the trial's params, dataset inputs and index metrics"
     log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
                 **registry,
@@ -249,6 +256,7 @@ def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
     mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
                         "index_chunks": float(len(built.index.chunks))})
     progress.logging = ""
+    progress.log_s += time.perf_counter() - t_log
     judge_client = ctx.endpoints.judge.resolved().client(cache)
     writer = None
     if cfg.mlflow.trace_sample_rate > 0:
@@ -307,7 +315,7 @@ def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
         metrics["objective"] = objective(metrics, cfg.objective.weights)
         # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
         metrics.update({**generator.stats.as_metrics("generator"), **judge_client.stats.as_metrics("judge"),
-                        **timings, "trial_s": time.perf_counter() - t_start})
+                        **timings, "trial_s": time.perf_counter() - t_start, "mlflow_log_s": progress.log_s})
         # Request intervals let the driver compute the servers' busy time over the whole search.
         report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
                   "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals))}

@@ -31,10 +31,8 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppS
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real tracking server with a sqlite store in a temp dir; yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow")
+def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real tracking server with a sqlite store in ``root`` (its own process group); returns it and its URI."""
     port = free_port()
     log = open(root / "server.log", "wb")
     proc = subprocess.Popen(
@@ -48,13 +46,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     while True:
         try:
             if httpx.get(f"{uri}/health", timeout=2).text.strip() == "OK":
-                break
+                return proc, uri
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tests' shared tracking server; yields its URI."""
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
     yield uri
     proc.terminate()
     proc.wait(timeout=30)

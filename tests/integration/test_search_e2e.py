@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.llm import LLMError, check_endpoint
 from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS
 from tests.conftest import REPO
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
@@ -179,6 +179,50 @@ def test_prompt_registry_has_one_version_per_text_and_the_champion_alias(search_
     assert register_templates([concise], "e2e-model") == first  # back to the old text: its old version
 
 
+def test_every_question_of_every_trial_has_a_trace_with_spans_and_feedback(search_result) -> None:  # type: ignore[no-untyped-def]
+    import mlflow
+
+    proc, _, uri = search_result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, children = _runs(uri, "e2e")
+    mlflow.set_tracking_uri(uri)
+    judges = {*SUITE, "judge_concise"}
+    for child in children:
+        traces = mlflow.search_traces(locations=[child.info.experiment_id], run_id=child.info.run_id,
+                                      return_type="list")
+        assert len(traces) == N_QUESTIONS == child.data.metrics["n_traces"]
+        assert len({t.info.tags["ragsweep.question_id"] for t in traces}) == N_QUESTIONS
+        top_k = int(child.data.params["top_k"])
+        for t in traces:
+            assert t.info.trace_metadata["mlflow.sourceRun"] == child.info.run_id
+            spans = {s.name: s for s in t.data.spans}
+            root = spans["question"]
+            assert root.span_type == "CHAIN" and root.parent_id is None and root.outputs["answer"] is not None
+            ret = spans["retrieve"]
+            assert ret.span_type == "RETRIEVER" and ret.parent_id == root.span_id
+            assert len(ret.attributes["ragsweep.chunk_ids"]) == len(ret.attributes["ragsweep.doc_ids"]) == top_k
+            assert all(b > a for a, b in ret.attributes["ragsweep.offsets"]) and ret.attributes["ragsweep.scores"]
+            assert ret.outputs[0]["metadata"]["doc_uri"] == ret.attributes["ragsweep.doc_ids"][0]
+            assert spans["prompt"].span_type == "PARSER" and spans["prompt"].outputs["messages"][0]["role"] == "system"
+            gen = spans["generate"]
+            assert gen.span_type == "CHAT_MODEL" and gen.attributes["model"] == child.data.params["generator.model"]
+            assert gen.attributes["max_tokens"] == 16 and gen.attributes["temperature"] == float(
+                child.data.params["temperature"])
+            assert gen.attributes["prompt_tokens"] > 0 and gen.attributes["latency_s"] > 0
+            assert gen.attributes["mlflow.chat.tokenUsage"]["input_tokens"] == gen.attributes["prompt_tokens"]
+            evaluators = {s.name: s for s in t.data.spans if s.span_type == "EVALUATOR"}
+            assert set(evaluators) == judges
+            calls = [s for s in t.data.spans if s.name == "call"]
+            assert {c.parent_id for c in calls} <= {e.span_id for e in evaluators.values()}
+            assert all(c.attributes["prompt_tokens"] > 0 for c in calls)
+            # Verdicts as LLM-judge feedback on the trace: a value in [0, 1], or an error saying why there is none.
+            feedback = {a.name: a for a in t.info.assessments}
+            assert set(feedback) <= judges and "judge_correctness" in feedback
+            for a in feedback.values():
+                assert a.source.source_type == "LLM_JUDGE" and a.metadata["prompt_version"]
+                assert (a.value is not None and 0 <= a.value <= 1) or a.error is not None
+
+
 def test_index_cache_builds_each_distinct_index_once(search_result) -> None:  # type: ignore[no-untyped-def]
     proc, tmp, uri = search_result
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -275,6 +319,46 @@ def test_unreachable_endpoint_fails_parent_run_with_reason(tmp_path: Path, xquad
     assert len(parents) == 1 and not children
     assert parents[0].info.status == "FAILED"
     assert f"{url}/models" in parents[0].data.tags[TAG_FAILURE]
+
+
+def test_unreachable_mlflow_server_stops_before_anything_starts(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]
+    uri = f"http://127.0.0.1:{free_port()}"
+    cfg = _config(tmp_path, *xquad_slice, uri, "e2e-no-mlflow")
+    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"MLflow tracking server {uri} is unreachable" in proc.stderr and "Connect" in proc.stderr
+    assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "runs" / "logs").exists()
+
+
+def test_mlflow_server_gone_mid_search_fails_naming_what_was_not_logged(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]
+    server, uri = start_mlflow_server(tmp_path)
+    cfg = _config(tmp_path, *xquad_slice, uri, "e2e-mlflow-gone")
+    # Few quick retries, so the test does not wait out MLflow's four-minute default.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "RUNNING" in line:  # trials are answering, their runs are open
+                break
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+        rest, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(seen) + rest
+    assert proc.returncode == 1, out[-4000:]
+    # The trials name what they could not log; the driver says the search run could not be closed, and where
+    # Ray Tune's results are.
+    assert "could not log" in out and f"to MLflow at {uri} after retries" in out
+    assert f"MLflow at {uri} also stopped answering" in out and "were not logged" in out
+    assert "Ray Tune's results are in" in out
 
 
 def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,102 @@
+"""Trace sampling and redaction in a real 2-trial search (llama.cpp, Ray, `mlflow server`).
+
+Every question, every document and the prompt template carry a planted e-mail address; with ``redact: true`` it
+must appear in no logged text (traces, answers.jsonl, the answers table, prompt.txt, the prompt registry),
+while the masked form does. With ``trace_sample_rate: 0.5`` each trial traces exactly the questions the sampler
+picks, the same ones in both trials.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipelines.prompts import load_templates
+from search.tracing import sampled
+from tests.conftest import REPO, write_jsonl
+from tests.integration.test_search_e2e import _run, _runs
+
+pytestmark = pytest.mark.integration
+
+EMAIL = "jane.doe@example.org"
+RATE = 0.5
+
+
+@pytest.fixture(scope="module")
+def redacted_search(tmp_path_factory: pytest.TempPathFactory, xquad_slice, mlflow_server: str):  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("redact")
+    corpus, questions = xquad_slice
+    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
+    qs = [json.loads(line) for line in questions.read_text().splitlines()]
+    for d in docs:
+        d["text"] += f" Corrections to {EMAIL}."
+    for q in qs:
+        q["question"] += f" (asked by {EMAIL})"
+    templates = {name: {"system": t.system + f" Support: {EMAIL}.", "user": t.user}
+                 for name, t in load_templates(None).items()}
+    (tmp / "prompts.yaml").write_text(yaml.safe_dump(templates))
+    cfg = tmp / "exp.yaml"
+    cfg.write_text(f"""
+dataset: {{corpus: {write_jsonl(tmp / "corpus.jsonl", docs)}, questions: {write_jsonl(tmp / "questions.jsonl", qs)},
+          name: planted}}
+space: {{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}}
+pipeline: {{max_tokens: 12, prompts_file: {tmp / "prompts.yaml"}}}
+search: {{num_samples: 2, max_concurrent_trials: 2, questions_per_trial: 8, shard_size: 4, scheduler: fifo,
+          sampler: grid}}
+judges: {{suite: [correctness], reason_chars: 60}}
+mlflow: {{tracking_uri: "{mlflow_server}", experiment: redact, model_name: redact-model, trace_sample_rate: {RATE},
+         redact: true}}
+storage_dir: {tmp / "runs"}
+""")
+    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return mlflow_server
+
+
+def test_each_trial_traces_the_sampled_questions(redacted_search: str) -> None:
+    uri = redacted_search
+    _, children = _runs(uri, "redact")
+    assert len(children) == 2
+    client = MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
+    traced = []
+    for child in children:
+        ids = [json.loads(line)["id"] for line in Path(client.download_artifacts(
+            child.info.run_id, "answers.jsonl")).read_text().splitlines()]
+        expected = {i for i in ids if sampled(i, RATE)}
+        assert 0 < len(expected) < len(ids)  # the fraction really samples
+        traces = mlflow.search_traces(locations=[child.info.experiment_id], run_id=child.info.run_id,
+                                      return_type="list")
+        assert {t.info.tags["ragsweep.question_id"] for t in traces} == expected
+        assert child.data.metrics["n_traces"] == len(expected)
+        traced.append(expected)
+    assert traced[0] == traced[1]
+
+
+def test_the_planted_email_is_in_no_logged_text(redacted_search: str, tmp_path: Path) -> None:
+    uri = redacted_search
+    _, children = _runs(uri, "redact")
+    client = MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
+    texts: dict[str, str] = {}
+    for child in children:
+        rid = child.info.run_id
+        for name in ("answers.jsonl", "answers_table.json", "prompt.txt"):
+            texts[f"{rid}/{name}"] = Path(client.download_artifacts(rid, name, str(tmp_path))).read_text()
+        for t in mlflow.search_traces(locations=[child.info.experiment_id], run_id=rid, return_type="list"):
+            texts[f"trace {t.info.trace_id}"] = json.dumps(t.to_dict())
+        texts[f"{rid}/params"] = json.dumps(child.data.params)
+    prompt = client.get_prompt_version("redact-model-concise", 1)
+    texts["registered prompt"] = json.dumps(prompt.template)
+    leaks = [where for where, text in texts.items() if EMAIL in text]
+    assert not leaks, leaks
+    masked = [where for where, text in texts.items() if "[EMAIL]" in text]
+    # The questions, contexts and prompt were logged, masked.
+    assert any(w.endswith("answers.jsonl") for w in masked) and any(w.startswith("trace") for w in masked)
+    assert "registered prompt" in masked and any(w.endswith("prompt.txt") for w in masked)
