@@ -57,8 +57,10 @@ from search.tracking import (
 )
 
 # Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.
+# TUNE_FUNCTION_THREAD_TIMEOUT_S: a trial the scheduler stops still flushes its traces, logs their feedback and
+# closes its run; Tune reuses the worker for the next trial only if that ends within this time (default 2 s).
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-              "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0"}
+              "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
 
 
 TAG_RESUMED = "ragsweep.resumed"  # times a search run was resumed
