@@ -24,7 +24,7 @@ from judges.suite import build_judges
 from pipelines.data import load_dataset
 from search.config import ConfigError, ExperimentConfig
 from search.serving import preflight, serve
-from search.tracking import TAG_FAILURE, TAG_KIND, default_tracking_uri, ensure_experiment
+from search.tracking import TAG_FAILURE, TAG_KIND, check_tracking, default_tracking_uri, ensure_experiment
 
 
 def say(msg: str) -> None:
@@ -56,6 +56,7 @@ def run_calibration(cfg: ExperimentConfig, *, dataset_dir: Path | None = None, l
     storage = cfg.storage_dir
     storage.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or cfg.mlflow.tracking_uri or default_tracking_uri(storage)
+    check_tracking(uri)  # before the judge server starts
     mlflow.set_tracking_uri(uri)
     exp_id = ensure_experiment(uri, f"{cfg.mlflow.experiment}-judges", storage)
     with mlflow.start_run(experiment_id=exp_id, run_name="judge-calibration",

@@ -179,3 +179,13 @@ def test_calibrate_bad_inputs_fail_before_any_server(tmp_path: Path, capsys: pyt
     cfg = _write(tmp_path, "judges: {suite: []}\n")
     assert main(["judges", "calibrate", "--config", str(cfg)]) == 2
     assert "nothing to calibrate" in capsys.readouterr().err
+    gone = "http://127.0.0.1:9"  # discard port: nothing listens
+    assert main(["judges", "calibrate", "--config", str(DEFAULT), "--tracking-uri", gone]) == 2
+    assert f"MLflow tracking server {gone} is unreachable" in capsys.readouterr().err
+
+
+def test_model_commands_name_an_unreachable_tracking_server(capsys: pytest.CaptureFixture[str]) -> None:
+    gone = "http://127.0.0.1:9"
+    for argv in (["ask", "q?"], ["serve"], ["rollback"], ["promote", "--run", "abc"]):
+        assert main([*argv, "--config", str(DEFAULT), "--tracking-uri", gone]) == 2
+        assert f"MLflow tracking server {gone} is unreachable" in capsys.readouterr().err
