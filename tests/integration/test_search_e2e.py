@@ -79,7 +79,9 @@ def search_result(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[P
     tmp = tmp_path_factory.mktemp("e2e")
     cfg = _config(tmp, *xquad_slice, mlflow_server, "e2e", judges=FULL)
     # Run from another folder, through the script path, as `ray submit` would (the file, not the module).
-    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
+    # 108 requests to a 135M CPU model that answers one at a time (5-30 s each, a rambling faithfulness reply
+    # up to its token budget more): on a busy 2-core machine its first two trials alone took 13 minutes.
+    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp, timeout=2400)
     return proc, tmp, mlflow_server
 
 
