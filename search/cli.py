@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="EXPERIMENT",
                    help="continue the newest unfinished search of this MLflow experiment (same config); "
                         "finished trials are kept, unfinished ones restart")
-    s.add_argument("--ray-address", help="join this Ray cluster ('auto' = the local one) instead of starting Ray")
+    s.add_argument("--ray-address", help="join this Ray cluster ('auto' = the one this machine belongs to, "
+                                         "host:port = its head) instead of starting Ray; default: RAY_ADDRESS")
+    s.add_argument("--storage-path", help="Ray Tune results on shared storage (s3://..., gs://..., an NFS path); "
+                                          "search.storage_path")
     s.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite file in storage_dir)")
     s.add_argument("--experiment", help="MLflow experiment name")
     s.add_argument("--storage-dir", help="folder for Ray results, caches and the default MLflow store")

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -286,7 +287,15 @@ class SearchSettings(_Strict):
     grace_questions: int = Field(8, ge=1, description="asha: questions every trial answers before it may be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
     cpus_per_trial: float = Field(1.0, gt=0)
-    ray_address: str | None = Field(None, description="unset = start a local Ray; 'auto' = join a cluster")
+    ray_address: str | None = Field(
+        None, description="unset = join RAY_ADDRESS if set (ray job submit, KubeRay), else start a local Ray; 'auto' = "
+        "join the cluster this machine belongs to; host:port = that cluster's head")
+    storage_path: str | None = Field(
+        None, description="Ray Tune results: on a multi-node cluster a URI every node reaches (s3://bucket/prefix, "
+        "gs://..., or a path on NFS); unset = <storage_dir>/ray")
+    max_failures: int | None = Field(
+        None, ge=0, description="times Tune retries a failed trial (a lost node, a killed worker) on another node; "
+        "unset = 0 on a local Ray, 2 on a cluster")
     sampler: Literal["tpe", "random", "grid", "nsga2"] = Field(
         "tpe", description="tpe: Optuna TPE (multivariate); random; grid: every combination in seeded random order, "
         "at most num_samples; nsga2: genetic, for multi-objective searches")
@@ -310,6 +319,12 @@ class SearchSettings(_Strict):
             raise ValueError(f"grace_questions ({self.grace_questions}) exceeds questions_per_trial "
                              f"({self.questions_per_trial}): lower grace_questions or set scheduler: fifo")
         return self
+
+    @field_validator("storage_path")
+    @classmethod
+    def _absolute_storage_path(cls, v: str | None) -> str | None:
+        # a plain path becomes absolute: Tune runs every trial in a folder of its own
+        return v if v is None or "://" in v else str(Path(v).expanduser().resolve())
 
 
 def _regex(value: str) -> str:
@@ -439,6 +454,7 @@ OVERRIDES: dict[str, str] = {
     "max_llm_calls": "search.max_llm_calls",
     "time_budget_s": "search.time_budget_s",
     "ray_address": "search.ray_address",
+    "storage_path": "search.storage_path",
     "tracking_uri": "mlflow.tracking_uri",
     "experiment": "mlflow.experiment",
     "storage_dir": "storage_dir",

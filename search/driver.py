@@ -29,6 +29,7 @@ from pipelines.data import Dataset, load_dataset
 from pipelines.llm import merge_intervals
 from pipelines.prompts import load_templates
 from search.champion import CHAMPION, register_version
+from search.cluster import check_cluster, ray_target, reachable_uri, retries, tune_root
 from search.config import ExperimentConfig
 from search.promote import TAG_SEARCH, decide, record
 from search.prompt_registry import alias_champion_prompt, register_templates
@@ -111,6 +112,7 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     storage = cfg.storage_dir
     storage.mkdir(parents=True, exist_ok=True)
     uri = cfg.mlflow.tracking_uri or default_tracking_uri(storage)
+    check_cluster(cfg, uri)  # joining a cluster with a tracking store other nodes cannot reach: config error
     check_tracking(uri)  # an unreachable server fails here, before any run, server or trial
     say(f"MLflow tracking store: {uri}")
     say(f"  view it with: mlflow ui --backend-store-uri {uri}")
@@ -132,11 +134,11 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
                                   tags={TAG_KIND: "search"})
         pid = parent.info.run_id
         say(f"search run {pid}: {n_trials(cfg)} trials x {n_q} questions of {dataset.name!r}")
-    ray_dir = ray_dir_for(storage, pid)
+    ray_dir = found.ray_dir if found is not None else ray_dir_for(tune_root(cfg, storage), pid)
     try:
         if found is None:
             _log_parent(cfg, dataset, config_path)
-            mlflow.set_tag(TAG_RAY_DIR, str(ray_dir))
+            mlflow.set_tag(TAG_RAY_DIR, ray_dir)
         outcome = _search(cfg, dataset, uri, exp_id, pid, storage, ray_dir, restore=found is not None)
         outcome.timings["total_s"] = time.perf_counter() - t_total
         mlflow.log_metrics({f"time.{k}": v for k, v in outcome.timings.items()})
@@ -151,7 +153,7 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
 
 
 def _close_failed(client: MlflowClient, exp_id: str, pid: str, uri: str, reason: str, status: str,
-                  ray_dir: Path) -> None:
+                  ray_dir: str) -> None:
     """Close the parent and any open trial runs with ``reason``; if MLflow is gone, raise a
     `TrackingLost` that names the search's failure and what could not be recorded."""
     try:
@@ -193,7 +195,7 @@ def _log_parent(cfg: ExperimentConfig, dataset: Dataset, config_path: Path | Non
 
 
 def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid: str, storage: Path,
-            ray_dir: Path, restore: bool) -> SearchOutcome:
+            ray_dir: str, restore: bool) -> SearchOutcome:
     import ray
     from ray import tune
 
@@ -203,29 +205,38 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
     t0 = time.perf_counter()
     env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))}}
     # "local" starts a Ray of our own even when another search's local Ray is running on this machine (plain
-    # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address says so.
-    ray.init(address=cfg.search.ray_address or "local", include_dashboard=False, ignore_reinit_error=True,
+    # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address or RAY_ADDRESS says so.
+    address = ray_target(cfg)
+    ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True,
              runtime_env={"env_vars": env}, logging_level="WARNING")
     timings["ray_init_s"] = time.perf_counter() - t0
     try:
+        trial_uri = uri
+        if address is not None:
+            trial_uri = reachable_uri(uri, ray.util.get_node_ip_address())
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            say(f"joined Ray cluster {address}: {len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs; "
+                f"trials retried up to {retries(cfg)} time(s) if their node goes away")
+            if trial_uri != uri:
+                say(f"trials on other nodes log to {trial_uri} ({uri} is this node's loopback)")
         t0 = time.perf_counter()
         # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them. The
         # random suffix keeps actor names unique if a dead driver's actors outlive it (resume).
         with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs", seed=cfg.search.seed,
                    ray_prefix=f"ragsweep-{pid[:8]}-{uuid.uuid4().hex[:6]}",
-                   public=cfg.search.ray_address is not None) as endpoints:
+                   public=address is not None) as endpoints:
             timings["server_start_s"] = time.perf_counter() - t0
             question_ids = tuple(q.id for q in dataset.ordered_questions(cfg.search.seed,
                                                                           cfg.search.questions_per_trial))
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
-            ctx = SearchContext(cfg, dataset, question_ids, endpoints, uri, exp_id, pid,
+            ctx = SearchContext(cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
                                 (storage / "index-cache").resolve(), llm_cache, env, _register_prompts(cfg))
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
             if restore:
                 # Finished trials stay finished; unfinished ones restart (their MLflow runs are reused, see
                 # trial.py); the searcher and scheduler come back with their history.
-                tuner = tune.Tuner.restore(str(ray_dir), trainable, resume_unfinished=True, resume_errored=False)
+                tuner = tune.Tuner.restore(ray_dir, trainable, resume_unfinished=True, resume_errored=False)
             else:
                 tuner = tune.Tuner(
                     trainable,
@@ -237,8 +248,9 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                                                 max_concurrent_trials=cfg.search.max_concurrent_trials,
                                                 reuse_actors=True, time_budget_s=cfg.search.time_budget_s),
                     run_config=tune.RunConfig(
-                        name=ray_dir.name, storage_path=str(ray_dir.parent),
-                        failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+                        name=ray_dir.rsplit("/", 1)[1], storage_path=ray_dir.rsplit("/", 1)[0],
+                        # on a cluster a trial fails when its node goes away: retried, it reuses its MLflow run
+                        failure_config=tune.FailureConfig(max_failures=retries(cfg)), verbose=1,
                         stop=LLMCallBudget(cfg.search.max_llm_calls) if cfg.search.max_llm_calls else None),
                 )
             t0 = time.perf_counter()
@@ -249,7 +261,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                 _log_servers(endpoints)
         outcome = _finish(cfg, grid, len(question_ids), pid, exp_id, uri, timings, resumed=restore)
     finally:
-        if cfg.search.ray_address is None:
+        if address is None:
             ray.shutdown()
     return outcome
 

@@ -9,16 +9,16 @@ with. Nothing is written.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from search.cluster import tune_root
 from search.config import ExperimentConfig
 from search.tracking import TAG_KIND, flatten
 
 TAG_RAY_DIR = "ragsweep.ray_dir"  # Ray Tune experiment folder of a search (parent run tag)
 # Keys that may differ on resume: where things are, not what is searched.
-_IGNORED = ("mlflow.tracking_uri", "search.ray_address", "storage_dir")
+_IGNORED = ("mlflow.tracking_uri", "search.ray_address", "search.max_failures", "storage_dir")
 
 
 class ResumeError(ValueError):
@@ -28,12 +28,13 @@ class ResumeError(ValueError):
 @dataclass(frozen=True)
 class Resumable:
     run_id: str
-    ray_dir: Path
+    ray_dir: str  # a folder or a URI (search.storage_path)
     status: str
 
 
-def ray_dir_for(storage: Path, run_id: str) -> Path:
-    return (storage / "ray").resolve() / f"search-{run_id[:12]}"
+def ray_dir_for(root: str, run_id: str) -> str:
+    """The Ray Tune experiment folder of a search under ``root`` (see :func:`search.cluster.tune_root`)."""
+    return f"{root}/search-{run_id[:12]}"
 
 
 def find_resumable(client: MlflowClient, cfg: ExperimentConfig, uri: str) -> Resumable:
@@ -50,8 +51,8 @@ def find_resumable(client: MlflowClient, cfg: ExperimentConfig, uri: str) -> Res
         latest = f"; the latest search run {runs[0].info.run_id} finished" if runs else ""
         raise ResumeError(f"--resume {name}: no unfinished search in this experiment{latest}")
     run = unfinished[0]
-    ray_dir = Path(run.data.tags.get(TAG_RAY_DIR) or ray_dir_for(cfg.storage_dir, run.info.run_id))
-    if not tune.Tuner.can_restore(str(ray_dir)):
+    ray_dir = run.data.tags.get(TAG_RAY_DIR) or ray_dir_for(tune_root(cfg, cfg.storage_dir), run.info.run_id)
+    if not tune.Tuner.can_restore(ray_dir):
         raise ResumeError(f"--resume {name}: search run {run.info.run_id} has no Ray Tune state at {ray_dir} "
                           "(it may have died before its first trial started); start a new search instead")
     changed = [k for k, v in flatten(cfg.model_dump(mode="json")).items()

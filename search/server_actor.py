@@ -107,12 +107,21 @@ def start_replicas(cfg: ModelEndpoint, role: str, log_dir: Path, seed: int, publ
 
     actor_cls = ray.remote(ServerActor)
     num_gpus = cfg.gpus_per_replica
+    placement: dict[str, Any] = {}
+    if not num_gpus:
+        # A CPU server goes on the driver's node: that is where preflight found its model file, and on a cluster
+        # it keeps the server off worker nodes that may go away (every trial would lose it). Hard affinity:
+        # a soft one still spilled servers to other nodes. GPU servers go wherever Ray finds the GPUs.
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)
     handles, names = [], []
     for i in range(cfg.replicas):
         name = f"{name_prefix}-{role}-{i}"
         spec = ServerSpec(cfg, log_dir / f"{role}-{cfg.engine}-{i}.log", seed, public, f"{role}-{i}")
         handles.append(actor_cls.options(name=name, num_cpus=cfg.num_cpus, num_gpus=num_gpus,
-                                         max_concurrency=4).remote(spec))
+                                         max_concurrency=4, **placement).remote(spec))
         names.append(name)
     # Placement can wait for resources (e.g. GPUs an autoscaler adds); start-up itself has its own timeout.
     try:

@@ -25,6 +25,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
@@ -63,7 +64,9 @@ from search.tracking import (
     no_retries,
 )
 
-TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted after a resume
+TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted (a resume, or a retry after its node was lost)
+TAG_NODE_ID = "ragsweep.ray_node_id"  # the Ray node the trial ran on (its last attempt)
+TAG_NODE_IP = "ragsweep.ray_node_ip"
 
 DETERMINISTIC_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS
 
@@ -167,6 +170,9 @@ def _run_logged(params: TrialParams, ctx: SearchContext, trial_name: str, progre
         else:
             mlflow.start_run(experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
                              tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id})
+        # where the trial ran (a retried trial overwrites these with its new node)
+        mlflow.set_tags({TAG_NODE_ID: ray.get_runtime_context().get_node_id(),
+                         TAG_NODE_IP: ray.util.get_node_ip_address()})
     status = "FINISHED"
     try:
         _evaluate(params, ctx, progress)

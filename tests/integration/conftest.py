@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from search.serving import LlamaCppServer, resolve_gguf
 from tests.conftest import SAMPLE, write_jsonl
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.integration.local_cluster import start_mlflow
 
 
 @pytest.fixture(scope="session")
@@ -33,26 +24,10 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppS
 
 def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A real tracking server with a sqlite store in ``root`` (its own process group); returns it and its URI."""
-    port = free_port()
-    log = open(root / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art"),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{uri}/health", timeout=2).text.strip() == "OK":
-                return proc, uri
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    try:
+        return start_mlflow(root)
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.llm import ChatRequest, LLMClient, LLMError, check_endpoint
 from search.serving import LlamaCppServer
-from tests.integration.conftest import free_port
+from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.integration.conftest import free_port
+from tests.integration.local_cluster import free_port
 from tests.integration.test_search_e2e import _run
 
 pytestmark = pytest.mark.integration

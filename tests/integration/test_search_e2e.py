@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 from pipelines.llm import LLMError, check_endpoint
 from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS
 from tests.conftest import REPO
-from tests.integration.conftest import free_port, start_mlflow_server
+from tests.integration.conftest import start_mlflow_server
+from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
 

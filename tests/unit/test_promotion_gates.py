@@ -12,7 +12,7 @@ from search.gates import Candidate, evaluate, paired_bootstrap
 from search.redact import Redactor
 from search.tracing import sampled
 from search.tracking import TrackingUnreachable, check_tracking
-from tests.integration.conftest import free_port
+from tests.integration.local_cluster import free_port
 
 WEIGHTS = {"token_f1": 1.0}
 SIG = {"inputs": "[question]", "outputs": "[answer, sources]"}

@@ -1,0 +1,67 @@
+"""What changes when a search runs on a Ray cluster instead of one machine.
+
+Contract:
+- :func:`ray_target` is the Ray address a search joins: ``search.ray_address``, else ``RAY_ADDRESS`` from the
+  environment (set by ``ray job submit`` and KubeRay's RayJob), else ``None`` (start a Ray of our own).
+- :func:`check_cluster` raises :class:`~search.config.ConfigError` before any work when a search that joins a
+  cluster would lose results: a tracking URI that is a local file (trials on other nodes would write to their
+  own disk). A loopback host in an HTTP tracking URI is not an error: :func:`reachable_uri` swaps it for the
+  driver node's IP, so trials on other nodes reach the same server.
+- :func:`tune_root` is where Ray Tune keeps the search's experiment folder: ``search.storage_path`` (a URI such
+  as ``s3://bucket/prefix`` or a path on shared storage) or ``<storage_dir>/ray``.
+- :func:`retries` is how often Tune retries a failed trial: ``search.max_failures``, else 0 on a Ray of our own
+  and 2 on a cluster, where a trial fails when its node goes away.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from search.config import ConfigError, ExperimentConfig
+from search.tracking import is_local_store
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+CLUSTER_RETRIES = 2  # a lost node costs a retry; a trial that fails on its own fails again, so keep it small
+
+
+def ray_target(cfg: ExperimentConfig) -> str | None:
+    return cfg.search.ray_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def check_cluster(cfg: ExperimentConfig, tracking_uri: str) -> None:
+    """Raise ConfigError naming the setting when joining a cluster with a tracking store on the local disk."""
+    address = ray_target(cfg)
+    if address is None or not is_local_store(tracking_uri):
+        return
+    source = "search.ray_address" if cfg.search.ray_address else "RAY_ADDRESS"
+    raise ConfigError(
+        f"{source} is {address!r}: trials may run on other nodes, but mlflow.tracking_uri is {tracking_uri!r}, a "
+        "file on this machine that other nodes cannot write to; start an MLflow tracking server (mlflow server "
+        "--host 0.0.0.0 --port 5000 ...) and set mlflow.tracking_uri / --tracking-uri to http://<host>:5000")
+
+
+def reachable_uri(uri: str, node_ip: str) -> str:
+    """``uri`` with a loopback host replaced by ``node_ip`` (the driver's node), so other nodes reach it."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or parts.hostname not in LOOPBACK:
+        return uri
+    host = f"[{node_ip}]" if ":" in node_ip else node_ip
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    if parts.username:
+        netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def tune_root(cfg: ExperimentConfig, storage: Path) -> str:
+    """Folder or URI holding Ray Tune experiment folders (never a Path: ``Path('s3://b')`` loses a slash)."""
+    if cfg.search.storage_path:
+        return cfg.search.storage_path.rstrip("/")
+    return str((storage / "ray").resolve())
+
+
+def retries(cfg: ExperimentConfig) -> int:
+    if cfg.search.max_failures is not None:
+        return cfg.search.max_failures
+    return CLUSTER_RETRIES if ray_target(cfg) else 0

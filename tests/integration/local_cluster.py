@@ -1,0 +1,157 @@
+"""A real multi-node Ray cluster on one machine, and a tracking server all its nodes reach (tests, benchmarks).
+
+Each node is started with the ``ray`` CLI as on a real cluster (``ray start --head``, ``ray start --address``),
+so the nodes are separate raylets with their own resources; the head runs the dashboard, so searches are
+submitted as Ray jobs. No pytest here: benchmarks use it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def node_ip() -> str:
+    """The address Ray gives this machine's nodes (what trials on other nodes would use)."""
+    import ray
+
+    return str(ray.util.get_node_ip_address())
+
+
+def start_mlflow(root: Path, host: str = "127.0.0.1", allowed_hosts: list[str] | None = None,
+                 timeout_s: float = 120) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``mlflow server`` with a sqlite store and artifacts in ``root`` (its own process group).
+
+    Returns the process and a loopback URI. ``host='0.0.0.0'`` plus ``allowed_hosts`` is how a cluster's head
+    serves it to other nodes; raises RuntimeError with the server's log if it does not come up.
+    """
+    port = free_port()
+    log = open(root / "server.log", "wb")
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art"),
+           "--workers", "1"]
+    if allowed_hosts:
+        cmd += ["--allowed-hosts", ",".join([*allowed_hosts, *(f"{h}:{port}" for h in allowed_hosts)])]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{uri}/health", timeout=2).text.strip() == "OK":
+                return proc, uri
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def _ray(*args: str, timeout: float = 120) -> str:
+    out = subprocess.run([str(BIN / "ray"), *args], env=ENV, capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"ray {' '.join(args)} failed ({out.returncode}): {out.stdout[-1500:]}{out.stderr[-3000:]}")
+    return out.stdout
+
+
+@dataclass
+class LocalCluster:
+    """A head node and any number of worker nodes on this machine. Use as a context manager."""
+
+    head_cpus: float = 1
+    gcs_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
+    workers: dict[str, int] = field(default_factory=dict)  # label -> node manager port
+
+    @property
+    def address(self) -> str:
+        return f"{node_ip()}:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def __enter__(self) -> LocalCluster:
+        _ray("start", "--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus:g}", "--num-gpus=0",
+             "--include-dashboard=true", f"--dashboard-port={self.dashboard_port}", "--disable-usage-stats")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def add_worker(self, label: str, cpus: float) -> None:
+        port = free_port()
+        # the marker resource tells this node apart in the GCS's node list
+        _ray("start", f"--address={self.address}", f"--num-cpus={cpus:g}", "--num-gpus=0",
+             f"--resources={json.dumps({self._marker(label): 1})}", f"--node-manager-port={port}",
+             "--disable-usage-stats")
+        self.workers[label] = port
+        self.wait_for_nodes(1 + len(self.workers))
+
+    @staticmethod
+    def _marker(label: str) -> str:
+        return f"ragsweep_test_node_{label}"
+
+    def nodes(self) -> list[Any]:
+        """Alive nodes as the GCS sees them (Ray's NodeState: node_id, is_head_node, resources_total, ...)."""
+        from ray.util.state import list_nodes
+
+        return list(list_nodes(address=self.dashboard, filters=[("state", "=", "ALIVE")]))
+
+    def node_id(self, label: str) -> str:
+        """The Ray node id of worker ``label``."""
+        for n in self.nodes():
+            if self._marker(label) in n.resources_total:
+                return str(n.node_id)
+        raise RuntimeError(f"worker {label} is not alive; nodes: {self.nodes()}")
+
+    def head_id(self) -> str:
+        return next(str(n.node_id) for n in self.nodes() if n.is_head_node)
+
+    def wait_for_nodes(self, n: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.nodes()) != n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"expected {n} alive Ray nodes, have {len(self.nodes())}")
+            time.sleep(0.5)
+
+    def kill_worker(self, label: str) -> None:
+        """SIGKILL worker ``label``'s raylet, as when a machine goes away; its worker processes die with it."""
+        import psutil
+
+        node_id = self.node_id(label)
+        raylets = [p for p in psutil.process_iter(["cmdline"])
+                   if any(a == f"--node_id={node_id}" for a in p.info["cmdline"] or [])
+                   and "raylet" in (p.info["cmdline"] or [""])[0]]
+        if not raylets:
+            raise RuntimeError(f"no raylet process for node {node_id} (worker {label})")
+        for p in raylets:
+            p.send_signal(signal.SIGKILL)
+        del self.workers[label]
+
+    def submit(self, entrypoint: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+        """``ray job submit`` (waits for the job and streams its logs); the job's driver runs on the head."""
+        return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", *entrypoint],
+                              env=ENV, capture_output=True, text=True, timeout=timeout_s)
+
+    def stop(self) -> None:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=ENV, capture_output=True, timeout=120)
