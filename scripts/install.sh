@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs ragsweep for CPU into ./.venv (idempotent). Usage: scripts/install.sh [dev]
+# RAGSWEEP_EXTRAS: the extras to install (default cpu; dev adds dev).
 #
 # - torch and the rest of the stack are pinned by constraints-cpu.txt, so a CPU machine never pulls a CUDA
 #   build; GPU users install with `pip install -e ".[gpu]"` and their own torch instead.
@@ -9,8 +10,8 @@
 #   Override the flags with RAGSWEEP_LLAMA_CMAKE_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="cpu"
-if [ "${1:-}" = "dev" ]; then extras="cpu,dev"; fi
+extras="${RAGSWEEP_EXTRAS:-cpu}"  # the Dockerfile adds cluster,tracking-server
+if [ "${1:-}" = "dev" ]; then extras="$extras,dev"; fi
 pip_q=(--quiet --disable-pip-version-check)
 
 if [ ! -x .venv/bin/python ]; then

@@ -505,7 +505,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read, override (CLI flag names of :data:`OVERRIDES`) and validate an experiment YAML file."""
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/ragsweep/..." arrives unexpanded when quoted (ray submit)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -99,9 +99,9 @@ def say(msg: str) -> None:
 def prepare(cfg: ExperimentConfig) -> Dataset:
     """Checks that need no run: dataset validity and model files. Raises before anything is written."""
     dataset = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
-    preflight(cfg.llm.generator)
+    preflight(cfg.llm.generator, cluster=ray_target(cfg) is not None)
     if cfg.llm.judge is not None:
-        preflight(cfg.llm.judge)
+        preflight(cfg.llm.judge, cluster=ray_target(cfg) is not None)
     return dataset
 
 

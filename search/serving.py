@@ -201,7 +201,11 @@ class VllmServer(ManagedServer):
     def __init__(self, model: str, log_path: Path, *, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None, seed: int = 0, startup_timeout_s: float = 900.0,
                  env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
-        super().__init__(served_name(model), log_path, startup_timeout_s, env=env, extra_args=extra_args)
+        # Trial workers run with HF_HUB_OFFLINE=1 (nothing of ours downloads); a model id, not a folder, is meant
+        # to be fetched by vLLM on first start, so its server gets the hub back unless the user's env says otherwise.
+        hub = {} if Path(model).expanduser().exists() else {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+        super().__init__(served_name(model), log_path, startup_timeout_s, env={**hub, **(env or {})},
+                         extra_args=extra_args)
         self.model = model
         self.gpu_memory_utilization = gpu_memory_utilization
         self.max_model_len = max_model_len
@@ -230,11 +234,12 @@ def _api_key(cfg: ModelEndpoint) -> str:
     return key
 
 
-def preflight(cfg: ModelEndpoint) -> None:
-    """Cheap checks before anything starts: the model file exists, the API key variable is set."""
+def preflight(cfg: ModelEndpoint, cluster: bool = False) -> None:
+    """Cheap checks before anything starts: the model file exists, the API key variable is set, and (unless
+    ``cluster``: GPU servers then start on GPU nodes, not here) the vllm command is installed."""
     if cfg.engine == "llama.cpp":
         resolve_gguf(cfg.model)
-    elif cfg.engine == "vllm" and shutil.which("vllm") is None:
+    elif cfg.engine == "vllm" and not cluster and shutil.which("vllm") is None:
         raise ServingSetupError("engine 'vllm' needs the vllm command on this machine: pip install 'ragsweep[gpu]'")
     _api_key(cfg)
 

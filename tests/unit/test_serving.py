@@ -28,6 +28,15 @@ def test_vllm_command_line(tmp_path: Path) -> None:
     assert server.extra_args == ["--max-num-seqs", "64"]
 
 
+def test_vllm_may_download_a_model_id_but_a_folder_stays_offline(tmp_path: Path) -> None:
+    # trial workers run with HF_HUB_OFFLINE=1; a model id is meant to be fetched by vLLM on first start
+    by_id = VllmServer("Qwen/Qwen2.5-7B-Instruct", tmp_path / "log")
+    assert by_id.env["HF_HUB_OFFLINE"] == "0"
+    assert "HF_HUB_OFFLINE" not in VllmServer(str(tmp_path), tmp_path / "log").env
+    pinned = VllmServer("Qwen/Qwen2.5-7B-Instruct", tmp_path / "log", env={"HF_HUB_OFFLINE": "1"})
+    assert pinned.env["HF_HUB_OFFLINE"] == "1"  # the user's env wins
+
+
 def test_llama_cpp_command_line(tmp_path: Path) -> None:
     path = resolve_gguf("default")
     server = LlamaCppServer(path, tmp_path / "log", n_ctx=2048, n_threads=2)

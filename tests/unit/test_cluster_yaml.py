@@ -1,0 +1,84 @@
+"""cluster.yaml against Ray's own launcher schema and config preparation (offline: no cloud call)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib.metadata import metadata
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray.autoscaler
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from tests.conftest import REPO
+
+CLUSTER = REPO / "cluster.yaml"
+SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+# Top-level EC2 RunInstances parameters (what Ray's AWS provider passes node_config through as). Ray's schema
+# leaves node_config free-form, so a typo there would only surface at `ray up`.
+EC2_RUN_INSTANCES = {"InstanceType", "ImageId", "BlockDeviceMappings", "InstanceMarketOptions", "IamInstanceProfile",
+                     "SubnetIds", "SecurityGroupIds", "KeyName", "TagSpecifications", "Placement", "UserData",
+                     "NetworkInterfaces", "EbsOptimized", "CapacityReservationSpecification", "MetadataOptions"}
+
+
+def _load() -> dict[str, Any]:
+    return yaml.safe_load(CLUSTER.read_text())
+
+
+def _check(config: dict[str, Any]) -> dict[str, Any]:
+    """What `ray up` does first: schema on the file as written, then defaults merged and validated again."""
+    jsonschema.validate(config, SCHEMA)
+    prepared = prepare_config(copy.deepcopy(config))
+    validate_config(prepared)
+    return prepared
+
+
+def test_cluster_yaml_passes_rays_schema_and_preparation() -> None:
+    prepared = _check(_load())
+    types = prepared["available_node_types"]
+    assert prepared["head_node_type"] == "head" and types["head"]["resources"] == {"GPU": 0}
+    assert types["gpu_worker"]["min_workers"] >= 1 and types["gpu_worker"]["max_workers"] >= 1
+    assert types["cpu_worker"]["min_workers"] == 0  # optional
+    assert prepared["provider"]["type"] == "aws"
+    for name, node in types.items():
+        unknown = set(node["node_config"]) - EC2_RUN_INSTANCES
+        assert not unknown, f"{name}.node_config: not EC2 RunInstances parameters: {unknown}"
+
+
+@pytest.mark.parametrize(("path", "typo"), [
+    ((), "setup_comands"),                               # top level
+    (("available_node_types", "gpu_worker"), "min_worker"),  # a node type
+    (("docker",), "imag"),                               # docker section
+])
+def test_a_typo_fails_validation(path: tuple[str, ...], typo: str) -> None:
+    config = _load()
+    node = config
+    for key in path:
+        node = node.setdefault(key, {})
+    node[typo] = 1
+    with pytest.raises(jsonschema.ValidationError, match=typo):
+        _check(config)
+
+
+def test_every_node_gets_the_project_installed() -> None:
+    config = _load()
+    assert config["file_mounts"] == {"~/ragsweep": "."}
+    assert ".venv" in config["rsync_exclude"]  # never copy a local virtualenv to the nodes
+    install = " ".join(config["setup_commands"])
+    extras = set(metadata("ragsweep").get_all("Provides-Extra"))
+    assert "pip install" in install and "$HOME/ragsweep[gpu,cluster]" in install
+    assert {"gpu", "cluster"} <= extras
+    heads = " ".join(config["head_start_ray_commands"])
+    assert "ray start --head" in heads and "mlflow server --host 0.0.0.0 --port 5000" in heads
+    assert "--dashboard-host=0.0.0.0" in heads  # ray job submit from outside the head
+
+
+def test_readme_cluster_commands_point_at_real_files() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "ray up cluster.yaml" in readme and "ray down cluster.yaml" in readme
+    assert "ray submit cluster.yaml search/run.py -- --config ~/ragsweep/configs/gpu.yaml" in readme
+    assert (REPO / "configs" / "gpu.yaml").is_file() and (REPO / "search" / "run.py").is_file()
