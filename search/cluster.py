@@ -5,8 +5,8 @@ Contract:
   environment (set by ``ray job submit`` and KubeRay's RayJob), else ``None`` (start a Ray of our own).
 - :func:`check_cluster` raises :class:`~search.config.ConfigError` before any work when a search that joins a
   cluster would lose results: a tracking URI that is a local file (trials on other nodes would write to their
-  own disk). A loopback host in an HTTP tracking URI is not an error: :func:`reachable_uri` swaps it for the
-  driver node's IP, so trials on other nodes reach the same server.
+  own disk). A loopback host in an HTTP tracking URI (or ``pipeline.qdrant_url``) is not an error:
+  :func:`for_other_nodes` swaps it for the driver node's IP, so trials on other nodes reach the same server.
 - :func:`tune_root` is where Ray Tune keeps the search's experiment folder: ``search.storage_path`` (a URI such
   as ``s3://bucket/prefix`` or a path on shared storage) or ``<storage_dir>/ray``.
 - :func:`retries` is how often Tune retries a failed trial: ``search.max_failures``, else 0 on a Ray of our own
@@ -52,6 +52,23 @@ def reachable_uri(uri: str, node_ip: str) -> str:
     if parts.username:
         netloc = f"{parts.username}{':' + parts.password if parts.password else ''}@{netloc}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def for_other_nodes(cfg: ExperimentConfig, tracking_uri: str,
+                    node_ip: str) -> tuple[ExperimentConfig, str, list[str]]:
+    """The config and tracking URI that trials on other nodes get: loopback hosts in the tracking URI and in
+    ``pipeline.qdrant_url`` replaced by ``node_ip`` (the driver's node); plus a console line per replacement."""
+    notes = []
+    trial_uri = reachable_uri(tracking_uri, node_ip)
+    if trial_uri != tracking_uri:
+        notes.append(f"trials on other nodes log to {trial_uri} ({tracking_uri} is this node's loopback)")
+    qdrant = cfg.pipeline.qdrant_url
+    if qdrant and reachable_uri(qdrant, node_ip) != qdrant:
+        notes.append(f"trials on other nodes use Qdrant at {reachable_uri(qdrant, node_ip)} ({qdrant} is this "
+                     "node's loopback)")
+        cfg = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(
+            update={"qdrant_url": reachable_uri(qdrant, node_ip)})})
+    return cfg, trial_uri, notes
 
 
 def tune_root(cfg: ExperimentConfig, storage: Path) -> str:

@@ -29,7 +29,7 @@ from pipelines.data import Dataset, load_dataset
 from pipelines.llm import merge_intervals
 from pipelines.prompts import load_templates
 from search.champion import CHAMPION, register_version
-from search.cluster import check_cluster, ray_target, reachable_uri, retries, tune_root
+from search.cluster import check_cluster, for_other_nodes, ray_target, retries, tune_root
 from search.config import ExperimentConfig
 from search.promote import TAG_SEARCH, decide, record
 from search.prompt_registry import alias_champion_prompt, register_templates
@@ -211,14 +211,14 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
              runtime_env={"env_vars": env}, logging_level="WARNING")
     timings["ray_init_s"] = time.perf_counter() - t0
     try:
-        trial_uri = uri
+        trial_cfg, trial_uri = cfg, uri
         if address is not None:
-            trial_uri = reachable_uri(uri, ray.util.get_node_ip_address())
+            trial_cfg, trial_uri, notes = for_other_nodes(cfg, uri, ray.util.get_node_ip_address())
             nodes = [n for n in ray.nodes() if n.get("Alive")]
             say(f"joined Ray cluster {address}: {len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs; "
                 f"trials retried up to {retries(cfg)} time(s) if their node goes away")
-            if trial_uri != uri:
-                say(f"trials on other nodes log to {trial_uri} ({uri} is this node's loopback)")
+            for note in notes:
+                say(note)
         t0 = time.perf_counter()
         # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them. The
         # random suffix keeps actor names unique if a dead driver's actors outlive it (resume).
@@ -229,7 +229,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
             question_ids = tuple(q.id for q in dataset.ordered_questions(cfg.search.seed,
                                                                           cfg.search.questions_per_trial))
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
-            ctx = SearchContext(cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
+            ctx = SearchContext(trial_cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
                                 (storage / "index-cache").resolve(), llm_cache, env, _register_prompts(cfg))
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})

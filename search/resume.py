@@ -18,7 +18,7 @@ from search.tracking import TAG_KIND, flatten
 
 TAG_RAY_DIR = "ragsweep.ray_dir"  # Ray Tune experiment folder of a search (parent run tag)
 # Keys that may differ on resume: where things are, not what is searched.
-_IGNORED = ("mlflow.tracking_uri", "search.ray_address", "search.max_failures", "storage_dir")
+_IGNORED = ("mlflow.tracking_uri", "search.ray_address", "search.storage_path", "search.max_failures", "storage_dir")
 
 
 class ResumeError(ValueError):

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from search.cli import main
-from search.cluster import CLUSTER_RETRIES, check_cluster, ray_target, reachable_uri, retries, tune_root
+from search.cluster import (
+    CLUSTER_RETRIES,
+    check_cluster,
+    for_other_nodes,
+    ray_target,
+    reachable_uri,
+    retries,
+    tune_root,
+)
 from search.config import ConfigError, load_config
 from search.resume import ray_dir_for
 from tests.conftest import REPO
@@ -79,3 +87,13 @@ def test_tune_root_keeps_uris_and_makes_paths_absolute(tmp_path: Path, monkeypat
     cfg = load_config(DEFAULT, {"storage_path": "shared/tune"})
     assert tune_root(cfg, tmp_path) == str(tmp_path / "shared" / "tune")
     assert tune_root(load_config(DEFAULT), tmp_path) == str(tmp_path / "ray")
+
+
+def test_trials_on_other_nodes_get_the_driver_node_for_loopback_services() -> None:
+    cfg = load_config(DEFAULT)
+    cfg = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"qdrant_url": "http://localhost:6333"})})
+    trial_cfg, uri, notes = for_other_nodes(cfg, "http://127.0.0.1:5000", "10.1.2.3")
+    assert uri == "http://10.1.2.3:5000" and trial_cfg.pipeline.qdrant_url == "http://10.1.2.3:6333"
+    assert len(notes) == 2 and "10.1.2.3:6333" in notes[1]
+    same, uri, notes = for_other_nodes(load_config(DEFAULT), "http://mlflow:5000", "10.1.2.3")
+    assert uri == "http://mlflow:5000" and same.pipeline.qdrant_url is None and notes == []
