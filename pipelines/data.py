@@ -54,9 +54,34 @@ class Dataset:
 
     def ordered_questions(self, seed: int, limit: int | None) -> list[Question]:
         """The questions in one seeded order, shared by every trial so trials compare on the same set."""
-        order = list(self.questions)
-        random.Random(seed).shuffle(order)
-        return order if limit is None else order[:limit]
+        return seeded_order(self.questions, seed, limit)
+
+
+def seeded_order(questions: list[Question], seed: int, limit: int | None = None) -> list[Question]:
+    """``questions`` shuffled by ``seed`` (the same order for the same seed), cut to ``limit``."""
+    order = list(questions)
+    random.Random(seed).shuffle(order)
+    return order if limit is None else order[:limit]
+
+
+def split_holdout(questions: list[Question], fraction: float, seed: int) -> tuple[list[Question], list[Question]]:
+    """Split into (search, held-out) with ``fraction`` of the questions held out, seeded.
+
+    Answerable and unanswerable questions are split separately, so each part keeps their proportion (each
+    kind rounds to the nearest count; a kind with two or more questions gives at least one to each side when
+    ``0 < fraction < 1``). Both parts keep the input's order; ``fraction`` 0 holds nothing out.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    held: set[str] = set()
+    rng = random.Random(f"holdout-{seed}")  # independent of the trials' question order for the same seed
+    for answerable in (True, False):
+        kind = [q.id for q in questions if q.answerable is answerable]
+        n = round(fraction * len(kind))
+        if fraction > 0 and len(kind) >= 2:
+            n = min(max(n, 1), len(kind) - 1)
+        held.update(rng.sample(kind, n))
+    return [q for q in questions if q.id not in held], [q for q in questions if q.id in held]
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -227,9 +227,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from search.driver import prepare
 
     cfg = load_config(args.config)
-    ds = prepare(cfg)
-    print(f"{args.config}: OK — {len(ds.corpus)} documents, {len(ds.questions)} questions, "
-          f"{cfg.search.num_samples} trials, objective {cfg.objective.weights}")
+    from search.searcher import n_trials
+
+    ds, plan = prepare(cfg)
+    held = (f"{len(plan.holdout_ids)} held-out for confirmation ({plan.source})" if plan.on
+            else "no held-out confirmation")
+    print(f"{args.config}: OK — {len(ds.corpus)} documents, {len(ds.questions)} questions ({len(plan.search_ids)} "
+          f"per trial, {held}), {n_trials(cfg)} trials, objective {cfg.objective.weights}, selection "
+          f"{cfg.search.selection} of {cfg.search.finalists} finalists")
     return 0
 
 

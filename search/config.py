@@ -283,9 +283,27 @@ class SearchSettings(_Strict):
     questions_per_trial: int | None = Field(24, ge=1, description="unset = all questions")
     shard_size: int = Field(8, ge=1, description="questions per report to Tune")
     seed: int = 0
-    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha: stop weak trials early; fifo: run all")
-    grace_questions: int = Field(8, ge=1, description="asha: questions every trial answers before it may be stopped")
+    scheduler: Literal["asha", "paired", "fifo"] = Field(
+        "asha", description="asha: stop weak trials early by running means at rungs; paired: stop a trial whose "
+        "per-question scores are significantly worse than the best trial's on the same questions (Wilcoxon); fifo: "
+        "run all. The baseline trial is never stopped")
+    grace_questions: int = Field(8, ge=1, description="asha, paired: questions every trial answers before it may "
+                                 "be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
+    p_threshold: float = Field(0.1, gt=0, lt=1, description="paired: stop when the one-sided Wilcoxon p-value that "
+                               "the trial is worse than the best is below this")
+    finalists: int = Field(3, ge=1, description="best full-fidelity trials (by search objective) that answer the "
+                           "held-out questions; the promoted trial is one of them")
+    holdout_questions: int | None = Field(
+        None, ge=2, description="held-out questions each finalist answers (unset = questions_per_trial, at most "
+        "the held-out split)")
+    selection: Literal["cheapest_tied", "best"] = Field(
+        "cheapest_tied", description="cheapest_tied: among finalists statistically tied with the best held-out "
+        "objective (paired bootstrap), promote the cheapest (tokens per question, then p95 latency); best: the "
+        "highest held-out objective")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of every interval in the report "
+                              "and of the ties in selection")
+    bootstrap_samples: int = Field(2000, ge=100, description="bootstrap resamples of the questions per interval")
     cpus_per_trial: float = Field(1.0, gt=0)
     ray_address: str | None = Field(
         None, description="unset = join RAY_ADDRESS if set (ray job submit, KubeRay), else start a local Ray; 'auto' = "
@@ -314,7 +332,7 @@ class SearchSettings(_Strict):
 
     @model_validator(mode="after")
     def _grace(self) -> SearchSettings:
-        if (self.scheduler == "asha" and self.questions_per_trial is not None
+        if (self.scheduler != "fifo" and self.questions_per_trial is not None
                 and self.grace_questions > self.questions_per_trial):
             raise ValueError(f"grace_questions ({self.grace_questions}) exceeds questions_per_trial "
                              f"({self.questions_per_trial}): lower grace_questions or set scheduler: fifo")
@@ -388,6 +406,22 @@ class DatasetSettings(_Strict):
     corpus: ExistingPath
     questions: ExistingPath
     name: str | None = None
+    holdout: float = Field(
+        0.25, ge=0, lt=1, description="fraction of the questions kept out of the search (seeded; answerable and "
+        "unanswerable in proportion); the finalists answer them after the search to confirm the pick; 0 = off")
+    holdout_file: ExistingPath | None = Field(
+        None, description="a separate held-out questions file (same layout as questions) instead of a split; "
+        "its ids must not appear in questions")
+
+    @model_validator(mode="after")
+    def _one_holdout(self) -> DatasetSettings:
+        if self.holdout_file is not None and "holdout" in self.model_fields_set and self.holdout > 0:
+            raise ValueError("set either holdout (a fraction split off questions) or holdout_file, not both")
+        return self
+
+    @property
+    def holdout_on(self) -> bool:
+        return self.holdout_file is not None or self.holdout > 0
 
 
 class ExperimentConfig(_Strict):

@@ -25,20 +25,25 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from judges.intervals import paired_difference
 from pipelines.data import Dataset, load_dataset
 from pipelines.llm import merge_intervals
 from pipelines.prompts import load_templates
+from search.assemble import prompt_for
 from search.champion import CHAMPION, register_version
 from search.cluster import check_cluster, for_other_nodes, ray_target, retries, tune_root
 from search.config import ExperimentConfig
-from search.promote import TAG_SEARCH, decide, record
+from search.confirm import HOLDOUT, Confirmed, Job, QuestionPlan, confirm_all, plan_questions
+from search.promote import TAG_SEARCH, HoldoutRefs, current_champion, decide, record
 from search.prompt_registry import alias_champion_prompt, register_templates
 from search.redact import Redactor
 from search.report import Summary, write_report
 from search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
-from search.searcher import LLMCallBudget, baseline, build_scheduler, build_searcher, n_trials
-from search.selection import TrialRecord, choose, pareto_front
+from search.schedulers import PER_QUESTION, build_scheduler
+from search.searcher import BaselineMatcher, LLMCallBudget, baseline, build_searcher, n_trials
+from search.selection import Evidence, TrialRecord, choose, finalists, pareto_front, select
 from search.serving import Endpoints, preflight, serve
+from search.space import TrialParams
 from search.tracking import (
     PARENT_TAG,
     TAG_FAILURE,
@@ -65,6 +70,7 @@ WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PA
 
 
 TAG_RESUMED = "ragsweep.resumed"  # times a search run was resumed
+TAG_CHAMPION_OF = "ragsweep.champion_version"  # on a champion_holdout run: the version whose configuration it ran
 
 
 class SearchError(RuntimeError):
@@ -96,19 +102,21 @@ def say(msg: str) -> None:
     print(f"[ragsweep] {msg}", flush=True)
 
 
-def prepare(cfg: ExperimentConfig) -> Dataset:
-    """Checks that need no run: dataset validity and model files. Raises before anything is written."""
+def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
+    """Checks that need no run: dataset validity (held-out file too) and model files. Raises before anything is
+    written."""
     dataset = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
+    plan = plan_questions(cfg, dataset)
     preflight(cfg.llm.generator, cluster=ray_target(cfg) is not None)
     if cfg.llm.judge is not None:
         preflight(cfg.llm.judge, cluster=ray_target(cfg) is not None)
-    return dataset
+    return dataset, plan
 
 
 def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume: bool = False) -> SearchOutcome:
     """Run a search; with ``resume``, continue the newest unfinished search of ``cfg.mlflow.experiment``."""
     t_total = time.perf_counter()
-    dataset = prepare(cfg)
+    dataset, plan = prepare(cfg)
     storage = cfg.storage_dir
     storage.mkdir(parents=True, exist_ok=True)
     uri = cfg.mlflow.tracking_uri or default_tracking_uri(storage)
@@ -120,7 +128,7 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     client = MlflowClient(uri)
     found = find_resumable(client, cfg, uri) if resume else None  # raises before anything is written
     exp_id = ensure_experiment(uri, cfg.mlflow.experiment, storage)
-    n_q = len(dataset.ordered_questions(cfg.search.seed, cfg.search.questions_per_trial))
+    n_q = len(plan.search_ids)
     if found is not None:
         parent = mlflow.start_run(run_id=found.run_id)
         pid = parent.info.run_id
@@ -133,13 +141,21 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
         parent = mlflow.start_run(experiment_id=exp_id, run_name=f"search-{dataset.name}",
                                   tags={TAG_KIND: "search"})
         pid = parent.info.run_id
-        say(f"search run {pid}: {n_trials(cfg)} trials x {n_q} questions of {dataset.name!r}")
+        n = n_trials(cfg)
+        capped = f" (num_samples {cfg.search.num_samples} capped: the space has {n} configurations)" \
+            if n < cfg.search.num_samples else ""
+        say(f"search run {pid}: {n} trials x {n_q} questions of {dataset.name!r}{capped}")
+        say(f"held-out confirmation: {len(plan.holdout_ids)} held-out questions for the best "
+            f"{cfg.search.finalists} trials, the baseline and the champion; held out: {plan.source}"
+            if plan.on else f"held-out confirmation: {plan.source}; the pick is judged on the search questions")
     ray_dir = found.ray_dir if found is not None else ray_dir_for(tune_root(cfg, storage), pid)
     try:
         if found is None:
             _log_parent(cfg, dataset, config_path)
+            log_params({"holdout.source": plan.source, "holdout.n_questions": str(len(plan.holdout_ids)),
+                        "search.n_questions": str(len(plan.search_ids))})
             mlflow.set_tag(TAG_RAY_DIR, ray_dir)
-        outcome = _search(cfg, dataset, uri, exp_id, pid, storage, ray_dir, restore=found is not None)
+        outcome = _search(cfg, dataset, plan, uri, exp_id, pid, storage, ray_dir, restore=found is not None)
         outcome.timings["total_s"] = time.perf_counter() - t_total
         mlflow.log_metrics({f"time.{k}": v for k, v in outcome.timings.items()})
         mlflow.end_run("FINISHED")
@@ -194,8 +210,8 @@ def _log_parent(cfg: ExperimentConfig, dataset: Dataset, config_path: Path | Non
     mlflow.set_tags(tags)
 
 
-def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid: str, storage: Path,
-            ray_dir: str, restore: bool) -> SearchOutcome:
+def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: str, exp_id: str, pid: str,
+            storage: Path, ray_dir: str, restore: bool) -> SearchOutcome:
     import ray
     from ray import tune
 
@@ -226,11 +242,11 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                    ray_prefix=f"ragsweep-{pid[:8]}-{uuid.uuid4().hex[:6]}",
                    public=address is not None) as endpoints:
             timings["server_start_s"] = time.perf_counter() - t0
-            question_ids = tuple(q.id for q in dataset.ordered_questions(cfg.search.seed,
-                                                                          cfg.search.questions_per_trial))
+            question_ids = plan.search_ids
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(trial_cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
-                                (storage / "index-cache").resolve(), llm_cache, env, _register_prompts(cfg))
+                                (storage / "index-cache").resolve(), llm_cache, env, _register_prompts(cfg),
+                                plan.held_out)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
             if restore:
@@ -243,7 +259,8 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                     # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
                     # the loaded embedder (several seconds per trial on a small CPU machine).
                     tune_config=tune.TuneConfig(search_alg=build_searcher(cfg, len(question_ids)),
-                                                scheduler=build_scheduler(cfg, len(question_ids)),
+                                                scheduler=build_scheduler(cfg, len(question_ids),
+                                                                          BaselineMatcher(baseline(cfg))),
                                                 num_samples=n_trials(cfg),
                                                 max_concurrent_trials=cfg.search.max_concurrent_trials,
                                                 reuse_actors=True, time_budget_s=cfg.search.time_budget_s),
@@ -258,8 +275,14 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, uri: str, exp_id: str, pid:
                 grid = _fit(tuner)
             finally:
                 timings["trials_s"] = time.perf_counter() - t0
+            try:
+                found = _collect(cfg, grid, question_ids, pid, exp_id, uri, resumed=restore)
+                t0 = time.perf_counter()
+                confirmed = _confirm(cfg, ctx, found, plan, uri, exp_id, pid) if plan.on else None
+                timings["confirm_s"] = time.perf_counter() - t0
+            finally:
                 _log_servers(endpoints)
-        outcome = _finish(cfg, grid, len(question_ids), pid, exp_id, uri, timings, resumed=restore)
+        outcome = _finish(cfg, grid, found, confirmed, plan, pid, exp_id, uri, timings)
     finally:
         if address is None:
             ray.shutdown()
@@ -325,39 +348,158 @@ def _records(grid: Any, n_questions: int) -> tuple[list[TrialRecord], list[str],
     return records, errors, last
 
 
-def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id: str, uri: str,
-            timings: dict[str, float], resumed: bool = False) -> SearchOutcome:
-    """Record outcomes, pick the winner by the promotion rule, write the report, register the champion."""
+@dataclass
+class Collected:
+    """Tune's outcome, reconciled with MLflow: the trials that reported and the errors of the ones that failed."""
+
+    records: list[TrialRecord]
+    errors: list[str]
+    last: list[dict[str, Any]]
+    question_ids: tuple[str, ...]
+    baseline: TrialRecord | None
+
+    @property
+    def completed(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.status == "completed"]
+
+
+def _collect(cfg: ExperimentConfig, grid: Any, question_ids: tuple[str, ...], pid: str, exp_id: str, uri: str,
+             resumed: bool) -> Collected:
+    """Read Tune's results and make every trial run agree with them (status, tags, FINISHED)."""
     client = MlflowClient(uri)
-    records, errors, last = _records(grid, n_questions)
-    completed = [r for r in records if r.status == "completed"]
-    if not completed:  # before any further MLflow call: if MLflow is what failed, this names the trials' errors
+    records, errors, last = _records(grid, len(question_ids))
+    if not any(r.status == "completed" for r in records):  # before any further MLflow call: if MLflow is what
+        # failed, this names the trials' errors
         raise SearchError(f"no trial finished; first error: {errors[0] if errors else 'none reported'}")
     if resumed:
         _discard_orphans(client, exp_id, pid, {r.run_id for r in records})
-    stopped = [r for r in records if r.status == "stopped_early"]
-    _mark_stopped(client, [r.run_id for r in stopped])
+    _reconcile(client, records)
     close_children(client, exp_id, pid)
     for r in records:
         r.name = client.get_run(r.run_id).info.run_name or r.name
+    return Collected(records, errors, last, question_ids, _mark_baseline(cfg, records, client))
+
+
+def _champion_job(cfg: ExperimentConfig, client: MlflowClient, exp_id: str, pid: str) -> tuple[Job | None, str]:
+    """A child run for the current champion's configuration on the held-out questions, or why there is none."""
+    champ = current_champion(client, cfg.mlflow.model_name)
+    if champ is None:
+        return None, "no champion yet"
+    try:
+        params = mlflow.artifacts.load_dict(f"runs:/{champ.run_id}/config.json")["params"]
+        tp = TrialParams.from_sampled(params)
+        prompt_for(tp, cfg.pipeline)  # its template must exist in this search's templates
+    except Exception as e:  # noqa: BLE001 - an older or foreign champion: say why it is not confirmed
+        return None, f"champion v{champ.version}'s configuration cannot run here ({type(e).__name__}: {e})"
+    run = client.create_run(exp_id, run_name=f"champion-v{champ.version}-holdout",
+                            tags={PARENT_TAG: pid, TAG_KIND: "champion_holdout", TAG_CHAMPION_OF: champ.version})
+    for k, v in flatten(tp.model_dump()).items():
+        client.log_param(run.info.run_id, k, v)
+    return Job(run.info.run_id, tp.model_dump()), f"champion v{champ.version}"
+
+
+def _confirm(cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPlan, uri: str, exp_id: str,
+             pid: str) -> Confirmed:
+    """The finalists, the baseline and the champion's configuration answer the held-out questions."""
+    client = MlflowClient(uri)
+    picked = finalists(found.completed, cfg.search.finalists)
+    if cfg.objective.cost is not None:  # the Pareto rule's pick is confirmed too, whatever its rank
+        pick, _ = choose(found.completed, cfg.objective)
+        if pick is not None and pick not in picked:
+            picked.append(pick)
+    jobs = [Job(t.run_id, t.params) for t in picked]
+    base = found.baseline
+    with_base = base is not None and base.status == "completed" and base not in picked
+    if with_base:
+        jobs.append(Job(base.run_id, base.params))
+    champ_job, champ_note = _champion_job(cfg, client, exp_id, pid)
+    if champ_job is not None:
+        jobs.append(champ_job)
+    say(f"confirming {len(jobs)} configuration(s) on {len(plan.holdout_ids)} held-out questions: "
+        f"{len(picked)} finalist(s)" + (", the baseline" if with_base else "")
+        + (f", {champ_note}" if champ_job is not None else f" ({champ_note})"))
+    done, errors = confirm_all(jobs, ctx, plan.holdout_ids, retries=retries(cfg))
+    for run_id, err in errors.items():
+        say(f"held-out answers of run {run_id} failed: {err}")
+    if champ_job is not None:
+        client.set_terminated(champ_job.run_id, "FINISHED" if champ_job.run_id in done else "FAILED")
+    for r in found.records:
+        if r.run_id in done:
+            r.metrics.update({f"{HOLDOUT}{k}": v for k, v in done[r.run_id].metrics.items()})
+    return Confirmed(done, errors, [t.run_id for t in picked], champ_job.run_id if champ_job else None,
+                     champ_note)
+
+
+def _evidence(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None,
+              trials: list[TrialRecord]) -> tuple[list[Evidence], dict[str, float], str]:
+    """What finalists are compared on: held-out answers when confirmed, else the search's per-question objectives."""
+    if confirmed is not None:
+        out = []
+        for t in trials:
+            c = confirmed.done.get(t.run_id)
+            if c is not None:
+                out.append(Evidence(t, c.scores, c.metrics["objective"], c.metrics["tokens_per_question"],
+                                    c.metrics["latency_p95_s"]))
+        return out, cfg.objective.weights, "held-out"
+    out = [Evidence(t, _search_scores(t, found.question_ids), t.objective,
+                    float(t.metrics.get("tokens_per_question", math.nan)),
+                    float(t.metrics.get("latency_p95_s", math.nan))) for t in trials]
+    return out, {"objective": 1.0}, "search"
+
+
+def _search_scores(t: TrialRecord, question_ids: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """A trial's per-question objectives on the search questions it answered."""
+    values = json.loads(t.metrics.get(PER_QUESTION) or "[]")
+    return {q: {"objective": float(v)} for q, v in zip(question_ids, values, strict=False)}
+
+
+def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confirmed | None, plan: QuestionPlan,
+            pid: str, exp_id: str, uri: str, timings: dict[str, float]) -> SearchOutcome:
+    """Record outcomes, pick the winner by the selection rule, write the report, register the champion."""
+    client = MlflowClient(uri)
+    records, errors, completed, base = found.records, found.errors, found.completed, found.baseline
+    stopped = [r for r in records if r.status == "stopped_early"]
     if stopped:
         say(f"{len(stopped)} trial(s) stopped early by the scheduler; only trials that answered all "
-            f"{n_questions} questions compete for champion")
+            f"{len(found.question_ids)} questions compete for champion")
     usage = _usage_totals(grid, cfg)
+    if confirmed is not None:
+        usage.update(_confirm_usage(confirmed))
     mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)),
                         "n_stopped_early": float(len(stopped)), **usage})
     if errors:
         say(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
-    base = _mark_baseline(cfg, records, client)
-    winner, reason = choose(completed, cfg.objective)
+    s = cfg.search
+    picked = [r for r in records if confirmed is not None and r.run_id in confirmed.finalists] or \
+        finalists(completed, s.finalists)
+    evidence, weights, on = _evidence(cfg, found, confirmed, picked)
+    selection = None
+    if cfg.objective.cost is not None:
+        winner, reason = choose(completed, cfg.objective)
+    elif evidence:
+        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on)
+        winner, reason = selection.pick, selection.reason
+    else:  # no finalist could answer the held-out questions: fall back to the search questions, and say so
+        evidence, weights, on = _evidence(cfg, found, None, picked)
+        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on)
+        winner, reason = selection.pick, selection.reason + " (no held-out answers: every confirmation failed)"
+    margin = None
+    if winner is not None and base is not None and base.status == "completed":
+        both, mw, _ = _evidence(cfg, found, confirmed, [winner, base])
+        if len(both) < 2:  # the baseline's confirmation failed: compare on the search questions
+            both, mw, on = _evidence(cfg, found, None, [winner, base])
+        margin = (paired_difference(both[0].scores, both[1].scores, mw, s.confidence, s.bootstrap_samples, s.seed),
+                  on) if winner.run_id != base.run_id else None
     front = pareto_front(completed, cfg.objective.cost) if cfg.objective.cost else []
-    summary = Summary(winner, reason, base, front, _link(uri, exp_id, pid))
+    summary = Summary(winner, reason, base, front, _link(uri, exp_id, pid), finalists=evidence, selection=selection,
+                      evidence_on=on, margin=margin, holdout=plan, confirmed=confirmed)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         lines = write_report(records, summary, cfg, Path(d))
         mlflow.log_artifacts(d, "report")
         imp = json.loads((Path(d) / "importances.json").read_text())
     mlflow.log_metrics({f"importance.{k}": v for k, v in imp.items()})
+    _log_selection(summary)
     if front:
         mlflow.log_dict({"cost": cfg.objective.cost, "front": [
             {"run_id": t.run_id, "trial": t.name, "objective": t.objective, "cost": t.metrics.get(cfg.objective.cost),
@@ -367,7 +509,7 @@ def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id
     if winner is not None:
         t0 = time.perf_counter()
         decision, previous = decide(client, cfg.promotion, cfg.objective.weights, winner.run_id, winner.name,
-                                    cfg.mlflow.model_name)
+                                    cfg.mlflow.model_name, holdout=_holdout_refs(confirmed, winner))
         spec = _champion_spec(cfg, winner.params)
         version = register_version(winner.run_id, spec, cfg.dataset.corpus, cfg.mlflow.model_name,
                                    {TAG_SEARCH: pid, "objective": f"{winner.objective:.6f}",
@@ -392,7 +534,55 @@ def _finish(cfg: ExperimentConfig, grid: Any, n_questions: int, pid: str, exp_id
                      for r in completed), key=lambda t: t["objective"], reverse=True)
     return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
                          winner.objective if winner else math.nan, cfg.mlflow.model_name, version, alias, len(grid),
-                         len(errors), timings, trials, usage, last, records, lines)
+                         len(errors), timings, trials, usage, found.last, records, lines)
+
+
+def _holdout_refs(confirmed: Confirmed | None, winner: TrialRecord) -> HoldoutRefs | None:
+    """Where the gates find held-out answers: the winner's and, if it was confirmed, the champion's."""
+    if confirmed is None or winner.run_id not in confirmed.done:
+        return None
+    champ = confirmed.champion_run_id if confirmed.champion_run_id in confirmed.done else None
+    return HoldoutRefs(winner.run_id, champ)
+
+
+def _log_selection(summary: Summary) -> None:
+    """The selection and the margin over the baseline, as parent-run metrics and tags (every number with its CI)."""
+    if summary.selection is not None:
+        mlflow.set_tags({"ragsweep.selection.best_run_id": summary.selection.best.run_id,
+                         "ragsweep.selection.tied_run_ids": ",".join(summary.selection.tied),
+                         "ragsweep.selection.on": summary.evidence_on})
+    if summary.margin is not None:
+        d, on = summary.margin
+        mlflow.log_metrics({k: v for k, v in {"margin_over_baseline": d.mean, "margin_over_baseline_ci_low": d.low,
+                                              "margin_over_baseline_ci_high": d.high}.items() if math.isfinite(v)})
+        mlflow.set_tags({"ragsweep.margin_over_baseline": d.verdict, "ragsweep.margin_over_baseline.on": on})
+    w = summary.winner
+    if w is not None and f"{HOLDOUT}objective" in w.metrics:
+        mlflow.log_metrics({f"best_{k}": float(v) for k, v in w.metrics.items()
+                            if k.startswith(f"{HOLDOUT}objective") and math.isfinite(float(v))})
+
+
+def _confirm_usage(confirmed: Confirmed) -> dict[str, float]:
+    """LLM requests and tokens the held-out answers cost (they count in the search's spend)."""
+    totals: dict[str, float] = {}
+    for c in confirmed.done.values():
+        for k in ("generator_requests", "judge_requests", "generator_prompt_tokens", "generator_completion_tokens"):
+            if isinstance(c.metrics.get(k), (int, float)):
+                totals[f"total.{HOLDOUT}{k}"] = totals.get(f"total.{HOLDOUT}{k}", 0.0) + float(c.metrics[k])
+    return totals
+
+
+def _reconcile(client: MlflowClient, records: list[TrialRecord]) -> None:
+    """Make each trial run agree with Tune: completed runs FINISHED and tagged completed (a failure tag a closer
+    wrote for a worker Tune stopped or reused is removed); trials the scheduler stopped tagged stopped_early."""
+    for r in records:
+        run = client.get_run(r.run_id)
+        if run.data.tags.get(TAG_STATUS) != r.status:
+            client.set_tag(r.run_id, TAG_STATUS, r.status)
+        if TAG_FAILURE in run.data.tags:
+            client.delete_tag(r.run_id, TAG_FAILURE)
+        if run.info.status != "FINISHED":
+            client.set_terminated(r.run_id, "FINISHED")
 
 
 def _discard_orphans(client: MlflowClient, exp_id: str, pid: str, reported: set[str]) -> None:
@@ -414,11 +604,9 @@ def _discard_orphans(client: MlflowClient, exp_id: str, pid: str, reported: set[
 
 def _mark_baseline(cfg: ExperimentConfig, records: list[TrialRecord], client: MlflowClient) -> TrialRecord | None:
     """The first trial run with the baseline params (tagged ``ragsweep.baseline``), if any."""
-    point = baseline(cfg)
-    if point is None:
-        return None
+    matches = BaselineMatcher(baseline(cfg))
     for r in records:
-        if all(r.params.get(k) == v for k, v in point.items()):
+        if matches(r.params):
             r.baseline = True
             client.set_tag(r.run_id, "ragsweep.baseline", "true")
             return r
@@ -429,14 +617,6 @@ def _link(uri: str, exp_id: str, pid: str) -> str:
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{pid}"
     return f"mlflow ui --backend-store-uri {uri}   (experiment {exp_id}, parent run {pid})"
-
-
-def _mark_stopped(client: MlflowClient, run_ids: list[str]) -> None:
-    """Trials the scheduler stopped: tag them and close their runs FINISHED (their partial metrics stay)."""
-    for run_id in run_ids:
-        client.set_tag(run_id, TAG_STATUS, "stopped_early")
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, "FINISHED")
 
 
 def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:

@@ -9,9 +9,9 @@ Gates, in order (all are evaluated, so a decision lists every reason):
 - ``min_objective`` and ``min_metrics``: absolute floors on the candidate's trial metrics.
 - ``max_latency_p95_s``: the candidate's p95 seconds per question.
 - ``signature``: the candidate's pyfunc input/output signature equals the champion's (clients keep working).
-- ``beats_champion``: on the questions both answered, the per-question objective (the same weighted sum as the
-  trial objective, with an undefined score counting 0) of candidate minus champion has a paired bootstrap
-  confidence interval whose lower end is above zero.
+- ``beats_champion``: on the questions both answered (the held-out questions when the search confirmed both
+  configurations on them), the objective of candidate minus champion has a paired bootstrap confidence
+  interval (:func:`judges.intervals.paired_difference`) whose lower end is above zero.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from judges.scoring import objective
+from judges.intervals import paired_difference
 from search.config import PromotionSettings
 
 
@@ -61,19 +59,6 @@ class Decision:
         return {"promoted": self.promoted, "reason": self.reason, "gates": [asdict(g) for g in self.gates]}
 
 
-def per_question_objective(scores: Mapping[str, Mapping[str, float]], weights: Mapping[str, float]) -> dict[str, float]:
-    return {qid: objective(s, weights) for qid, s in scores.items()}
-
-
-def paired_bootstrap(diffs: np.ndarray, confidence: float, samples: int, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of the mean of ``diffs`` at ``confidence``, from ``samples`` resamples of questions."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(diffs), size=(samples, len(diffs)))
-    means = diffs[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
 def _floors(s: PromotionSettings, c: Candidate) -> list[Gate]:
     gates = []
     floors = {**({"objective": s.min_objective} if s.min_objective is not None else {}), **s.min_metrics}
@@ -100,29 +85,24 @@ def _versus(s: PromotionSettings, weights: Mapping[str, float], c: Candidate, ch
         gates.append(Gate("signature", True, f"same signature as {champ.label}"))
     if not s.compare_to_champion:
         return gates
-    mine = per_question_objective(c.scores, weights)
-    theirs = per_question_objective(champ.scores, weights)
-    common = sorted(set(mine) & set(theirs))
-    if len(common) < 2:
+    d = paired_difference(c.scores, champ.scores, weights, s.confidence, s.bootstrap_samples)
+    if d.n < 2:
         gates.append(Gate("beats_champion", False,
-                          f"only {len(common)} question(s) answered by both this trial and {champ.label}: cannot "
+                          f"only {d.n} question(s) answered by both this trial and {champ.label}: cannot "
                           "compare (different dataset or question sample?); promote by hand with ragsweep promote "
-                          "--force", {"n": float(len(common))}))
+                          "--force", {"n": float(d.n)}))
         return gates
-    diffs = np.array([mine[q] - theirs[q] for q in common])
-    lo, hi = paired_bootstrap(diffs, s.confidence, s.bootstrap_samples)
-    mean = float(diffs.mean())
-    nums = {"n": float(len(common)), "mean_diff": mean, "ci_low": lo, "ci_high": hi, "confidence": s.confidence,
-            "candidate_mean": float(np.mean([mine[q] for q in common])),
-            "champion_mean": float(np.mean([theirs[q] for q in common]))}
-    ci = f"{s.confidence:.0%} CI [{lo:+.4f}, {hi:+.4f}]"
-    if lo > 0:
-        gates.append(Gate("beats_champion", True, f"better than {champ.label} by {mean:+.4f} per question on "
-                          f"{len(common)} shared questions, {ci} excludes 0", nums))
+    nums = {"n": float(d.n), "mean_diff": d.mean, "ci_low": d.low, "ci_high": d.high, "confidence": s.confidence,
+            "candidate_mean": d.a_objective, "champion_mean": d.b_objective}
+    ci = f"{s.confidence:.0%} CI [{d.low:+.4f}, {d.high:+.4f}]"
+    if d.verdict == "better":
+        gates.append(Gate("beats_champion", True, f"better than {champ.label} by {d.mean:+.4f} on "
+                          f"{d.n} shared questions, {ci} excludes 0", nums))
     else:
-        verdict, where = ("worse than", "is below 0") if hi < 0 else ("not distinguishable from", "includes 0")
-        gates.append(Gate("beats_champion", False, f"{verdict} {champ.label}: mean difference {mean:+.4f} per "
-                          f"question on {len(common)} shared questions, {ci} {where}", nums))
+        verdict, where = ("worse than", "is below 0") if d.verdict == "worse" else ("not distinguishable from",
+                                                                                 "includes 0")
+        gates.append(Gate("beats_champion", False, f"{verdict} {champ.label}: mean difference {d.mean:+.4f} on "
+                          f"{d.n} shared questions, {ci} {where}", nums))
     return gates
 
 

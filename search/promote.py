@@ -51,18 +51,33 @@ def _holding(client: MlflowClient, model_name: str, alias: str) -> set[str]:
         return set()
 
 
-def trial_candidate(client: MlflowClient, run_id: str, label: str, signature: dict[str, Any] | None) -> Candidate:
-    """A trial run's metrics and per-question scores (from its answers.jsonl) as a gate candidate."""
+@dataclass(frozen=True)
+class HoldoutRefs:
+    """Runs holding held-out answers (``holdout/answers.jsonl``) of the same questions: the candidate's and, when
+    its configuration was confirmed in the same search, the champion's."""
+
+    candidate_run_id: str
+    champion_run_id: str | None
+
+
+def trial_candidate(client: MlflowClient, run_id: str, label: str, signature: dict[str, Any] | None,
+                    holdout: bool = False) -> Candidate:
+    """A trial run's metrics and per-question scores (its answers.jsonl) as a gate candidate; with ``holdout``
+    its held-out metrics (``holdout.*``) and held-out answers instead."""
     run = client.get_run(run_id)
+    path = "holdout/answers.jsonl" if holdout else "answers.jsonl"
     try:
-        text = mlflow.artifacts.load_text(f"runs:/{run_id}/answers.jsonl")
+        text = mlflow.artifacts.load_text(f"runs:/{run_id}/{path}")
     except MlflowException as e:
-        raise PromotionError(f"run {run_id} has no answers.jsonl to compare on: {e.message}") from e
+        raise PromotionError(f"run {run_id} has no {path} to compare on: {e.message}") from e
     scores = {}
     for line in text.splitlines():
         row = json.loads(line)
         scores[row["id"]] = {k: math.nan if v is None else float(v) for k, v in row["scores"].items()}
-    return Candidate(label, dict(run.data.metrics), scores, signature)
+    metrics = dict(run.data.metrics)
+    if holdout:
+        metrics = {k.removeprefix("holdout."): v for k, v in metrics.items() if k.startswith("holdout.")}
+    return Candidate(label + (" (held-out)" if holdout else ""), metrics, scores, signature)
 
 
 def version_signature(model_name: str, version: str) -> dict[str, Any] | None:
@@ -71,16 +86,24 @@ def version_signature(model_name: str, version: str) -> dict[str, Any] | None:
 
 
 def decide(client: MlflowClient, settings: PromotionSettings, weights: dict[str, float], run_id: str, label: str,
-           model_name: str, exclude_version: str | None = None) -> tuple[Decision, ModelVersion | None]:
-    """The gates for trial ``run_id`` against the current champion (unless that is ``exclude_version``)."""
+           model_name: str, exclude_version: str | None = None,
+           holdout: HoldoutRefs | None = None) -> tuple[Decision, ModelVersion | None]:
+    """The gates for trial ``run_id`` against the current champion (unless that is ``exclude_version``).
+
+    With ``holdout`` the candidate is judged on its held-out answers, and against the champion's configuration's
+    answers to the same held-out questions when those exist (else against the champion's own search answers)."""
     champ = current_champion(client, model_name)
     if champ is not None and champ.version == exclude_version:
         champ = None
-    candidate = trial_candidate(client, run_id, label, SIGNATURE.to_dict())
+    candidate = trial_candidate(client, run_id, label, SIGNATURE.to_dict(), holdout=holdout is not None)
     rival = None
     if champ is not None:
-        rival = trial_candidate(client, champ.run_id, f"champion v{champ.version}",
-                                version_signature(model_name, champ.version))
+        signature = version_signature(model_name, champ.version)
+        if holdout is not None and holdout.champion_run_id is not None:
+            rival = trial_candidate(client, holdout.champion_run_id, f"champion v{champ.version}", signature,
+                                    holdout=True)
+        else:
+            rival = trial_candidate(client, champ.run_id, f"champion v{champ.version}", signature)
     return evaluate(settings, weights, candidate, rival), champ
 
 

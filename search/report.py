@@ -20,15 +20,20 @@ from typing import Any
 
 import pandas as pd
 
+from judges.intervals import PairedDifference
 from search.config import ExperimentConfig
-from search.selection import TrialRecord
+from search.confirm import HOLDOUT, Confirmed, QuestionPlan
+from search.selection import Evidence, Selection, TrialRecord
 from search.space import PARAM_NAMES, distributions
 
 TOP = 10
 # Metrics shown in the leaderboard besides the objective, when present.
-SHOWN_METRICS = ("token_f1", "recall_at_k", "mrr", "exact_match", "judge_correctness", "judge_faithfulness",
-                 "judge_answer_relevance", "judge_context_precision", "latency_p95_s",
-                 "tokens_per_question", "generator_requests", "judge_requests")
+SHOWN_METRICS = ("objective_ci_low", "objective_ci_high", f"{HOLDOUT}objective", f"{HOLDOUT}objective_ci_low",
+                 f"{HOLDOUT}objective_ci_high", "token_f1", "token_f1_ci_low", "token_f1_ci_high",
+                 f"{HOLDOUT}token_f1", "recall_at_k", "recall_at_k_ci_low", "recall_at_k_ci_high",
+                 f"{HOLDOUT}recall_at_k", "mrr", "exact_match", "judge_correctness", "judge_faithfulness",
+                 "judge_answer_relevance", "judge_context_precision", "latency_p95_s", "tokens_per_question",
+                 f"{HOLDOUT}tokens_per_question", "generator_requests", "judge_requests")
 
 
 @dataclass
@@ -39,6 +44,12 @@ class Summary:
     front: list[TrialRecord]
     tracking_link: str
     notes: list[str] = field(default_factory=list)
+    finalists: list[Evidence] = field(default_factory=list)  # what the finalists were judged on
+    selection: Selection | None = None
+    evidence_on: str = "search"  # "held-out" or "search": which questions the finalists were compared on
+    margin: tuple[PairedDifference, str] | None = None  # winner minus baseline, and on which questions
+    holdout: QuestionPlan | None = None
+    confirmed: Confirmed | None = None
 
 
 def leaderboard(trials: list[TrialRecord]) -> pd.DataFrame:
@@ -143,25 +154,81 @@ def _plots(study: Any, cfg: ExperimentConfig, folder: Path, notes: list[str]) ->
     return written
 
 
+def _ci(m: dict[str, Any], name: str) -> str:
+    """``value [low, high]`` of a metric with its interval, from a trial's metrics."""
+    v, lo, hi = (m.get(k) for k in (name, f"{name}_ci_low", f"{name}_ci_high"))
+    if not _finite(v):
+        return "n/a"
+    return f"{v:.4f} [{lo:.4f}, {hi:.4f}]" if _finite(lo) and _finite(hi) else f"{v:.4f}"
+
+
+def finalist_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
+    """One line per finalist: search objective -> held-out objective (with intervals), cost, and vs the best."""
+    if not s.finalists:
+        return []
+    conf = f"{cfg.search.confidence:.0%} CI"
+    if s.evidence_on == "held-out" and s.holdout is not None:
+        head = (f"finalists: search objective on {len(s.holdout.search_ids)} questions -> held-out objective on "
+                f"{len(s.holdout.holdout_ids)} questions the search never saw ({conf}):")
+    else:
+        head = f"finalists (no held-out questions: compared on the search questions, {conf}):"
+    lines = [head]
+    best = s.selection.best.run_id if s.selection is not None else None
+    for e in s.finalists:
+        m = e.trial.metrics
+        held = f" -> {_ci(m, f'{HOLDOUT}objective')}" if s.evidence_on == "held-out" else ""
+        if s.selection is None:
+            versus = ""
+        elif e.trial.run_id == best:
+            versus = "best"
+        else:
+            d = s.selection.versus_best[e.trial.run_id]
+            versus = f"vs best {-d.mean:+.4f} [{-d.high:+.4f}, {-d.low:+.4f}] " + \
+                ("tied" if d.verdict == "tied" else "worse")
+        mark = "*" if s.winner is not None and e.trial.run_id == s.winner.run_id else " "
+        lines.append(f" {mark} {e.trial.name}: {_ci(m, 'objective')}{held}; {e.tokens_per_question:.0f} tokens/q, "
+                     f"p95 {e.latency_p95_s:.2f} s; {versus}")
+    if s.confirmed is not None:
+        champ = s.confirmed.champion_run_id
+        if champ is not None and champ in s.confirmed.done:
+            c = s.confirmed.done[champ].metrics
+            lines.append(f"   {s.confirmed.champion_note} (current): held-out objective {_ci(c, 'objective')}")
+        elif champ is None:
+            lines.append(f"   current champion: {s.confirmed.champion_note}")
+        for run_id, err in s.confirmed.errors.items():
+            lines.append(f"   held-out answers of run {run_id} failed: {err[:300]}")
+    return lines
+
+
+def _margin_line(s: Summary) -> str:
+    w, b = s.winner, s.baseline
+    assert w is not None
+    if b is None:
+        return "  no baseline trial in this search"
+    if b.run_id == w.run_id:
+        return f"  the baseline configuration won (baseline {b.name})"
+    if s.margin is None:
+        return f"  baseline {b.name} did not answer every question (objective {b.objective:.4f} at {b.n_questions})"
+    d, on = s.margin
+    where = f"on {d.n} {on} questions"
+    if d.verdict == "tied":
+        return (f"  margin over baseline {b.name}: {d.mean:+.4f} {where}, {d.confidence:.0%} CI "
+                f"[{d.low:+.4f}, {d.high:+.4f}]: tied (the interval includes 0)")
+    return (f"  margin over baseline {b.name}: {d.mean:+.4f} {where}, {d.confidence:.0%} CI [{d.low:+.4f}, "
+            f"{d.high:+.4f}]: {'better' if d.verdict == 'better' else 'worse'} than the baseline")
+
+
 def summary_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
     lines = []
     if s.winner is None:
         lines.append(f"no champion: {s.reason}")
     else:
         w = s.winner
-        lines.append(f"winner {w.name}: objective {w.objective:.4f} ({s.reason})")
+        held = f"; held-out {_ci(w.metrics, f'{HOLDOUT}objective')}" if f"{HOLDOUT}objective" in w.metrics else ""
+        lines.append(f"winner {w.name}: search objective {_ci(w.metrics, 'objective')}{held} ({s.reason})")
         lines.append("  " + ", ".join(f"{k}={v}" for k, v in w.params.items()))
-        if s.baseline is None:
-            lines.append("  no baseline trial in this search")
-        elif s.baseline.run_id == w.run_id:
-            lines.append("  the baseline configuration won")
-        elif s.baseline.status != "completed":
-            lines.append(f"  baseline {s.baseline.name} was stopped early at {s.baseline.n_questions} questions "
-                         f"(objective {s.baseline.objective:.4f} there)")
-        else:
-            margin = w.objective - s.baseline.objective
-            rel = f" ({margin / abs(s.baseline.objective):+.1%})" if s.baseline.objective else ""
-            lines.append(f"  margin over baseline {s.baseline.name}: {margin:+.4f}{rel}")
+        lines.append(_margin_line(s))
+    lines += finalist_lines(s, cfg)
     if cfg.objective.cost is not None:
         front = ", ".join(f"{t.name} ({t.objective:.3f}, {float(t.metrics.get(cfg.objective.cost, math.nan)):.3g})"
                           for t in s.front)

@@ -2,17 +2,19 @@
 
 Contract: :func:`build_searcher` returns Ray Tune's ``OptunaSearch`` for ``config.search.sampler`` (single- or
 multi-objective per ``config.objective.cost``) with the baseline enqueued first, and the number of trials to
-run; :func:`build_scheduler` the ASHA scheduler on questions answered (or None for fifo); :class:`LLMCallBudget`
-a Tune stopper ending the whole search once trials have sent ``max_llm_calls`` requests.
+run (distinct configurations: a configuration proposed again is answered from the earlier result without a
+trial); :class:`LLMCallBudget` a Tune stopper ending the whole search once trials have sent ``max_llm_calls`` requests.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import Any
 
 import optuna
 from ray import tune
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.config import ExperimentConfig
@@ -48,11 +50,18 @@ def _sampler(cfg: ExperimentConfig) -> Any:
                           constant_liar=True)
 
 
+def finite_points(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
+    """Every configuration of the space, or None when it is infinite (a float range) or not a plain grid."""
+    try:
+        return grid_points(cfg.space)
+    except ValueError:
+        return None
+
+
 def n_trials(cfg: ExperimentConfig) -> int:
-    """num_samples, capped at the grid size for the grid sampler."""
-    if cfg.search.sampler == "grid":
-        return min(cfg.search.num_samples, len(grid_points(cfg.space)))
-    return cfg.search.num_samples
+    """Distinct configurations to try: num_samples, capped at the size of a finite space."""
+    points = finite_points(cfg)
+    return cfg.search.num_samples if points is None else min(cfg.search.num_samples, len(points))
 
 
 def baseline(cfg: ExperimentConfig) -> dict[str, Any] | None:
@@ -61,45 +70,102 @@ def baseline(cfg: ExperimentConfig) -> dict[str, Any] | None:
     return baseline_point(cfg.space, cfg.search.baseline)
 
 
+class BaselineMatcher:
+    """Picklable predicate: the trial config has every baseline param's value (False without a baseline)."""
+
+    def __init__(self, point: dict[str, Any] | None) -> None:
+        self.point = point
+
+    def __call__(self, config: dict[str, Any]) -> bool:
+        return self.point is not None and all(config.get(k) == v for k, v in self.point.items())
+
+
 def build_searcher(cfg: ExperimentConfig, max_questions: int) -> Any:
     metric, mode = metrics_and_modes(cfg)
     first = baseline(cfg)
     # The grid sampler walks its own grid; an enqueued baseline would be one extra, repeated point.
     points = [first] if first is not None and cfg.search.sampler != "grid" else None
     return FidelityAwareOptunaSearch(space=DefineByRun(cfg.space), metric=metric, mode=mode, sampler=_sampler(cfg),
-                                     seed=cfg.search.seed, points_to_evaluate=points, max_questions=max_questions)
+                                     seed=cfg.search.seed, points_to_evaluate=points, max_questions=max_questions,
+                                     finite=finite_points(cfg))
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
-    """Ray's ``OptunaSearch``, except that a trial the scheduler stopped early is told to Optuna as PRUNED.
+    """Ray's ``OptunaSearch`` that never runs a configuration twice, and tells Optuna stopped trials as PRUNED.
 
-    Ray tells Optuna every stopped trial as COMPLETE with its last (partial) objective, so TPE would model
-    a 4-question mean as if it were a full evaluation. As PRUNED, TPE ranks it by its intermediate values
-    (reported per shard) below the complete trials, which is how Optuna treats its own pruned trials.
+    - A configuration the sampler proposes again is not returned to Tune (no trial slot, no LLM call): its Optuna
+      trial is told the earlier trial's outcome (value, or PRUNED with its intermediate values), at once if that
+      trial has finished or when it does, and the sampler is asked again. After ``MAX_REPEATS`` repeats in a row
+      an untried point of a finite space is enqueued; when none is left the searcher says FINISHED.
+    - Ray tells Optuna every stopped trial as COMPLETE with its last (partial) objective, so TPE would model
+      a 4-question mean as if it were a full evaluation. As PRUNED, TPE ranks it by its intermediate values
+      (reported per shard) below the complete trials, which is how Optuna treats its own pruned trials.
     """
 
-    def __init__(self, *args: Any, max_questions: int, **kwargs: Any) -> None:
+    MAX_REPEATS = 20
+
+    def __init__(self, *args: Any, max_questions: int, finite: list[dict[str, Any]] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_questions = max_questions
+        self.finite = finite  # every point of a finite space (None: infinite), for enqueueing untried ones
+        self.seen: dict[str, str] = {}  # configuration key -> trial id that runs it
+        self.waiting: dict[str, list[Any]] = {}  # trial id -> Optuna trials of its repeats, told when it ends
+        self.repeats = 0  # proposals answered from an earlier trial
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        in_a_row = 0
+        while True:
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict):
+                return config
+            key = config_key(config)
+            first = self.seen.get(key)
+            if first is None:
+                self.seen[key] = trial_id
+                return config
+            self.repeats += 1
+            in_a_row += 1
+            repeat = self._ot_trials.pop(trial_id)
+            if first in self._completed_trials:
+                self._tell_like(repeat, self._ot_trials[first])
+            else:
+                self.waiting.setdefault(first, []).append(repeat)
+            if in_a_row >= self.MAX_REPEATS:
+                untried = [p for p in (self.finite or []) if config_key(p) not in self.seen]
+                if not untried:
+                    print(f"[ragsweep] the sampler keeps proposing tried configurations ({in_a_row} in a row)"
+                          + (" and every point of the space is tried" if self.finite is not None else "")
+                          + f": no more trials ({len(self.seen)} distinct)", flush=True)
+                    return Searcher.FINISHED
+                self._ot_study.enqueue_trial(untried[self.repeats % len(untried)])
+                in_a_row = 0
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         partial = result is not None and float(result.get("n_questions", self.max_questions)) < self.max_questions
         if error or not partial or trial_id in self._completed_trials or trial_id not in self._ot_trials:
             super().on_trial_complete(trial_id, result, error)
-            return
-        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+        else:
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+        for repeat in self.waiting.pop(trial_id, []):
+            if trial_id in self._ot_trials:
+                self._tell_like(repeat, self._ot_trials[trial_id])
+
+    def _tell_like(self, repeat: Any, first: Any) -> None:
+        """Tell ``repeat`` what ``first`` (a finished Optuna trial) was told."""
+        done = self._ot_study._storage.get_trial(first._trial_id)
+        for step, value in done.intermediate_values.items():
+            repeat.report(value, step)
+        if done.state == optuna.trial.TrialState.COMPLETE:
+            self._ot_study.tell(repeat, done.values if len(done.values or []) > 1 else done.value)
+        else:
+            self._ot_study.tell(repeat, state=done.state)
 
 
-def build_scheduler(cfg: ExperimentConfig, max_questions: int) -> Any:
-    if cfg.search.scheduler != "asha":
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    # Fidelity = questions answered: every trial answers the same questions in the same order, so trials
-    # compared at a rung are compared on the same questions. With a cost objective too, ASHA ranks by quality.
-    return ASHAScheduler(time_attr="n_questions", metric=OBJECTIVE, mode="max", max_t=max_questions,
-                         grace_period=cfg.search.grace_questions, reduction_factor=cfg.search.reduction_factor)
+def config_key(config: dict[str, Any]) -> str:
+    """A configuration's identity: its non-null params, order-free."""
+    return json.dumps({k: v for k, v in config.items() if v is not None}, sort_keys=True, default=str)
 
 
 class LLMCallBudget(tune.Stopper):

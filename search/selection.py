@@ -1,9 +1,17 @@
-"""Which finished trial wins: the best quality, or with a cost objective a point of the Pareto front.
+"""Which finished trial wins: the cheapest of the finalists tied with the best, or a point of the Pareto front.
 
 Contract: trials are :class:`TrialRecord` with ``objective`` (quality, maximised) and ``metrics`` (including the
-cost metric, minimised). :func:`pareto_front` returns the non-dominated trials sorted by cost; :func:`choose`
-applies the promotion rule of ``objective`` and returns the winner with the reason, or ``(None, reason)`` when no trial
-satisfies the rule.
+cost metric, minimised).
+
+- :func:`finalists` are the best ``n`` trials that answered every question, by search objective.
+- :func:`select` judges finalists on :class:`Evidence` (per-question scores and cost, on the held-out questions
+  when there are any): the best is the highest objective; a finalist is *tied* with it when the paired bootstrap
+  interval of best minus finalist includes 0. Rule ``cheapest_tied`` (the default, the one-standard-error rule
+  of model selection) picks the cheapest of the best and its ties by tokens per question, then p95 latency;
+  ``best`` picks the best.
+- :func:`pareto_front` returns the non-dominated trials sorted by cost; :func:`choose` applies the promotion rule
+  of a multi-objective search (``objective.cost``) and returns the winner with the reason, or ``(None, reason)``
+  when no trial satisfies the rule.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from judges.intervals import PairedDifference, Scores, paired_difference
 from search.config import Objective
 
 
@@ -68,3 +77,61 @@ def choose(trials: list[Trial], objective: Objective) -> tuple[Trial | None, str
                       f"{cheapest:.4g}); nothing promoted")
     pick = max(ok, key=lambda t: t.objective)
     return pick, f"highest objective with {objective.cost} <= {objective.max_cost} on the Pareto front"
+
+
+def finalists(trials: list[Trial], n: int) -> list[Trial]:
+    """The best ``n`` completed trials by search objective, best first."""
+    done = [t for t in trials if t.status == "completed"]
+    return sorted(done, key=lambda t: t.objective, reverse=True)[:n]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a finalist is judged on: its per-question scores, their objective and its cost per question."""
+
+    trial: Trial
+    scores: dict[str, Scores]  # question id -> metric -> value
+    objective: float
+    tokens_per_question: float
+    latency_p95_s: float
+
+
+@dataclass(frozen=True)
+class Selection:
+    pick: Trial
+    reason: str
+    best: Trial  # highest objective on the evidence
+    versus_best: dict[str, PairedDifference]  # run id -> best minus that finalist (not for the best itself)
+    tied: tuple[str, ...]  # run ids of the finalists tied with the best, the best included
+
+
+def _cheapness(e: Evidence) -> tuple[float, float]:
+    def finite(v: float) -> float:
+        return v if math.isfinite(v) else math.inf
+
+    return finite(e.tokens_per_question), finite(e.latency_p95_s)
+
+
+def select(evidence: list[Evidence], weights: dict[str, float], rule: str, confidence: float, samples: int,
+           seed: int = 0, on: str = "held-out") -> Selection:
+    """Pick among finalists by ``rule`` (``cheapest_tied`` or ``best``); ``weights`` combine ``evidence`` scores."""
+    if not evidence:
+        raise ValueError("no finalist to select from")
+    best = max(evidence, key=lambda e: e.objective)
+    versus = {e.trial.run_id: paired_difference(best.scores, e.scores, weights, confidence, samples, seed)
+              for e in evidence if e is not best}
+    tied = [best, *(e for e in evidence if e is not best and versus[e.trial.run_id].verdict == "tied")]
+    tied_ids = tuple(e.trial.run_id for e in tied)
+    if rule == "best" or len(tied) == 1:
+        why = (f"highest {on} objective" if rule == "best" else
+               f"highest {on} objective; no other finalist of {len(evidence)} is tied with it")
+        return Selection(best.trial, why, best.trial, versus, tied_ids)
+    pick = min(tied, key=_cheapness)
+    if pick is best:
+        why = (f"highest {on} objective and the cheapest of the {len(tied)} finalists tied with it "
+               f"({pick.tokens_per_question:.0f} tokens/question)")
+    else:
+        why = (f"cheapest of the {len(tied)} finalists tied with the best {on} objective at {confidence:.0%} "
+               f"({pick.tokens_per_question:.0f} vs {best.tokens_per_question:.0f} tokens/question; "
+               f"{versus[pick.trial.run_id].describe()})")
+    return Selection(pick.trial, why, best.trial, versus, tied_ids)

@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from judges.base import JudgeItem, JudgeResult, run_judges
+from judges.intervals import intervals
 from judges.retrieval import ChunkRef
 from judges.scoring import (
     ABSTENTION_METRICS,
@@ -48,6 +49,7 @@ from pipelines.llm_cache import RequestCache
 from search.assemble import Assembled, build_pipeline, pipeline_spec
 from search.config import ExperimentConfig
 from search.redact import Redactor
+from search.schedulers import PER_QUESTION
 from search.serving import Endpoints
 from search.space import TrialParams
 from search.tracing import ModelInfo, TraceWriter
@@ -69,6 +71,7 @@ TAG_NODE_ID = "ragsweep.ray_node_id"  # the Ray node the trial ran on (its last 
 TAG_NODE_IP = "ragsweep.ray_node_ip"
 
 DETERMINISTIC_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS
+HEADLINE = ("token_f1", "recall_at_k")  # metrics with an interval in every trial run (besides the objective's terms)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class SearchContext:
     llm_cache_path: Path | None = None  # sqlite request cache shared by trials and re-runs; None = off
     env: dict[str, str] = field(default_factory=dict)
     prompt_uris: dict[str, str] = field(default_factory=dict)  # template name -> prompts:/<name>/<version>
+    held_out: tuple[Question, ...] = ()  # questions the search never sees; finalists answer them afterwards
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -237,24 +241,119 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: Progress) -> No
         mlflow.log_metrics({**final, "mlflow_log_s": progress.log_s})
 
 
-def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
-                opened: list[TraceWriter]) -> None:
+@dataclass
+class Session:
+    """One configuration's pipeline and LLM clients, and what answering has cost so far."""
+
+    params: TrialParams
+    built: Assembled
+    generator: Any  # LLMClient of the generator server
+    judge_client: Any  # LLMClient of the judge server
+    judges: list[Any]
+    timings: dict[str, float]
+    t_start: float
+    judge_asked: int = 0
+    judge_failed: int = 0
+    judge_repaired: int = 0
+
+    @property
+    def quality_metrics(self) -> tuple[str, ...]:
+        return DETERMINISTIC_METRICS + tuple(j.name for j in self.judges)
+
+
+def open_session(params: TrialParams, ctx: SearchContext) -> Session:
+    """Build the pipeline for ``params`` (index from the cache) and the clients of the shared servers."""
     cfg = ctx.config
     t_start = time.perf_counter()
-    judges = build_judges(cfg.judges)
     cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
     # Look the servers up by actor name: a restarted or replaced replica is found where it is now.
     generator = ctx.endpoints.generator.resolved().client(cache)
     built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
                            IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
+    timings = {**built.timings, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0,
+               "trace_s": 0.0}
+    return Session(params, built, generator, ctx.endpoints.judge.resolved().client(cache), build_judges(cfg.judges),
+                   timings, t_start)
+
+
+def answer_batch(session: Session, batch: list[Question], cfg: ExperimentConfig,
+                 writer: TraceWriter | None = None) -> list[dict[str, Any]]:
+    """Answer, judge and score ``batch``; one answers.jsonl row per question (traced when ``writer`` wants it)."""
+    answers, t = session.built.pipeline.answer([q.question for q in batch])
+    for k, v in t.items():
+        session.timings[k] = session.timings.get(k, 0.0) + v
+    t0 = time.perf_counter()
+    items = [JudgeItem(q.question, a.answer, q.answers if q.answerable else (),
+                       tuple(h.chunk.text for h in a.hits)) for q, a in zip(batch, answers, strict=True)]
+    by_judge = run_judges(session.judge_client, session.judges, items)
+    session.timings["judge_s"] += time.perf_counter() - t0
+    flat = [v for vs in by_judge.values() for v in vs]
+    session.judge_asked += sum(not v.skipped for v in flat)
+    session.judge_failed += sum(v.failed for v in flat)
+    session.judge_repaired += sum(v.repaired for v in flat)
+    _check_judge_budget(session.judge_failed, session.judge_asked, cfg.judges.max_error_rate, flat)
+    rows = []
+    for n, (q, a) in enumerate(zip(batch, answers, strict=True)):
+        refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
+        scores, verdicts = score_answer(q, a.answer, refs), {name: vs[n] for name, vs in by_judge.items()}
+        rows.append(_row(q, a, scores, verdicts))
+        if writer is not None and writer.wanted(q.id):
+            t0 = time.perf_counter()
+            writer.record(q, a, scores, verdicts)
+            session.timings["trace_s"] += time.perf_counter() - t0
+    return rows
+
+
+def row_scores(row: dict[str, Any]) -> dict[str, float]:
+    """One answers.jsonl row's scores, null as NaN."""
+    return {k: math.nan if v is None else float(v) for k, v in row["scores"].items()}
+
+
+def summarize(session: Session, rows: list[dict[str, Any]], cfg: ExperimentConfig) -> dict[str, float]:
+    """Quality means, cost per question and the objective over ``rows`` (everything answered so far)."""
+    done = len(rows)
+    latencies = [r["latency_s"] for r in rows]
+    g, j = session.generator, session.judge_client
+    metrics = {
+        **aggregate((row_scores(r) for r in rows), session.quality_metrics),
+        # Cost of the configuration, including answers served from the cache (their original counts).
+        "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
+        "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
+        "gpu_s_per_question": (g.stats.busy_s * cfg.llm.generator.gpus_per_replica
+                               + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
+        "n_questions": float(done),
+        "judge_failed": float(session.judge_failed), "judge_repaired": float(session.judge_repaired),
+    }
+    metrics["objective"] = objective(metrics, cfg.objective.weights)
+    return metrics
+
+
+def interval_metrics(rows: list[dict[str, Any]], cfg: ExperimentConfig, prefix: str = "") -> dict[str, float]:
+    """``<metric>_ci_low`` / ``_ci_high`` of the objective and the headline metrics: a bootstrap over questions."""
+    s = cfg.search
+    cis = intervals([row_scores(r) for r in rows], HEADLINE, cfg.objective.weights, s.confidence,
+                    s.bootstrap_samples, s.seed)
+    return {f"{prefix}{name}_ci_{side}": v for name, (lo, hi) in cis.items() for side, v in (("low", lo), ("high", hi))}
+
+
+def question_objectives(rows: list[dict[str, Any]], weights: dict[str, float]) -> list[float]:
+    """Each answered question's objective (undefined metrics count 0), in answer order: what paired tests use."""
+    return [objective(row_scores(r), weights) for r in rows]
+
+
+def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
+                opened: list[TraceWriter]) -> None:
+    cfg = ctx.config
+    session = open_session(params, ctx)
+    built, generator, judge_client = session.built, session.generator, session.judge_client
     index_key = built.index.key
     registry = {"prompt.uri": ctx.prompt_uris[params.prompt]} if params.prompt in ctx.prompt_uris else {}
     t_log = time.perf_counter()
     progress.logging = "the trial's params, dataset inputs and index metrics"
     log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
                 **registry,
-                **{f"{j.name}.prompt_version": j.prompt_version for j in judges},
-                **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in judges},
+                **{f"{j.name}.prompt_version": j.prompt_version for j in session.judges},
+                **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in session.judges},
                 "dataset_digest": ctx.dataset.digest,
                 **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
                 "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
@@ -263,73 +362,40 @@ def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
                         "index_chunks": float(len(built.index.chunks))})
     progress.logging = ""
     progress.log_s += time.perf_counter() - t_log
-    judge_client = ctx.endpoints.judge.resolved().client(cache)
     writer = None
     if cfg.mlflow.trace_sample_rate > 0:
         gp = built.pipeline.params
         writer = TraceWriter(ctx.experiment_id, cfg.mlflow.trace_sample_rate, Redactor(cfg.mlflow.redact),
                              ModelInfo(generator.model, generator.engine, gp.temperature, gp.max_tokens, gp.seed),
-                             judge_client.model, {j.name: j.prompt_version for j in judges},
+                             judge_client.model, {j.name: j.prompt_version for j in session.judges},
                              tune.get_context().get_trial_name() or "local")
         opened.append(writer)
-    quality_metrics = DETERMINISTIC_METRICS + tuple(j.name for j in judges)
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in ctx.question_ids]
     shard = cfg.search.shard_size
     rows: list[dict[str, Any]] = []
-    timings = {**built.timings, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0,
-               "trace_s": 0.0}
-    judge_asked = judge_failed = judge_repaired = 0
     for lo in range(0, len(questions), shard):
-        batch = questions[lo : lo + shard]
-        answers, t = built.pipeline.answer([q.question for q in batch])
-        for k, v in t.items():
-            timings[k] = timings.get(k, 0.0) + v
-        t0 = time.perf_counter()
-        items = [JudgeItem(q.question, a.answer, q.answers if q.answerable else (),
-                           tuple(h.chunk.text for h in a.hits)) for q, a in zip(batch, answers, strict=True)]
-        by_judge = run_judges(judge_client, judges, items)
-        timings["judge_s"] += time.perf_counter() - t0
-        flat = [v for vs in by_judge.values() for v in vs]
-        judge_asked += sum(not v.skipped for v in flat)
-        judge_failed += sum(v.failed for v in flat)
-        judge_repaired += sum(v.repaired for v in flat)
-        _check_judge_budget(judge_failed, judge_asked, cfg.judges.max_error_rate, flat)
-        for n, (q, a) in enumerate(zip(batch, answers, strict=True)):
-            refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
-            scores, verdicts = score_answer(q, a.answer, refs), {name: vs[n] for name, vs in by_judge.items()}
-            rows.append(_row(q, a, scores, verdicts))
-            if writer is not None and writer.wanted(q.id):
-                t0 = time.perf_counter()
-                writer.record(q, a, scores, verdicts)
-                timings["trace_s"] += time.perf_counter() - t0
+        rows += answer_batch(session, questions[lo : lo + shard], cfg, writer)
         if writer is not None:
             writer.submit()
         done = len(rows)
-        latencies = [r["latency_s"] for r in rows]
-        metrics = {
-            **aggregate(({k: math.nan if v is None else v for k, v in r["scores"].items()} for r in rows),
-                        quality_metrics),
-            # Cost of the configuration, including answers served from the cache (their original counts).
-            "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
-            "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
-            "gpu_s_per_question": (generator.stats.busy_s * cfg.llm.generator.gpus_per_replica
-                                   + judge_client.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
-            "n_questions": float(done),
-            "judge_failed": float(judge_failed), "judge_repaired": float(judge_repaired),
-        }
-        metrics["objective"] = objective(metrics, cfg.objective.weights)
+        metrics = summarize(session, rows, cfg)
         # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
         metrics.update({**generator.stats.as_metrics("generator"), **judge_client.stats.as_metrics("judge"),
-                        **timings, "trial_s": time.perf_counter() - t_start, "mlflow_log_s": progress.log_s})
-        # Request intervals let the driver compute the servers' busy time over the whole search.
+                        **session.timings, "trial_s": time.perf_counter() - session.t_start,
+                        "mlflow_log_s": progress.log_s})
+        # Request intervals let the driver compute the servers' busy time over the whole search; per-question
+        # objectives let the paired scheduler and the driver compare trials question by question.
         report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
-                  "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals))}
-        if done == len(questions):
+                  "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals)),
+                  PER_QUESTION: json.dumps(question_objectives(rows, cfg.objective.weights))}
+        final = done == len(questions)
+        if final:
             metrics.update({
                 "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
                 "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
+                **interval_metrics(rows, cfg),
             })
             with logging_step(progress, f"answers.jsonl, answers_table.json, config.json and prompt.txt "
                                         f"({done} answers)"):
@@ -337,6 +403,10 @@ def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
             progress.all_answered = True
         with logging_step(progress, f"the metrics after {done} questions"):
             mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
+            if final:
+                # Recorded before the last report: a scheduler that stops the trial on it (ASHA at max_t) or a
+                # reused worker must not leave a trial that answered everything without its status.
+                mlflow.set_tag(TAG_STATUS, "completed")
         tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
 
 
@@ -352,7 +422,7 @@ def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: li
                            f"above judges.max_error_rate {limit:.0%}; e.g. {reason[:300]}")
 
 
-def _redacted(row: dict[str, Any], r: Redactor) -> dict[str, Any]:
+def redacted(row: dict[str, Any], r: Redactor) -> dict[str, Any]:
     """``row`` with its texts masked (ids, numbers and scores stay)."""
     if not r.enabled:
         return row
@@ -363,7 +433,7 @@ def _redacted(row: dict[str, Any], r: Redactor) -> dict[str, Any]:
 
 def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assembled, ctx: SearchContext) -> None:
     redact = Redactor(ctx.config.mlflow.redact)
-    rows = [_redacted(r, redact) for r in rows]
+    rows = [redacted(r, redact) for r in rows]
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         with open(folder / "answers.jsonl", "w", encoding="utf-8") as f:

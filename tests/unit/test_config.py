@@ -60,7 +60,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         ("llm:\n  generator: {engine: external}\n", "engine 'external' needs base_url"),
         ("search:\n  num_samples: 0\n", "search.num_samples: Input should be greater than or equal to 1"),
         ("search:\n  questions_per_trial: 4\n  grace_questions: 8\n", r"grace_questions \(8\) exceeds"),
-        ("search:\n  scheduler: hyperband\n", "search.scheduler: Input should be 'asha' or 'fifo'"),
+        ("search:\n  scheduler: hyperband\n", "search.scheduler: Input should be 'asha', 'paired' or 'fifo'"),
         # issue 5: budgets, baseline, samplers, multi-objective
         ("search:\n  max_llm_calls: 0\n", "search.max_llm_calls: Input should be greater than or equal to 1"),
         ("search:\n  time_budget_s: 0\n", "search.time_budget_s: Input should be greater than 0"),

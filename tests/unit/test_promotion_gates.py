@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from search.config import PromotionSettings, RedactSettings
-from search.gates import Candidate, evaluate, paired_bootstrap
+from search.gates import Candidate, evaluate
 from search.redact import Redactor
 from search.tracing import sampled
 from search.tracking import TrackingUnreachable, check_tracking
@@ -89,14 +89,6 @@ def test_undefined_scores_count_zero_per_question() -> None:
     champ = _cand("champion v1", [0.5] * 4)
     new = Candidate("new", {"objective": 0.5}, {f"q{i}": {"token_f1": math.nan} for i in range(4)}, SIG)
     assert "worse than" in evaluate(PromotionSettings(), WEIGHTS, new, champ).reason
-
-
-def test_paired_bootstrap_interval_brackets_the_mean_and_narrows_with_confidence() -> None:
-    diffs = np.array([0.1, 0.3, -0.1, 0.2, 0.0, 0.4, 0.1, 0.2])
-    lo95, hi95 = paired_bootstrap(diffs, 0.95, 4000)
-    lo80, hi80 = paired_bootstrap(diffs, 0.80, 4000)
-    assert lo95 <= lo80 <= diffs.mean() <= hi80 <= hi95
-    assert paired_bootstrap(diffs, 0.95, 4000) == (lo95, hi95)  # seeded
 
 
 def test_promotion_settings_reject_unknown_metrics() -> None:
