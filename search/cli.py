@@ -16,6 +16,15 @@ from pathlib import Path
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
 
+
+def _choices(key: str) -> list[str]:
+    """The allowed values of a ``search`` config key (its Literal), so the CLI and the config never disagree."""
+    from typing import get_args
+
+    from search.config import SearchSettings
+
+    return list(get_args(SearchSettings.model_fields[key].annotation))
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                    help=f"experiment YAML (default: {DEFAULT_CONFIG})")
@@ -40,8 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-concurrent-trials", type=int, help="trials at once (search.max_concurrent_trials)")
     s.add_argument("--questions-per-trial", type=int, help="questions each trial answers")
     s.add_argument("--seed", type=int, help="seed for the sampler and the question order")
-    s.add_argument("--sampler", choices=["tpe", "random", "grid", "nsga2"], help="search.sampler")
-    s.add_argument("--scheduler", choices=["asha", "fifo"], help="search.scheduler")
+    s.add_argument("--sampler", choices=_choices("sampler"), help="search.sampler")
+    s.add_argument("--scheduler", choices=_choices("scheduler"), help="search.scheduler")
+    s.add_argument("--selection", choices=_choices("selection"), help="search.selection: how the winner is "
+                   "picked among the finalists")
+    s.add_argument("--finalists", type=int, help="best trials confirmed on held-out questions (search.finalists)")
+    s.add_argument("--holdout", type=float, help="fraction of questions held out for confirmation, 0 = off "
+                   "(dataset.holdout)")
     s.add_argument("--max-llm-calls", type=int, help="stop after this many LLM requests (search.max_llm_calls)")
     s.add_argument("--time-budget-s", type=float, help="stop after this many seconds of trials")
     s.add_argument("--resume", metavar="EXPERIMENT",

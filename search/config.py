@@ -249,7 +249,9 @@ class Objective(_Strict):
     negative weights to trade quality for cost, e.g. ``{token_f1: 1.0, latency_p95_s: -0.05}``.
     """
 
-    weights: dict[str, float] = {"token_f1": 0.7, "recall_at_k": 0.3}
+    # Answer quality only: retrieval recall rises with context size whatever the answers are, so weighting it made
+    # the most context win (docs/config.md, "Choosing the winner").
+    weights: dict[str, float] = {"token_f1": 1.0}
     cost: str | None = Field(
         None, description="a cost metric to minimise together with the weighted quality: the search becomes "
         "multi-objective and reports the Pareto front (e.g. latency_p95_s, tokens_per_question, gpu_s_per_question)")
@@ -485,6 +487,9 @@ OVERRIDES: dict[str, str] = {
     "seed": "search.seed",
     "sampler": "search.sampler",
     "scheduler": "search.scheduler",
+    "selection": "search.selection",
+    "finalists": "search.finalists",
+    "holdout": "dataset.holdout",
     "max_llm_calls": "search.max_llm_calls",
     "time_budget_s": "search.time_budget_s",
     "ray_address": "search.ray_address",

@@ -90,20 +90,20 @@ def decide(client: MlflowClient, settings: PromotionSettings, weights: dict[str,
            holdout: HoldoutRefs | None = None) -> tuple[Decision, ModelVersion | None]:
     """The gates for trial ``run_id`` against the current champion (unless that is ``exclude_version``).
 
-    With ``holdout`` the candidate is judged on its held-out answers, and against the champion's configuration's
-    answers to the same held-out questions when those exist (else against the champion's own search answers)."""
+    With ``holdout`` the candidate is judged on its held-out answers and metrics, against the champion's
+    configuration's answers to the same held-out questions; when the champion's configuration was not confirmed
+    on them, both sides are compared on their search answers instead (the questions they share)."""
     champ = current_champion(client, model_name)
     if champ is not None and champ.version == exclude_version:
         champ = None
-    candidate = trial_candidate(client, run_id, label, SIGNATURE.to_dict(), holdout=holdout is not None)
+    champ_held = holdout.champion_run_id if holdout is not None else None
+    on_holdout = holdout is not None and (champ is None or champ_held is not None)
+    candidate = trial_candidate(client, run_id, label, SIGNATURE.to_dict(), holdout=on_holdout)
     rival = None
     if champ is not None:
-        signature = version_signature(model_name, champ.version)
-        if holdout is not None and holdout.champion_run_id is not None:
-            rival = trial_candidate(client, holdout.champion_run_id, f"champion v{champ.version}", signature,
-                                    holdout=True)
-        else:
-            rival = trial_candidate(client, champ.run_id, f"champion v{champ.version}", signature)
+        rival = trial_candidate(client, champ_held if on_holdout and champ_held else champ.run_id,
+                                f"champion v{champ.version}", version_signature(model_name, champ.version),
+                                holdout=on_holdout)
     return evaluate(settings, weights, candidate, rival), champ
 
 
@@ -163,9 +163,24 @@ def promote_search(client: MlflowClient, settings: PromotionSettings, weights: d
     if champ is not None and champ.version == version:
         return Promotion(version, CHAMPION, Decision(True, (Gate("already", True, f"v{version} is the champion"),)),
                          None)
-    decision, champ = decide(client, settings, weights, trial, f"v{version}", model_name, exclude_version=version)
+    decision, champ = decide(client, settings, weights, trial, f"v{version}", model_name, exclude_version=version,
+                             holdout=_search_holdout(client, run, trial, champ))
     alias = record(client, model_name, version, decision, champ, search_run_id, forced=force)
     return Promotion(version, alias, decision, champ.version if champ else None)
+
+
+def _search_holdout(client: MlflowClient, search: Any, trial: str, champ: ModelVersion | None) -> HoldoutRefs | None:
+    """The held-out answers the search judged its winner on, and the current champion's answers to the same
+    questions if that search confirmed the champion's configuration (its ``champion_holdout`` run)."""
+    if search.data.tags.get("ragsweep.selection.on") != "held-out":
+        return None
+    rival = None
+    if champ is not None:
+        runs = client.search_runs([search.info.experiment_id], filter_string=(
+            f"tags.`mlflow.parentRunId` = '{search.info.run_id}' and tags.`ragsweep.kind` = 'champion_holdout' "
+            f"and tags.`ragsweep.champion_version` = '{champ.version}'"), max_results=1)
+        rival = runs[0].info.run_id if runs else None
+    return HoldoutRefs(trial, rival)
 
 
 def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:

@@ -61,6 +61,8 @@ class PairedStopper(FIFOScheduler):
     """Stops a trial whose per-question objectives are significantly worse than the best completed trial's."""
 
     def __init__(self, max_questions: int, grace: int, p_threshold: float, protected: Protected) -> None:
+        import scipy.stats  # noqa: F401 - imported here, not on the first result: Tune warns about a slow callback
+
         super().__init__()
         self.max_questions = max_questions
         self.grace = grace

@@ -25,7 +25,7 @@ from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
 
-N_TRIALS, N_QUESTIONS = 3, 6
+N_TRIALS, N_QUESTIONS, N_HELD_OUT = 3, 6, 3
 # Tests about search mechanics run one cheap judge; the main search runs the full default judge suite.
 ONE_JUDGE = "judges: {suite: [correctness], reason_chars: 0}"
 SUITE = ("judge_correctness", "judge_faithfulness", "judge_answer_relevance", "judge_context_precision")
@@ -51,7 +51,7 @@ space:
   prompt: [concise, extractive]
 pipeline: {{max_tokens: 16}}
 search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {N_QUESTIONS}, shard_size: 3,
-          scheduler: fifo}}
+          scheduler: fifo, finalists: 1, holdout_questions: {N_HELD_OUT}}}
 mlflow: {{tracking_uri: "{uri}", experiment: {experiment}, model_name: {experiment}-model}}
 storage_dir: {tmp / "runs"}
 {judges}
@@ -91,6 +91,9 @@ def test_search_finishes(search_result) -> None:  # type: ignore[no-untyped-def]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "registered e2e-model version 1 as @champion" in proc.stdout
     assert "mlflow ui --backend-store-uri" in proc.stdout
+    # The pick is confirmed on questions the search never saw, with intervals.
+    assert f"held-out objective on {N_HELD_OUT} questions the search never saw (95% CI)" in proc.stdout
+    assert "margin over baseline" in proc.stdout or "the baseline configuration won" in proc.stdout
 
 
 def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None:  # type: ignore[no-untyped-def]
@@ -266,40 +269,81 @@ def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice)
         assert c.data.metrics["generator_requests"] == 0 and c.data.metrics["judge_requests"] == 0
         assert c.data.metrics["judge_cache_hits"] > 0
     assert parents[0].data.metrics["total.judge_requests"] == 0
+    # The held-out answers of the finalist came from the cache too.
+    assert parents[0].data.metrics["total.holdout.generator_requests"] == 0
 
 
-def test_asha_stops_a_deliberately_bad_configuration(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
-    # top_k 1 is deliberately bad for a recall objective (deterministic: no LLM in the score). The good
-    # configuration runs first (baseline), so a later top_k 1 trial meets a rung with a better trial on it;
-    # TPE with seed 2 proposes top_k 1 once among the next three trials.
-    cfg = tmp_path / "asha.yaml"
+def _tune_results(ray_root: Path) -> dict[str, dict]:
+    """Ray Tune's own record of each trial: the last result in its result.json, by MLflow run id."""
+    out = {}
+    for f in ray_root.glob("*/*/result.json"):
+        lines = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        if lines and "mlflow_run_id" in lines[-1]:
+            out[lines[-1]["mlflow_run_id"]] = lines[-1]
+    return out
+
+
+@pytest.mark.parametrize("scheduler", ["asha", "paired"])
+def test_two_concurrent_trials_records_baseline_holdout_and_no_repeats(tmp_path: Path, xquad_slice,  # type: ignore[no-untyped-def]
+                                                                       mlflow_server: str, scheduler: str) -> None:
+    # top_k 1 is deliberately bad for a recall objective (deterministic: no LLM in the score); the baseline is the
+    # best configuration (top_k 5). Three configurations but num_samples 5: no configuration may run twice.
+    exp = f"e2e-trust-{scheduler}"
+    cfg = tmp_path / "trust.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}}}
-space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [1, 5], prompt: [concise]}}
+space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [1, 3, 5], prompt: [concise]}}
 pipeline: {{max_tokens: 8}}
 objective: {{weights: {{recall_at_k: 1.0}}}}
 {ONE_JUDGE}
-search: {{num_samples: 4, max_concurrent_trials: 1, questions_per_trial: 8, shard_size: 4, grace_questions: 4,
-          reduction_factor: 2, scheduler: asha, seed: 2, baseline: {{top_k: 5}}}}
-mlflow: {{tracking_uri: "{mlflow_server}", experiment: e2e-asha, model_name: e2e-asha-model}}
+search: {{num_samples: 5, max_concurrent_trials: 2, questions_per_trial: 8, shard_size: 4, grace_questions: 4,
+          reduction_factor: 2, scheduler: {scheduler}, p_threshold: 0.3, seed: 2, baseline: {{top_k: 5}},
+          finalists: 2, holdout_questions: 4}}
+mlflow: {{tracking_uri: "{mlflow_server}", experiment: {exp}, model_name: {exp}-model}}
 storage_dir: {tmp_path / "runs"}
 """)
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    parents, children = _runs(mlflow_server, "e2e-asha")
-    status = {c.info.run_id: c.data.tags.get(TAG_STATUS) for c in children}
-    order = sorted(children, key=lambda c: c.info.start_time)
-    stopped = [c for c in children if status[c.info.run_id] == "stopped_early"]
-    summary = [(c.data.params["top_k"], c.data.metrics.get("objective"), status[c.info.run_id]) for c in order]
-    assert stopped, summary
-    for c in stopped:  # stopped at the grace rung, with its partial metrics, and closed
-        assert c.data.params["top_k"] == "1", summary
-        assert c.data.metrics["n_questions"] == 4 and "recall_at_k" in c.data.metrics
-        assert c.info.status == "FINISHED"
-    assert parents[0].data.metrics["n_stopped_early"] == len(stopped)
-    champion = MlflowClient(mlflow_server).get_model_version_by_alias("e2e-asha-model", "champion")
-    winner = next(c for c in children if c.info.run_id == champion.run_id)
-    assert status[winner.info.run_id] == "completed" and winner.data.metrics["n_questions"] == 8
+    assert "num_samples 5 capped: the space has 3 configurations" in proc.stdout
+    parents, children = _runs(mlflow_server, exp)
+    summary = [(c.data.params["top_k"], c.data.metrics.get("n_questions"), c.data.tags.get(TAG_STATUS))
+               for c in children]
+    # De-duplication: three trials, three distinct configurations.
+    assert sorted(c.data.params["top_k"] for c in children) == ["1", "3", "5"], summary
+    # Records agree with Tune's own results, in every outcome: status tag, FINISHED, no failure tag.
+    tune = _tune_results(tmp_path / "runs" / "ray")
+    assert set(tune) == {c.info.run_id for c in children}, summary
+    for c in children:
+        answered = tune[c.info.run_id]["n_questions"]
+        assert c.data.metrics["n_questions"] == answered
+        assert c.data.tags[TAG_STATUS] == ("completed" if answered == 8 else "stopped_early"), summary
+        assert c.info.status == "FINISHED" and TAG_FAILURE not in c.data.tags, summary
+        if answered < 8:  # only the bad configuration is ever stopped
+            assert c.data.params["top_k"] == "1", summary
+    # The baseline always answers every question, whatever the scheduler thought of it.
+    base = next(c for c in children if c.data.tags.get("ragsweep.baseline") == "true")
+    assert base.data.params["top_k"] == "5" and base.data.metrics["n_questions"] == 8
+    # Intervals on every completed trial; held-out answers for the finalists; the winner is one of them.
+    for c in children:
+        if c.data.tags[TAG_STATUS] == "completed":
+            m = c.data.metrics
+            assert m["objective_ci_low"] <= m["objective"] <= m["objective_ci_high"], summary
+    confirmed = [c for c in children if "holdout.objective" in c.data.metrics]  # 2 finalists and the baseline
+    assert 2 <= len(confirmed) <= 3 and base.info.run_id in {c.info.run_id for c in confirmed}, summary
+    client = MlflowClient(mlflow_server)
+    for c in confirmed:
+        m = c.data.metrics
+        assert m["holdout.n_questions"] == 4 and m["holdout.objective_ci_low"] <= m["holdout.objective"]
+        rows = Path(client.download_artifacts(c.info.run_id, "holdout/answers.jsonl")).read_text().splitlines()
+        held = {json.loads(r)["id"] for r in rows}
+        searched = {json.loads(r)["id"] for r in Path(client.download_artifacts(
+            c.info.run_id, "answers.jsonl")).read_text().splitlines()}
+        assert len(held) == 4 and not held & searched  # the search never saw them
+    champion = client.get_model_version_by_alias(f"{exp}-model", "champion")
+    assert champion.run_id in {c.info.run_id for c in confirmed}
+    assert "held-out objective on 4 questions the search never saw" in proc.stdout
+    assert parents[0].data.params["holdout.n_questions"] == "4"
+    assert parents[0].data.tags["ragsweep.selection.on"] == "held-out"
 
 
 def test_missing_model_file_stops_before_any_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]

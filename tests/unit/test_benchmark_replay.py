@@ -1,4 +1,4 @@
-"""The search-efficiency replay runs on the stored grid table (a benchmark that cannot run is no benchmark)."""
+"""The tabular replays run on the stored grid table (a benchmark that cannot run is no benchmark)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,23 @@ import sys
 from tests.conftest import REPO
 
 
-def test_replay_prints_every_strategy() -> None:
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "search_efficiency.py"), "--seeds", "2"],
+def _bench(name: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
-    for strategy in ("random", "grid", "tpe", "tpe+asha"):
-        assert f"\n{strategy} " in out.stdout
-    assert "36 configurations x 8 questions" in out.stdout
+    return out.stdout
+
+
+def test_search_efficiency_replay_prints_every_strategy() -> None:
+    out = _bench("search_efficiency.py", "--seeds", "2")
+    for strategy in ("random", "grid", "tpe", "tpe+asha", "tpe+paired"):
+        assert f"\n{strategy} " in out
+    assert "24 configurations x 64 questions" in out
+
+
+def test_selection_quality_replay_prints_every_method_for_both_objectives() -> None:
+    out = _bench("selection_quality.py", "--seeds", "2")
+    for objective in ("token_f1 (default)", "0.7 f1 + 0.3 recall (before)"):
+        for method in ("best on search", "held-out best", "cheapest tied"):
+            assert f"{objective:<30}{method:<16}" in out
+    assert "24 configurations x 64 questions" in out

@@ -1,0 +1,109 @@
+"""The stored grid table the tabular benchmarks replay: every configuration of a grid, answered by a real search.
+
+``build()`` runs a real ragsweep grid search (``benchmarks/grid_xquad.yaml``: every configuration answers the same
+questions, FIFO, held-out confirmation off) and stores each configuration's per-question scores, generator tokens
+and latency in ``benchmarks/data/grid_xquad.json``. :class:`Table` reads it back and computes, for any subset of
+questions, a configuration's objective exactly as a trial does (:func:`judges.scoring.aggregate` then
+:func:`judges.scoring.objective`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "benchmarks" / "grid_xquad.yaml"
+TABLE = REPO / "benchmarks" / "data" / "grid_xquad.json"
+KEYS = ("chunk_size", "chunk_overlap", "retriever", "top_k", "prompt")
+SCORES = ("token_f1", "recall_at_k", "exact_match", "mrr", "rouge_l")
+
+
+def key_of(params: dict[str, Any]) -> str:
+    return json.dumps({k: params[k] for k in KEYS}, sort_keys=True)
+
+
+def build() -> int:
+    import mlflow
+
+    from search.config import load_config
+    from search.driver import run_search
+
+    storage = Path(tempfile.mkdtemp(prefix="rs-grid-"))
+    cfg = load_config(CONFIG, {"storage_dir": str(storage)})
+    out = run_search(cfg, CONFIG)
+    rows = []
+    for t in out.trials:
+        path = mlflow.artifacts.download_artifacts(run_id=t["run_id"], artifact_path="answers.jsonl")
+        answers = [json.loads(line) for line in Path(path).read_text().splitlines()]
+        m = t["metrics"]
+        rows.append({
+            "params": {k: t["params"][k] for k in KEYS},
+            "questions": [a["id"] for a in answers],
+            "scores": {name: [a["scores"].get(name) for a in answers] for name in SCORES},
+            # Cost per question: generator tokens (prompt + completion) and seconds.
+            "tokens": [a["prompt_tokens"] + a["completion_tokens"] for a in answers],
+            "latency_s": [round(a["latency_s"], 4) for a in answers],
+            # Calls this configuration needs on an empty request cache: one generator + one judge call per question.
+            "calls_per_question": 2,
+            "requests_sent": m["generator_requests"] + m["judge_requests"],
+        })
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    TABLE.write_text(json.dumps({"config": str(CONFIG.relative_to(REPO)), "objective": cfg.objective.weights,
+                                 "rows": rows}, indent=1))
+    print(f"wrote {TABLE} ({len(rows)} configurations)")
+    return 0
+
+
+class Table:
+    """The grid: configuration key -> per-question scores, tokens and latency, all in one question order."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.rows = {key_of(r["params"]): r for r in data["rows"]}
+        self.questions: list[str] = list(next(iter(self.rows.values()))["questions"])
+        for r in self.rows.values():
+            if r["questions"] != self.questions:
+                raise ValueError("every configuration of the table must answer the same questions in one order")
+        self.index = {q: i for i, q in enumerate(self.questions)}
+        self.choices: dict[str, list[Any]] = {}
+        for r in data["rows"]:
+            for k in KEYS:
+                if r["params"][k] not in self.choices.setdefault(k, []):
+                    self.choices[k].append(r["params"][k])
+
+    @classmethod
+    def load(cls, path: Path = TABLE) -> Table:
+        return cls(json.loads(path.read_text()))
+
+    @property
+    def n_questions(self) -> int:
+        return len(self.questions)
+
+    def scores(self, key: str, qids: Sequence[str]) -> dict[str, dict[str, float | None]]:
+        """Question id -> metric -> value, for ``qids``."""
+        r = self.rows[key]
+        return {q: {name: vals[self.index[q]] for name, vals in r["scores"].items()} for q in qids}
+
+    def objective(self, key: str, qids: Sequence[str], weights: dict[str, float]) -> float:
+        from judges.scoring import aggregate, objective
+
+        rows = self.scores(key, qids).values()
+        return objective(aggregate(({k: np.nan if v is None else v for k, v in r.items()} for r in rows),
+                                   list(weights)), weights)
+
+    def tokens(self, key: str, qids: Sequence[str]) -> float:
+        vals = self.rows[key]["tokens"]
+        return float(np.mean([vals[self.index[q]] for q in qids]))
+
+    def latency_p95(self, key: str, qids: Sequence[str]) -> float:
+        vals = self.rows[key]["latency_s"]
+        return float(np.percentile([vals[self.index[q]] for q in qids], 95))
