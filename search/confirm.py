@@ -5,7 +5,8 @@ champion's configuration), on the search's own servers, index cache and request 
 trials' CPU share. Each task answers every held-out question at full fidelity with the same code as a trial
 (:func:`search.trial.open_session`, :func:`~search.trial.answer_batch`, :func:`~search.trial.summarize`) and logs
 into the MLflow run it is given: metrics ``holdout.<metric>`` (with ``holdout.<metric>_ci_low/high``) beside the
-run's search metrics, and the artifact ``holdout/answers.jsonl``. It returns a :class:`Confirmation` per
+run's search metrics, and the artifact ``holdout/answers.jsonl``. Of the LLM judges it runs only those the
+objective or the promotion floors use: the others change no decision. It returns a :class:`Confirmation` per
 configuration; a configuration whose task failed is left out and its error returned, never raised, so one
 broken finalist cannot hide the others' results.
 """
@@ -107,6 +108,10 @@ def confirm_one(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> 
     os.environ.update(ctx.env)
     cfg = ctx.config
     session = open_session(TrialParams.from_sampled(job.params), ctx)
+    # Only the judges a decision reads (objective, promotion floors): the others' verdicts would cost LLM calls
+    # that change no pick.
+    used = set(cfg.objective.weights) | set(cfg.promotion.min_metrics)
+    session.judges = [j for j in session.judges if j.name in used]
     by_id = {q.id: q for q in ctx.held_out}
     questions = [by_id[i] for i in question_ids]
     rows: list[dict[str, Any]] = []

@@ -377,6 +377,10 @@ def _collect(cfg: ExperimentConfig, grid: Any, question_ids: tuple[str, ...], pi
     close_children(client, exp_id, pid)
     for r in records:
         r.name = client.get_run(r.run_id).info.run_name or r.name
+    stopped = sum(r.status == "stopped_early" for r in records)
+    if stopped:
+        say(f"{stopped} trial(s) stopped early by the scheduler; only trials that answered all "
+            f"{len(question_ids)} questions compete for champion")
     return Collected(records, errors, last, question_ids, _mark_baseline(cfg, records, client))
 
 
@@ -459,9 +463,6 @@ def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confi
     client = MlflowClient(uri)
     records, errors, completed, base = found.records, found.errors, found.completed, found.baseline
     stopped = [r for r in records if r.status == "stopped_early"]
-    if stopped:
-        say(f"{len(stopped)} trial(s) stopped early by the scheduler; only trials that answered all "
-            f"{len(found.question_ids)} questions compete for champion")
     usage = _usage_totals(grid, cfg)
     if confirmed is not None:
         usage.update(_confirm_usage(confirmed))
