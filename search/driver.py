@@ -485,12 +485,12 @@ def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confi
         selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on)
         winner, reason = selection.pick, selection.reason + " (no held-out answers: every confirmation failed)"
     margin = None
-    if winner is not None and base is not None and base.status == "completed":
-        both, mw, _ = _evidence(cfg, found, confirmed, [winner, base])
+    if winner is not None and base is not None and base.status == "completed" and winner.run_id != base.run_id:
+        both, mw, margin_on = _evidence(cfg, found, confirmed, [winner, base])
         if len(both) < 2:  # the baseline's confirmation failed: compare on the search questions
-            both, mw, on = _evidence(cfg, found, None, [winner, base])
+            both, mw, margin_on = _evidence(cfg, found, None, [winner, base])
         margin = (paired_difference(both[0].scores, both[1].scores, mw, s.confidence, s.bootstrap_samples, s.seed),
-                  on) if winner.run_id != base.run_id else None
+                  margin_on)
     front = pareto_front(completed, cfg.objective.cost) if cfg.objective.cost else []
     summary = Summary(winner, reason, base, front, _link(uri, exp_id, pid), finalists=evidence, selection=selection,
                       evidence_on=on, margin=margin, holdout=plan, confirmed=confirmed)

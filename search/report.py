@@ -187,7 +187,7 @@ def finalist_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
                 ("tied" if d.verdict == "tied" else "worse")
         mark = "*" if s.winner is not None and e.trial.run_id == s.winner.run_id else " "
         lines.append(f" {mark} {e.trial.name}: {_ci(m, 'objective')}{held}; {e.tokens_per_question:.0f} tokens/q, "
-                     f"p95 {e.latency_p95_s:.2f} s; {versus}")
+                     f"p95 {e.latency_p95_s:.2f} s" + (f"; {versus}" if versus else ""))
     if s.confirmed is not None:
         champ = s.confirmed.champion_run_id
         if champ is not None and champ in s.confirmed.done:

@@ -250,3 +250,34 @@ def test_a_repeat_of_a_running_trial_is_told_when_that_trial_ends(tmp_path: Path
     states = {t.state for t in searcher._ot_study.trials}
     assert optuna.trial.TrialState.RUNNING not in states
     assert all(t.value == 0.7 for t in searcher._ot_study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+# ---- the console summary ---------------------------------------------------------------------------------
+
+def test_summary_shows_held_out_scores_with_intervals_and_says_tied(tmp_path: Path) -> None:
+    from judges.intervals import PairedDifference
+    from search.confirm import QuestionPlan
+    from search.report import Summary, summary_lines
+
+    def rec(name: str, obj: float, held: float, base: bool = False) -> TrialRecord:
+        m = {"objective": obj, "objective_ci_low": obj - 0.1, "objective_ci_high": obj + 0.1,
+             "holdout.objective": held, "holdout.objective_ci_low": held - 0.1, "holdout.objective_ci_high": held + 0.1}
+        return TrialRecord(name, f"run-{name}", {"top_k": 2}, "completed", obj, 24, m, base)
+
+    lean, stuffed, base = rec("lean", 0.30, 0.29), rec("stuffed", 0.33, 0.31), rec("base", 0.2, 0.22, True)
+    ev = [Evidence(stuffed, {f"q{i}": {"objective": 0.31 + (0.2 if i % 2 else -0.2)} for i in range(24)}, 0.31,
+                   1090, 2.0),
+          Evidence(lean, {f"q{i}": {"objective": 0.29} for i in range(24)}, 0.29, 231, 1.0)]
+    sel = select(ev, {"objective": 1.0}, "cheapest_tied", 0.95, 1000)
+    margin = PairedDifference(24, 0.07, -0.01, 0.15, 0.95, 0.29, 0.22)
+    plan = QuestionPlan(tuple(f"s{i}" for i in range(24)), (), tuple(f"q{i}" for i in range(24)), "25%")
+    lines = summary_lines(Summary(lean, sel.reason, base, [], "link", finalists=ev, selection=sel,
+                                  evidence_on="held-out", margin=(margin, "held-out"), holdout=plan),
+                          _cfg(tmp_path))
+    text = "\n".join(lines)
+    assert "winner lean: search objective 0.3000 [0.2000, 0.4000]; held-out 0.2900 [0.1900, 0.3900]" in text
+    assert "margin over baseline base: +0.0700 on 24 held-out questions, 95% CI [-0.0100, +0.1500]: tied" in text
+    assert "held-out objective on 24 questions the search never saw (95% CI)" in text
+    assert " * lean: 0.3000 [0.2000, 0.4000] -> 0.2900 [0.1900, 0.3900]; 231 tokens/q" in text
+    assert "   stuffed: 0.3300 [0.2300, 0.4300] -> 0.3100 [0.2100, 0.4100]; 1090 tokens/q, p95 2.00 s; best" in text
+    assert "lean: 0.3000" in text and "; vs best -0.0200 [" in text and "] tied" in text
