@@ -3,8 +3,9 @@
 Usage: .venv/bin/python benchmarks/default_search.py [--config configs/default.yaml] [--max-concurrent-trials N]
 
 Runs the search in a fresh storage folder (cold index cache, new MLflow store) and prints:
-- wall time split into model server start, embedding/indexing, retrieval, generation, judging and framework
-  overhead (Ray, MLflow, LangGraph, Tune scheduling: everything that is not model, embedding or vector work);
+- wall time split into model server start, embedding/indexing, retrieval, generation, judging, held-out
+  confirmation and framework overhead (Ray, MLflow, LangGraph, Tune scheduling: everything that is not model,
+  embedding or vector work);
 - distinct index configurations vs embedding passes over the corpus (must be equal).
 
 Per-stage times are measured inside the trials and summed; with trials running concurrently they overlap,
@@ -56,11 +57,13 @@ def main() -> int:
     sums = {name: sum(m.get(k, 0.0) for m in trials for k in keys) for name, keys in STAGES.items()}
     trial_time = sum(m["trial_s"] for m in trials)
     concurrency = max(1.0, trial_time / fit)
-    model = t["server_start_s"] + sum(sums.values()) / concurrency
+    confirm = t.get("confirm_s", 0.0)  # the finalists' held-out answers, after the trials (its own stage)
+    model = t["server_start_s"] + sum(sums.values()) / concurrency + confirm
     overhead = total - model
 
     rows = [("model server start", t["server_start_s"])]
     rows += [(name, v / concurrency) for name, v in sums.items()]
+    rows += [("held-out confirmation (finalists, baseline, champion)", confirm)]
     rows += [("framework overhead (Ray, MLflow, LangGraph, Tune)", overhead)]
     answered = sum(int(m["n_questions"]) for m in trials)
     print(f"\nDefault search: {len(trials)} trials, {answered} questions answered in all "
@@ -77,8 +80,10 @@ def main() -> int:
     print(f"\nIndex cache: {len(keys)} distinct index configs, {len(builds)} embedding passes over the corpus "
           f"({'equal' if len(keys) == len(builds) else 'NOT equal'})")
     u = out.usage
-    print(f"LLM requests sent: {u['total.generator_requests'] + u['total.judge_requests']:.0f} "
-          f"(generator {u['total.generator_requests']:.0f}, judge {u['total.judge_requests']:.0f}); "
+    held = u.get("total.holdout.generator_requests", 0.0) + u.get("total.holdout.judge_requests", 0.0)
+    print(f"LLM requests sent: {u['total.generator_requests'] + u['total.judge_requests'] + held:.0f} "
+          f"(generator {u['total.generator_requests']:.0f}, judge {u['total.judge_requests']:.0f}, "
+          f"held-out confirmation {held:.0f}); "
           f"{out.n_trials - out.n_failed - len(out.trials)} of {out.n_trials} trials stopped early")
     print(f"Best objective {out.best_objective:.4f}: {out.best_params}")
     print(f"Target: total < 600 s -> {'met' if total < 600 else 'MISSED'}; "

@@ -38,7 +38,8 @@ def build() -> int:
     from search.config import load_config
     from search.driver import run_search
 
-    storage = Path(tempfile.mkdtemp(prefix="rs-grid-"))
+    # RAGSWEEP_GRID_STORAGE: build into (or continue in) this folder; its request cache answers what was answered
+    storage = Path(os.environ.get("RAGSWEEP_GRID_STORAGE") or tempfile.mkdtemp(prefix="rs-grid-"))
     cfg = load_config(CONFIG, {"storage_dir": str(storage)})
     out = run_search(cfg, CONFIG)
     rows = []
