@@ -14,6 +14,7 @@ broken finalist cannot hide the others' results.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -122,7 +123,7 @@ def confirm_one(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> 
                "confirm_s": time.perf_counter() - session.t_start}
     client = MlflowClient(ctx.tracking_uri)
     now = int(time.time() * 1000)
-    finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+    finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     client.log_batch(job.run_id, metrics=[Metric(HOLDOUT + k, v, now, 0) for k, v in finite.items()])
     redact = Redactor(cfg.mlflow.redact)
     with tempfile.TemporaryDirectory() as d:

@@ -328,12 +328,12 @@ def summarize(session: Session, rows: list[dict[str, Any]], cfg: ExperimentConfi
     return metrics
 
 
-def interval_metrics(rows: list[dict[str, Any]], cfg: ExperimentConfig, prefix: str = "") -> dict[str, float]:
+def interval_metrics(rows: list[dict[str, Any]], cfg: ExperimentConfig) -> dict[str, float]:
     """``<metric>_ci_low`` / ``_ci_high`` of the objective and the headline metrics: a bootstrap over questions."""
     s = cfg.search
     cis = intervals([row_scores(r) for r in rows], HEADLINE, cfg.objective.weights, s.confidence,
                     s.bootstrap_samples, s.seed)
-    return {f"{prefix}{name}_ci_{side}": v for name, (lo, hi) in cis.items() for side, v in (("low", lo), ("high", hi))}
+    return {f"{name}_ci_{side}": v for name, (lo, hi) in cis.items() for side, v in (("low", lo), ("high", hi))}
 
 
 def question_objectives(rows: list[dict[str, Any]], weights: dict[str, float]) -> list[float]:
