@@ -25,8 +25,8 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from search.config import load_config  # noqa: E402
-from search.driver import run_search  # noqa: E402
+from ragsweep.search.config import load_config  # noqa: E402
+from ragsweep.search.driver import run_search  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = {
@@ -80,9 +80,9 @@ def main() -> int:
     print(f"\nIndex cache: {len(keys)} distinct index configs, {len(builds)} embedding passes over the corpus "
           f"({'equal' if len(keys) == len(builds) else 'NOT equal'})")
     u = out.usage
-    held = u.get("total.holdout.generator_requests", 0.0) + u.get("total.holdout.judge_requests", 0.0)
-    print(f"LLM requests sent: {u['total.generator_requests'] + u['total.judge_requests'] + held:.0f} "
-          f"(generator {u['total.generator_requests']:.0f}, judge {u['total.judge_requests']:.0f}, "
+    held = u.get("total.holdout.llm.generator.requests", 0.0) + u.get("total.holdout.llm.judge.requests", 0.0)
+    print(f"LLM requests sent: {u['total.llm.generator.requests'] + u['total.llm.judge.requests'] + held:.0f} "
+          f"(generator {u['total.llm.generator.requests']:.0f}, judge {u['total.llm.judge.requests']:.0f}, "
           f"held-out confirmation {held:.0f}); "
           f"{out.n_trials - out.n_failed - len(out.trials)} of {out.n_trials} trials stopped early")
     print(f"Best objective {out.best_objective:.4f}: {out.best_params}")

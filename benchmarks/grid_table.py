@@ -35,8 +35,8 @@ def key_of(params: dict[str, Any]) -> str:
 def build() -> int:
     import mlflow
 
-    from search.config import load_config
-    from search.driver import run_search
+    from ragsweep.search.config import load_config
+    from ragsweep.search.driver import run_search
 
     # RAGSWEEP_GRID_STORAGE: build into (or continue in) this folder; its request cache answers what was answered
     storage = Path(os.environ.get("RAGSWEEP_GRID_STORAGE") or tempfile.mkdtemp(prefix="rs-grid-"))
@@ -56,7 +56,7 @@ def build() -> int:
             "latency_s": [round(a["latency_s"], 4) for a in answers],
             # Calls this configuration needs on an empty request cache: one generator + one judge call per question.
             "calls_per_question": 2,
-            "requests_sent": m["generator_requests"] + m["judge_requests"],
+            "requests_sent": m["llm.generator.requests"] + m["llm.judge.requests"],
         })
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     TABLE.write_text(json.dumps({"config": str(CONFIG.relative_to(REPO)), "objective": cfg.objective.weights,
@@ -95,7 +95,7 @@ class Table:
         return {q: {name: vals[self.index[q]] for name, vals in r["scores"].items()} for q in qids}
 
     def objective(self, key: str, qids: Sequence[str], weights: dict[str, float]) -> float:
-        from judges.scoring import aggregate, objective
+        from ragsweep.judges.scoring import aggregate, objective
 
         rows = self.scores(key, qids).values()
         return objective(aggregate(({k: np.nan if v is None else v for k, v in r.items()} for r in rows),

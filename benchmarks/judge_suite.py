@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from judges.base import JudgeItem, run_judges
-from judges.calibrate import passage, sample_questions
-from judges.suite import build_judges
-from pipelines.data import load_dataset
-from pipelines.llm import LLMClient
-from search.config import JudgeSettings
-from search.serving import LlamaCppServer, resolve_gguf
+from ragsweep.judges.base import JudgeItem, run_judges
+from ragsweep.judges.calibrate import passage, sample_questions
+from ragsweep.judges.suite import build_judges
+from ragsweep.pipelines.data import load_dataset
+from ragsweep.pipelines.llm import LLMClient
+from ragsweep.search.config import JudgeSettings
+from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "xquad_en"
 

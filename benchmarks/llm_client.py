@@ -16,8 +16,8 @@ from pathlib import Path
 
 import openai
 
-from pipelines.llm import ChatRequest, LLMClient
-from search.serving import LlamaCppServer, resolve_gguf
+from ragsweep.pipelines.llm import ChatRequest, LLMClient
+from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
 
 
 def _requests(n: int, max_tokens: int) -> list[ChatRequest]:

@@ -25,8 +25,8 @@ from mlflow.tracking import MlflowClient
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from search.tracking import TAG_KIND, TAG_STATUS  # noqa: E402
-from search.trial import TAG_NODE_ID  # noqa: E402
+from ragsweep.search.tracking.runs import TAG_KIND, TAG_STATUS  # noqa: E402
+from ragsweep.search.trial import TAG_NODE_ID  # noqa: E402
 from tests.integration.local_cluster import LocalCluster, node_ip, start_mlflow  # noqa: E402
 
 

@@ -33,7 +33,7 @@ STRATEGIES = ("random", "grid", "tpe", "tpe+asha", "tpe+paired")
 
 
 def _default_weights() -> dict[str, float]:
-    from search.config import Objective
+    from ragsweep.search.config import Objective
 
     return dict(Objective().weights)
 
@@ -43,7 +43,7 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
     """Calls spent until a completed trial is within ``tolerance`` of the best; inf if never (capped)."""
     import optuna
 
-    from judges.scoring import objective
+    from ragsweep.judges.scoring import objective
 
     qs = table.questions
     full = {k: table.objective(k, qs, weights) for k in table.rows}

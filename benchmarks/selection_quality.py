@@ -40,7 +40,7 @@ CALLS_PER_ANSWER = 2  # generator + the default config's one judge
 
 
 def _split(table: Table, fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    from pipelines.data import Question, split_holdout
+    from ragsweep.pipelines.data import Question, split_holdout
 
     qs = [Question(q, "", ("x",), True, ()) for q in table.questions]
     search, held = split_holdout(qs, fraction, seed)
@@ -50,7 +50,7 @@ def _split(table: Table, fraction: float, seed: int) -> tuple[list[str], list[st
 def _pick(method: str, table: Table, tried: list[str], baseline: str, search_q: list[str], held_q: list[str],
           weights: dict[str, float], finalists: int, seed: int) -> tuple[str, int]:
     """The configuration a method promotes, and how many held-out answers it paid for."""
-    from search.selection import Evidence, TrialRecord, select
+    from ragsweep.search.promotion.selection import Evidence, TrialRecord, select
 
     ranked = sorted(tried, key=lambda k: table.objective(k, search_q, weights), reverse=True)
     if method == "best on search":

@@ -33,8 +33,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import httpx  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from search.config import load_config  # noqa: E402
-from search.driver import run_search  # noqa: E402
+from ragsweep.search.config import load_config  # noqa: E402
+from ragsweep.search.driver import run_search  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

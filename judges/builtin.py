@@ -9,10 +9,10 @@ verdicts). With the default suite that is 4 requests per question whatever k is.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from judges.base import (
+from ragsweep.judges.base import (
     NO_CLAIMS,
     NO_CONTEXTS,
     NO_GOLD,
@@ -28,8 +28,9 @@ from judges.base import (
     reason_of,
     skip,
 )
-from judges.lexical import declined
-from pipelines.llm import ChatRequest
+from ragsweep.judges.lexical import declined
+from ragsweep.pipelines.llm import ChatRequest
+from ragsweep.pipelines.registry import Registry
 
 MAX_STATEMENTS = 6
 _STATEMENT_CHARS = 200
@@ -257,3 +258,19 @@ def _supported_fraction(verdicts: list[tuple[str, bool]]) -> tuple[float, str]:
     reason = (f"{n - len(unsupported)} of {n} statements supported"
               + (f"; unsupported: {'; '.join(unsupported)}" if unsupported else ""))
     return (n - len(unsupported)) / n, reason
+
+
+def _doc(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").split("\n\n")[0].split())
+
+
+# The built-in judges by config name (judges.suite); each builds from the judges settings (reason_chars, ...).
+JUDGES: Registry[Callable[[Any], LLMJudge]] = Registry("built-in judge")
+JUDGES.add("correctness", _doc(CorrectnessJudge), lambda c: CorrectnessJudge(c.reason_chars),
+           metric=CorrectnessJudge.name)
+JUDGES.add("faithfulness", _doc(FaithfulnessJudge),
+           lambda c: FaithfulnessJudge(c.faithfulness_calls, c.context_chars), metric=FaithfulnessJudge.name)
+JUDGES.add("answer_relevance", _doc(AnswerRelevanceJudge), lambda c: AnswerRelevanceJudge(c.reason_chars),
+           metric=AnswerRelevanceJudge.name)
+JUDGES.add("context_precision", _doc(ContextPrecisionJudge),
+           lambda c: ContextPrecisionJudge(c.reason_chars, c.context_chars), metric=ContextPrecisionJudge.name)

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from judges.base import JudgeItem, JudgeResult, LLMJudge, run_judge_sets
-from pipelines.data import Dataset, DatasetError, Question, read_jsonl
-from pipelines.llm import LLMClient
+from ragsweep.judges.base import JudgeItem, JudgeResult, LLMJudge, run_judge_sets
+from ragsweep.pipelines.data import Dataset, DatasetError, Question, read_jsonl
+from ragsweep.pipelines.llm import LLMClient
 
 WINDOW = 400  # characters of the gold document kept on each side of the gold span
 

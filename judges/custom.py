@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from judges.base import (
+from ragsweep.judges.base import (
     NO_CONTEXTS,
     NO_GOLD,
     ItemField,
@@ -30,10 +30,12 @@ from judges.base import (
     reason_of,
     skip,
 )
-from pipelines.llm import ChatRequest
-from pipelines.yaml_lines import key_lines
+from ragsweep.judges.builtin import JUDGES
+from ragsweep.judges.scoring import DERIVED_SUFFIXES
+from ragsweep.pipelines.llm import ChatRequest
+from ragsweep.pipelines.yaml_lines import key_lines
 
-BUILTIN_NAMES = frozenset({"correctness", "faithfulness", "answer_relevance", "context_precision"})
+BUILTIN_NAMES = frozenset(JUDGES.names())
 
 
 class _Strict(BaseModel):
@@ -75,6 +77,9 @@ class CustomJudgeSpec(_Strict):
     def _checks(self) -> CustomJudgeSpec:
         if self.name in BUILTIN_NAMES:
             raise ValueError(f"name {self.name!r} is a built-in judge; pick another name")
+        clash = next((s for s in DERIVED_SUFFIXES if self.metric.endswith(s)), None)
+        if clash:  # judge_x_nan / _ci_low / _ci_high are written for every score: a judge may not take one
+            raise ValueError(f"name {self.name!r} ends in {clash!r}, which ragsweep adds to every score's name")
         if len(set(self.reads)) != len(self.reads):
             raise ValueError(f"reads lists a field twice: {self.reads}")
         for n, ex in enumerate(self.examples):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from judges.scoring import objective as weighted_objective
+from ragsweep.judges.scoring import objective as weighted_objective
 
 Scores = Mapping[str, float | None]  # one question's metric -> value (None or NaN when undefined)
 OBJECTIVE = "objective"

@@ -10,8 +10,8 @@ or nothing to judge is a ``Feedback`` with an error and no value, never 0.
 
 Example::
 
-    from judges.mlflow_scorers import judge_scorers
-    from judges.suite import DEFAULTS
+    from ragsweep.judges.mlflow_scorers import judge_scorers
+    from ragsweep.judges.suite import DEFAULTS
     settings = dataclasses.replace(DEFAULTS, suite=("faithfulness", "correctness"))
     mlflow.genai.evaluate(data=rows, scorers=judge_scorers(LLMClient(url, model), settings))
 """
@@ -25,9 +25,9 @@ from typing import Any
 from mlflow.entities import Feedback
 from mlflow.genai.scorers import Scorer, scorer
 
-from judges.base import JudgeItem, LLMJudge, run_judges
-from judges.suite import DEFAULTS, JudgeConfig, build_judges
-from pipelines.llm import LLMClient
+from ragsweep.judges.base import JudgeItem, LLMJudge, run_judges
+from ragsweep.judges.suite import DEFAULTS, JudgeConfig, build_judges
+from ragsweep.pipelines.llm import LLMClient
 
 
 def _text(value: Any, keys: Sequence[str]) -> str:

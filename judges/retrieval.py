@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipelines.data import Question
+from ragsweep.pipelines.data import Question
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,21 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from judges import lexical, retrieval
-from judges.retrieval import ChunkRef
-from pipelines.data import Question
+from ragsweep.judges import lexical, retrieval
+from ragsweep.judges.builtin import JUDGES
+from ragsweep.judges.retrieval import ChunkRef
+from ragsweep.pipelines.data import Question
 
 ANSWER_METRICS = ("exact_match", "token_f1", "contains", "rouge_l")
 RETRIEVAL_METRICS = ("recall_at_k", "precision_at_k", "mrr", "ndcg_at_k")
 # abstain_correct: on unanswerable questions, did the pipeline decline; false_abstain: on answerable ones, did
 # it decline wrongly (lower is better). Each is NaN on the other kind of question.
 ABSTENTION_METRICS = ("abstain_correct", "false_abstain")
-# Built-in LLM judges (judges/builtin.py); custom judges add judge_<name>.
+# Built-in LLM judges (judges/builtin.py); custom judges add judge_<name>. LLM usage counters are llm.<role>.*.
 JUDGE_PREFIX = "judge_"
-JUDGE_METRICS = ("judge_correctness", "judge_faithfulness", "judge_answer_relevance", "judge_context_precision")
+JUDGE_METRICS = tuple(e.info["metric"] for e in JUDGES)
+# Appended to a score's name for its NaN count and its confidence interval.
+DERIVED_SUFFIXES = ("_nan", "_ci_low", "_ci_high")
 # Cost of a configuration, per question answered so far (seconds, tokens): give them negative weights.
 # gpu_s_per_question: LLM-server busy seconds x GPUs per replica (0 on CPU-only servers).
 COST_METRICS = ("latency_p50_s", "latency_p95_s", "tokens_per_question", "gpu_s_per_question")

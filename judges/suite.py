@@ -10,16 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from judges.base import LLMJudge
-from judges.builtin import AnswerRelevanceJudge, ContextPrecisionJudge, CorrectnessJudge, FaithfulnessJudge
-from judges.custom import CustomJudge, CustomJudgeSpec
+from ragsweep.judges.base import LLMJudge
+from ragsweep.judges.builtin import JUDGES
+from ragsweep.judges.custom import CustomJudge, CustomJudgeSpec
 
-BUILTIN = {
-    "correctness": CorrectnessJudge.name,
-    "faithfulness": FaithfulnessJudge.name,
-    "answer_relevance": AnswerRelevanceJudge.name,
-    "context_precision": ContextPrecisionJudge.name,
-}
+BUILTIN = {e.name: e.info["metric"] for e in JUDGES}
 
 
 class JudgeConfig(Protocol):
@@ -47,15 +42,8 @@ DEFAULTS = SuiteDefaults()
 
 
 def build_judges(cfg: JudgeConfig) -> list[LLMJudge]:
-    r, c = cfg.reason_chars, cfg.context_chars
-    make = {
-        "correctness": lambda: CorrectnessJudge(r),
-        "faithfulness": lambda: FaithfulnessJudge(cfg.faithfulness_calls, c),
-        "answer_relevance": lambda: AnswerRelevanceJudge(r),
-        "context_precision": lambda: ContextPrecisionJudge(r, c),
-    }
-    judges: list[LLMJudge] = [make[name]() for name in BUILTIN if name in cfg.suite]
-    return judges + [CustomJudge(spec, r, c) for spec in cfg.custom]
+    judges: list[LLMJudge] = [JUDGES.get(name)(cfg) for name in BUILTIN if name in cfg.suite]
+    return judges + [CustomJudge(spec, cfg.reason_chars, cfg.context_chars) for spec in cfg.custom]
 
 
 def metric_names(cfg: JudgeConfig) -> tuple[str, ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipelines.data import Document
+from ragsweep.pipelines.data import Document
 
 # Where a chunk may end, best first: paragraph break, sentence end, any whitespace.
 _BREAKS = ("\n\n", ". ", "? ", "! ", "\n", " ")

@@ -15,10 +15,10 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from pipelines.llm import ChatRequest, ChatResponse, LLMClient
-from pipelines.prompts import PromptTemplate
-from pipelines.rerank import CrossEncoderReranker
-from pipelines.retrieve import Hit, Retriever
+from ragsweep.pipelines.llm import ChatRequest, ChatResponse, LLMClient
+from ragsweep.pipelines.prompts import PromptTemplate
+from ragsweep.pipelines.rerank import CrossEncoderReranker
+from ragsweep.pipelines.retrieve import Hit, Retriever
 
 
 def _merge(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

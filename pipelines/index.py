@@ -25,9 +25,9 @@ import numpy as np
 from filelock import FileLock
 from qdrant_client import QdrantClient, models
 
-from pipelines.chunking import Chunk, chunk_corpus
-from pipelines.data import Document
-from pipelines.embed import Embedder
+from ragsweep.pipelines.chunking import Chunk, chunk_corpus
+from ragsweep.pipelines.data import Document
+from ragsweep.pipelines.embed import Embedder
 
 DENSE, SPARSE = "dense", "bm25"
 _FORMAT = 1  # bump when the artifact layout changes, so old cache entries are not reused

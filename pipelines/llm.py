@@ -1,7 +1,7 @@
 """A batch-first client for OpenAI-compatible chat endpoints (llama.cpp server, vLLM, any external one).
 
 Contract: :meth:`LLMClient.complete` takes a batch of :class:`ChatRequest` and returns one
-:class:`ChatResponse` per request, in order. With a :class:`~pipelines.llm_cache.RequestCache`, temperature-0
+:class:`ChatResponse` per request, in order. With a :class:`~ragsweep.pipelines.llm_cache.RequestCache`, temperature-0
 requests already answered are served from it and never sent; :attr:`LLMClient.stats` counts what was spent.
 Requests run concurrently up to ``max_concurrency``.
 Transient failures (connection errors, timeouts, 408/409/429/5xx, honouring Retry-After) are retried with
@@ -16,45 +16,21 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import httpx
 import openai
 
-if TYPE_CHECKING:
-    from pipelines.llm_cache import RequestCache
+from ragsweep.pipelines.chat import ChatRequest, ChatResponse, Engine, LLMError
+from ragsweep.pipelines.llm_cache import RequestCache, cacheable, request_key
 
-Engine = Literal["llama.cpp", "vllm", "external"]
+__all__ = ["ChatRequest", "ChatResponse", "ClientStats", "Engine", "LLMClient", "LLMError", "check_endpoint"]
 
-
-class LLMError(RuntimeError):
-    """A request failed for good (retries exhausted, or a request error); the message names the endpoint.
-
-    ``retryable``: the failure was the server's (unreachable, timeout, 429/5xx), so another replica may succeed.
-    """
-
-    def __init__(self, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+USAGE = "llm."  # usage counters live under llm.<role>.<counter>; quality scores never contain a dot
 
 
-@dataclass(frozen=True)
-class ChatRequest:
-    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
-    temperature: float = 0.0
-    max_tokens: int = 64
-    seed: int | None = 0
-    json_schema: dict[str, Any] | None = None  # ask for JSON output of this shape
-
-
-@dataclass
-class ChatResponse:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float  # of the request that produced it (a cache hit keeps the original latency)
-    cached: bool = False
-    started_at: float = 0.0  # wall-clock time the request was sent (a cache hit: when it was looked up)
+def usage_prefix(role: str) -> str:
+    return f"{USAGE}{role}."
 
 
 @dataclass
@@ -77,9 +53,10 @@ class ClientStats:
         """Seconds during which at least one request was in flight (overlapping requests count once)."""
         return sum(b - a for a, b in merge_intervals(self.intervals))
 
-    def as_metrics(self, prefix: str) -> dict[str, float]:
-        out = {f"{prefix}_{k}": float(v) for k, v in vars(self).items() if isinstance(v, (int, float))}
-        out[f"{prefix}_busy_s"] = self.busy_s
+    def as_metrics(self, role: str) -> dict[str, float]:
+        """The counters as metrics ``llm.<role>.<counter>``: a namespace no quality score can share."""
+        out = {f"{usage_prefix(role)}{k}": float(v) for k, v in vars(self).items() if isinstance(v, (int, float))}
+        out[f"{usage_prefix(role)}busy_s"] = self.busy_s
         return out
 
 
@@ -151,8 +128,6 @@ class LLMClient:
         results: list[ChatResponse | None] = [None] * len(requests)
         keys: dict[int, str] = {}
         if self.cache is not None:
-            from pipelines.llm_cache import cacheable, request_key
-
             for i, req in enumerate(requests):
                 if cacheable(req):
                     keys[i] = request_key(self.model_fingerprint, req)

@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipelines.llm import ChatRequest, ChatResponse
+from ragsweep.pipelines.chat import ChatRequest, ChatResponse
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.embed import load_local_model
-from pipelines.retrieve import Hit
+from ragsweep.pipelines.embed import load_local_model
+from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.retrieve import Hit
 
 
 class CrossEncoderReranker:
@@ -24,3 +25,10 @@ class CrossEncoderReranker:
         scores = model.predict([(question, h.chunk.text) for h in hits], batch_size=32)
         ranked = sorted(zip(hits, scores, strict=True), key=lambda hs: float(hs[1]), reverse=True)
         return [Hit(h.chunk, float(s)) for h, s in ranked[:k]]
+
+
+# A reranker's target is its class, built from pipeline.reranker_model (None: keep the retriever's order).
+RERANKERS: Registry[type[CrossEncoderReranker] | None] = Registry("reranker")
+RERANKERS.add("none", "keep the retriever's top_k as they are", None, needs_model=False)
+RERANKERS.add("cross_encoder", "retrieve rerank_candidates chunks, keep the top_k a local cross-encoder scores best "
+              "(pipeline.reranker_model)", CrossEncoderReranker, needs_model=True)

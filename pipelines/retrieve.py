@@ -6,17 +6,41 @@ Contract: :meth:`Retriever.retrieve` takes a batch of questions and returns, per
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from qdrant_client import models
 
-from pipelines.chunking import Chunk
-from pipelines.embed import Embedder
-from pipelines.index import DENSE, SPARSE, IndexHandle
+from ragsweep.pipelines.chunking import Chunk
+from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.index import DENSE, SPARSE, IndexHandle
+from ragsweep.pipelines.registry import Registry
 
-Mode = Literal["dense", "bm25", "hybrid"]
+Dense = list[float] | None
+Sparse = models.SparseVector | None
+# A retriever's target builds the Qdrant query for one question from its dense and sparse vectors.
+RETRIEVERS: Registry[Callable[[Dense, Sparse, int], models.QueryRequest]] = Registry("retriever")
+
+
+@RETRIEVERS.register("dense", "nearest chunks by embedding (cosine)", dense=True, sparse=False)
+def _dense(dense: Dense, sparse: Sparse, k: int) -> models.QueryRequest:
+    return models.QueryRequest(query=dense, using=DENSE, limit=k)
+
+
+@RETRIEVERS.register("bm25", "BM25 over the chunks' terms (sparse vectors)", dense=False, sparse=True)
+def _bm25(dense: Dense, sparse: Sparse, k: int) -> models.QueryRequest:
+    return models.QueryRequest(query=sparse, using=SPARSE, limit=k)
+
+
+@RETRIEVERS.register("hybrid", "dense and BM25 candidates (2k each) fused by reciprocal rank", dense=True,
+                     sparse=True)
+def _hybrid(dense: Dense, sparse: Sparse, k: int) -> models.QueryRequest:
+    return models.QueryRequest(
+        prefetch=[models.Prefetch(query=dense, using=DENSE, limit=k * 2),
+                  models.Prefetch(query=sparse, using=SPARSE, limit=k * 2)],
+        query=models.FusionQuery(fusion=models.Fusion.RRF),
+        limit=k,
+    )
 
 
 @dataclass(frozen=True)
@@ -26,7 +50,8 @@ class Hit:
 
 
 class Retriever:
-    def __init__(self, index: IndexHandle, embedder: Embedder, mode: Mode) -> None:
+    def __init__(self, index: IndexHandle, embedder: Embedder, mode: str) -> None:
+        RETRIEVERS.entry(mode)  # an unknown mode fails here, naming the known ones
         self.index = index
         self.embedder = embedder
         self.mode = mode
@@ -36,26 +61,14 @@ class Retriever:
         unique = sorted(set(ids))  # Qdrant needs unique indices; BM25 counts each query term once
         return models.SparseVector(indices=unique, values=[1.0] * len(unique))
 
-    def _request(self, question: str, dense: list[float] | None, k: int) -> models.QueryRequest:
-        if self.mode == "dense":
-            return models.QueryRequest(query=dense, using=DENSE, limit=k)
-        sparse = self._sparse(question)
-        if self.mode == "bm25":
-            return models.QueryRequest(query=sparse, using=SPARSE, limit=k)
-        return models.QueryRequest(
-            prefetch=[
-                models.Prefetch(query=dense, using=DENSE, limit=k * 2),
-                models.Prefetch(query=sparse, using=SPARSE, limit=k * 2),
-            ],
-            query=models.FusionQuery(fusion=models.Fusion.RRF),
-            limit=k,
-        )
-
     def retrieve(self, questions: Sequence[str], k: int) -> list[list[Hit]]:
         if not questions:
             return []
-        dense = self.embedder.encode(questions).tolist() if self.mode != "bm25" else [None] * len(questions)
-        requests = [self._request(q, d, k) for q, d in zip(questions, dense, strict=True)]
+        entry = RETRIEVERS.entry(self.mode)
+        build = RETRIEVERS.get(self.mode)
+        dense = self.embedder.encode(questions).tolist() if entry.info["dense"] else [None] * len(questions)
+        sparse = [self._sparse(q) if entry.info["sparse"] else None for q in questions]
+        requests = [build(d, s, k) for d, s in zip(dense, sparse, strict=True)]
         responses = self.index.client.query_batch_points(self.index.collection, requests=requests)
         chunks = self.index.chunks
         return [[Hit(chunks[int(p.id)], float(p.score)) for p in r.points] for r in responses]

@@ -6,16 +6,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.data import Document
-from pipelines.embed import Embedder
-from pipelines.graph import GenerationParams, RagPipeline
-from pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
-from pipelines.llm import LLMClient
-from pipelines.prompts import PromptTemplate, load_templates
-from pipelines.rerank import CrossEncoderReranker
-from pipelines.retrieve import Retriever
-from search.config import ModelEndpoint, PipelineSettings
-from search.space import TrialParams
+from ragsweep.pipelines.data import Document
+from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.graph import GenerationParams, RagPipeline
+from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
+from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.prompts import PromptTemplate, load_templates
+from ragsweep.pipelines.rerank import RERANKERS
+from ragsweep.pipelines.retrieve import Retriever
+from ragsweep.search.config import ModelEndpoint, PipelineSettings
+from ragsweep.search.space import TrialParams
 
 
 def index_spec(params: TrialParams, settings: PipelineSettings, corpus_digest: str) -> IndexSpec:
@@ -61,10 +61,11 @@ def build_pipeline(
     t2 = time.perf_counter()
     handle = open_index(art, url=settings.qdrant_url)
     timings = {"embedder_load_s": t1 - t0, "index_s": t2 - t1, "qdrant_load_s": time.perf_counter() - t2}
+    kind = RERANKERS.get(params.reranker)
     reranker = None
-    if params.reranker == "cross_encoder":
+    if kind is not None:
         assert settings.reranker_model is not None  # enforced by the config
-        reranker = CrossEncoderReranker(settings.reranker_model)
+        reranker = kind(settings.reranker_model)
     prompt = prompt or prompt_for(params, settings)
     # rerank_candidates is sampled only with a reranker; without one GenerationParams' default is unused.
     extra = {"rerank_candidates": params.rerank_candidates} if params.rerank_candidates else {}

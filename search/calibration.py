@@ -19,12 +19,13 @@ from pathlib import Path
 import mlflow
 from tabulate import tabulate
 
-from judges.calibrate import JudgeCalibration, calibrate, load_labels, sample_questions
-from judges.suite import build_judges
-from pipelines.data import load_dataset
-from search.config import ConfigError, ExperimentConfig
-from search.serving import preflight, serve
-from search.tracking import TAG_FAILURE, TAG_KIND, check_tracking, default_tracking_uri, ensure_experiment
+from ragsweep.judges.calibrate import JudgeCalibration, calibrate, load_labels, sample_questions
+from ragsweep.judges.suite import build_judges
+from ragsweep.pipelines.data import load_dataset
+from ragsweep.search.config import ConfigError, ExperimentConfig
+from ragsweep.search.serving.engines import preflight
+from ragsweep.search.serving.servers import serve
+from ragsweep.search.tracking.runs import TAG_FAILURE, TAG_KIND, check_tracking, default_tracking_uri, ensure_experiment
 
 
 def say(msg: str) -> None:

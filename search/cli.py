@@ -18,12 +18,11 @@ DEFAULT_CONFIG = Path("configs/default.yaml")
 
 
 def _choices(key: str) -> list[str]:
-    """The allowed values of a ``search`` config key (its Literal), so the CLI and the config never disagree."""
-    from typing import get_args
+    """The names of a registry (search/registries.py), so the CLI and the config never disagree."""
+    from ragsweep.search import registries
 
-    from search.config import SearchSettings
-
-    return list(get_args(SearchSettings.model_fields[key].annotation))
+    return list({"sampler": registries.SAMPLERS, "scheduler": registries.SCHEDULERS,
+                 "selection": registries.SELECTION_RULES}[key].names())
 
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
@@ -123,14 +122,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    from search.config import OVERRIDES
+    from ragsweep.search.config import OVERRIDES
 
     return {k: getattr(args, k) for k in OVERRIDES if getattr(args, k, None) is not None}
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from search.config import load_config
-    from search.driver import run_search
+    from ragsweep.search.config import load_config
+    from ragsweep.search.driver import run_search
 
     overrides = _overrides(args)
     if args.resume:
@@ -148,7 +147,7 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     import mlflow
     import pandas as pd
 
-    from search.champion import load_champion
+    from ragsweep.search.promotion.champion import load_champion
 
     uri, name = _model_location(args)
     try:
@@ -173,8 +172,8 @@ def _model_location(args: argparse.Namespace) -> tuple[str, str]:
     """Tracking URI and model name from the flags, else the config; the URI is set and checked."""
     import mlflow
 
-    from search.config import load_config
-    from search.tracking import check_tracking, default_tracking_uri
+    from ragsweep.search.config import load_config
+    from ragsweep.search.tracking.runs import check_tracking, default_tracking_uri
 
     uri, name = args.tracking_uri, args.model_name
     if uri is None or name is None:
@@ -212,8 +211,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from search.config import load_config
-    from search.promote import CHAMPION, promote_search
+    from ragsweep.search.config import load_config
+    from ragsweep.search.promotion.registry import CHAMPION, promote_search
 
     uri, name = _model_location(args)
     cfg = load_config(args.config)
@@ -228,7 +227,7 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from search.promote import rollback
+    from ragsweep.search.promotion.registry import rollback
 
     uri, name = _model_location(args)
     was, now = rollback(MlflowClient(uri), name)
@@ -237,11 +236,11 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from search.config import load_config
-    from search.driver import prepare
+    from ragsweep.search.config import load_config
+    from ragsweep.search.driver import prepare
 
     cfg = load_config(args.config)
-    from search.searcher import n_trials
+    from ragsweep.search.searcher import n_trials
 
     ds, plan = prepare(cfg)
     held = (f"{len(plan.holdout_ids)} held-out for confirmation ({plan.source})" if plan.on
@@ -253,8 +252,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_judges(args: argparse.Namespace) -> int:
-    from search.calibration import run_calibration
-    from search.config import load_config
+    from ragsweep.search.calibration import run_calibration
+    from ragsweep.search.config import load_config
 
     cfg = load_config(args.config)
     _, table = run_calibration(cfg, dataset_dir=args.dataset, labels=args.labels, questions=args.questions,
@@ -264,7 +263,7 @@ def _cmd_judges(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from search.config import config_json_schema
+    from ragsweep.search.config import config_json_schema
 
     text = json.dumps(config_json_schema(), indent=2)
     if args.output:
@@ -279,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = _parser().parse_args(argv)
-    from pipelines.data import DatasetError
-    from pipelines.embed import EmbedderError
-    from pipelines.prompts import PromptError
-    from search.config import ConfigError
-    from search.promote import PromotionError
-    from search.resume import ResumeError
-    from search.serving import ServerError, ServingSetupError
-    from search.tracking import TrackingUnreachable
+    from ragsweep.pipelines.data import DatasetError
+    from ragsweep.pipelines.embed import EmbedderError
+    from ragsweep.pipelines.prompts import PromptError
+    from ragsweep.search.config import ConfigError
+    from ragsweep.search.promotion.registry import PromotionError
+    from ragsweep.search.resume import ResumeError
+    from ragsweep.search.serving.engines import ServerError, ServingSetupError
+    from ragsweep.search.tracking.runs import TrackingUnreachable
 
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema,
                 "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback}

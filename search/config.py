@@ -18,7 +18,6 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -26,20 +25,21 @@ from pydantic import (
     model_validator,
 )
 
-from judges.custom import CustomJudgeSpec, load_spec
-from judges.scoring import COST_METRICS, JUDGE_PREFIX, OBJECTIVE_METRICS
-from judges.suite import DEFAULTS as JUDGE_DEFAULTS
-from judges.suite import metric_names
-from pipelines.prompts import load_templates
-from pipelines.yaml_lines import key_lines
+from ragsweep.judges.builtin import JUDGES
+from ragsweep.judges.custom import CustomJudgeSpec, load_spec
+from ragsweep.judges.scoring import COST_METRICS, JUDGE_PREFIX, OBJECTIVE_METRICS
+from ragsweep.judges.suite import DEFAULTS as JUDGE_DEFAULTS
+from ragsweep.judges.suite import metric_names
+from ragsweep.pipelines.prompts import load_templates
+from ragsweep.pipelines.rerank import RERANKERS
+from ragsweep.pipelines.yaml_lines import key_lines
+from ragsweep.search.registries import ENGINES, SAMPLERS, SCHEDULERS, SELECTION_RULES
+from ragsweep.search.schema import Strict as _Strict
+from ragsweep.search.space import SearchSpace, baseline_point, grid_points
 
 
 class ConfigError(ValueError):
     """The experiment config is invalid; the message names the file, line and field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -61,83 +61,6 @@ ExistingPath = Annotated[Path, AfterValidator(_resolve), AfterValidator(_must_ex
 CwdPath = Annotated[Path, AfterValidator(lambda v: v.expanduser().resolve())]
 
 
-class _Range(_Strict):
-    low: Any
-    high: Any
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _Range:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError("a log range needs low > 0")
-        if self.log and getattr(self, "step", 1) != 1:
-            raise ValueError("a log range cannot have a step (Optuna)")
-        return self
-
-    def values_bounds(self) -> tuple[Any, Any]:
-        return self.low, self.high
-
-
-class IntRange(_Range):
-    low: int
-    high: int
-    step: int = 1
-
-
-class FloatRange(_Range):
-    low: float
-    high: float
-
-
-Retriever = Literal["dense", "bm25", "hybrid"]
-Reranker = Literal["none", "cross_encoder"]
-
-
-def _bounds(p: list[Any] | IntRange | FloatRange) -> tuple[Any, Any]:
-    return (min(p), max(p)) if isinstance(p, list) else p.values_bounds()
-
-
-class SearchSpace(_Strict):
-    """Each key is a list of choices (categorical) or a range ``{low, high[, step][, log]}``."""
-
-    chunk_size: Annotated[list[int], Field(min_length=1)] | IntRange = [400, 800, 1200]
-    chunk_overlap: Annotated[list[int], Field(min_length=1)] | IntRange = [0, 100]
-    retriever: Annotated[list[Retriever], Field(min_length=1)] = ["dense", "bm25", "hybrid"]
-    top_k: Annotated[list[int], Field(min_length=1)] | IntRange = [2, 3, 5]
-    reranker: Annotated[list[Reranker], Field(min_length=1)] = ["none"]
-    prompt: Annotated[list[str], Field(min_length=1)] = ["concise", "extractive"]
-    temperature: Annotated[list[float], Field(min_length=1)] | FloatRange = [0.0]
-    # Conditional: sampled only in trials whose reranker is cross_encoder.
-    rerank_candidates: Annotated[list[int], Field(min_length=1)] | IntRange = [20]
-
-    @model_validator(mode="after")
-    def _consistent(self) -> SearchSpace:
-        cs_low, _ = _bounds(self.chunk_size)
-        ov_low, ov_high = _bounds(self.chunk_overlap)
-        k_low, _ = _bounds(self.top_k)
-        if cs_low < 50:
-            raise ValueError(f"chunk_size must be >= 50 characters, got {cs_low}")
-        if ov_low < 0 or ov_low >= cs_low:
-            raise ValueError(f"chunk_overlap must start in [0, smallest chunk_size) = [0, {cs_low}), got {ov_low}")
-        # A range's upper end is clipped per trial to chunk_size - 1 (conditional); a list is fixed, so every
-        # choice must fit every chunk size.
-        if isinstance(self.chunk_overlap, list) and ov_high >= cs_low:
-            raise ValueError(
-                f"chunk_overlap choices must lie in [0, smallest chunk_size) = [0, {cs_low}), got {ov_high}; "
-                "use a range {low, high} to bound overlap by each trial's chunk_size instead"
-            )
-        if _bounds(self.rerank_candidates)[0] < 1:
-            raise ValueError("rerank_candidates must be >= 1")
-        if k_low < 1:
-            raise ValueError(f"top_k must be >= 1, got {k_low}")
-        t_low, t_high = _bounds(self.temperature)
-        if t_low < 0 or t_high > 2:
-            raise ValueError("temperature must lie in [0, 2]")
-        return self
-
-
 class PipelineSettings(_Strict):
     """Settings fixed for the whole search."""
 
@@ -152,7 +75,7 @@ class PipelineSettings(_Strict):
 class ModelEndpoint(_Strict):
     """One LLM server: started by the search (llama.cpp, vllm) or reached at base_url (external)."""
 
-    engine: Literal["llama.cpp", "vllm", "external"] = "llama.cpp"
+    engine: ENGINES.field() = Field("llama.cpp", description=ENGINES.describe())  # type: ignore[valid-type]
     model: str = Field(
         "default",
         description="llama.cpp: GGUF path or 'default' (SmolLM2-135M); vllm: model folder or id; external: model id",
@@ -177,13 +100,14 @@ class ModelEndpoint(_Strict):
 
     @property
     def gpus_per_replica(self) -> float:
-        return self.num_gpus if self.num_gpus is not None else (1.0 if self.engine == "vllm" else 0.0)
+        return self.num_gpus if self.num_gpus is not None else float(ENGINES.entry(self.engine).info["default_gpus"])
 
     @model_validator(mode="after")
     def _engine_fields(self) -> ModelEndpoint:
-        if self.engine == "external" and not self.base_url:
-            raise ValueError("engine 'external' needs base_url")
-        if self.engine != "external" and self.base_url:
+        external = ENGINES.entry(self.engine).target is None
+        if external and not self.base_url:
+            raise ValueError(f"engine {self.engine!r} needs base_url")
+        if not external and self.base_url:
             raise ValueError(f"base_url is only for engine 'external' ({self.engine} servers are started by ragsweep)")
         if self.engine == "vllm" and self.model == "default":
             raise ValueError("engine 'vllm' needs model: a local model folder or a model id")
@@ -205,7 +129,7 @@ def _custom_judge(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-JudgeName = Literal["correctness", "faithfulness", "answer_relevance", "context_precision"]
+JudgeName = JUDGES.field()
 
 
 class JudgeSettings(_Strict):
@@ -285,10 +209,8 @@ class SearchSettings(_Strict):
     questions_per_trial: int | None = Field(24, ge=1, description="unset = all questions")
     shard_size: int = Field(8, ge=1, description="questions per report to Tune")
     seed: int = 0
-    scheduler: Literal["asha", "paired", "fifo"] = Field(
-        "asha", description="asha: stop weak trials early by running means at rungs; paired: stop a trial whose "
-        "per-question scores are significantly worse than the best trial's on the same questions (Wilcoxon); fifo: "
-        "run all. The baseline trial is never stopped")
+    scheduler: SCHEDULERS.field() = Field(  # type: ignore[valid-type]
+        "asha", description=f"{SCHEDULERS.describe()}. The baseline trial is never stopped")
     grace_questions: int = Field(8, ge=1, description="asha, paired: questions every trial answers before it may "
                                  "be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
@@ -299,10 +221,8 @@ class SearchSettings(_Strict):
     holdout_questions: int | None = Field(
         None, ge=2, description="held-out questions each finalist answers (unset = questions_per_trial, at most "
         "the held-out split)")
-    selection: Literal["cheapest_tied", "best"] = Field(
-        "cheapest_tied", description="cheapest_tied: among finalists statistically tied with the best held-out "
-        "objective (paired bootstrap), promote the cheapest (tokens per question, then p95 latency); best: the "
-        "highest held-out objective")
+    selection: SELECTION_RULES.field() = Field(  # type: ignore[valid-type]
+        "cheapest_tied", description=SELECTION_RULES.describe())
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of every interval in the report "
                               "and of the ties in selection")
     bootstrap_samples: int = Field(2000, ge=100, description="bootstrap resamples of the questions per interval")
@@ -316,9 +236,7 @@ class SearchSettings(_Strict):
     max_failures: int | None = Field(
         None, ge=0, description="times Tune retries a failed trial (a lost node, a killed worker) on another node; "
         "unset = 0 on a local Ray, 2 on a cluster")
-    sampler: Literal["tpe", "random", "grid", "nsga2"] = Field(
-        "tpe", description="tpe: Optuna TPE (multivariate); random; grid: every combination in seeded random order, "
-        "at most num_samples; nsga2: genetic, for multi-objective searches")
+    sampler: SAMPLERS.field() = Field("tpe", description=SAMPLERS.describe())  # type: ignore[valid-type]
     startup_trials: int | None = Field(
         None, ge=1, description="tpe: random trials before TPE models the space (unset = num_samples // 3, 2..10)")
     baseline: dict[str, Any] | None = Field(
@@ -442,8 +360,9 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
-        if "cross_encoder" in self.space.reranker and self.pipeline.reranker_model is None:
-            raise ValueError("space.reranker includes 'cross_encoder' but pipeline.reranker_model is not set")
+        needs_model = [r for r in self.space.reranker if RERANKERS.entry(r).info["needs_model"]]
+        if needs_model and self.pipeline.reranker_model is None:
+            raise ValueError(f"space.reranker includes {needs_model[0]!r} but pipeline.reranker_model is not set")
         templates = load_templates(self.pipeline.prompts_file)
         for name in self.space.prompt:
             if name not in templates:
@@ -455,21 +374,18 @@ class ExperimentConfig(_Strict):
             if name.startswith(JUDGE_PREFIX) and name not in judged:
                 builtin = name.removeprefix(JUDGE_PREFIX)
                 hint = difflib.get_close_matches(name, judged, n=1)
-                extra = (f" (add {builtin} to judges.suite)" if builtin in get_args(JudgeName)
+                extra = (f" (add {builtin} to judges.suite)" if builtin in JUDGES
                          else f" (did you mean {hint[0]!r}?)" if hint else "")
                 where = "objective.weights" if name in self.objective.weights else "promotion.min_metrics"
                 raise ValueError(f"{where}: {name!r} is not computed by the configured judges{extra}; "
                                  f"judges give: {', '.join(judged) or 'nothing (judges.suite is empty)'}")
-        if self.search.sampler == "nsga2" and self.objective.cost is None:
-            raise ValueError("search.sampler 'nsga2' is for multi-objective searches: set objective.cost, or use tpe")
+        if SAMPLERS.entry(self.search.sampler).info.get("needs_cost") and self.objective.cost is None:
+            raise ValueError(f"search.sampler {self.search.sampler!r} is for multi-objective searches: set "
+                             "objective.cost, or use tpe")
         if self.search.sampler == "grid":
-            from search.space import grid_points  # raises ValueError naming a key that cannot be a grid
-
-            grid_points(self.space)
+            grid_points(self.space)  # raises ValueError naming a key that cannot be a grid
         if self.search.baseline is not None:
-            from search.space import baseline_point  # raises ValueError naming a bad key or value
-
-            baseline_point(self.space, self.search.baseline)
+            baseline_point(self.space, self.search.baseline)  # raises ValueError naming a bad key or value
         return self
 
     @property

@@ -25,11 +25,19 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from pipelines.data import Dataset, DatasetError, Question, load_questions, seeded_order, split_holdout
-from search.config import ExperimentConfig
-from search.redact import Redactor
-from search.space import TrialParams
-from search.trial import SearchContext, answer_batch, interval_metrics, open_session, redacted, row_scores, summarize
+from ragsweep.pipelines.data import Dataset, DatasetError, Question, load_questions, seeded_order, split_holdout
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.space import TrialParams
+from ragsweep.search.tracking.redact import Redactor
+from ragsweep.search.trial import (
+    SearchContext,
+    answer_batch,
+    interval_metrics,
+    open_session,
+    redacted,
+    row_scores,
+    summarize,
+)
 
 HOLDOUT = "holdout."  # prefix of held-out metrics in a run
 ANSWERS = "holdout/answers.jsonl"

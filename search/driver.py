@@ -25,26 +25,27 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from judges.intervals import paired_difference
-from pipelines.data import Dataset, load_dataset
-from pipelines.llm import merge_intervals
-from pipelines.prompts import load_templates
-from search.assemble import prompt_for
-from search.champion import CHAMPION, register_version
-from search.cluster import check_cluster, for_other_nodes, ray_target, retries, tune_root
-from search.config import ExperimentConfig
-from search.confirm import HOLDOUT, Confirmed, Job, QuestionPlan, confirm_all, plan_questions
-from search.promote import TAG_SEARCH, HoldoutRefs, current_champion, decide, record
-from search.prompt_registry import alias_champion_prompt, register_templates
-from search.redact import Redactor
-from search.report import Summary, write_report
-from search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
-from search.schedulers import PER_QUESTION, build_scheduler
-from search.searcher import BaselineMatcher, LLMCallBudget, baseline, build_searcher, n_trials
-from search.selection import Evidence, TrialRecord, choose, finalists, pareto_front, select
-from search.serving import Endpoints, preflight, serve
-from search.space import TrialParams
-from search.tracking import (
+from ragsweep.judges.intervals import paired_difference
+from ragsweep.pipelines.data import Dataset, load_dataset
+from ragsweep.pipelines.llm import USAGE, merge_intervals
+from ragsweep.pipelines.prompts import load_templates
+from ragsweep.search.assemble import prompt_for
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.confirm import HOLDOUT, Confirmed, Job, QuestionPlan, confirm_all, plan_questions
+from ragsweep.search.promotion.champion import CHAMPION, register_version
+from ragsweep.search.promotion.registry import TAG_SEARCH, HoldoutRefs, current_champion, decide, record
+from ragsweep.search.promotion.selection import Evidence, TrialRecord, choose, finalists, pareto_front, select
+from ragsweep.search.report import Summary, write_report
+from ragsweep.search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
+from ragsweep.search.schedulers import PER_QUESTION, build_scheduler
+from ragsweep.search.searcher import BaselineMatcher, LLMCallBudget, baseline, build_searcher, n_trials
+from ragsweep.search.serving.cluster import check_cluster, for_other_nodes, ray_target, retries, tune_root
+from ragsweep.search.serving.engines import preflight
+from ragsweep.search.serving.servers import Endpoints, serve
+from ragsweep.search.space import TrialParams
+from ragsweep.search.tracking.prompts import alias_champion_prompt, register_templates
+from ragsweep.search.tracking.redact import Redactor
+from ragsweep.search.tracking.runs import (
     PARENT_TAG,
     TAG_FAILURE,
     TAG_KIND,
@@ -215,7 +216,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
     import ray
     from ray import tune
 
-    from search.trial import SearchContext, run_trial
+    from ragsweep.search.trial import SearchContext, run_trial
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -291,7 +292,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
 
 def _log_servers(endpoints: Endpoints) -> None:
     """Restart counts (metrics) and lifecycle events (servers.json) of the server actors, on the parent run."""
-    from search.server_actor import replica_statuses
+    from ragsweep.search.serving.actors import replica_statuses
 
     names = list(dict.fromkeys(endpoints.generator.actor_names + endpoints.judge.actor_names))
     try:
@@ -567,9 +568,9 @@ def _confirm_usage(confirmed: Confirmed) -> dict[str, float]:
     """LLM requests and tokens the held-out answers cost (they count in the search's spend)."""
     totals: dict[str, float] = {}
     for c in confirmed.done.values():
-        for k in ("generator_requests", "judge_requests", "generator_prompt_tokens", "generator_completion_tokens"):
-            if isinstance(c.metrics.get(k), (int, float)):
-                totals[f"total.{HOLDOUT}{k}"] = totals.get(f"total.{HOLDOUT}{k}", 0.0) + float(c.metrics[k])
+        for k, v in c.metrics.items():
+            if k.startswith(USAGE) and isinstance(v, (int, float)):
+                totals[f"total.{HOLDOUT}{k}"] = totals.get(f"total.{HOLDOUT}{k}", 0.0) + float(v)
     return totals
 
 
@@ -621,18 +622,16 @@ def _link(uri: str, exp_id: str, pid: str) -> str:
 
 
 def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:
-    """Search-wide LLM usage: sums of the trials' ``generator_*`` / ``judge_*`` counters, and per server the busy
-    time (union of all trials' request intervals) and GPU-seconds (busy time x GPUs of its replicas)."""
+    """Search-wide LLM usage: sums of the trials' ``llm.*`` counters, and per server the busy time (union of all
+    trials' request intervals) and GPU-seconds (busy time x GPUs of its replicas)."""
     totals: dict[str, float] = {}
     intervals: dict[str, list[tuple[float, float]]] = {"generator": [], "judge": []}
-    judge_scores = cfg.judges.metrics  # judge_<name> quality means share the prefix of the judge client's counters
     for r in grid:
         for k, v in (r.metrics or {}).items():
-            if k.startswith(("generator_", "judge_")) and not k.startswith(judge_scores):
-                if isinstance(v, (int, float)):
-                    totals[f"total.{k}"] = totals.get(f"total.{k}", 0.0) + float(v)
-                elif k.endswith("_intervals"):
-                    intervals[k.removesuffix("_intervals")] += [tuple(x) for x in json.loads(v)]
+            if k.startswith(USAGE) and isinstance(v, (int, float)):
+                totals[f"total.{k}"] = totals.get(f"total.{k}", 0.0) + float(v)
+            elif k in ("generator_intervals", "judge_intervals"):
+                intervals[k.removesuffix("_intervals")] += [tuple(x) for x in json.loads(v)]
     shared = cfg.llm.judge is None or cfg.llm.judge == cfg.llm.generator
     servers = {"generator": (cfg.llm.generator, intervals["generator"] + (intervals["judge"] if shared else []))}
     if not shared:
@@ -645,8 +644,8 @@ def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:
 
 
 def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, Any]:
-    from search.assemble import pipeline_spec, prompt_for
-    from search.space import TrialParams
+    from ragsweep.search.assemble import pipeline_spec, prompt_for
+    from ragsweep.search.space import TrialParams
 
     tp = TrialParams.from_sampled(params)
     return pipeline_spec(tp, cfg.pipeline, cfg.llm.generator, cfg.search.seed, prompt_for(tp, cfg.pipeline))

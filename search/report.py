@@ -20,20 +20,20 @@ from typing import Any
 
 import pandas as pd
 
-from judges.intervals import PairedDifference
-from search.config import ExperimentConfig
-from search.confirm import HOLDOUT, Confirmed, QuestionPlan
-from search.selection import Evidence, Selection, TrialRecord
-from search.space import PARAM_NAMES, distributions
+from ragsweep.judges.intervals import PairedDifference
+from ragsweep.judges.scoring import JUDGE_METRICS
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.confirm import HOLDOUT, Confirmed, QuestionPlan
+from ragsweep.search.promotion.selection import Evidence, Selection, TrialRecord
+from ragsweep.search.space import PARAM_NAMES, distributions
 
 TOP = 10
 # Metrics shown in the leaderboard besides the objective, when present.
 SHOWN_METRICS = ("objective_ci_low", "objective_ci_high", f"{HOLDOUT}objective", f"{HOLDOUT}objective_ci_low",
                  f"{HOLDOUT}objective_ci_high", "token_f1", "token_f1_ci_low", "token_f1_ci_high",
                  f"{HOLDOUT}token_f1", "recall_at_k", "recall_at_k_ci_low", "recall_at_k_ci_high",
-                 f"{HOLDOUT}recall_at_k", "mrr", "exact_match", "judge_correctness", "judge_faithfulness",
-                 "judge_answer_relevance", "judge_context_precision", "latency_p95_s", "tokens_per_question",
-                 f"{HOLDOUT}tokens_per_question", "generator_requests", "judge_requests")
+                 f"{HOLDOUT}recall_at_k", "mrr", "exact_match", *JUDGE_METRICS, "latency_p95_s",
+                 "tokens_per_question", f"{HOLDOUT}tokens_per_question", "llm.generator.requests", "llm.judge.requests")
 
 
 @dataclass

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
-from search.cluster import tune_root
-from search.config import ExperimentConfig
-from search.tracking import TAG_KIND, flatten
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.serving.cluster import tune_root
+from ragsweep.search.tracking.runs import TAG_KIND, flatten
 
 TAG_RAY_DIR = "ragsweep.ray_dir"  # Ray Tune experiment folder of a search (parent run tag)
 # Keys that may differ on resume: where things are, not what is searched.

@@ -23,7 +23,8 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from search.config import ExperimentConfig
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.registries import SCHEDULERS
 
 OBJECTIVE = "objective"
 PER_QUESTION = "question_objectives"  # result key: JSON list of per-question objectives, in question order
@@ -103,14 +104,23 @@ class PairedStopper(FIFOScheduler):
         return f"PairedStopper: {len(self.decisions)} trial(s) stopped (Wilcoxon p < {self.p_threshold})"
 
 
-def build_scheduler(cfg: ExperimentConfig, max_questions: int, protected: Protected) -> Any:
-    s = cfg.search
-    if s.scheduler == "fifo":
-        return None
-    grace = min(s.grace_questions, max_questions)
-    if s.scheduler == "paired":
-        return PairedStopper(max_questions, grace, s.p_threshold, protected)
+def fifo(cfg: ExperimentConfig, max_questions: int, protected: Protected) -> None:
+    return None
+
+
+def paired(cfg: ExperimentConfig, max_questions: int, protected: Protected) -> PairedStopper:
+    grace = min(cfg.search.grace_questions, max_questions)
+    return PairedStopper(max_questions, grace, cfg.search.p_threshold, protected)
+
+
+def asha(cfg: ExperimentConfig, max_questions: int, protected: Protected) -> BaselineKeepingASHA:
     # Fidelity = questions answered: every trial answers the same questions in the same order, so trials
     # compared at a rung are compared on the same questions. With a cost objective too, ASHA ranks by quality.
+    grace = min(cfg.search.grace_questions, max_questions)
     return BaselineKeepingASHA(time_attr="n_questions", metric=OBJECTIVE, mode="max", max_t=max_questions,
-                               grace_period=grace, reduction_factor=s.reduction_factor, protected=protected)
+                               grace_period=grace, reduction_factor=cfg.search.reduction_factor, protected=protected)
+
+
+def build_scheduler(cfg: ExperimentConfig, max_questions: int, protected: Protected) -> Any:
+    """The scheduler named by ``search.scheduler`` (see :data:`~ragsweep.search.registries.SCHEDULERS`)."""
+    return SCHEDULERS.get(cfg.search.scheduler)(cfg, max_questions, protected)

@@ -17,8 +17,10 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.config import ExperimentConfig
-from search.space import DefineByRun, baseline_point, grid_points, grid_search_space
+from ragsweep.pipelines.llm import usage_prefix
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.registries import SAMPLERS
+from ragsweep.search.space import DefineByRun, baseline_point, grid_points, grid_search_space
 
 OBJECTIVE = "objective"
 
@@ -30,24 +32,32 @@ def metrics_and_modes(cfg: ExperimentConfig) -> tuple[str | list[str], str | lis
     return [OBJECTIVE, cfg.objective.cost], ["max", "min"]
 
 
-def _sampler(cfg: ExperimentConfig) -> Any:
-    from optuna.samplers import GridSampler, NSGAIISampler, RandomSampler, TPESampler
+def random_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=cfg.search.seed)
 
-    s, seed = cfg.search, cfg.search.seed
-    if s.sampler == "random":
-        return RandomSampler(seed=seed)
-    if s.sampler == "grid":
-        return GridSampler(grid_search_space(cfg.space), seed=seed)
-    if s.sampler == "nsga2":
-        return NSGAIISampler(seed=seed, population_size=max(4, min(50, s.num_samples // 4)))
+
+def grid_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GridSampler(grid_search_space(cfg.space), seed=cfg.search.seed)
+
+
+def nsga2_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=cfg.search.seed,
+                                         population_size=max(4, min(50, cfg.search.num_samples // 4)))
+
+
+def tpe_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
     # Optuna 5 TPE defaults, reviewed: multivariate=None means joint modelling for one objective only, so we set
     # it for both; group=True splits the space by which keys a trial sampled (conditional rerank_candidates);
     # constant_liar (the 5.0 default) keeps concurrent trials apart. n_startup_trials is scaled to small searches:
     # Optuna's 10 random trials would be a whole default search.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return TPESampler(seed=seed, n_startup_trials=s.n_startup_trials, multivariate=True, group=True,
-                          constant_liar=True)
+        return optuna.samplers.TPESampler(seed=cfg.search.seed, n_startup_trials=cfg.search.n_startup_trials,
+                                          multivariate=True, group=True, constant_liar=True)
+
+
+def _sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
+    return SAMPLERS.get(cfg.search.sampler)(cfg)
 
 
 def finite_points(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
@@ -181,7 +191,8 @@ class LLMCallBudget(tune.Stopper):
         self.tripped = False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        self.calls[trial_id] = float(result.get("generator_requests", 0.0)) + float(result.get("judge_requests", 0.0))
+        self.calls[trial_id] = sum(float(result.get(f"{usage_prefix(role)}requests", 0.0))
+                                   for role in ("generator", "judge"))
         if not self.tripped and self.spent >= self.limit:
             self.tripped = True
             print(f"[ragsweep] LLM-call budget reached ({self.spent:.0f} >= {self.limit}): stopping the search",

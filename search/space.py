@@ -11,12 +11,93 @@ distributions from the same space; each raises ``ValueError`` naming the key whe
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
 from pydantic import Field, model_validator
 
-from search.config import FloatRange, IntRange, Reranker, Retriever, SearchSpace, _Strict
+from ragsweep.pipelines.rerank import RERANKERS
+from ragsweep.pipelines.retrieve import RETRIEVERS
+from ragsweep.search.schema import Strict as _Strict
+
+
+class _Range(_Strict):
+    low: Any
+    high: Any
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and getattr(self, "step", 1) != 1:
+            raise ValueError("a log range cannot have a step (Optuna)")
+        return self
+
+    def values_bounds(self) -> tuple[Any, Any]:
+        return self.low, self.high
+
+
+class IntRange(_Range):
+    low: int
+    high: int
+    step: int = 1
+
+
+class FloatRange(_Range):
+    low: float
+    high: float
+
+
+Retriever = RETRIEVERS.field()
+Reranker = RERANKERS.field()
+
+
+def _bounds(p: list[Any] | IntRange | FloatRange) -> tuple[Any, Any]:
+    return (min(p), max(p)) if isinstance(p, list) else p.values_bounds()
+
+
+class SearchSpace(_Strict):
+    """Each key is a list of choices (categorical) or a range ``{low, high[, step][, log]}``."""
+
+    chunk_size: Annotated[list[int], Field(min_length=1)] | IntRange = [400, 800, 1200]
+    chunk_overlap: Annotated[list[int], Field(min_length=1)] | IntRange = [0, 100]
+    retriever: Annotated[list[Retriever], Field(min_length=1)] = ["dense", "bm25", "hybrid"]
+    top_k: Annotated[list[int], Field(min_length=1)] | IntRange = [2, 3, 5]
+    reranker: Annotated[list[Reranker], Field(min_length=1)] = ["none"]
+    prompt: Annotated[list[str], Field(min_length=1)] = ["concise", "extractive"]
+    temperature: Annotated[list[float], Field(min_length=1)] | FloatRange = [0.0]
+    # Conditional: sampled only in trials whose reranker is cross_encoder.
+    rerank_candidates: Annotated[list[int], Field(min_length=1)] | IntRange = [20]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchSpace:
+        cs_low, _ = _bounds(self.chunk_size)
+        ov_low, ov_high = _bounds(self.chunk_overlap)
+        k_low, _ = _bounds(self.top_k)
+        if cs_low < 50:
+            raise ValueError(f"chunk_size must be >= 50 characters, got {cs_low}")
+        if ov_low < 0 or ov_low >= cs_low:
+            raise ValueError(f"chunk_overlap must start in [0, smallest chunk_size) = [0, {cs_low}), got {ov_low}")
+        # A range's upper end is clipped per trial to chunk_size - 1 (conditional); a list is fixed, so every
+        # choice must fit every chunk size.
+        if isinstance(self.chunk_overlap, list) and ov_high >= cs_low:
+            raise ValueError(
+                f"chunk_overlap choices must lie in [0, smallest chunk_size) = [0, {cs_low}), got {ov_high}; "
+                "use a range {low, high} to bound overlap by each trial's chunk_size instead"
+            )
+        if _bounds(self.rerank_candidates)[0] < 1:
+            raise ValueError("rerank_candidates must be >= 1")
+        if k_low < 1:
+            raise ValueError(f"top_k must be >= 1, got {k_low}")
+        t_low, t_high = _bounds(self.temperature)
+        if t_low < 0 or t_high > 2:
+            raise ValueError("temperature must lie in [0, 2]")
+        return self
+
+
 
 # Sampled in this order (conditional keys after the keys they depend on).
 PARAM_NAMES = ("chunk_size", "chunk_overlap", "retriever", "top_k", "reranker", "prompt", "temperature",

@@ -29,10 +29,10 @@ import ray
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from judges.base import JudgeItem, JudgeResult, run_judges
-from judges.intervals import intervals
-from judges.retrieval import ChunkRef
-from judges.scoring import (
+from ragsweep.judges.base import JudgeItem, JudgeResult, run_judges
+from ragsweep.judges.intervals import intervals
+from ragsweep.judges.retrieval import ChunkRef
+from ragsweep.judges.scoring import (
     ABSTENTION_METRICS,
     ANSWER_METRICS,
     RETRIEVAL_METRICS,
@@ -40,20 +40,19 @@ from judges.scoring import (
     objective,
     score_answer,
 )
-from judges.suite import build_judges
-from pipelines.data import Dataset, Question
-from pipelines.graph import Answer
-from pipelines.index import IndexCache
-from pipelines.llm import merge_intervals
-from pipelines.llm_cache import RequestCache
-from search.assemble import Assembled, build_pipeline, pipeline_spec
-from search.config import ExperimentConfig
-from search.redact import Redactor
-from search.schedulers import PER_QUESTION
-from search.serving import Endpoints
-from search.space import TrialParams
-from search.tracing import ModelInfo, TraceWriter
-from search.tracking import (
+from ragsweep.judges.suite import build_judges
+from ragsweep.pipelines.data import Dataset, Question
+from ragsweep.pipelines.graph import Answer
+from ragsweep.pipelines.index import IndexCache
+from ragsweep.pipelines.llm import merge_intervals
+from ragsweep.pipelines.llm_cache import RequestCache
+from ragsweep.search.assemble import Assembled, build_pipeline, pipeline_spec
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.schedulers import PER_QUESTION
+from ragsweep.search.serving.servers import Endpoints
+from ragsweep.search.space import TrialParams
+from ragsweep.search.tracking.redact import Redactor
+from ragsweep.search.tracking.runs import (
     PARENT_TAG,
     TAG_FAILURE,
     TAG_KIND,
@@ -65,6 +64,7 @@ from search.tracking import (
     log_params,
     no_retries,
 )
+from ragsweep.search.tracking.traces import ModelInfo, TraceWriter
 
 TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted (a resume, or a retry after its node was lost)
 TAG_NODE_ID = "ragsweep.ray_node_id"  # the Ray node the trial ran on (its last attempt)
@@ -289,9 +289,9 @@ def answer_batch(session: Session, batch: list[Question], cfg: ExperimentConfig,
     session.timings["judge_s"] += time.perf_counter() - t0
     flat = [v for vs in by_judge.values() for v in vs]
     session.judge_asked += sum(not v.skipped for v in flat)
-    session.judge_failed += sum(v.failed for v in flat)
-    session.judge_repaired += sum(v.repaired for v in flat)
-    _check_judge_budget(session.judge_failed, session.judge_asked, cfg.judges.max_error_rate, flat)
+    session.llm.judge.failed += sum(v.failed for v in flat)
+    session.llm.judge.repaired += sum(v.repaired for v in flat)
+    _check_judge_budget(session.llm.judge.failed, session.judge_asked, cfg.judges.max_error_rate, flat)
     rows = []
     for n, (q, a) in enumerate(zip(batch, answers, strict=True)):
         refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
@@ -322,7 +322,7 @@ def summarize(session: Session, rows: list[dict[str, Any]], cfg: ExperimentConfi
         "gpu_s_per_question": (g.stats.busy_s * cfg.llm.generator.gpus_per_replica
                                + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
         "n_questions": float(done),
-        "judge_failed": float(session.judge_failed), "judge_repaired": float(session.judge_repaired),
+        "llm.judge.failed": float(session.llm.judge.failed), "llm.judge.repaired": float(session.llm.judge.repaired),
     }
     metrics["objective"] = objective(metrics, cfg.objective.weights)
     return metrics
@@ -394,7 +394,7 @@ def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
             metrics.update({
                 "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
                 "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
-                "judge_tokens": float(sum(r["judge_tokens"] for r in rows)),
+                "llm.judge.tokens": float(sum(r["judge_tokens"] for r in rows)),
                 **interval_metrics(rows, cfg),
             })
             with logging_step(progress, f"answers.jsonl, answers_table.json, config.json and prompt.txt "

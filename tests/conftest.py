@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "xquad_en"
+CLI = [sys.executable, "-m", "ragsweep.search.cli"]  # the installed `ragsweep` command, run by this interpreter
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

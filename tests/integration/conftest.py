@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.serving import LlamaCppServer, resolve_gguf
+from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
 from tests.conftest import SAMPLE, write_jsonl
 from tests.integration.local_cluster import start_mlflow
 

@@ -40,4 +40,4 @@ def test_two_trial_search_on_vllm(tmp_path: Path, xquad_slice, mlflow_server: st
     assert proc.returncode == 0, proc.stderr[-5000:]
     parents, children = _runs(mlflow_server, "e2e-vllm")
     assert parents[0].info.status == "FINISHED" and len(children) == 2
-    assert all(c.data.metrics["generator_requests"] > 0 for c in children)
+    assert all(c.data.metrics["llm.generator.requests"] > 0 for c in children)

@@ -7,22 +7,21 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from judges.base import JudgeItem, run_judges
-from judges.builtin import AnswerRelevanceJudge, ContextPrecisionJudge, CorrectnessJudge, FaithfulnessJudge
-from judges.calibrate import passage
-from judges.custom import CustomJudge, load_spec
-from judges.mlflow_scorers import judge_scorers
-from pipelines.data import load_dataset
-from pipelines.llm import LLMClient
-from search.serving import LlamaCppServer
-from tests.conftest import REPO
+from ragsweep.judges.base import JudgeItem, run_judges
+from ragsweep.judges.builtin import AnswerRelevanceJudge, ContextPrecisionJudge, CorrectnessJudge, FaithfulnessJudge
+from ragsweep.judges.calibrate import passage
+from ragsweep.judges.custom import CustomJudge, load_spec
+from ragsweep.judges.mlflow_scorers import judge_scorers
+from ragsweep.pipelines.data import load_dataset
+from ragsweep.pipelines.llm import LLMClient
+from ragsweep.search.serving.engines import LlamaCppServer
+from tests.conftest import CLI, REPO
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +107,7 @@ def test_calibrate_command_end_to_end(tmp_path: Path, xquad_slice: tuple[Path, P
     labels.write_text(json.dumps({"id": q.id, "answer": q.answers[0], "label": 1}) + "\n"
                       + json.dumps({"id": q.id, "answer": "a purple elephant", "label": 0}) + "\n")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.run([sys.executable, "-m", "search.cli", "judges", "calibrate", "--config", str(cfg),
+    proc = subprocess.run([*CLI, "judges", "calibrate", "--config", str(cfg),
                            "--questions", "3", "--repeats", "2", "--labels", str(labels)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

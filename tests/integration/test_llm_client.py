@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipelines.llm import ChatRequest, LLMClient, LLMError, check_endpoint
-from search.serving import LlamaCppServer
+from ragsweep.pipelines.llm import ChatRequest, LLMClient, LLMError, check_endpoint
+from ragsweep.search.serving.engines import LlamaCppServer
 from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_unreachable_endpoint_error_names_it() -> None:
 
 
 def test_request_cache_serves_repeats_without_calling_the_server(llama_server: LlamaCppServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.llm_cache import RequestCache
+    from ragsweep.pipelines.llm_cache import RequestCache
 
     reqs = [ChatRequest((("user", f"Name a colour, {i}."),), max_tokens=6) for i in range(3)]
     first = LLMClient(llama_server.base_url, llama_server.model_id, cache=RequestCache(tmp_path / "c.sqlite"))

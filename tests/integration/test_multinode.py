@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.tracking import TAG_KIND, TAG_STATUS
-from search.trial import TAG_NODE_ID, TAG_RESTARTS
+from ragsweep.search.tracking.runs import TAG_KIND, TAG_STATUS
+from ragsweep.search.trial import TAG_NODE_ID, TAG_RESTARTS
 from tests.conftest import REPO
 from tests.integration.local_cluster import BIN, ENV, LocalCluster, node_ip, start_mlflow
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.conftest import CLI, REPO
 from tests.integration.local_cluster import free_port
 from tests.integration.test_search_e2e import _run
 
@@ -113,18 +113,18 @@ def test_promote_by_hand_and_rollback(searches: dict, mlflow_server: str) -> Non
     same = searches["same"]
     args = ["--config", str(same["config"]), "--tracking-uri", mlflow_server]
     # Re-running the gates for the second search now compares it with v3, which it does not beat.
-    proc = _run([sys.executable, "-m", "search.cli", "promote", "--run", same["parent_run_id"], *args], cwd=REPO)
+    proc = _run([*CLI, "promote", "--run", same["parent_run_id"], *args], cwd=REPO)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "FAIL  beats_champion" in proc.stdout and "champion v3" in proc.stdout
     assert client.get_model_version_by_alias(MODEL, "champion").version == "3"
     # Rollback: champion goes back to the version v3 replaced.
-    proc = _run([sys.executable, "-m", "search.cli", "rollback", *args], cwd=REPO)
+    proc = _run([*CLI, "rollback", *args], cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "from v3 back to v1" in proc.stdout
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert client.get_model_version(MODEL, "3").tags["ragsweep.decision"] == "rolled_back"
     # v1 replaced nothing: a second rollback is refused with the reason.
-    proc = _run([sys.executable, "-m", "search.cli", "rollback", *args], cwd=REPO)
+    proc = _run([*CLI, "rollback", *args], cwd=REPO)
     assert proc.returncode == 2 and "nothing to roll back to" in proc.stderr
 
 
@@ -141,7 +141,7 @@ def test_champion_loads_by_alias_in_a_fresh_process(searches: dict, mlflow_serve
 def test_ragsweep_serve_answers_over_http(searches: dict, mlflow_server: str, tmp_path: Path) -> None:
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "serve", "--config", str(searches["weak"]["config"]),
+    proc = subprocess.Popen([*CLI, "serve", "--config", str(searches["weak"]["config"]),
                              "--tracking-uri", mlflow_server, "--port", str(port)], cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.data import load_dataset
-from pipelines.embed import Embedder, resolve_embedder_path
-from pipelines.index import IndexCache, IndexSpec, open_index
-from pipelines.rerank import CrossEncoderReranker
-from pipelines.retrieve import Retriever
+from ragsweep.pipelines.data import load_dataset
+from ragsweep.pipelines.embed import Embedder, resolve_embedder_path
+from ragsweep.pipelines.index import IndexCache, IndexSpec, open_index
+from ragsweep.pipelines.rerank import CrossEncoderReranker
+from ragsweep.pipelines.retrieve import Retriever
 
 pytestmark = pytest.mark.integration
 

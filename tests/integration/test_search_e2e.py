@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipelines.llm import LLMError, check_endpoint
-from search.tracking import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS
-from tests.conftest import REPO
+from ragsweep.pipelines.llm import LLMError, check_endpoint
+from ragsweep.search.tracking.runs import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS
+from tests.conftest import CLI, REPO
 from tests.integration.conftest import start_mlflow_server
 from tests.integration.local_cluster import free_port
 
@@ -106,7 +106,7 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
     assert parent.data.tags["dataset.digest"] and parent.data.tags["ragsweep.version"]
     pm = parent.data.metrics
     assert pm["server.generator.busy_s"] > 0 and pm["server.generator.gpu_s"] == 0  # CPU server: no GPU-seconds
-    assert pm["total.generator_requests"] > 0 and pm["server.generator-0.restarts"] == 0
+    assert pm["total.llm.generator.requests"] > 0 and pm["server.generator-0.restarts"] == 0
     assert len(children) == N_TRIALS
     # Dataset lineage: questions and corpus as MLflow dataset inputs of the parent and of every trial.
     digest = parent.data.tags["dataset.digest"]
@@ -128,8 +128,8 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
                     "latency_p95_s", "prompt_tokens", "completion_tokens"):
             assert key in m, f"{key} missing from {child.info.run_name}"
         assert m["n_questions"] == N_QUESTIONS and m["prompt_tokens"] > 0
-        assert m["generator_requests"] + m["generator_cache_hits"] == N_QUESTIONS
-        assert m["tokens_per_question"] > 0 and m["generator_busy_s"] > 0
+        assert m["llm.generator.requests"] + m["llm.generator.cache_hits"] == N_QUESTIONS
+        assert m["tokens_per_question"] > 0 and m["llm.generator.busy_s"] > 0
         assert {"chunk_size", "retriever", "top_k", "prompt", "index_key", "prompt_version"} <= set(child.data.params)
         names = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"answers.jsonl", "answers_table.json", "config.json", "prompt.txt"} <= names
@@ -151,8 +151,8 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
                 assert (r["scores"][name] is None and j["reason"]) or 0.0 <= r["scores"][name] <= 1.0
         # The custom judge: one call per answer, and its mean is in the objective like any metric.
         calls += sum(r["judges"]["judge_concise"]["calls"] for r in rows)
-        assert calls == m["judge_requests"] + m["judge_cache_hits"]
-        assert calls <= 5 * N_QUESTIONS + m["judge_repaired"]
+        assert calls == m["llm.judge.requests"] + m["llm.judge.cache_hits"]
+        assert calls <= 5 * N_QUESTIONS + m["llm.judge.repaired"]
         concise = m.get("judge_concise", 0.0)
         assert m["objective"] == pytest.approx(0.7 * m["token_f1"] + 0.3 * m["recall_at_k"] + 0.01 * concise)
     # Every trial answered the same questions, in the same order.
@@ -162,8 +162,8 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
 
 
 def test_prompt_registry_has_one_version_per_text_and_the_champion_alias(search_result) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.prompts import PromptTemplate, load_templates
-    from search.prompt_registry import register_templates
+    from ragsweep.pipelines.prompts import PromptTemplate, load_templates
+    from ragsweep.search.tracking.prompts import register_templates
 
     proc, _, uri = search_result
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -266,11 +266,11 @@ def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice)
     parents, children = _runs(uri, "e2e-rerun")
     assert len(children) == N_TRIALS
     for c in children:
-        assert c.data.metrics["generator_requests"] == 0 and c.data.metrics["judge_requests"] == 0
-        assert c.data.metrics["judge_cache_hits"] > 0
-    assert parents[0].data.metrics["total.judge_requests"] == 0
+        assert c.data.metrics["llm.generator.requests"] == 0 and c.data.metrics["llm.judge.requests"] == 0
+        assert c.data.metrics["llm.judge.cache_hits"] > 0
+    assert parents[0].data.metrics["total.llm.judge.requests"] == 0
     # The held-out answers of the finalist came from the cache too.
-    assert parents[0].data.metrics["total.holdout.generator_requests"] == 0
+    assert parents[0].data.metrics["total.holdout.llm.generator.requests"] == 0
 
 
 def _tune_results(ray_root: Path) -> dict[str, dict]:
@@ -349,7 +349,7 @@ storage_dir: {tmp_path / "runs"}
 def test_missing_model_file_stops_before_any_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     extra = "llm:\n  generator: {engine: llama.cpp, model: /no/such/model.gguf}\n"
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-missing-model", extra)
-    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path)
+    proc = _run([*CLI, "search", "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 2
     assert "model file not found: /no/such/model.gguf" in proc.stderr
     assert MlflowClient(mlflow_server).get_experiment_by_name("e2e-missing-model") is None
@@ -359,7 +359,7 @@ def test_unreachable_endpoint_fails_parent_run_with_reason(tmp_path: Path, xquad
     url = f"http://127.0.0.1:{free_port()}/v1"
     extra = f"llm:\n  generator: {{engine: external, base_url: '{url}', model: m}}\n"
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-unreachable", extra)
-    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path)
+    proc = _run([*CLI, "search", "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 1
     assert f"{url}/models is not usable" in proc.stderr
     parents, children = _runs(mlflow_server, "e2e-unreachable")
@@ -371,7 +371,7 @@ def test_unreachable_endpoint_fails_parent_run_with_reason(tmp_path: Path, xquad
 def test_unreachable_mlflow_server_stops_before_anything_starts(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]
     uri = f"http://127.0.0.1:{free_port()}"
     cfg = _config(tmp_path, *xquad_slice, uri, "e2e-no-mlflow")
-    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path, timeout=120)
+    proc = _run([*CLI, "search", "--config", str(cfg)], cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"MLflow tracking server {uri} is unreachable" in proc.stderr and "Connect" in proc.stderr
     assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "runs" / "logs").exists()
@@ -384,7 +384,7 @@ def test_mlflow_server_gone_mid_search_fails_naming_what_was_not_logged(tmp_path
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
            "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path,
+    proc = subprocess.Popen([*CLI, "search", "--config", str(cfg)], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen: list[str] = []
@@ -413,7 +413,7 @@ def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlfl
     bad.write_bytes(b"not a gguf file")
     extra = f"llm:\n  generator: {{engine: llama.cpp, model: {bad}}}\n"
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-broken-model", extra)
-    proc = _run([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path)
+    proc = _run([*CLI, "search", "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 1
     assert "llama.cpp server for broken exited" in proc.stderr
     parents, _ = _runs(mlflow_server, "e2e-broken-model")
@@ -424,7 +424,7 @@ def test_server_killed_mid_search_is_restarted_and_the_search_finishes(tmp_path:
                                                                         mlflow_server: str) -> None:
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-server-crash")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path,
+    proc = subprocess.Popen([*CLI, "search", "--config", str(cfg)], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen: list[str] = []
@@ -453,7 +453,7 @@ def test_server_killed_mid_search_is_restarted_and_the_search_finishes(tmp_path:
 def test_ctrl_c_stops_servers_and_closes_runs(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", "search", "--config", str(cfg)], cwd=tmp_path,
+    proc = subprocess.Popen([*CLI, "search", "--config", str(cfg)], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen = []

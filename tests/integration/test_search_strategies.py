@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from search.tracking import TAG_STATUS, TAG_TRIAL_ID
+from ragsweep.search.tracking.runs import TAG_STATUS, TAG_TRIAL_ID
 from tests.conftest import REPO
 from tests.integration.test_search_e2e import _run, _runs
 
@@ -80,7 +80,7 @@ def test_llm_call_budget_stops_the_search(tmp_path: Path, xquad_slice, mlflow_se
     assert "LLM-call budget reached" in proc.stdout
     parents, children = _runs(mlflow_server, "budget")
     # One trial of 6 questions sends 12 requests (answer + verdict each): the budget ends the search there.
-    assert len(children) == 1 and parents[0].data.metrics["total.generator_requests"] == 6
+    assert len(children) == 1 and parents[0].data.metrics["total.llm.generator.requests"] == 6
     assert parents[0].info.status == "FINISHED"
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import ray
 
-from pipelines.llm import ChatRequest, ChatResponse
-from search.config import ModelEndpoint
-from search.serving import serve
+from ragsweep.pipelines.llm import ChatRequest, ChatResponse
+from ragsweep.search.config import ModelEndpoint
+from ragsweep.search.serving.servers import serve
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ def test_replicas_share_requests_and_survive_one_loss(local_ray: None, tmp_path:
 def test_port_in_use_is_a_clear_start_up_error(tmp_path: Path) -> None:
     import socket
 
-    from search.serving import LlamaCppServer, ServerError, resolve_gguf
+    from ragsweep.search.serving.engines import LlamaCppServer, ServerError, resolve_gguf
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

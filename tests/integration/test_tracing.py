@@ -17,8 +17,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from pipelines.prompts import load_templates
-from search.tracing import sampled
+from ragsweep.pipelines.prompts import load_templates
+from ragsweep.search.tracking.traces import sampled
 from tests.conftest import REPO, write_jsonl
 from tests.integration.test_search_e2e import _run, _runs
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.chunking import chunk_corpus, chunk_document
-from pipelines.data import Document, load_dataset
+from ragsweep.pipelines.chunking import chunk_corpus, chunk_document
+from ragsweep.pipelines.data import Document, load_dataset
 from tests.conftest import SAMPLE
 
 

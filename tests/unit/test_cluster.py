@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
-from search.cluster import (
+from ragsweep.search.cli import main
+from ragsweep.search.config import ConfigError, load_config
+from ragsweep.search.resume import ray_dir_for
+from ragsweep.search.serving.cluster import (
     CLUSTER_RETRIES,
     check_cluster,
     for_other_nodes,
@@ -16,8 +18,6 @@ from search.cluster import (
     retries,
     tune_root,
 )
-from search.config import ConfigError, load_config
-from search.resume import ray_dir_for
 from tests.conftest import REPO
 
 DEFAULT = REPO / "configs" / "default.yaml"

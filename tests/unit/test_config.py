@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from search.cli import main
-from search.config import ConfigError, load_config
-from search.space import TrialParams
+from ragsweep.search.cli import main
+from ragsweep.search.config import ConfigError, load_config
+from ragsweep.search.space import TrialParams
 from tests.conftest import REPO
 
 DEFAULT = REPO / "configs" / "default.yaml"
@@ -51,7 +51,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("space:\n  chunk_overlap: [0, 500]\n  chunk_size: [400]\n", "chunk_overlap choices must lie in"),
-        ("space:\n  retriever: [dense, sparse]\n", r"space.retriever.1: Input should be 'dense', 'bm25' or 'hybrid'"),
+        ("space:\n  retriever: [dense, sparse]\n", r"space.retriever.1: unknown retriever 'sparse'; known: dense"),
         ("space:\n  prompt: [consise]\n", "unknown template 'consise' .did you mean 'concise'"),
         ("space:\n  top_k: {low: 5, high: 2}\n", r"low \(5\) must be <= high \(2\)"),
         ("objective:\n  weights: {token_f2: 1.0}\n", "unknown metric 'token_f2' .did you mean 'token_f1'"),
@@ -60,7 +60,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         ("llm:\n  generator: {engine: external}\n", "engine 'external' needs base_url"),
         ("search:\n  num_samples: 0\n", "search.num_samples: Input should be greater than or equal to 1"),
         ("search:\n  questions_per_trial: 4\n  grace_questions: 8\n", r"grace_questions \(8\) exceeds"),
-        ("search:\n  scheduler: hyperband\n", "search.scheduler: Input should be 'asha', 'paired' or 'fifo'"),
+        ("search:\n  scheduler: hyperband\n", "search.scheduler: unknown scheduler 'hyperband'; known: asha"),
         # issue 5: budgets, baseline, samplers, multi-objective
         ("search:\n  max_llm_calls: 0\n", "search.max_llm_calls: Input should be greater than or equal to 1"),
         ("search:\n  time_budget_s: 0\n", "search.time_budget_s: Input should be greater than 0"),
@@ -152,7 +152,8 @@ def test_custom_judges_from_file_and_inline_enter_the_objective(tmp_path: Path) 
     ("judges:\n  suite: [correctness]\nobjective:\n  weights: {judge_faithfulness: 1.0}\n",
      r"'judge_faithfulness' is not computed by the configured judges \(add faithfulness to judges.suite\)"),
     ("objective:\n  weights: {judge_concise: 1.0}\n", "'judge_concise' is not computed"),
-    ("judges:\n  suite: [faithfullness]\n", r"line 5, judges.suite.0: Input should be 'correctness'"),
+    ("judges:\n  suite: [faithfullness]\n",
+     r"line 5, judges.suite.0: unknown built-in judge 'faithfullness' \(did you mean 'faithfulness'\?\)"),
     ("judges:\n  suite: [correctness, correctness]\n", "suite lists a judge twice"),
     ("judges:\n  custom: [nope.yaml]\n", r"line 5, judges.custom.0: .*nope.yaml: judge file not found"),
     ("judges:\n  custom: [{name: x, definition: d, grading_prompt: g, reads: [gold], scale: {min: 2, max: 1}}]\n",

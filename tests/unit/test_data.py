@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.data import DatasetError, load_dataset
+from ragsweep.pipelines.data import DatasetError, load_dataset
 from tests.conftest import SAMPLE, write_jsonl
 
 

@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from judges.base import JudgeItem, JudgeResult, LLMJudge, run_judges
-from judges.builtin import (
+from ragsweep.judges.base import JudgeItem, JudgeResult, LLMJudge, run_judges
+from ragsweep.judges.builtin import (
     AnswerRelevanceJudge,
     ContextPrecisionJudge,
     CorrectnessJudge,
     FaithfulnessJudge,
     average_precision,
 )
-from judges.custom import CustomJudge, CustomJudgeSpec, load_spec
-from pipelines.llm import LLMClient
-from search.trial import JudgeBudgetError, _check_judge_budget
+from ragsweep.judges.custom import CustomJudge, CustomJudgeSpec, load_spec
+from ragsweep.pipelines.llm import LLMClient
+from ragsweep.search.trial import JudgeBudgetError, _check_judge_budget
 from tests.unit.test_llm_errors import OK_BODY, Script, scripted  # noqa: F401 - the fixture
 
 ITEM = JudgeItem("Who won?", "Denver", ("Denver Broncos",), ("Denver beat Carolina.", "Snow fell in Denver."))
@@ -176,7 +176,7 @@ def test_judge_error_budget() -> None:
 
 
 def test_mlflow_rows_map_to_judge_items() -> None:
-    from judges.mlflow_scorers import to_item
+    from ragsweep.judges.mlflow_scorers import to_item
 
     item = to_item({"question": "Who won?"}, {"response": "Denver", "sources": [{"text": "a"}, {"page_content": "b"}]},
                    {"expected_response": "Denver Broncos"})

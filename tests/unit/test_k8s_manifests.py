@@ -20,7 +20,7 @@ import ray
 import yaml
 from referencing import Registry, Resource
 
-from search.config import load_config
+from ragsweep.search.config import load_config
 from tests.conftest import REPO
 
 K8S = REPO / "k8s"

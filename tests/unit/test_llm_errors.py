@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.llm import ChatRequest, LLMClient, LLMError
-from search.serving import ManagedServer, ServerError
+from ragsweep.pipelines.llm import ChatRequest, LLMClient, LLMError
+from ragsweep.search.serving.engines import ManagedServer, ServerError
 
 OK_BODY = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],

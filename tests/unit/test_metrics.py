@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from judges.lexical import contains, exact_match, normalize, token_f1
-from judges.retrieval import ChunkRef, is_gold, mrr, recall_at_k
-from judges.scoring import aggregate, objective
-from pipelines.data import AnswerSpan, Question
+from ragsweep.judges.lexical import contains, exact_match, normalize, token_f1
+from ragsweep.judges.retrieval import ChunkRef, is_gold, mrr, recall_at_k
+from ragsweep.judges.scoring import aggregate, objective
+from ragsweep.pipelines.data import AnswerSpan, Question
 
 
 def test_normalize_handles_unicode_articles_and_punctuation() -> None:
@@ -58,8 +58,8 @@ def test_objective_is_always_finite() -> None:
 
 
 def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from pipelines.llm import ChatRequest, ChatResponse
-    from pipelines.llm_cache import RequestCache, cacheable, request_key
+    from ragsweep.pipelines.llm import ChatRequest, ChatResponse
+    from ragsweep.pipelines.llm_cache import RequestCache, cacheable, request_key
 
     req = ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8)
     assert request_key("m", req) == request_key("m", ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8))
@@ -77,15 +77,15 @@ def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> No
 
 
 def test_merge_intervals_counts_overlap_once() -> None:
-    from pipelines.llm import ClientStats, merge_intervals
+    from ragsweep.pipelines.llm import ClientStats, merge_intervals
 
     assert merge_intervals([(5, 6), (0, 2), (1, 3), (3, 4)]) == [(0, 4), (5, 6)]
     stats = ClientStats(intervals=[(0.0, 2.0), (1.0, 3.0), (10.0, 11.0)])
-    assert stats.busy_s == 4.0 and stats.as_metrics("g")["g_busy_s"] == 4.0
+    assert stats.busy_s == 4.0 and stats.as_metrics("g")["llm.g.busy_s"] == 4.0
 
 
 def test_cost_terms_are_objective_metrics() -> None:
-    from search.config import Objective
+    from ragsweep.search.config import Objective
 
     o = Objective(weights={"token_f1": 1.0, "latency_p95_s": -0.05, "tokens_per_question": -0.001})
     assert objective({"token_f1": 0.5, "latency_p95_s": 2.0, "tokens_per_question": 100.0}, o.weights) == (
@@ -95,7 +95,7 @@ def test_cost_terms_are_objective_metrics() -> None:
 # ---- ROUGE-L, precision@k, nDCG@k, abstention (hand-checked) ----------------------------------------------
 
 def test_rouge_l_best_gold_unicode_and_empty() -> None:
-    from judges.lexical import rouge_l
+    from ragsweep.judges.lexical import rouge_l
 
     # LCS("denver broncos", "denver broncos won") = 2 tokens: P 2/3, R 1, F = 0.8 (articles are dropped).
     assert rouge_l("Denver Broncos won", ["the Denver Broncos", "Carolina"]) == pytest.approx(0.8)
@@ -109,7 +109,7 @@ Q2 = Question("q", "?", ("x", "y"), True, ("d1",), (AnswerSpan("d1", 0, 10), Ans
 
 
 def test_precision_at_k_counts_gold_chunks() -> None:
-    from judges.retrieval import precision_at_k
+    from ragsweep.judges.retrieval import precision_at_k
 
     hits = [ChunkRef("d1", 0, 50), ChunkRef("d2", 0, 50), ChunkRef("d1", 495, 600), ChunkRef("d1", 100, 200)]
     assert precision_at_k(hits, Q2) == pytest.approx(2 / 4)
@@ -118,7 +118,7 @@ def test_precision_at_k_counts_gold_chunks() -> None:
 
 
 def test_ndcg_rewards_each_gold_span_once_and_early() -> None:
-    from judges.retrieval import ndcg_at_k
+    from ragsweep.judges.retrieval import ndcg_at_k
 
     ideal = 1 + 1 / math.log2(3)
     both_first = [ChunkRef("d1", 0, 50), ChunkRef("d1", 490, 520), ChunkRef("d2", 0, 9)]
@@ -139,13 +139,13 @@ def test_ndcg_rewards_each_gold_span_once_and_early() -> None:
     ("Denver Broncos", False), ("Knowledge is power", False), ("In 1066", False),
 ])
 def test_declined_detects_abstention(answer: str, declined: bool) -> None:
-    from judges.lexical import declined as is_declined
+    from ragsweep.judges.lexical import declined as is_declined
 
     assert is_declined(answer) is declined
 
 
 def test_abstention_metrics_apply_to_the_right_questions() -> None:
-    from judges.scoring import score_answer
+    from ragsweep.judges.scoring import score_answer
 
     unanswerable = score_answer(Q_NONE, "I don't know", [])
     assert unanswerable["abstain_correct"] == 1.0 and math.isnan(unanswerable["false_abstain"])

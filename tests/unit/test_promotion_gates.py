@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from search.config import PromotionSettings, RedactSettings
-from search.gates import Candidate, evaluate
-from search.redact import Redactor
-from search.tracing import sampled
-from search.tracking import TrackingUnreachable, check_tracking
+from ragsweep.search.config import PromotionSettings, RedactSettings
+from ragsweep.search.promotion.gates import Candidate, evaluate
+from ragsweep.search.tracking.redact import Redactor
+from ragsweep.search.tracking.runs import TrackingUnreachable, check_tracking
+from ragsweep.search.tracking.traces import sampled
 from tests.integration.local_cluster import free_port
 
 WEIGHTS = {"token_f1": 1.0}
@@ -118,7 +118,7 @@ def test_redactor_deep_and_off() -> None:
 
 
 def test_config_redact_switch_and_bad_pattern(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from search.config import ConfigError, MLflowSettings, load_config
+    from ragsweep.search.config import ConfigError, MLflowSettings, load_config
     from tests.conftest import SAMPLE
 
     assert MLflowSettings.model_validate({"redact": True}).redact == RedactSettings()

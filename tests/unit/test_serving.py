@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.llm import structured_output_params
-from search.config import ModelEndpoint, load_config
-from search.serving import LlamaCppServer, ServingSetupError, VllmServer, preflight, resolve_gguf
+from ragsweep.pipelines.llm import structured_output_params
+from ragsweep.search.config import ModelEndpoint, load_config
+from ragsweep.search.serving.engines import LlamaCppServer, ServingSetupError, VllmServer, preflight, resolve_gguf
 from tests.conftest import REPO
 
 SCHEMA = {"type": "object", "properties": {"correct": {"type": "boolean"}}, "required": ["correct"]}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import optuna
 
-from search.config import IntRange, Objective, SearchSpace
-from search.selection import TrialRecord, choose, pareto_front
-from search.space import DefineByRun, baseline_point, grid_points
+from ragsweep.search.config import Objective
+from ragsweep.search.promotion.selection import TrialRecord, choose, pareto_front
+from ragsweep.search.space import DefineByRun, IntRange, SearchSpace, baseline_point, grid_points
 from tests.conftest import REPO
 
 
@@ -70,8 +70,8 @@ def test_pareto_front_and_promotion_rule() -> None:
 
 
 def test_a_trial_stopped_early_is_pruned_for_optuna_not_complete(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from search.config import ExperimentConfig
-    from search.searcher import build_searcher
+    from ragsweep.search.config import ExperimentConfig
+    from ragsweep.search.searcher import build_searcher
 
     data = REPO / "data" / "xquad_en"
     cfg = ExperimentConfig.model_validate({"dataset": {"corpus": data / "corpus.jsonl",

@@ -16,13 +16,13 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
-from judges.intervals import intervals, paired_difference
-from pipelines.data import DatasetError, Question, load_dataset, split_holdout
-from search.config import ExperimentConfig
-from search.confirm import plan_questions
-from search.schedulers import PER_QUESTION, BaselineKeepingASHA, PairedStopper, wilcoxon_worse_p
-from search.searcher import BaselineMatcher, build_searcher, n_trials
-from search.selection import Evidence, TrialRecord, finalists, select
+from ragsweep.judges.intervals import intervals, paired_difference
+from ragsweep.pipelines.data import DatasetError, Question, load_dataset, split_holdout
+from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.confirm import plan_questions
+from ragsweep.search.promotion.selection import Evidence, TrialRecord, finalists, select
+from ragsweep.search.schedulers import PER_QUESTION, BaselineKeepingASHA, PairedStopper, wilcoxon_worse_p
+from ragsweep.search.searcher import BaselineMatcher, build_searcher, n_trials
 from tests.conftest import SAMPLE, write_jsonl
 
 
@@ -255,9 +255,9 @@ def test_a_repeat_of_a_running_trial_is_told_when_that_trial_ends(tmp_path: Path
 # ---- the console summary ---------------------------------------------------------------------------------
 
 def test_summary_shows_held_out_scores_with_intervals_and_says_tied(tmp_path: Path) -> None:
-    from judges.intervals import PairedDifference
-    from search.confirm import QuestionPlan
-    from search.report import Summary, summary_lines
+    from ragsweep.judges.intervals import PairedDifference
+    from ragsweep.search.confirm import QuestionPlan
+    from ragsweep.search.report import Summary, summary_lines
 
     def rec(name: str, obj: float, held: float, base: bool = False) -> TrialRecord:
         m = {"objective": obj, "objective_ci_low": obj - 0.1, "objective_ci_high": obj + 0.1,

@@ -35,12 +35,12 @@ import mlflow
 from mlflow.entities import AssessmentSource, AssessmentSourceType, Document, SpanType
 from mlflow.tracing.constant import SpanAttributeKey
 
-from judges.base import JudgeResult
-from pipelines.data import Question
-from pipelines.graph import Answer
-from pipelines.llm import ChatRequest, ChatResponse
-from pipelines.retrieve import Hit
-from search.redact import Redactor
+from ragsweep.judges.base import JudgeResult
+from ragsweep.pipelines.data import Question
+from ragsweep.pipelines.graph import Answer
+from ragsweep.pipelines.llm import ChatRequest, ChatResponse
+from ragsweep.pipelines.retrieve import Hit
+from ragsweep.search.tracking.redact import Redactor
 
 TRACE_NAME = "question"
 

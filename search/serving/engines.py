@@ -8,8 +8,6 @@ the code path tested with llama.cpp on CPU is the one vLLM will use on GPU nodes
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import importlib.util
 import os
 import shutil
@@ -18,13 +16,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.llm import Engine, LLMClient, LLMError, check_endpoint
-from pipelines.llm_cache import RequestCache
-from search.config import ModelEndpoint
+from ragsweep.pipelines.llm import Engine, LLMError, check_endpoint
+from ragsweep.search.config import ModelEndpoint
+from ragsweep.search.registries import ENGINES
 
 
 class ServerError(RuntimeError):
@@ -50,46 +46,6 @@ def resolve_gguf(spec: str) -> Path:
     if not path.is_file():
         raise ServingSetupError(f"model file not found: {path} (llm model setting {spec!r})")
     return path.resolve()
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """How a trial reaches one model's servers (one URL per replica); picklable, so it travels to Ray workers.
-
-    ``actor_names`` name the Ray actors that own the servers: :meth:`resolved` asks them for their current URLs.
-    """
-
-    base_urls: tuple[str, ...]
-    model: str
-    engine: Engine
-    api_key: str = "not-needed"
-    max_concurrency: int = 2
-    timeout_s: float = 120.0
-    max_retries: int = 3
-    model_fingerprint: str = ""  # identifies the weights for the request cache (never the URL)
-    actor_names: tuple[str, ...] = ()
-
-    def resolved(self) -> Endpoint:
-        """This endpoint with the URLs its server actors report now (unchanged when it has no actors)."""
-        if not self.actor_names:
-            return self
-        import ray
-
-        urls = ray.get([ray.get_actor(n).base_url.remote() for n in self.actor_names])
-        return dataclasses.replace(self, base_urls=tuple(urls))
-
-    def client(self, cache: RequestCache | None = None) -> LLMClient:
-        return LLMClient(
-            self.base_urls, self.model, engine=self.engine, api_key=self.api_key,
-            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
-            cache=cache, model_fingerprint=self.model_fingerprint or f"{self.engine}:{self.model}",
-        )
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    generator: Endpoint
-    judge: Endpoint
 
 
 def _die_with_parent() -> None:
@@ -123,6 +79,21 @@ class ManagedServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self, port: int) -> list[str]:
+        """The launch command: the only thing an engine adds (health checks, restarts and logs are shared)."""
+        raise NotImplementedError
+
+    @classmethod
+    def served_model(cls, cfg: ModelEndpoint) -> str:
+        """The model name the started server answers to."""
+        raise NotImplementedError
+
+    @classmethod
+    def preflight(cls, cfg: ModelEndpoint, cluster: bool) -> None:
+        """Cheap checks before anything starts; raise :class:`ServingSetupError` naming what is missing."""
+
+    @classmethod
+    def from_endpoint(cls, cfg: ModelEndpoint, log_path: Path, seed: int) -> tuple[ManagedServer, str]:
+        """The (not started) server for ``cfg`` and the model fingerprint the request cache keys on."""
         raise NotImplementedError
 
     @property
@@ -186,6 +157,21 @@ class LlamaCppServer(ManagedServer):
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
 
+    @classmethod
+    def served_model(cls, cfg: ModelEndpoint) -> str:
+        return resolve_gguf(cfg.model).stem
+
+    @classmethod
+    def preflight(cls, cfg: ModelEndpoint, cluster: bool) -> None:
+        resolve_gguf(cfg.model)
+
+    @classmethod
+    def from_endpoint(cls, cfg: ModelEndpoint, log_path: Path, seed: int) -> tuple[ManagedServer, str]:
+        path = resolve_gguf(cfg.model)
+        server = cls(path, log_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, startup_timeout_s=cfg.startup_timeout_s,
+                     env=cfg.env, extra_args=cfg.extra_args)
+        return server, f"llama.cpp:{path.name}:{path.stat().st_size}"
+
     def command(self, port: int) -> list[str]:
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
                 "--model_alias", self.model_id, "--host", self.host, "--port", str(port),
@@ -211,6 +197,22 @@ class VllmServer(ManagedServer):
         self.max_model_len = max_model_len
         self.seed = seed
 
+    @classmethod
+    def served_model(cls, cfg: ModelEndpoint) -> str:
+        return served_name(cfg.model)
+
+    @classmethod
+    def preflight(cls, cfg: ModelEndpoint, cluster: bool) -> None:
+        if not cluster and shutil.which("vllm") is None:
+            raise ServingSetupError("engine 'vllm' needs the vllm command on this machine: pip install 'ragsweep[gpu]'")
+
+    @classmethod
+    def from_endpoint(cls, cfg: ModelEndpoint, log_path: Path, seed: int) -> tuple[ManagedServer, str]:
+        server = cls(cfg.model, log_path, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                     max_model_len=cfg.max_model_len, seed=seed, startup_timeout_s=cfg.startup_timeout_s, env=cfg.env,
+                     extra_args=cfg.extra_args)
+        return server, f"vllm:{cfg.model}"
+
     def command(self, port: int) -> list[str]:
         cmd = ["vllm", "serve", self.model, "--host", self.host, "--port", str(port),
                "--served-model-name", self.model_id, "--gpu-memory-utilization", str(self.gpu_memory_utilization),
@@ -225,7 +227,8 @@ def served_name(model: str) -> str:
     return model.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _api_key(cfg: ModelEndpoint) -> str:
+def api_key(cfg: ModelEndpoint) -> str:
+    """The endpoint's API key from the environment variable it names (``not-needed`` when it names none)."""
     if not cfg.api_key_env:
         return "not-needed"
     key = os.environ.get(cfg.api_key_env)
@@ -235,72 +238,19 @@ def _api_key(cfg: ModelEndpoint) -> str:
 
 
 def preflight(cfg: ModelEndpoint, cluster: bool = False) -> None:
-    """Cheap checks before anything starts: the model file exists, the API key variable is set, and (unless
-    ``cluster``: GPU servers then start on GPU nodes, not here) the vllm command is installed."""
-    if cfg.engine == "llama.cpp":
-        resolve_gguf(cfg.model)
-    elif cfg.engine == "vllm" and not cluster and shutil.which("vllm") is None:
-        raise ServingSetupError("engine 'vllm' needs the vllm command on this machine: pip install 'ragsweep[gpu]'")
-    _api_key(cfg)
+    """Cheap checks before anything starts: the engine's own (model file, program; GPU programs are checked on
+    GPU nodes when ``cluster``) and that the API key variable is set."""
+    server = ENGINES.get(cfg.engine)
+    if server is not None:
+        server.preflight(cfg, cluster)
+    api_key(cfg)
 
 
 def build_server(cfg: ModelEndpoint, log_path: Path, seed: int, host: str = "127.0.0.1") -> tuple[ManagedServer, str]:
     """The (not yet started) server for an engine we start, and the model fingerprint for the request cache."""
-    if cfg.engine == "vllm":
-        server: ManagedServer = VllmServer(cfg.model, log_path, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                                           max_model_len=cfg.max_model_len, seed=seed,
-                                           startup_timeout_s=cfg.startup_timeout_s, env=cfg.env,
-                                           extra_args=cfg.extra_args)
-        server.host = host
-        return server, f"vllm:{cfg.model}"
-    path = resolve_gguf(cfg.model)
-    server = LlamaCppServer(path, log_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads,
-                            startup_timeout_s=cfg.startup_timeout_s, env=cfg.env, extra_args=cfg.extra_args)
+    kind = ENGINES.get(cfg.engine)
+    if kind is None:
+        raise ValueError(f"engine {cfg.engine!r} is not started by ragsweep (it is an external endpoint)")
+    server, fingerprint = kind.from_endpoint(cfg, log_path, seed)
     server.host = host
-    return server, f"llama.cpp:{path.name}:{path.stat().st_size}"
-
-
-def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitStack, seed: int,
-           ray_prefix: str | None, public: bool) -> Endpoint:
-    names: list[str] = []
-    if cfg.engine == "external":
-        assert cfg.base_url is not None
-        try:
-            check_endpoint(cfg.base_url)
-        except LLMError as e:
-            raise ServerError(f"{role} endpoint: {e}") from None
-        urls, model, fingerprint = [cfg.base_url], cfg.model, f"external:{cfg.model}"
-    else:
-        model = served_name(cfg.model) if cfg.engine == "vllm" else resolve_gguf(cfg.model).stem
-        where = f"{cfg.replicas} Ray actor(s)" if ray_prefix else "a local process"
-        print(f"[ragsweep] starting {cfg.engine} server for the {role} ({model}) as {where} ...", flush=True)
-        t0 = time.perf_counter()
-        if ray_prefix is not None:
-            from search.server_actor import start_replicas, stop_replicas
-
-            handles, names, urls, fingerprint = start_replicas(cfg, role, log_dir, seed, public, ray_prefix)
-            stack.callback(stop_replicas, handles)
-        else:
-            server, fingerprint = build_server(cfg, log_dir / f"{role}-{cfg.engine}.log", seed)
-            stack.callback(server.stop)
-            server.start()
-            urls = [server.base_url]
-        print(f"[ragsweep] {role} server ready at {', '.join(urls)} in {time.perf_counter() - t0:.1f}s", flush=True)
-    return Endpoint(tuple(urls), model, cfg.engine, _api_key(cfg), cfg.max_concurrency, cfg.timeout_s,
-                    cfg.max_retries, fingerprint, tuple(names))
-
-
-@contextlib.contextmanager
-def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path, seed: int = 0, *,
-          ray_prefix: str | None = None, public: bool = False, first_role: str = "generator") -> Iterator[Endpoints]:
-    """Start (or check) the generator and judge servers and stop them on exit, whatever the exit.
-
-    With ``ray_prefix`` (Ray initialised) each server is a named Ray actor ``<prefix>-<role>-<i>``; without it,
-    a process of this one (the champion model does that). One server serves both roles when settings match.
-    ``first_role`` names the first server in messages and logs (calibration starts only a judge).
-    """
-    with contextlib.ExitStack() as stack:
-        gen = _start(generator, log_dir, first_role, stack, seed, ray_prefix, public)
-        same = judge is None or judge == generator
-        jud = gen if same else _start(judge, log_dir, "judge", stack, seed, ray_prefix, public)  # type: ignore[arg-type]
-        yield Endpoints(gen, jud)
+    return server, fingerprint

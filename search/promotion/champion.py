@@ -21,13 +21,13 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from pipelines.data import file_digest, load_corpus
-from pipelines.index import IndexCache
-from pipelines.prompts import PromptTemplate
-from search.assemble import build_pipeline
-from search.config import ModelEndpoint, PipelineSettings
-from search.serving import serve
-from search.space import TrialParams
+from ragsweep.pipelines.data import file_digest, load_corpus
+from ragsweep.pipelines.index import IndexCache
+from ragsweep.pipelines.prompts import PromptTemplate
+from ragsweep.search.assemble import build_pipeline
+from ragsweep.search.config import ModelEndpoint, PipelineSettings
+from ragsweep.search.serving.servers import serve
+from ragsweep.search.space import TrialParams
 
 CHAMPION = "champion"
 SIGNATURE = ModelSignature(

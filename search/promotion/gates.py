@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from judges.intervals import paired_difference
-from search.config import PromotionSettings
+from ragsweep.judges.intervals import paired_difference
+from ragsweep.search.config import PromotionSettings
 
 
 @dataclass(frozen=True)

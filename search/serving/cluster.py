@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from search.config import ConfigError, ExperimentConfig
-from search.tracking import is_local_store
+from ragsweep.search.config import ConfigError, ExperimentConfig
+from ragsweep.search.tracking.runs import is_local_store
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 CLUSTER_RETRIES = 2  # a lost node costs a retry; a trial that fails on its own fails again, so keep it small

@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from judges.intervals import PairedDifference, Scores, paired_difference
-from search.config import Objective
+from ragsweep.judges.intervals import PairedDifference, Scores, paired_difference
+from ragsweep.search.config import Objective
 
 
 @dataclass

@@ -19,7 +19,7 @@ import httpx
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipelines.data import Dataset
+from ragsweep.pipelines.data import Dataset
 
 TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
 TAG_TRIAL_ID = "ragsweep.trial_id"

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.config import ModelEndpoint
+from ragsweep.search.config import ModelEndpoint
+from ragsweep.search.serving.engines import ServerError, build_server
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,6 @@ class ServerActor:
 
     def __init__(self, spec: ServerSpec) -> None:
         import ray
-
-        from search.serving import build_server
 
         host = ray.util.get_node_ip_address() if spec.public else "127.0.0.1"
         self.server, self.fingerprint = build_server(spec.cfg, spec.log_path, spec.seed, host=host)
@@ -76,8 +75,6 @@ class ServerActor:
         print(f"[ragsweep] server {line}", flush=True)  # Ray forwards actor output to the driver's console
 
     def _watch(self) -> None:
-        from search.serving import ServerError
-
         while not self._stopping.wait(0.5):
             proc = self.server.proc
             if proc is None or proc.poll() is None:
@@ -102,8 +99,6 @@ def start_replicas(cfg: ModelEndpoint, role: str, log_dir: Path, seed: int, publ
                    name_prefix: str) -> tuple[list[Any], list[str], list[str], str]:
     """Start ``cfg.replicas`` server actors; return (handles, names, base URLs, model fingerprint)."""
     import ray
-
-    from search.serving import ServerError
 
     actor_cls = ray.remote(ServerActor)
     num_gpus = cfg.gpus_per_replica

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from search.config import RedactSettings
+from ragsweep.search.config import RedactSettings
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # A run of digits with optional +, spaces, dots, dashes, slashes and brackets; counted as a phone number only

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import mlflow
 from mlflow import MlflowClient
 
-from pipelines.prompts import PromptTemplate
+from ragsweep.pipelines.prompts import PromptTemplate
 
 TAG_HASH = "ragsweep.prompt_version"
 

@@ -21,9 +21,9 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from search.champion import CHAMPION, SIGNATURE
-from search.config import PromotionSettings
-from search.gates import Candidate, Decision, Gate, evaluate
+from ragsweep.search.config import PromotionSettings
+from ragsweep.search.promotion.champion import CHAMPION, SIGNATURE
+from ragsweep.search.promotion.gates import Candidate, Decision, Gate, evaluate
 
 CHALLENGER = "challenger"
 TAG_DECISION = "ragsweep.decision"  # champion | challenger | rolled_back

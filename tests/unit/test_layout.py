@@ -1,0 +1,133 @@
+"""The package's shape: one `ragsweep` namespace, wings without import cycles, registries as the only name lists."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ragsweep.judges.custom import CustomJudgeSpec
+from ragsweep.pipelines.llm import ClientStats
+from ragsweep.pipelines.registry import Registry, UnknownName
+from ragsweep.search.config import load_config
+from tests.conftest import REPO
+
+PACKAGES = {"search": "ragsweep.search", "pipelines": "ragsweep.pipelines", "judges": "ragsweep.judges"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            rel = path.relative_to(REPO / folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            out[".".join([package, *parts])] = path
+    return out
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every ragsweep module ``path`` imports, at module level or inside functions (hidden cycles count too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n in modules}
+    return found
+
+
+def test_only_the_ragsweep_namespace_is_imported() -> None:
+    """No source, test or benchmark imports the bare folder names: they are not installed."""
+    bad = []
+    for path in [*REPO.glob("search/**/*.py"), *REPO.glob("pipelines/**/*.py"), *REPO.glob("judges/**/*.py"),
+                 *REPO.glob("tests/**/*.py"), *REPO.glob("benchmarks/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                    else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            bad += [f"{path.relative_to(REPO)}: {m}" for m in mods if m.split(".")[0] in PACKAGES]
+    assert not bad, bad
+
+
+def test_installed_names_outside_the_checkout(tmp_path: Path) -> None:
+    code = ("import importlib.util as u, ragsweep.search.cli, ragsweep.pipelines, ragsweep.judges\n"
+            "print([n for n in ('search', 'pipelines', 'judges') if u.find_spec(n) is not None])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_import_cycles() -> None:
+    modules = _modules()
+    graph = {m: _imports(p, modules) - {m} for m, p in modules.items()}
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, path: list[str]) -> bool:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycle.extend(path[path.index(n):] + [m, n] if n in path else [m, n])
+                return True
+            if n not in state and visit(n, [*path, m]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(graph):
+        if m not in state and visit(m, []):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_search_wings() -> None:
+    """The search package keeps the search itself; serving, tracking and promotion are wings of their own."""
+    wings = {p.name for p in (REPO / "search").iterdir() if (p / "__init__.py").exists()}
+    assert wings == {"serving", "tracking", "promotion"}
+    assert len(list((REPO / "search").glob("*.py"))) <= 18
+
+
+def test_registry_did_you_mean_and_docs() -> None:
+    reg: Registry[int] = Registry("colour")
+    reg.add("red", "warm", 1)
+    reg.add("blue", "cold", "math:pi")
+    assert reg.get("red") == 1 and abs(reg.get("blue") - 3.14159) < 1e-4  # lazy target imported on use
+    with pytest.raises(UnknownName, match=r"unknown colour 'rde' \(did you mean 'red'\?\); known: red, blue"):
+        reg.get("rde")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.add("red", "again")
+    assert "| `blue` | cold |" in reg.markdown()
+
+
+def test_registries_drive_config_cli_and_docs(tmp_path: Path) -> None:
+    from ragsweep.search import registries
+    from ragsweep.search.cli import _choices
+    from ragsweep.search.docs import registry_tables
+
+    assert _choices("sampler") == list(registries.SAMPLERS.names())
+    docs = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    assert registry_tables() in docs, "docs/config.md is out of date: python -m ragsweep.search.docs"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("search:\n  sampler: tpee\n")
+    with pytest.raises(ValueError, match=r"line 2, search.sampler: unknown sampler 'tpee' \(did you mean 'tpe'\?\)"):
+        load_config(cfg)
+
+
+@pytest.mark.parametrize("name", ["requests", "failed", "tokens", "busy_s", "prompt_tokens", "repaired"])
+def test_custom_judge_scores_never_share_a_name_with_usage_counters(name: str) -> None:
+    spec = CustomJudgeSpec(name=name, definition="d", grading_prompt="g", reads=["answer"])
+    stats = ClientStats(requests=3, prompt_tokens=10)
+    counters = {**stats.as_metrics("judge"), "llm.judge.failed": 0.0, "llm.judge.repaired": 0.0,
+                "llm.judge.tokens": 0.0}
+    assert spec.metric not in counters
+    assert all(k.startswith("llm.judge.") for k in counters)
+
+
+@pytest.mark.parametrize("name", ["x_nan", "x_ci_low", "x_ci_high", "correctness"])
+def test_custom_judge_names_that_would_collide_are_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="ragsweep adds|built-in"):
+        CustomJudgeSpec(name=name, definition="d", grading_prompt="g", reads=["answer"])
