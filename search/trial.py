@@ -289,9 +289,9 @@ def answer_batch(session: Session, batch: list[Question], cfg: ExperimentConfig,
     session.timings["judge_s"] += time.perf_counter() - t0
     flat = [v for vs in by_judge.values() for v in vs]
     session.judge_asked += sum(not v.skipped for v in flat)
-    session.llm.judge.failed += sum(v.failed for v in flat)
-    session.llm.judge.repaired += sum(v.repaired for v in flat)
-    _check_judge_budget(session.llm.judge.failed, session.judge_asked, cfg.judges.max_error_rate, flat)
+    session.judge_failed += sum(v.failed for v in flat)
+    session.judge_repaired += sum(v.repaired for v in flat)
+    _check_judge_budget(session.judge_failed, session.judge_asked, cfg.judges.max_error_rate, flat)
     rows = []
     for n, (q, a) in enumerate(zip(batch, answers, strict=True)):
         refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in a.hits]
@@ -322,7 +322,7 @@ def summarize(session: Session, rows: list[dict[str, Any]], cfg: ExperimentConfi
         "gpu_s_per_question": (g.stats.busy_s * cfg.llm.generator.gpus_per_replica
                                + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
         "n_questions": float(done),
-        "llm.judge.failed": float(session.llm.judge.failed), "llm.judge.repaired": float(session.llm.judge.repaired),
+        "llm.judge.failed": float(session.judge_failed), "llm.judge.repaired": float(session.judge_repaired),
     }
     metrics["objective"] = objective(metrics, cfg.objective.weights)
     return metrics
