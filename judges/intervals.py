@@ -28,7 +28,7 @@ OBJECTIVE = "objective"
 
 def _matrix(rows: Sequence[Scores], names: Sequence[str]) -> np.ndarray:
     """rows x names, None as NaN."""
-    return np.array([[math.nan if r.get(n) is None else float(r[n]) for n in names] for r in rows],  # type: ignore[arg-type]
+    return np.array([[math.nan if (v := r.get(n)) is None else float(v) for n in names] for r in rows],
                     dtype=float).reshape(len(rows), len(names))
 
 

@@ -12,7 +12,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation) | {"\u2018", "\u2019", "\u201c", "\u201d", "\u2013", "\u2014"}
@@ -26,7 +26,7 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
-def _best(pred: str, golds: Sequence[str], fn) -> float:  # type: ignore[no-untyped-def]
+def _best(pred: str, golds: Sequence[str], fn: Callable[[str, str], float]) -> float:
     if not golds:
         return math.nan
     return max(fn(pred, g) for g in golds)

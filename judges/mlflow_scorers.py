@@ -41,7 +41,9 @@ def _text(value: Any, keys: Sequence[str]) -> str:
 
 
 def _contexts(outputs: Any) -> tuple[str, ...]:
-    raw = next((outputs[k] for k in ("contexts", "sources") if k in outputs), []) if isinstance(outputs, dict) else []
+    raw: Any = []
+    if isinstance(outputs, dict):
+        raw = next((outputs[k] for k in ("contexts", "sources") if k in outputs), [])
     out = []
     for c in raw if isinstance(raw, list) else [raw]:
         text = _text(c, ("text", "page_content", "content"))
@@ -83,4 +85,4 @@ def as_scorer(judge: LLMJudge, client: LLMClient) -> Scorer:
 
 def judge_scorers(client: LLMClient, settings: JudgeConfig | None = None) -> list[Scorer]:
     """Scorers for the judges of a ``judges`` config section (default: the default suite), all asking ``client``."""
-    return [as_scorer(j, client) for j in build_judges(settings or DEFAULTS)]
+    return [as_scorer(j, client) for j in build_judges(settings if settings is not None else DEFAULTS)]

@@ -18,13 +18,19 @@ BUILTIN = {e.name: e.info["metric"] for e in JUDGES}
 
 
 class JudgeConfig(Protocol):
-    """The fields of ``search.config.JudgeSettings`` that build judges."""
+    """The fields of ``search.config.JudgeSettings`` that build judges (read-only, so a frozen model or a
+    dataclass of tuples both satisfy it)."""
 
-    suite: Sequence[str]
-    faithfulness_calls: int
-    reason_chars: int
-    context_chars: int
-    custom: Sequence[CustomJudgeSpec]
+    @property
+    def suite(self) -> Sequence[str]: ...
+    @property
+    def faithfulness_calls(self) -> int: ...
+    @property
+    def reason_chars(self) -> int: ...
+    @property
+    def context_chars(self) -> int: ...
+    @property
+    def custom(self) -> Sequence[CustomJudgeSpec]: ...
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-Engine = Literal["llama.cpp", "vllm", "external"]
+Engine = str  # a name in ragsweep.search.registries.ENGINES (llama.cpp, vllm, external)
 
 
 class LLMError(RuntimeError):

@@ -10,7 +10,7 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,7 +33,7 @@ def resolve_embedder_path(spec: str) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def load_local_model(kind: Literal["SentenceTransformer", "CrossEncoder"], path: str):  # type: ignore[no-untyped-def]
+def load_local_model(kind: Literal["SentenceTransformer", "CrossEncoder"], path: str) -> Any:
     """A sentence-transformers model from a local folder, offline, once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import sentence_transformers
@@ -52,7 +52,7 @@ class Embedder:
         self.batch_size = batch_size
 
     @property
-    def model(self):  # type: ignore[no-untyped-def]
+    def model(self) -> Any:
         return load_local_model("SentenceTransformer", str(self.path))
 
     @property

@@ -80,5 +80,5 @@ class RequestCache:
             self._conn.close()
 
     # Pickled into Ray workers as a path; each process opens its own connection.
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[type[RequestCache], tuple[Path]]:
         return (RequestCache, (self.path,))

@@ -1,6 +1,6 @@
 """Prompt templates are data: named, versioned texts loaded from YAML, never code.
 
-Contract: :func:`load_templates` returns the bundled templates (``pipelines/prompts/templates.yaml``),
+Contract: :func:`load_templates` returns the bundled templates (``pipelines/templates.yaml``),
 overridden or extended by a user file. A template's ``version`` is a hash of its text.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-BUNDLED = Path(__file__).with_name("prompts") / "templates.yaml"
+BUNDLED = Path(__file__).with_name("templates.yaml")
 
 
 class PromptError(ValueError):

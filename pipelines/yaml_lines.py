@@ -21,8 +21,8 @@ def key_lines(text: str) -> dict[tuple[str, ...], int]:
                 walk(v, p)
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
-                lines[(*path, str(i))] = v.start_mark.line + 1
-                walk(v, (*path, str(i)))
+                lines[path + (str(i),)] = v.start_mark.line + 1
+                walk(v, path + (str(i),))
 
     try:
         root = yaml.compose(text)

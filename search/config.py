@@ -11,7 +11,7 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -36,6 +36,16 @@ from ragsweep.pipelines.yaml_lines import key_lines
 from ragsweep.search.registries import ENGINES, SAMPLERS, SCHEDULERS, SELECTION_RULES
 from ragsweep.search.schema import Strict as _Strict
 from ragsweep.search.space import SearchSpace, baseline_point, grid_points
+
+if TYPE_CHECKING:  # mypy sees plain names; pydantic validates them against the registries
+    EngineName: TypeAlias = str
+    SamplerName: TypeAlias = str
+    SchedulerName: TypeAlias = str
+    SelectionRule: TypeAlias = str
+    JudgeName: TypeAlias = str
+else:
+    EngineName, SamplerName = ENGINES.field(), SAMPLERS.field()
+    SchedulerName, SelectionRule, JudgeName = SCHEDULERS.field(), SELECTION_RULES.field(), JUDGES.field()
 
 
 class ConfigError(ValueError):
@@ -75,7 +85,7 @@ class PipelineSettings(_Strict):
 class ModelEndpoint(_Strict):
     """One LLM server: started by the search (llama.cpp, vllm) or reached at base_url (external)."""
 
-    engine: ENGINES.field() = Field("llama.cpp", description=ENGINES.describe())  # type: ignore[valid-type]
+    engine: EngineName = Field("llama.cpp", description=ENGINES.describe())
     model: str = Field(
         "default",
         description="llama.cpp: GGUF path or 'default' (SmolLM2-135M); vllm: model folder or id; external: model id",
@@ -129,7 +139,6 @@ def _custom_judge(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-JudgeName = JUDGES.field()
 
 
 class JudgeSettings(_Strict):
@@ -138,7 +147,7 @@ class JudgeSettings(_Strict):
     suite: list[JudgeName] = Field(
         list(JUDGE_DEFAULTS.suite), description="built-in judges to run; [] = none (deterministic metrics only)")
     faithfulness_calls: Literal[1, 2] = Field(
-        JUDGE_DEFAULTS.faithfulness_calls,  # type: ignore[assignment]
+        JUDGE_DEFAULTS.faithfulness_calls,  # type: ignore[arg-type]
         description="1 = statements and verdicts in one reply; 2 = statements, then verdicts")
     reason_chars: int = Field(
         JUDGE_DEFAULTS.reason_chars, ge=0, le=1000, description="ask correctness, answer relevance, context "
@@ -209,7 +218,7 @@ class SearchSettings(_Strict):
     questions_per_trial: int | None = Field(24, ge=1, description="unset = all questions")
     shard_size: int = Field(8, ge=1, description="questions per report to Tune")
     seed: int = 0
-    scheduler: SCHEDULERS.field() = Field(  # type: ignore[valid-type]
+    scheduler: SchedulerName = Field(
         "asha", description=f"{SCHEDULERS.describe()}. The baseline trial is never stopped")
     grace_questions: int = Field(8, ge=1, description="asha, paired: questions every trial answers before it may "
                                  "be stopped")
@@ -221,7 +230,7 @@ class SearchSettings(_Strict):
     holdout_questions: int | None = Field(
         None, ge=2, description="held-out questions each finalist answers (unset = questions_per_trial, at most "
         "the held-out split)")
-    selection: SELECTION_RULES.field() = Field(  # type: ignore[valid-type]
+    selection: SelectionRule = Field(
         "cheapest_tied", description=SELECTION_RULES.describe())
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of every interval in the report "
                               "and of the ties in selection")
@@ -236,7 +245,7 @@ class SearchSettings(_Strict):
     max_failures: int | None = Field(
         None, ge=0, description="times Tune retries a failed trial (a lost node, a killed worker) on another node; "
         "unset = 0 on a local Ray, 2 on a cluster")
-    sampler: SAMPLERS.field() = Field("tpe", description=SAMPLERS.describe())  # type: ignore[valid-type]
+    sampler: SamplerName = Field("tpe", description=SAMPLERS.describe())
     startup_trials: int | None = Field(
         None, ge=1, description="tpe: random trials before TPE models the space (unset = num_samples // 3, 2..10)")
     baseline: dict[str, Any] | None = Field(

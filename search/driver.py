@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import signal
@@ -225,7 +226,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
     # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address or RAY_ADDRESS says so.
     address = ray_target(cfg)
     ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": env}, logging_level="WARNING")
+             runtime_env={"env_vars": env}, logging_level=logging.WARNING)
     timings["ray_init_s"] = time.perf_counter() - t0
     try:
         trial_cfg, trial_uri = cfg, uri
@@ -415,7 +416,7 @@ def _confirm(cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPl
     jobs = [Job(t.run_id, t.params) for t in picked]
     base = found.baseline
     with_base = base is not None and base.status == "completed" and base not in picked
-    if with_base:
+    if with_base and base is not None:
         jobs.append(Job(base.run_id, base.params))
     champ_job, champ_note = _champion_job(cfg, client, exp_id, pid)
     if champ_job is not None:
@@ -504,8 +505,9 @@ def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confi
     _log_selection(summary)
     if front:
         mlflow.log_dict({"cost": cfg.objective.cost, "front": [
-            {"run_id": t.run_id, "trial": t.name, "objective": t.objective, "cost": t.metrics.get(cfg.objective.cost),
-             "params": t.params} for t in front]}, "report/pareto_front.json")
+            {"run_id": t.run_id, "trial": t.name, "objective": t.objective,
+             "cost": t.metrics.get(cfg.objective.cost or ""), "params": t.params} for t in front]},
+            "report/pareto_front.json")
     timings["report_s"] = time.perf_counter() - t0
     version, alias = None, None
     if winner is not None:
@@ -533,7 +535,7 @@ def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confi
     if version is not None:
         say(f"registered {cfg.mlflow.model_name} version {version} as @{alias}")
     trials = sorted(({"params": r.params, "objective": r.objective, "run_id": r.run_id, "metrics": r.metrics}
-                     for r in completed), key=lambda t: t["objective"], reverse=True)
+                     for r in completed), key=lambda t: float(t["objective"]), reverse=True)  # type: ignore[arg-type]
     return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
                          winner.objective if winner else math.nan, cfg.mlflow.model_name, version, alias, len(grid),
                          len(errors), timings, trials, usage, found.last, records, lines)

@@ -85,7 +85,7 @@ def _study(trials: list[TrialRecord], cfg: ExperimentConfig) -> Any:
         params = {k: v for k, v in t.params.items() if k in dists and v is not None}
         d = {k: dists[k] for k in params}
         if t.status == "completed":
-            values = [t.objective, float(t.metrics.get(cfg.objective.cost, math.nan))] if multi else [t.objective]
+            values = [t.objective, float(t.metrics.get(cfg.objective.cost or "", math.nan))] if multi else [t.objective]
             if all(math.isfinite(v) for v in values):
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=d, values=values))
                 continue
@@ -126,9 +126,10 @@ def _plots(study: Any, cfg: ExperimentConfig, folder: Path, notes: list[str]) ->
     from optuna.visualization import matplotlib as ovm
 
     multi = cfg.objective.cost is not None
-    kw = {"target": lambda t: t.values[0], "target_name": "objective"} if multi else {}
+    cost = cfg.objective.cost or ""
+    kw: dict[str, Any] = {"target": lambda t: t.values[0], "target_name": "objective"} if multi else {}
     # PED-ANOVA ranks params by how they reach *low* targets when given a target: negate the quality.
-    imp_kw = {"target": lambda t: -t.values[0], "target_name": "objective"} if multi else {}
+    imp_kw: dict[str, Any] = {"target": lambda t: -t.values[0], "target_name": "objective"} if multi else {}
     varied = _varied_params(study)
     plots = {
         "history.png": lambda: ovm.plot_optimization_history(study, **kw),
@@ -136,14 +137,14 @@ def _plots(study: Any, cfg: ExperimentConfig, folder: Path, notes: list[str]) ->
         "importances.png": lambda: ovm.plot_param_importances(study, params=varied, **imp_kw),
     }
     if multi:
-        plots["pareto_front.png"] = lambda: ovm.plot_pareto_front(study, target_names=["objective", cfg.objective.cost])
+        plots["pareto_front.png"] = lambda: ovm.plot_pareto_front(study, target_names=["objective", cost])
     written = []
     for name, make in plots.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental-API and degenerate-axis warnings from Optuna
                 ax = make()
-            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig: Any = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
             fig.set_size_inches(9, 5)
             fig.tight_layout()
             fig.savefig(folder / name, dpi=100)

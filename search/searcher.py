@@ -113,6 +113,11 @@ class FidelityAwareOptunaSearch(OptunaSearch):
     """
 
     MAX_REPEATS = 20
+    # Ray's OptunaSearch keeps its study, its Optuna trials and the finished trial ids in private attributes and
+    # has no public way to tell one trial's outcome to another. They are read only through the properties below,
+    # which fail with a clear message (not an AttributeError deep in a search) if a Ray release renames them;
+    # tests/unit/test_searcher_internals.py checks them against the installed Ray.
+    RAY_INTERNALS = ("_ot_study", "_ot_trials", "_completed_trials")
 
     def __init__(self, *args: Any, max_questions: int, finite: list[dict[str, Any]] | None = None,
                  **kwargs: Any) -> None:
@@ -123,7 +128,28 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         self.waiting: dict[str, list[Any]] = {}  # trial id -> Optuna trials of its repeats, told when it ends
         self.repeats = 0  # proposals answered from an earlier trial
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def _internal(self, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            import ray
+
+            raise RuntimeError(f"ray {ray.__version__}: OptunaSearch no longer has {name!r}, which ragsweep's "
+                               "searcher reads; use the Ray version in constraints-cpu.txt") from None
+
+    @property
+    def study(self) -> optuna.Study:
+        return self._internal("_ot_study")
+
+    @property
+    def optuna_trials(self) -> dict[str, optuna.Trial]:
+        return self._internal("_ot_trials")
+
+    @property
+    def finished(self) -> set[str]:
+        return self._internal("_completed_trials")
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         in_a_row = 0
         while True:
             config = super().suggest(trial_id)
@@ -136,9 +162,9 @@ class FidelityAwareOptunaSearch(OptunaSearch):
                 return config
             self.repeats += 1
             in_a_row += 1
-            repeat = self._ot_trials.pop(trial_id)
-            if first in self._completed_trials:
-                self._tell_like(repeat, self._ot_trials[first])
+            repeat = self.optuna_trials.pop(trial_id)
+            if first in self.finished:
+                self._tell_like(repeat, self.optuna_trials[first])
             else:
                 self.waiting.setdefault(first, []).append(repeat)
             if in_a_row >= self.MAX_REPEATS:
@@ -148,29 +174,29 @@ class FidelityAwareOptunaSearch(OptunaSearch):
                           + (" and every point of the space is tried" if self.finite is not None else "")
                           + f": no more trials ({len(self.seen)} distinct)", flush=True)
                     return Searcher.FINISHED
-                self._ot_study.enqueue_trial(untried[self.repeats % len(untried)])
+                self.study.enqueue_trial(untried[self.repeats % len(untried)])
                 in_a_row = 0
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         partial = result is not None and float(result.get("n_questions", self.max_questions)) < self.max_questions
-        if error or not partial or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if error or not partial or trial_id in self.finished or trial_id not in self.optuna_trials:
             super().on_trial_complete(trial_id, result, error)
         else:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
+            self.study.tell(self.optuna_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self.finished.add(trial_id)
         for repeat in self.waiting.pop(trial_id, []):
-            if trial_id in self._ot_trials:
-                self._tell_like(repeat, self._ot_trials[trial_id])
+            if trial_id in self.optuna_trials:
+                self._tell_like(repeat, self.optuna_trials[trial_id])
 
     def _tell_like(self, repeat: Any, first: Any) -> None:
         """Tell ``repeat`` what ``first`` (a finished Optuna trial) was told."""
-        done = self._ot_study._storage.get_trial(first._trial_id)
+        done = next(t for t in self.study.get_trials(deepcopy=False) if t.number == first.number)
         for step, value in done.intermediate_values.items():
             repeat.report(value, step)
         if done.state == optuna.trial.TrialState.COMPLETE:
-            self._ot_study.tell(repeat, done.values if len(done.values or []) > 1 else done.value)
+            self.study.tell(repeat, done.values if len(done.values or []) > 1 else done.value)
         else:
-            self._ot_study.tell(repeat, state=done.state)
+            self.study.tell(repeat, state=done.state)
 
 
 def config_key(config: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ distributions from the same space; each raises ``ValueError`` naming the key whe
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import optuna
 from pydantic import Field, model_validator
@@ -51,8 +51,11 @@ class FloatRange(_Range):
     high: float
 
 
-Retriever = RETRIEVERS.field()
-Reranker = RERANKERS.field()
+if TYPE_CHECKING:  # mypy sees plain names; pydantic validates them against the registries
+    Retriever: TypeAlias = str
+    Reranker: TypeAlias = str
+else:
+    Retriever, Reranker = RETRIEVERS.field(), RERANKERS.field()
 
 
 def _bounds(p: list[Any] | IntRange | FloatRange) -> tuple[Any, Any]:

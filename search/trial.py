@@ -407,7 +407,9 @@ def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
                 # Recorded before the last report: a scheduler that stops the trial on it (ASHA at max_t) or a
                 # reused worker must not leave a trial that answered everything without its status.
                 mlflow.set_tag(TAG_STATUS, "completed")
-        tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": mlflow.active_run().info.run_id})
+        run = mlflow.active_run()
+        assert run is not None  # _run_logged opened the trial's run
+        tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": run.info.run_id})
 
 
 class JudgeBudgetError(RuntimeError):

@@ -18,6 +18,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
+from mlflow.pyfunc.model import PythonModel
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
@@ -36,7 +37,7 @@ SIGNATURE = ModelSignature(
 )
 
 
-class RagChampion(mlflow.pyfunc.PythonModel):
+class RagChampion(PythonModel):
     """Rebuilds the winning pipeline offline (starting its own llama.cpp server when the engine is llama.cpp)."""
 
     # The model is logged with an explicit SIGNATURE; skip MLflow's type-hint wrapping of predict (and its warning).
@@ -58,7 +59,7 @@ class RagChampion(mlflow.pyfunc.PythonModel):
                                        cache, endpoints.generator.client(), seed=spec.get("seed", 0),
                                        prompt=prompt).pipeline
 
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         if isinstance(model_input, pd.DataFrame):
             questions = [str(q) for q in model_input["question"]]
         elif isinstance(model_input, str):

@@ -101,7 +101,8 @@ def decide(client: MlflowClient, settings: PromotionSettings, weights: dict[str,
     candidate = trial_candidate(client, run_id, label, SIGNATURE.to_dict(), holdout=on_holdout)
     rival = None
     if champ is not None:
-        rival = trial_candidate(client, champ_held if on_holdout and champ_held else champ.run_id,
+        rival_run = champ_held if on_holdout and champ_held is not None else (champ.run_id or "")
+        rival = trial_candidate(client, rival_run,
                                 f"champion v{champ.version}", version_signature(model_name, champ.version),
                                 holdout=on_holdout)
     return evaluate(settings, weights, candidate, rival), champ

@@ -17,6 +17,7 @@ cost metric, minimised).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,7 +91,7 @@ class Evidence:
     """What a finalist is judged on: its per-question scores, their objective and its cost per question."""
 
     trial: Trial
-    scores: dict[str, Scores]  # question id -> metric -> value
+    scores: Mapping[str, Scores]  # question id -> metric -> value
     objective: float
     tokens_per_question: float
     latency_p95_s: float

@@ -111,7 +111,8 @@ def start_replicas(cfg: ModelEndpoint, role: str, log_dir: Path, seed: int, publ
 
         placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)
-    handles, names = [], []
+    handles: list[Any] = []
+    names: list[str] = []
     for i in range(cfg.replicas):
         name = f"{name_prefix}-{role}-{i}"
         spec = ServerSpec(cfg, log_dir / f"{role}-{cfg.engine}-{i}.log", seed, public, f"{role}-{i}")

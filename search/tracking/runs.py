@@ -117,11 +117,13 @@ def log_dataset_inputs(dataset: Dataset, corpus_path: Path, questions_path: Path
     """Dataset lineage on the active run: the questions (context ``evaluation``, digest over both files) and the
     corpus (context ``corpus``) as MLflow dataset inputs with their name, digest and source path."""
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource
+    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # built at import
 
     name = dataset.name or questions_path.parent.name
-    questions = MetaDataset(LocalArtifactDatasetSource(str(questions_path)), name=name, digest=dataset.digest[:32])
-    corpus = MetaDataset(LocalArtifactDatasetSource(str(corpus_path)), name=f"{name}-corpus",
+    questions = MetaDataset(  # type: ignore[abstract]  # MLflow's own dataset for a path and digest
+        LocalArtifactDatasetSource(str(questions_path)), name=name, digest=dataset.digest[:32])
+    corpus = MetaDataset(  # type: ignore[abstract]
+        LocalArtifactDatasetSource(str(corpus_path)), name=f"{name}-corpus",
                          digest=dataset.corpus_digest[:32])
     used = {"questions_used": str(n_used)} if n_used is not None else {}
     mlflow.log_input(questions, context="evaluation", tags={"questions": str(len(dataset.questions)), **used})

@@ -88,11 +88,12 @@ class TraceWriter:
         stages = ans.stages
         times = [s for s, _ in stages.values()] + ([ans.response.started_at] if ans.response else [])
         start = min(times) if times else time.time()
+        # Span attributes take any JSON-serialisable value (MLflow's annotation says str).
+        attributes: dict[str, Any] = {"ragsweep.question_id": q.id, "ragsweep.trial": self.trial,
+                                      "ragsweep.gold": r.deep(list(q.answers)), "ragsweep.answerable": q.answerable,
+                                      "ragsweep.scores": {k: v for k, v in scores.items() if math.isfinite(v)}}
         root = mlflow.start_span_no_context(
-            TRACE_NAME, span_type=SpanType.CHAIN, inputs={"question": r(q.question)},
-            attributes={"ragsweep.question_id": q.id, "ragsweep.trial": self.trial,
-                        "ragsweep.gold": r.deep(list(q.answers)), "ragsweep.answerable": q.answerable,
-                        "ragsweep.scores": {k: v for k, v in scores.items() if math.isfinite(v)}},
+            TRACE_NAME, span_type=SpanType.CHAIN, inputs={"question": r(q.question)}, attributes=attributes,
             tags={"ragsweep.question_id": q.id, "ragsweep.trial": self.trial},
             experiment_id=self.experiment_id, start_time_ns=_ns(start))
         end = start
