@@ -125,6 +125,14 @@ def _csc_to_csr(
     return np.concatenate([[0], np.cumsum(counts)]), cols[order], np.asarray(data)[order].astype(np.float32)
 
 
+def read_index(folder: Path) -> IndexArtifacts:
+    """A built index folder read as it is (e.g. the copy a champion model carries); never builds."""
+    if not (folder / "meta.json").exists():
+        raise FileNotFoundError(f"{folder}: not a built index (no meta.json)")
+    key = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("key", folder.name)
+    return _read(folder, key, False, 0.0)
+
+
 def _read(folder: Path, key: str, built: bool, seconds: float) -> IndexArtifacts:
     with open(folder / "chunks.jsonl", encoding="utf-8") as f:
         chunks = [Chunk(**json.loads(line)) for line in f]

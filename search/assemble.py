@@ -51,13 +51,18 @@ def build_pipeline(
     generator: LLMClient,
     seed: int = 0,
     prompt: PromptTemplate | None = None,
+    index: IndexArtifacts | None = None,
 ) -> Assembled:
-    """Index (from the cache), retriever, optional reranker and generator; ``prompt`` overrides the named one."""
+    """Index (from the cache, or ``index`` when the caller has it built), retriever, optional reranker and
+    generator; ``prompt`` overrides the named one."""
     t0 = time.perf_counter()
     embedder = Embedder(settings.embedder, batch_size=settings.embed_batch_size)
     _ = embedder.model  # load now (once per process), so its cost is not hidden in the first query
     t1 = time.perf_counter()
-    art = cache.get_or_build(index_spec(params, settings, corpus_digest), corpus, embedder)
+    spec = index_spec(params, settings, corpus_digest)
+    if index is not None and index.key != spec.key:
+        raise ValueError(f"the given index {index.folder} has key {index.key}; this pipeline needs {spec.key}")
+    art = index if index is not None else cache.get_or_build(spec, corpus, embedder)
     t2 = time.perf_counter()
     handle = open_index(art, url=settings.qdrant_url)
     timings = {"embedder_load_s": t1 - t0, "index_s": t2 - t1, "qdrant_load_s": time.perf_counter() - t2}

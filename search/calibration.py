@@ -23,13 +23,14 @@ from ragsweep.judges.calibrate import JudgeCalibration, calibrate, load_labels, 
 from ragsweep.judges.suite import build_judges
 from ragsweep.pipelines.data import load_dataset
 from ragsweep.search.config import ConfigError, ExperimentConfig
+from ragsweep.search.console import logger
 from ragsweep.search.serving.engines import preflight
 from ragsweep.search.serving.servers import serve
 from ragsweep.search.tracking.runs import TAG_FAILURE, TAG_KIND, check_tracking, default_tracking_uri, ensure_experiment
 
 
 def say(msg: str) -> None:
-    print(f"[ragsweep] {msg}", flush=True)
+    logger("search").info(msg)
 
 
 def run_calibration(cfg: ExperimentConfig, *, dataset_dir: Path | None = None, labels: Path | None = None,

@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
@@ -57,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(dataset.holdout)")
     s.add_argument("--max-llm-calls", type=int, help="stop after this many LLM requests (search.max_llm_calls)")
     s.add_argument("--time-budget-s", type=float, help="stop after this many seconds of trials")
+    s.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more output: debug messages and Ray Tune's own progress (full results are always in the "
+                        "search's log file and in MLflow)")
     s.add_argument("--resume", metavar="EXPERIMENT",
                    help="continue the newest unfinished search of this MLflow experiment (same config); "
                         "finished trials are kept, unfinished ones restart")
@@ -73,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("question")
     _add_model_args(a)
     a.add_argument("--json", action="store_true", help="print the answer and sources as JSON")
+    a.add_argument("--timings", action="store_true", help="say where the time went (also said when slower than "
+                   f"{SLOW_ASK_S:g}s), on stderr")
 
     sv = sub.add_parser("serve", help="serve the champion over HTTP (MLflow's scoring server)",
                         description="Serve models:/<model-name>@<alias> with `mlflow models serve` in this "
@@ -135,7 +142,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.resume:
         overrides["experiment"] = args.resume
     cfg = load_config(args.config, overrides)
-    out = run_search(cfg, args.config, resume=bool(args.resume))
+    out = run_search(cfg, args.config, resume=bool(args.resume), verbose=args.verbose)
     model = f"{out.model_name}@{out.alias} (v{out.model_version})" if out.model_version else None
     print(json.dumps({"parent_run_id": out.parent_run_id,
                       "best_objective": round(out.best_objective, 4) if out.model_version else None,
@@ -150,12 +157,17 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from ragsweep.search.promotion.champion import load_champion
 
     uri, name = _model_location(args)
+    t0 = time.perf_counter()
     try:
         model = load_champion(name, args.alias)
     except mlflow.exceptions.MlflowException as e:
         print(f"ragsweep ask: no model {name}@{args.alias} in {uri}: {e.message}", file=sys.stderr)
         return 2
+    t1 = time.perf_counter()
     out = model.predict(pd.DataFrame({"question": [args.question]}))
+    total = time.perf_counter() - t0
+    if args.timings or total > SLOW_ASK_S:
+        _print_timings(model, t1 - t0, total)
     answer, sources = out["answer"][0], json.loads(out["sources"][0])
     if args.json:
         print(json.dumps({"answer": answer, "sources": sources}, ensure_ascii=False))
@@ -166,6 +178,15 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         snippet = " ".join(s["text"].split())[:160]
         print(f"  [{i}] {s['doc_id']} [{s['start']}:{s['end']}] score {s['score']}: {snippet}")
     return 0
+
+
+SLOW_ASK_S = 15.0  # above this, ask says where its time went (on stderr, so --json stays parseable)
+
+
+def _print_timings(model: Any, load_s: float, total_s: float) -> None:
+    parts = dict(getattr(model.unwrap_python_model(), "timings", {}))
+    detail = ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f}s" for k, v in parts.items() if v >= 0.05)
+    print(f"ragsweep ask: {total_s:.1f}s in all: loading the model {load_s:.1f}s ({detail})", file=sys.stderr)
 
 
 def _model_location(args: argparse.Namespace) -> tuple[str, str]:
@@ -282,11 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     from ragsweep.pipelines.embed import EmbedderError
     from ragsweep.pipelines.prompts import PromptError
     from ragsweep.search.config import ConfigError
+    from ragsweep.search.console import setup
     from ragsweep.search.promotion.registry import PromotionError
     from ragsweep.search.resume import ResumeError
     from ragsweep.search.serving.engines import ServerError, ServingSetupError
     from ragsweep.search.tracking.runs import TrackingUnreachable
 
+    setup(getattr(args, "verbose", 0))
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema,
                 "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback}
     try:

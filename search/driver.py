@@ -33,6 +33,7 @@ from ragsweep.pipelines.prompts import load_templates
 from ragsweep.search.assemble import prompt_for
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.confirm import HOLDOUT, Confirmed, Job, QuestionPlan, confirm_all, plan_questions
+from ragsweep.search.console import TrialTable, add_log_file, logger, remove_handler, varying_keys
 from ragsweep.search.promotion.champion import CHAMPION, register_version
 from ragsweep.search.promotion.registry import TAG_SEARCH, HoldoutRefs, current_champion, decide, record
 from ragsweep.search.promotion.selection import Evidence, TrialRecord, choose, finalists, pareto_front, select
@@ -100,8 +101,12 @@ class SearchOutcome:
     summary: list[str] = field(default_factory=list)  # the console summary lines
 
 
+_log = logger("search")
+INDEX_CACHE = "index-cache"  # under storage_dir: one folder per index key, shared by trials and the champion
+
+
 def say(msg: str) -> None:
-    print(f"[ragsweep] {msg}", flush=True)
+    _log.info(msg)
 
 
 def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
@@ -115,8 +120,11 @@ def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
     return dataset, plan
 
 
-def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume: bool = False) -> SearchOutcome:
-    """Run a search; with ``resume``, continue the newest unfinished search of ``cfg.mlflow.experiment``."""
+def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume: bool = False,
+               verbose: int = 0) -> SearchOutcome:
+    """Run a search; with ``resume``, continue the newest unfinished search of ``cfg.mlflow.experiment``.
+
+    ``verbose`` > 0 adds Ray Tune's own progress output to ragsweep's trial table."""
     t_total = time.perf_counter()
     dataset, plan = prepare(cfg)
     storage = cfg.storage_dir
@@ -151,13 +159,16 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
             f"{cfg.search.finalists} trials, the baseline and the champion; held out: {plan.source}"
             if plan.on else f"held-out confirmation: {plan.source}; the pick is judged on the search questions")
     ray_dir = found.ray_dir if found is not None else ray_dir_for(tune_root(cfg, storage), pid)
+    log_file = add_log_file(storage / "logs" / f"search-{pid}.log")
+    say(f"full log (every trial report): {log_file.baseFilename}")
     try:
         if found is None:
             _log_parent(cfg, dataset, config_path)
             log_params({"holdout.source": plan.source, "holdout.n_questions": str(len(plan.holdout_ids)),
                         "search.n_questions": str(len(plan.search_ids))})
             mlflow.set_tag(TAG_RAY_DIR, ray_dir)
-        outcome = _search(cfg, dataset, plan, uri, exp_id, pid, storage, ray_dir, restore=found is not None)
+        outcome = _search(cfg, dataset, plan, uri, exp_id, pid, storage, ray_dir, restore=found is not None,
+                          verbose=verbose)
         outcome.timings["total_s"] = time.perf_counter() - t_total
         mlflow.log_metrics({f"time.{k}": v for k, v in outcome.timings.items()})
         mlflow.end_run("FINISHED")
@@ -168,6 +179,8 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     except BaseException as e:
         _close_failed(client, exp_id, pid, uri, f"{type(e).__name__}: {e}", "FAILED", ray_dir)
         raise
+    finally:
+        remove_handler(log_file)
 
 
 def _close_failed(client: MlflowClient, exp_id: str, pid: str, uri: str, reason: str, status: str,
@@ -213,7 +226,7 @@ def _log_parent(cfg: ExperimentConfig, dataset: Dataset, config_path: Path | Non
 
 
 def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: str, exp_id: str, pid: str,
-            storage: Path, ray_dir: str, restore: bool) -> SearchOutcome:
+            storage: Path, ray_dir: str, restore: bool, verbose: int = 0) -> SearchOutcome:
     import ray
     from ray import tune
 
@@ -247,10 +260,12 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
             question_ids = plan.search_ids
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(trial_cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
-                                (storage / "index-cache").resolve(), llm_cache, env, _register_prompts(cfg),
+                                (storage / INDEX_CACHE).resolve(), llm_cache, env, _register_prompts(cfg),
                                 plan.held_out)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
+            if not verbose:  # Tune's legacy output engine is silent at verbose=0; the new one still prints a banner
+                os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
             if restore:
                 # Finished trials stay finished; unfinished ones restart (their MLflow runs are reused, see
                 # trial.py); the searcher and scheduler come back with their history.
@@ -269,7 +284,8 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
                     run_config=tune.RunConfig(
                         name=ray_dir.rsplit("/", 1)[1], storage_path=ray_dir.rsplit("/", 1)[0],
                         # on a cluster a trial fails when its node goes away: retried, it reuses its MLflow run
-                        failure_config=tune.FailureConfig(max_failures=retries(cfg)), verbose=1,
+                        failure_config=tune.FailureConfig(max_failures=retries(cfg)), verbose=1 if verbose else 0,
+                        callbacks=[TrialTable(varying_keys(cfg.space), n_trials(cfg), len(question_ids))],
                         stop=LLMCallBudget(cfg.search.max_llm_calls) if cfg.search.max_llm_calls else None),
                 )
             t0 = time.perf_counter()
@@ -462,18 +478,49 @@ def _search_scores(t: TrialRecord, question_ids: tuple[str, ...]) -> dict[str, d
 def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confirmed | None, plan: QuestionPlan,
             pid: str, exp_id: str, uri: str, timings: dict[str, float]) -> SearchOutcome:
     """Record outcomes, pick the winner by the selection rule, write the report, register the champion."""
-    client = MlflowClient(uri)
-    records, errors, completed, base = found.records, found.errors, found.completed, found.baseline
-    stopped = [r for r in records if r.status == "stopped_early"]
+    usage = _record_outcomes(cfg, grid, found, confirmed)
+    summary = _choose(cfg, found, confirmed, plan, _link(uri, exp_id, pid))
+    t0 = time.perf_counter()
+    lines = _report(cfg, found.records, summary)
+    timings["report_s"] = time.perf_counter() - t0
+    winner, version, alias = summary.winner, None, None
+    mlflow.set_tag("ragsweep.promotion", summary.reason)
+    if winner is not None:
+        t0 = time.perf_counter()
+        version, alias, line = _promote(cfg, MlflowClient(uri), winner, summary.reason, confirmed, pid)
+        lines.append(line)
+        timings["promote_s"] = time.perf_counter() - t0
+    for line in lines:
+        say(line)
+    if version is not None:
+        say(f"registered {cfg.mlflow.model_name} version {version} as @{alias}")
+    trials = sorted(({"params": r.params, "objective": r.objective, "run_id": r.run_id, "metrics": r.metrics}
+                     for r in found.completed), key=lambda t: float(t["objective"]), reverse=True)  # type: ignore[arg-type]
+    return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
+                         winner.objective if winner else math.nan, cfg.mlflow.model_name, version, alias, len(grid),
+                         len(found.errors), timings, trials, usage, found.last, found.records, lines)
+
+
+def _record_outcomes(cfg: ExperimentConfig, grid: Any, found: Collected,
+                     confirmed: Confirmed | None) -> dict[str, float]:
+    """Trial counts and search-wide LLM usage on the parent run; returns the usage totals."""
+    stopped = [r for r in found.records if r.status == "stopped_early"]
     usage = _usage_totals(grid, cfg)
     if confirmed is not None:
         usage.update(_confirm_usage(confirmed))
-    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(errors)),
+    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(found.errors)),
                         "n_stopped_early": float(len(stopped)), **usage})
-    if errors:
-        say(f"{len(errors)} trial(s) failed; first error: {errors[0]}")
-    s = cfg.search
-    picked = [r for r in records if confirmed is not None and r.run_id in confirmed.finalists] or \
+    if found.errors:
+        say(f"{len(found.errors)} trial(s) failed; first error: {found.errors[0]}")
+    return usage
+
+
+def _choose(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None, plan: QuestionPlan,
+            link: str) -> Summary:
+    """The winner (selection rule on the finalists' evidence, or the Pareto rule with a cost objective) and its
+    margin over the baseline, as the report's summary."""
+    s, completed, base = cfg.search, found.completed, found.baseline
+    picked = [r for r in found.records if confirmed is not None and r.run_id in confirmed.finalists] or \
         finalists(completed, s.finalists)
     evidence, weights, on = _evidence(cfg, found, confirmed, picked)
     selection = None
@@ -494,51 +541,46 @@ def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confi
         margin = (paired_difference(both[0].scores, both[1].scores, mw, s.confidence, s.bootstrap_samples, s.seed),
                   margin_on)
     front = pareto_front(completed, cfg.objective.cost) if cfg.objective.cost else []
-    summary = Summary(winner, reason, base, front, _link(uri, exp_id, pid), finalists=evidence, selection=selection,
-                      evidence_on=on, margin=margin, holdout=plan, confirmed=confirmed)
-    t0 = time.perf_counter()
+    return Summary(winner, reason, base, front, link, finalists=evidence, selection=selection, evidence_on=on,
+                   margin=margin, holdout=plan, confirmed=confirmed)
+
+
+def _report(cfg: ExperimentConfig, records: list[TrialRecord], summary: Summary) -> list[str]:
+    """Write the report into the parent run's ``report/`` folder; return the console summary lines."""
     with tempfile.TemporaryDirectory() as d:
         lines = write_report(records, summary, cfg, Path(d))
         mlflow.log_artifacts(d, "report")
         imp = json.loads((Path(d) / "importances.json").read_text())
     mlflow.log_metrics({f"importance.{k}": v for k, v in imp.items()})
     _log_selection(summary)
-    if front:
+    if summary.front:
         mlflow.log_dict({"cost": cfg.objective.cost, "front": [
             {"run_id": t.run_id, "trial": t.name, "objective": t.objective,
-             "cost": t.metrics.get(cfg.objective.cost or ""), "params": t.params} for t in front]},
+             "cost": t.metrics.get(cfg.objective.cost or ""), "params": t.params} for t in summary.front]},
             "report/pareto_front.json")
-    timings["report_s"] = time.perf_counter() - t0
-    version, alias = None, None
-    if winner is not None:
-        t0 = time.perf_counter()
-        decision, previous = decide(client, cfg.promotion, cfg.objective.weights, winner.run_id, winner.name,
-                                    cfg.mlflow.model_name, holdout=_holdout_refs(confirmed, winner))
-        spec = _champion_spec(cfg, winner.params)
-        version = register_version(winner.run_id, spec, cfg.dataset.corpus, cfg.mlflow.model_name,
-                                   {TAG_SEARCH: pid, "objective": f"{winner.objective:.6f}",
-                                    "trial": winner.name, "promotion_rule": reason})
-        alias = record(client, cfg.mlflow.model_name, version, decision, previous, pid)
-        timings["promote_s"] = time.perf_counter() - t0
-        mlflow.set_tags({"best_trial_run_id": winner.run_id})
-        prompt_uri = client.get_run(winner.run_id).data.params.get("prompt.uri")
-        if alias == CHAMPION:
-            mlflow.set_tag("champion_version", version)
-            if prompt_uri:
-                alias_champion_prompt(prompt_uri, CHAMPION)
-                mlflow.set_tag("champion_prompt", prompt_uri)
-        mlflow.log_metric("best_objective", winner.objective)
-        lines.append(f"promotion: {'promoted' if alias == CHAMPION else 'not promoted'} — {decision.reason}")
-    mlflow.set_tag("ragsweep.promotion", reason)
-    for line in lines:
-        say(line)
-    if version is not None:
-        say(f"registered {cfg.mlflow.model_name} version {version} as @{alias}")
-    trials = sorted(({"params": r.params, "objective": r.objective, "run_id": r.run_id, "metrics": r.metrics}
-                     for r in completed), key=lambda t: float(t["objective"]), reverse=True)  # type: ignore[arg-type]
-    return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
-                         winner.objective if winner else math.nan, cfg.mlflow.model_name, version, alias, len(grid),
-                         len(errors), timings, trials, usage, found.last, records, lines)
+    return lines
+
+
+def _promote(cfg: ExperimentConfig, client: MlflowClient, winner: TrialRecord, reason: str,
+             confirmed: Confirmed | None, pid: str) -> tuple[str, str, str]:
+    """Register the winner as a model version, let the gates decide its alias; (version, alias, console line)."""
+    decision, previous = decide(client, cfg.promotion, cfg.objective.weights, winner.run_id, winner.name,
+                                cfg.mlflow.model_name, holdout=_holdout_refs(confirmed, winner))
+    version = register_version(winner.run_id, _champion_spec(cfg, winner.params), cfg.dataset.corpus,
+                               cfg.mlflow.model_name,
+                               {TAG_SEARCH: pid, "objective": f"{winner.objective:.6f}", "trial": winner.name,
+                                "promotion_rule": reason},
+                               index_folder=_index_folder(cfg, winner.params))
+    alias = record(client, cfg.mlflow.model_name, version, decision, previous, pid)
+    mlflow.set_tags({"best_trial_run_id": winner.run_id})
+    prompt_uri = client.get_run(winner.run_id).data.params.get("prompt.uri")
+    if alias == CHAMPION:
+        mlflow.set_tag("champion_version", version)
+        if prompt_uri:
+            alias_champion_prompt(prompt_uri, CHAMPION)
+            mlflow.set_tag("champion_prompt", prompt_uri)
+    mlflow.log_metric("best_objective", winner.objective)
+    return version, alias, f"promotion: {'promoted' if alias == CHAMPION else 'not promoted'} — {decision.reason}"
 
 
 def _holdout_refs(confirmed: Confirmed | None, winner: TrialRecord) -> HoldoutRefs | None:
@@ -643,6 +685,16 @@ def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:
         totals[f"server.{name}.busy_s"] = busy
         totals[f"server.{name}.gpu_s"] = busy * endpoint.gpus_per_replica * endpoint.replicas
     return totals
+
+
+def _index_folder(cfg: ExperimentConfig, params: dict[str, Any]) -> Path:
+    """Where the search's index cache holds the index a trial with ``params`` used."""
+    from ragsweep.pipelines.data import file_digest
+    from ragsweep.search.assemble import index_spec
+    from ragsweep.search.space import TrialParams
+
+    spec = index_spec(TrialParams.from_sampled(params), cfg.pipeline, file_digest(cfg.dataset.corpus))
+    return (cfg.storage_dir / INDEX_CACHE).resolve() / spec.key
 
 
 def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ragsweep.pipelines.llm import usage_prefix
 from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.console import logger
 from ragsweep.search.registries import SAMPLERS
 from ragsweep.search.space import DefineByRun, baseline_point, grid_points, grid_search_space
 
@@ -170,9 +171,9 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             if in_a_row >= self.MAX_REPEATS:
                 untried = [p for p in (self.finite or []) if config_key(p) not in self.seen]
                 if not untried:
-                    print(f"[ragsweep] the sampler keeps proposing tried configurations ({in_a_row} in a row)"
+                    logger("search").info(f"the sampler keeps proposing tried configurations ({in_a_row} in a row)"
                           + (" and every point of the space is tried" if self.finite is not None else "")
-                          + f": no more trials ({len(self.seen)} distinct)", flush=True)
+                          + f": no more trials ({len(self.seen)} distinct)")
                     return Searcher.FINISHED
                 self.study.enqueue_trial(untried[self.repeats % len(untried)])
                 in_a_row = 0
@@ -221,8 +222,7 @@ class LLMCallBudget(tune.Stopper):
                                    for role in ("generator", "judge"))
         if not self.tripped and self.spent >= self.limit:
             self.tripped = True
-            print(f"[ragsweep] LLM-call budget reached ({self.spent:.0f} >= {self.limit}): stopping the search",
-                  flush=True)
+            logger("search").info(f"LLM-call budget reached ({self.spent:.0f} >= {self.limit}): stopping the search")
         return False
 
     @property

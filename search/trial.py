@@ -343,73 +343,89 @@ def question_objectives(rows: list[dict[str, Any]], weights: dict[str, float]) -
 
 def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
                 opened: list[TraceWriter]) -> None:
-    cfg = ctx.config
+    """Open the session, record the trial's inputs, then answer the questions shard by shard, reporting each."""
     session = open_session(params, ctx)
-    built, generator, judge_client = session.built, session.generator, session.judge_client
-    index_key = built.index.key
-    registry = {"prompt.uri": ctx.prompt_uris[params.prompt]} if params.prompt in ctx.prompt_uris else {}
-    t_log = time.perf_counter()
-    progress.logging = "the trial's params, dataset inputs and index metrics"
-    log_params({**flatten(params.model_dump()), "index_key": index_key, "prompt_version": built.prompt.version,
-                **registry,
-                **{f"{j.name}.prompt_version": j.prompt_version for j in session.judges},
-                **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in session.judges},
-                "dataset_digest": ctx.dataset.digest,
-                **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
-                "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
-    log_dataset_inputs(ctx.dataset, cfg.dataset.corpus, cfg.dataset.questions, len(ctx.question_ids))
-    mlflow.log_metrics({"index_cache_hit": float(not built.index.built), "index_build_s": built.index.build_seconds,
-                        "index_chunks": float(len(built.index.chunks))})
-    progress.logging = ""
-    progress.log_s += time.perf_counter() - t_log
-    writer = None
-    if cfg.mlflow.trace_sample_rate > 0:
-        gp = built.pipeline.params
-        writer = TraceWriter(ctx.experiment_id, cfg.mlflow.trace_sample_rate, Redactor(cfg.mlflow.redact),
-                             ModelInfo(generator.model, generator.engine, gp.temperature, gp.max_tokens, gp.seed),
-                             judge_client.model, {j.name: j.prompt_version for j in session.judges},
-                             tune.get_context().get_trial_name() or "local")
+    _log_inputs(params, ctx, session, progress)
+    writer = _trace_writer(ctx, session)
+    if writer is not None:
         opened.append(writer)
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in ctx.question_ids]
-    shard = cfg.search.shard_size
+    shard = ctx.config.search.shard_size
     rows: list[dict[str, Any]] = []
     for lo in range(0, len(questions), shard):
-        rows += answer_batch(session, questions[lo : lo + shard], cfg, writer)
+        rows += answer_batch(session, questions[lo : lo + shard], ctx.config, writer)
         if writer is not None:
             writer.submit()
-        done = len(rows)
-        metrics = summarize(session, rows, cfg)
-        # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
-        metrics.update({**generator.stats.as_metrics("generator"), **judge_client.stats.as_metrics("judge"),
-                        **session.timings, "trial_s": time.perf_counter() - session.t_start,
-                        "mlflow_log_s": progress.log_s})
-        # Request intervals let the driver compute the servers' busy time over the whole search; per-question
-        # objectives let the paired scheduler and the driver compare trials question by question.
-        report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
-                  "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals)),
-                  PER_QUESTION: json.dumps(question_objectives(rows, cfg.objective.weights))}
-        final = done == len(questions)
+        _report(params, ctx, session, progress, rows, final=len(rows) == len(questions))
+
+
+def _log_inputs(params: TrialParams, ctx: SearchContext, session: Session, progress: Progress) -> None:
+    """The trial's params (with prompt and judge versions), dataset inputs and index metrics."""
+    cfg, built = ctx.config, session.built
+    registry = {"prompt.uri": ctx.prompt_uris[params.prompt]} if params.prompt in ctx.prompt_uris else {}
+    with logging_step(progress, "the trial's params, dataset inputs and index metrics"):
+        log_params({**flatten(params.model_dump()), "index_key": built.index.key,
+                    "prompt_version": built.prompt.version, **registry,
+                    **{f"{j.name}.prompt_version": j.prompt_version for j in session.judges},
+                    **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in session.judges},
+                    "dataset_digest": ctx.dataset.digest,
+                    **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
+                    "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
+        log_dataset_inputs(ctx.dataset, cfg.dataset.corpus, cfg.dataset.questions, len(ctx.question_ids))
+        mlflow.log_metrics({"index_cache_hit": float(not built.index.built),
+                            "index_build_s": built.index.build_seconds,
+                            "index_chunks": float(len(built.index.chunks))})
+
+
+def _trace_writer(ctx: SearchContext, session: Session) -> TraceWriter | None:
+    """A writer of one trace per answered question, when ``mlflow.trace_sample_rate`` > 0."""
+    cfg = ctx.config
+    if cfg.mlflow.trace_sample_rate <= 0:
+        return None
+    gp, generator = session.built.pipeline.params, session.generator
+    return TraceWriter(ctx.experiment_id, cfg.mlflow.trace_sample_rate, Redactor(cfg.mlflow.redact),
+                       ModelInfo(generator.model, generator.engine, gp.temperature, gp.max_tokens, gp.seed),
+                       session.judge_client.model, {j.name: j.prompt_version for j in session.judges},
+                       tune.get_context().get_trial_name() or "local")
+
+
+def _report(params: TrialParams, ctx: SearchContext, session: Session, progress: Progress,
+            rows: list[dict[str, Any]], final: bool) -> None:
+    """Running means, usage and stage times to MLflow and Ray Tune after a shard; artifacts and the completed
+    tag after the last one."""
+    cfg, generator, judge_client = ctx.config, session.generator, session.judge_client
+    done = len(rows)
+    metrics = summarize(session, rows, cfg)
+    # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
+    metrics.update({**generator.stats.as_metrics("generator"), **judge_client.stats.as_metrics("judge"),
+                    **session.timings, "trial_s": time.perf_counter() - session.t_start,
+                    "mlflow_log_s": progress.log_s})
+    # Request intervals let the driver compute the servers' busy time over the whole search; per-question
+    # objectives let the paired scheduler and the driver compare trials question by question.
+    report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
+              "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals)),
+              PER_QUESTION: json.dumps(question_objectives(rows, cfg.objective.weights))}
+    if final:
+        metrics.update({
+            "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
+            "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
+            "llm.judge.tokens": float(sum(r["judge_tokens"] for r in rows)),
+            **interval_metrics(rows, cfg),
+        })
+        with logging_step(progress, f"answers.jsonl, answers_table.json, config.json and prompt.txt "
+                                    f"({done} answers)"):
+            _log_artifacts(rows, params, session.built, ctx)
+        progress.all_answered = True
+    with logging_step(progress, f"the metrics after {done} questions"):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
         if final:
-            metrics.update({
-                "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
-                "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
-                "llm.judge.tokens": float(sum(r["judge_tokens"] for r in rows)),
-                **interval_metrics(rows, cfg),
-            })
-            with logging_step(progress, f"answers.jsonl, answers_table.json, config.json and prompt.txt "
-                                        f"({done} answers)"):
-                _log_artifacts(rows, params, built, ctx)
-            progress.all_answered = True
-        with logging_step(progress, f"the metrics after {done} questions"):
-            mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=done)
-            if final:
-                # Recorded before the last report: a scheduler that stops the trial on it (ASHA at max_t) or a
-                # reused worker must not leave a trial that answered everything without its status.
-                mlflow.set_tag(TAG_STATUS, "completed")
-        run = mlflow.active_run()
-        assert run is not None  # _run_logged opened the trial's run
-        tune.report({**metrics, **report, "index_key": index_key, "mlflow_run_id": run.info.run_id})
+            # Recorded before the last report: a scheduler that stops the trial on it (ASHA at max_t) or a
+            # reused worker must not leave a trial that answered everything without its status.
+            mlflow.set_tag(TAG_STATUS, "completed")
+    run = mlflow.active_run()
+    assert run is not None  # _run_logged opened the trial's run
+    tune.report({**metrics, **report, "index_key": session.built.index.key, "mlflow_run_id": run.info.run_id})
 
 
 class JudgeBudgetError(RuntimeError):

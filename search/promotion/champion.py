@@ -1,9 +1,9 @@
 """The champion as an MLflow pyfunc: log a trial's pipeline as a registered model version, load it, answer.
 
 Contract: :func:`register_version` logs a pyfunc (:class:`RagChampion`) into the winning trial's run with
-everything it needs to rebuild the pipeline offline (trial config, prompt text, the corpus) and registers it
-under ``model_name``; which alias it gets is :mod:`search.promote`'s decision. :class:`RagChampion` takes a
-DataFrame with a ``question`` column and returns ``answer`` and ``sources`` (JSON) columns.
+everything it needs to rebuild the pipeline offline (trial config, prompt text, the corpus, the built index) and
+registers it under ``model_name``; which alias it gets is :mod:`ragsweep.search.promotion.registry`'s decision.
+:class:`RagChampion` takes a DataFrame with a ``question`` column and returns ``answer`` and ``sources`` (JSON) columns.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
 from ragsweep.pipelines.data import file_digest, load_corpus
-from ragsweep.pipelines.index import IndexCache
+from ragsweep.pipelines.index import IndexCache, read_index
 from ragsweep.pipelines.prompts import PromptTemplate
 from ragsweep.search.assemble import build_pipeline
 from ragsweep.search.config import ModelEndpoint, PipelineSettings
@@ -31,6 +32,8 @@ from ragsweep.search.serving.servers import serve
 from ragsweep.search.space import TrialParams
 
 CHAMPION = "champion"
+MODEL_CODE = Path(__file__).with_name("champion_model.py")  # MLflow models from code: it calls set_model
+INPUT_EXAMPLE = "What is this corpus about?"
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "question")]),
     outputs=Schema([ColSpec("string", "answer"), ColSpec("string", "sources")]),
@@ -44,6 +47,7 @@ class RagChampion(PythonModel):
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
+        t0 = time.perf_counter()
         spec = json.loads(Path(context.artifacts["config"]).read_text())
         corpus_path = Path(context.artifacts["corpus"])
         params = TrialParams.model_validate(spec["params"])
@@ -52,21 +56,29 @@ class RagChampion(PythonModel):
         self._stack = contextlib.ExitStack()
         atexit.register(self._stack.close)
         log_dir = Path(tempfile.gettempdir()) / "ragsweep-champion-logs"
+        t1 = time.perf_counter()
         endpoints = self._stack.enter_context(serve(generator, None, log_dir))
+        t2 = time.perf_counter()
+        # The index the search built travels with the model; versions logged before it did are rebuilt once.
+        index = read_index(Path(context.artifacts["index"])) if "index" in context.artifacts else None
         cache = IndexCache(Path.home() / ".cache" / "ragsweep" / "index")
         prompt = PromptTemplate(spec["prompt"]["name"], spec["prompt"]["system"], spec["prompt"]["user"])
-        self.pipeline = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path),
-                                       cache, endpoints.generator.client(), seed=spec.get("seed", 0),
-                                       prompt=prompt).pipeline
+        built = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path), cache,
+                               endpoints.generator.client(), seed=spec.get("seed", 0), prompt=prompt, index=index)
+        self.pipeline = built.pipeline
+        self.timings = {"read_config_s": t1 - t0, "server_start_s": t2 - t1, **built.timings}
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    # No type hints on predict: MLflow would infer a signature from them (we log SIGNATURE) and warn.
+    def predict(self, context, model_input, params=None):
         if isinstance(model_input, pd.DataFrame):
             questions = [str(q) for q in model_input["question"]]
         elif isinstance(model_input, str):
             questions = [model_input]
         else:
             questions = [str(q) for q in model_input]
+        t0 = time.perf_counter()
         answers, _ = self.pipeline.answer(questions)
+        self.timings["answer_s"] = time.perf_counter() - t0
         return pd.DataFrame({
             "answer": [a.answer for a in answers],
             "sources": [json.dumps([{"doc_id": h.chunk.doc_id, "start": h.chunk.start, "end": h.chunk.end,
@@ -79,17 +91,27 @@ class RagChampion(PythonModel):
 
 
 def register_version(run_id: str, champion_spec: dict[str, Any], corpus_path: Path, model_name: str,
-                     tags: dict[str, str]) -> str:
-    """Log the pyfunc into ``run_id`` and register it under ``model_name`` (no alias); return the version."""
+                     tags: dict[str, str], index_folder: Path | None = None) -> str:
+    """Log the pyfunc into ``run_id`` and register it under ``model_name`` (no alias); return the version.
+
+    The model is logged from code (``champion_model.py``, no pickled object) with the pipeline's config, the corpus
+    and, when given, the built ``index_folder``, so loading it reads the index instead of embedding the corpus.
+    MLflow validates the logged model on an input example: it loads it and answers one question, here.
+    """
+    artifacts = {"config": "", "corpus": str(corpus_path)}
+    if index_folder is not None and (index_folder / "meta.json").exists():
+        artifacts["index"] = str(index_folder)
     with tempfile.TemporaryDirectory() as d:
         config_path = Path(d) / "champion.json"
         config_path.write_text(json.dumps(champion_spec, indent=2))
+        artifacts["config"] = str(config_path)
         with mlflow.start_run(run_id=run_id, nested=True):
             info = mlflow.pyfunc.log_model(
                 name="rag_pipeline",
-                python_model=RagChampion(),
-                artifacts={"config": str(config_path), "corpus": str(corpus_path)},
+                python_model=str(MODEL_CODE),
+                artifacts=artifacts,
                 signature=SIGNATURE,
+                input_example=pd.DataFrame({"question": [INPUT_EXAMPLE]}),
                 registered_model_name=model_name,
                 # Explicit requirements: inferring them would load the model (and start a server).
                 pip_requirements=["ragsweep", f"mlflow=={mlflow.__version__}"],

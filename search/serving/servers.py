@@ -17,9 +17,12 @@ from pathlib import Path
 from ragsweep.pipelines.llm import Engine, LLMClient, LLMError, check_endpoint
 from ragsweep.pipelines.llm_cache import RequestCache
 from ragsweep.search.config import ModelEndpoint
+from ragsweep.search.console import logger
 from ragsweep.search.registries import ENGINES
 from ragsweep.search.serving.actors import start_replicas, stop_replicas
 from ragsweep.search.serving.engines import ServerError, api_key, build_server
+
+log = logger("serving")
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
     else:
         model = ENGINES.get(cfg.engine).served_model(cfg)
         where = f"{cfg.replicas} Ray actor(s)" if ray_prefix else "a local process"
-        print(f"[ragsweep] starting {cfg.engine} server for the {role} ({model}) as {where} ...", flush=True)
+        log.info(f"starting {cfg.engine} server for the {role} ({model}) as {where} ...")
         t0 = time.perf_counter()
         if ray_prefix is not None:
             handles, names, urls, fingerprint = start_replicas(cfg, role, log_dir, seed, public, ray_prefix)
@@ -86,7 +89,7 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
             stack.callback(server.stop)
             server.start()
             urls = [server.base_url]
-        print(f"[ragsweep] {role} server ready at {', '.join(urls)} in {time.perf_counter() - t0:.1f}s", flush=True)
+        log.info(f"{role} server ready at {', '.join(urls)} in {time.perf_counter() - t0:.1f}s")
     return Endpoint(tuple(urls), model, cfg.engine, api_key(cfg), cfg.max_concurrency, cfg.timeout_s,
                     cfg.max_retries, fingerprint, tuple(names))
 
