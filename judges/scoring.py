@@ -21,6 +21,8 @@ RETRIEVAL_METRICS = ("recall_at_k", "precision_at_k", "mrr", "ndcg_at_k")
 # abstain_correct: on unanswerable questions, did the pipeline decline; false_abstain: on answerable ones, did
 # it decline wrongly (lower is better). Each is NaN on the other kind of question.
 ABSTENTION_METRICS = ("abstain_correct", "false_abstain")
+# Everything score_answer computes: no LLM involved, so every run of the same answers gives the same values.
+DETERMINISTIC_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS
 # Built-in LLM judges (judges/builtin.py); custom judges add judge_<name>. LLM usage counters are llm.<role>.*.
 JUDGE_PREFIX = "judge_"
 JUDGE_METRICS = tuple(e.info["metric"] for e in JUDGES)

@@ -26,7 +26,8 @@ from ragsweep.search.config import ConfigError, ExperimentConfig
 from ragsweep.search.console import logger
 from ragsweep.search.serving.engines import preflight
 from ragsweep.search.serving.servers import serve
-from ragsweep.search.tracking.runs import TAG_FAILURE, TAG_KIND, check_tracking, default_tracking_uri, ensure_experiment
+from ragsweep.search.tracking.runs import TAG_KIND, check_tracking, default_tracking_uri, ensure_experiment
+from ragsweep.search.tracking.tracker import TAG_FAILURE
 
 
 def say(msg: str) -> None:

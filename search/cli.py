@@ -1,8 +1,9 @@
-"""The ``ragsweep`` command: search, ask, serve, promote, rollback, validate, config-schema, judges calibrate.
+"""The ``ragsweep`` command: search, ask, serve, evaluate, promote, rollback, validate, config-schema, judges calibrate.
 
 Exit codes: 0 success; 1 the search failed (the reason is printed and on the MLflow parent run);
 2 bad input (config, dataset, model file, unknown run or model) found before any work; 3 ``promote``: the gates
-did not pass (the version stays challenger); 130 interrupted.
+did not pass (the version stays challenger), ``evaluate``: the model dropped below the interval it was promoted
+on; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -95,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="the search's MLflow parent run id")
     _add_model_args(p, alias=False)
     p.add_argument("--force", action="store_true", help="make it champion even if gates fail (recorded as forced)")
+
+    ev = sub.add_parser("evaluate", help="score a registered model on a question set; warn when it has dropped",
+                        description="Answer FILE with models:/NAME@ALIAS (default: the config's model @champion), "
+                                    "score with the deterministic metrics and 95% intervals, log an MLflow evaluation "
+                                    "run, and compare with the objective the version was promoted on. Exit 3 when the "
+                                    "new interval lies entirely below the promoted one.")
+    _add_config(ev)
+    ev.add_argument("--model", metavar="NAME[@ALIAS]", help="registered model (default: the config's "
+                    "mlflow.model_name @champion)")
+    ev.add_argument("--questions", type=Path, required=True, help="questions.jsonl (the dataset format; its "
+                    "doc ids refer to the model's corpus)")
+    ev.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store)")
 
     rb = sub.add_parser("rollback", help="point champion back at the version it replaced",
                         description="Move alias champion back to the version the current champion replaced.")
@@ -245,6 +258,22 @@ def _cmd_promote(args: argparse.Namespace) -> int:
     return 0 if out.alias == CHAMPION else 3
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from ragsweep.search.config import load_config
+    from ragsweep.search.promotion.evaluate import evaluate_model
+
+    name, _, alias = (args.model or "").partition("@")
+    args.model_name = name or None
+    _uri, model_name = _model_location(args)
+    cfg = load_config(args.config)
+    s = cfg.search
+    result = evaluate_model(model_name, alias or "champion", args.questions, cfg.objective.weights,
+                            cfg.mlflow.experiment, s.confidence, s.bootstrap_samples, s.seed)
+    for line in result.lines():
+        print(line)
+    return 3 if result.dropped else 0
+
+
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
@@ -304,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     from ragsweep.pipelines.prompts import PromptError
     from ragsweep.search.config import ConfigError
     from ragsweep.search.console import setup
+    from ragsweep.search.promotion.evaluate import EvaluationError
     from ragsweep.search.promotion.registry import PromotionError
     from ragsweep.search.resume import ResumeError
     from ragsweep.search.serving.engines import ServerError, ServingSetupError
@@ -311,11 +341,12 @@ def main(argv: list[str] | None = None) -> int:
 
     setup(getattr(args, "verbose", 0))
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema,
-                "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback}
+                "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback,
+                "evaluate": _cmd_evaluate}
     try:
         return handlers[args.command](args)
     except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError, ResumeError, PromotionError,
-            TrackingUnreachable) as e:
+            EvaluationError, TrackingUnreachable) as e:
         print(f"ragsweep {args.command}: {e}", file=sys.stderr)
         return 2
     except ServerError as e:

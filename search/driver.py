@@ -8,7 +8,6 @@ case, and trial runs left RUNNING are closed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -48,8 +47,6 @@ from ragsweep.search.space import TrialParams
 from ragsweep.search.tracking.prompts import alias_champion_prompt, register_templates
 from ragsweep.search.tracking.redact import Redactor
 from ragsweep.search.tracking.runs import (
-    PARENT_TAG,
-    TAG_FAILURE,
     TAG_KIND,
     TAG_STATUS,
     TrackingLost,
@@ -59,11 +56,8 @@ from ragsweep.search.tracking.runs import (
     ensure_experiment,
     flatten,
     git_commit,
-    log_dataset_inputs,
-    log_params,
-    mark_failed,
-    no_retries,
 )
+from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE, RunRef, Tracker
 
 # Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.
 # TUNE_FUNCTION_THREAD_TIMEOUT_S: a trial the scheduler stops still flushes its traces, logs their feedback and
@@ -139,18 +133,18 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     found = find_resumable(client, cfg, uri) if resume else None  # raises before anything is written
     exp_id = ensure_experiment(uri, cfg.mlflow.experiment, storage)
     n_q = len(plan.search_ids)
+    tracker = Tracker(uri, client)
     if found is not None:
-        parent = mlflow.start_run(run_id=found.run_id)
-        pid = parent.info.run_id
-        resumes = int(parent.data.tags.get(TAG_RESUMED, "0")) + 1
-        mlflow.set_tag(TAG_RESUMED, str(resumes))
-        if TAG_FAILURE in parent.data.tags:
+        pid = found.run_id
+        tracker.reopen(pid)
+        old_tags = client.get_run(pid).data.tags
+        resumes = int(old_tags.get(TAG_RESUMED, "0")) + 1
+        tracker.tags(pid, {TAG_RESUMED: str(resumes)})
+        if TAG_FAILURE in old_tags:
             client.delete_tag(pid, TAG_FAILURE)
         say(f"resuming search run {pid} (was {found.status}; resume #{resumes}) from {found.ray_dir}")
     else:
-        parent = mlflow.start_run(experiment_id=exp_id, run_name=f"search-{dataset.name}",
-                                  tags={TAG_KIND: "search"})
-        pid = parent.info.run_id
+        pid = tracker.start(exp_id, f"search-{dataset.name}", {TAG_KIND: "search"})
         n = n_trials(cfg)
         capped = f" (num_samples {cfg.search.num_samples} capped: the space has {n} configurations)" \
             if n < cfg.search.num_samples else ""
@@ -158,75 +152,73 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
         say(f"held-out confirmation: {len(plan.holdout_ids)} held-out questions for the best "
             f"{cfg.search.finalists} trials, the baseline and the champion; held out: {plan.source}"
             if plan.on else f"held-out confirmation: {plan.source}; the pick is judged on the search questions")
+    parent = RunRef(tracker, pid)
     ray_dir = found.ray_dir if found is not None else ray_dir_for(tune_root(cfg, storage), pid)
     log_file = add_log_file(storage / "logs" / f"search-{pid}.log")
     say(f"full log (every trial report): {log_file.baseFilename}")
     try:
         if found is None:
-            _log_parent(cfg, dataset, config_path)
-            log_params({"holdout.source": plan.source, "holdout.n_questions": str(len(plan.holdout_ids)),
-                        "search.n_questions": str(len(plan.search_ids))})
-            mlflow.set_tag(TAG_RAY_DIR, ray_dir)
-        outcome = _search(cfg, dataset, plan, uri, exp_id, pid, storage, ray_dir, restore=found is not None,
+            _log_parent(parent, cfg, dataset, config_path)
+            parent.params({"holdout.source": plan.source, "holdout.n_questions": str(len(plan.holdout_ids)),
+                           "search.n_questions": str(len(plan.search_ids))})
+            parent.tags({TAG_RAY_DIR: ray_dir})
+        outcome = _search(cfg, dataset, plan, uri, exp_id, parent, storage, ray_dir, restore=found is not None,
                           verbose=verbose)
         outcome.timings["total_s"] = time.perf_counter() - t_total
-        mlflow.log_metrics({f"time.{k}": v for k, v in outcome.timings.items()})
-        mlflow.end_run("FINISHED")
+        parent.metrics({f"time.{k}": v for k, v in outcome.timings.items()})
+        tracker.end(pid, "FINISHED")
         return outcome
     except KeyboardInterrupt:
-        _close_failed(client, exp_id, pid, uri, "interrupted (Ctrl-C); continue with --resume", "KILLED", ray_dir)
+        _close_failed(tracker, exp_id, pid, "interrupted (Ctrl-C); continue with --resume", "KILLED", ray_dir)
         raise
     except BaseException as e:
-        _close_failed(client, exp_id, pid, uri, f"{type(e).__name__}: {e}", "FAILED", ray_dir)
+        _close_failed(tracker, exp_id, pid, f"{type(e).__name__}: {e}", "FAILED", ray_dir)
         raise
     finally:
         remove_handler(log_file)
 
 
-def _close_failed(client: MlflowClient, exp_id: str, pid: str, uri: str, reason: str, status: str,
-                  ray_dir: str) -> None:
+def _close_failed(tracker: Tracker, exp_id: str, pid: str, reason: str, status: str, ray_dir: str) -> None:
     """Close the parent and any open trial runs with ``reason``; if MLflow is gone, raise a
     `TrackingLost` that names the search's failure and what could not be recorded."""
     try:
-        close_children(client, exp_id, pid)
-        mlflow.end_run(status)
-        mark_failed(client, pid, reason, status=status)
+        close_children(tracker.client, exp_id, pid)
+        tracker.fail(pid, reason, status)
     except Exception as e:
-        with no_retries(), contextlib.suppress(Exception):
-            mlflow.end_run(status)  # at least leave no active run in this process
         raise TrackingLost(
-            f"search {status.lower()}: {reason[:1500]}\nMLflow at {uri} also stopped answering ({type(e).__name__}: "
-            f"{str(e)[:300]}), so search run {pid} could not be marked {status} and its open trial runs could not "
-            f"be closed; the outcome, report and champion were not logged. Ray Tune's results are in {ray_dir}; "
-            "run the search again with --resume once the server is back.") from None
+            f"search {status.lower()}: {reason[:1500]}\nMLflow at {tracker.uri} also stopped answering "
+            f"({type(e).__name__}: {str(e)[:300]}), so search run {pid} could not be marked {status} and its open "
+            f"trial runs could not be closed; the outcome, report and champion were not logged. Ray Tune's results "
+            f"are in {ray_dir}; run the search again with --resume once the server is back.") from None
 
 
-def _register_prompts(cfg: ExperimentConfig) -> dict[str, str]:
+def _register_prompts(cfg: ExperimentConfig, parent: RunRef) -> dict[str, str]:
     """The searched templates in MLflow's prompt registry (a version per distinct text); logged on the parent."""
     templates = load_templates(cfg.pipeline.prompts_file)
     uris = register_templates([templates[n] for n in cfg.space.prompt], cfg.mlflow.model_name,
                               Redactor(cfg.mlflow.redact))
-    log_params({f"prompt.{name}.uri": uri for name, uri in uris.items()})
+    parent.params({f"prompt.{name}.uri": uri for name, uri in uris.items()})
     return uris
 
 
-def _log_parent(cfg: ExperimentConfig, dataset: Dataset, config_path: Path | None) -> None:
-    log_params(flatten(cfg.model_dump(mode="json")))
-    log_params({"dataset.digest": dataset.digest, "dataset.n_docs": str(len(dataset.corpus)),
-                "dataset.n_questions": str(len(dataset.questions))})
-    log_dataset_inputs(dataset, cfg.dataset.corpus, cfg.dataset.questions)
+def _log_parent(parent: RunRef, cfg: ExperimentConfig, dataset: Dataset, config_path: Path | None) -> None:
+    parent.params(flatten(cfg.model_dump(mode="json")))
+    parent.params({"dataset.digest": dataset.digest, "dataset.n_docs": str(len(dataset.corpus)),
+                   "dataset.n_questions": str(len(dataset.questions))})
+    parent.tracker.dataset_inputs(parent.run_id, dataset, cfg.dataset.corpus, cfg.dataset.questions)
     tags = {"ragsweep.version": pkg_version("ragsweep"), "dataset.digest": dataset.digest}
     if config_path is not None:
         tags["ragsweep.config_file"] = str(config_path.resolve())
         commit = git_commit(config_path.resolve().parent)
         if commit:
             tags["git.commit"] = commit
-        mlflow.log_artifact(str(config_path), "config")
-    mlflow.set_tags(tags)
+        parent.artifact(config_path, "config")
+    parent.tags(tags)
 
 
-def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: str, exp_id: str, pid: str,
+def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: str, exp_id: str, parent: RunRef,
             storage: Path, ray_dir: str, restore: bool, verbose: int = 0) -> SearchOutcome:
+    pid = parent.run_id
     import ray
     from ray import tune
 
@@ -260,7 +252,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
             question_ids = plan.search_ids
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(trial_cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
-                                (storage / INDEX_CACHE).resolve(), llm_cache, env, _register_prompts(cfg),
+                                (storage / INDEX_CACHE).resolve(), llm_cache, env, _register_prompts(cfg, parent),
                                 plan.held_out)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
@@ -299,15 +291,15 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
                 confirmed = _confirm(cfg, ctx, found, plan, uri, exp_id, pid) if plan.on else None
                 timings["confirm_s"] = time.perf_counter() - t0
             finally:
-                _log_servers(endpoints)
-        outcome = _finish(cfg, grid, found, confirmed, plan, pid, exp_id, uri, timings)
+                _log_servers(parent, endpoints)
+        outcome = _finish(cfg, parent, grid, found, confirmed, plan, exp_id, timings)
     finally:
         if address is None:
             ray.shutdown()
     return outcome
 
 
-def _log_servers(endpoints: Endpoints) -> None:
+def _log_servers(parent: RunRef, endpoints: Endpoints) -> None:
     """Restart counts (metrics) and lifecycle events (servers.json) of the server actors, on the parent run."""
     from ragsweep.search.serving.actors import replica_statuses
 
@@ -318,8 +310,8 @@ def _log_servers(endpoints: Endpoints) -> None:
         say(f"could not read server status: {e}")
         return
     try:
-        mlflow.log_metrics({f"server.{s['label']}.restarts": float(s["restarts"]) for s in statuses})
-        mlflow.log_dict({"servers": statuses}, "servers.json")
+        parent.metrics({f"server.{s['label']}.restarts": float(s["restarts"]) for s in statuses})
+        parent.json({"servers": statuses}, "servers.json")
     except Exception as e:  # noqa: BLE001 - MLflow gone: the trials' own errors say more; the driver reports it
         say(f"could not log server restarts and events (servers.json) to MLflow: {type(e).__name__}: {e}")
 
@@ -475,19 +467,20 @@ def _search_scores(t: TrialRecord, question_ids: tuple[str, ...]) -> dict[str, d
     return {q: {"objective": float(v)} for q, v in zip(question_ids, values, strict=False)}
 
 
-def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confirmed | None, plan: QuestionPlan,
-            pid: str, exp_id: str, uri: str, timings: dict[str, float]) -> SearchOutcome:
+def _finish(cfg: ExperimentConfig, parent: RunRef, grid: Any, found: Collected, confirmed: Confirmed | None,
+            plan: QuestionPlan, exp_id: str, timings: dict[str, float]) -> SearchOutcome:
     """Record outcomes, pick the winner by the selection rule, write the report, register the champion."""
-    usage = _record_outcomes(cfg, grid, found, confirmed)
+    uri, pid = parent.tracker.uri, parent.run_id
+    usage = _record_outcomes(parent, cfg, grid, found, confirmed)
     summary = _choose(cfg, found, confirmed, plan, _link(uri, exp_id, pid))
     t0 = time.perf_counter()
-    lines = _report(cfg, found.records, summary)
+    lines = _report(parent, cfg, found.records, summary)
     timings["report_s"] = time.perf_counter() - t0
     winner, version, alias = summary.winner, None, None
-    mlflow.set_tag("ragsweep.promotion", summary.reason)
+    parent.tags({"ragsweep.promotion": summary.reason})
     if winner is not None:
         t0 = time.perf_counter()
-        version, alias, line = _promote(cfg, MlflowClient(uri), winner, summary.reason, confirmed, pid)
+        version, alias, line = _promote(parent, cfg, winner, summary.reason, confirmed)
         lines.append(line)
         timings["promote_s"] = time.perf_counter() - t0
     for line in lines:
@@ -501,15 +494,15 @@ def _finish(cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confi
                          len(found.errors), timings, trials, usage, found.last, found.records, lines)
 
 
-def _record_outcomes(cfg: ExperimentConfig, grid: Any, found: Collected,
+def _record_outcomes(parent: RunRef, cfg: ExperimentConfig, grid: Any, found: Collected,
                      confirmed: Confirmed | None) -> dict[str, float]:
     """Trial counts and search-wide LLM usage on the parent run; returns the usage totals."""
     stopped = [r for r in found.records if r.status == "stopped_early"]
     usage = _usage_totals(grid, cfg)
     if confirmed is not None:
         usage.update(_confirm_usage(confirmed))
-    mlflow.log_metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(found.errors)),
-                        "n_stopped_early": float(len(stopped)), **usage})
+    parent.metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(found.errors)),
+                    "n_stopped_early": float(len(stopped)), **usage})
     if found.errors:
         say(f"{len(found.errors)} trial(s) failed; first error: {found.errors[0]}")
     return usage
@@ -545,25 +538,26 @@ def _choose(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None
                    margin=margin, holdout=plan, confirmed=confirmed)
 
 
-def _report(cfg: ExperimentConfig, records: list[TrialRecord], summary: Summary) -> list[str]:
+def _report(parent: RunRef, cfg: ExperimentConfig, records: list[TrialRecord], summary: Summary) -> list[str]:
     """Write the report into the parent run's ``report/`` folder; return the console summary lines."""
     with tempfile.TemporaryDirectory() as d:
         lines = write_report(records, summary, cfg, Path(d))
-        mlflow.log_artifacts(d, "report")
+        parent.artifacts(Path(d), "report")
         imp = json.loads((Path(d) / "importances.json").read_text())
-    mlflow.log_metrics({f"importance.{k}": v for k, v in imp.items()})
-    _log_selection(summary)
+    parent.metrics({f"importance.{k}": v for k, v in imp.items()})
+    _log_selection(parent, summary)
     if summary.front:
-        mlflow.log_dict({"cost": cfg.objective.cost, "front": [
+        parent.json({"cost": cfg.objective.cost, "front": [
             {"run_id": t.run_id, "trial": t.name, "objective": t.objective,
              "cost": t.metrics.get(cfg.objective.cost or ""), "params": t.params} for t in summary.front]},
             "report/pareto_front.json")
     return lines
 
 
-def _promote(cfg: ExperimentConfig, client: MlflowClient, winner: TrialRecord, reason: str,
-             confirmed: Confirmed | None, pid: str) -> tuple[str, str, str]:
+def _promote(parent: RunRef, cfg: ExperimentConfig, winner: TrialRecord, reason: str,
+             confirmed: Confirmed | None) -> tuple[str, str, str]:
     """Register the winner as a model version, let the gates decide its alias; (version, alias, console line)."""
+    client, pid = parent.tracker.client, parent.run_id
     decision, previous = decide(client, cfg.promotion, cfg.objective.weights, winner.run_id, winner.name,
                                 cfg.mlflow.model_name, holdout=_holdout_refs(confirmed, winner))
     version = register_version(winner.run_id, _champion_spec(cfg, winner.params), cfg.dataset.corpus,
@@ -572,14 +566,14 @@ def _promote(cfg: ExperimentConfig, client: MlflowClient, winner: TrialRecord, r
                                 "promotion_rule": reason},
                                index_folder=_index_folder(cfg, winner.params))
     alias = record(client, cfg.mlflow.model_name, version, decision, previous, pid)
-    mlflow.set_tags({"best_trial_run_id": winner.run_id})
+    parent.tags({"best_trial_run_id": winner.run_id})
     prompt_uri = client.get_run(winner.run_id).data.params.get("prompt.uri")
     if alias == CHAMPION:
-        mlflow.set_tag("champion_version", version)
+        parent.tags({"champion_version": version})
         if prompt_uri:
             alias_champion_prompt(prompt_uri, CHAMPION)
-            mlflow.set_tag("champion_prompt", prompt_uri)
-    mlflow.log_metric("best_objective", winner.objective)
+            parent.tags({"champion_prompt": prompt_uri})
+    parent.metrics({"best_objective": winner.objective})
     return version, alias, f"promotion: {'promoted' if alias == CHAMPION else 'not promoted'} — {decision.reason}"
 
 
@@ -591,21 +585,20 @@ def _holdout_refs(confirmed: Confirmed | None, winner: TrialRecord) -> HoldoutRe
     return HoldoutRefs(winner.run_id, champ)
 
 
-def _log_selection(summary: Summary) -> None:
+def _log_selection(parent: RunRef, summary: Summary) -> None:
     """The selection and the margin over the baseline, as parent-run metrics and tags (every number with its CI)."""
     if summary.selection is not None:
-        mlflow.set_tags({"ragsweep.selection.best_run_id": summary.selection.best.run_id,
-                         "ragsweep.selection.tied_run_ids": ",".join(summary.selection.tied),
-                         "ragsweep.selection.on": summary.evidence_on})
+        parent.tags({"ragsweep.selection.best_run_id": summary.selection.best.run_id,
+                     "ragsweep.selection.tied_run_ids": ",".join(summary.selection.tied),
+                     "ragsweep.selection.on": summary.evidence_on})
     if summary.margin is not None:
         d, on = summary.margin
-        mlflow.log_metrics({k: v for k, v in {"margin_over_baseline": d.mean, "margin_over_baseline_ci_low": d.low,
-                                              "margin_over_baseline_ci_high": d.high}.items() if math.isfinite(v)})
-        mlflow.set_tags({"ragsweep.margin_over_baseline": d.verdict, "ragsweep.margin_over_baseline.on": on})
+        parent.metrics({"margin_over_baseline": d.mean, "margin_over_baseline_ci_low": d.low,
+                        "margin_over_baseline_ci_high": d.high})  # non-finite ends are skipped
+        parent.tags({"ragsweep.margin_over_baseline": d.verdict, "ragsweep.margin_over_baseline.on": on})
     w = summary.winner
     if w is not None and f"{HOLDOUT}objective" in w.metrics:
-        mlflow.log_metrics({f"best_{k}": float(v) for k, v in w.metrics.items()
-                            if k.startswith(f"{HOLDOUT}objective") and math.isfinite(float(v))})
+        parent.metrics({f"best_{k}": float(v) for k, v in w.metrics.items() if k.startswith(f"{HOLDOUT}objective")})
 
 
 def _confirm_usage(confirmed: Confirmed) -> dict[str, float]:
@@ -643,7 +636,7 @@ def _discard_orphans(client: MlflowClient, exp_id: str, pid: str, reported: set[
     for r in orphans:
         client.delete_run(r.info.run_id)
     if orphans:
-        mlflow.set_tag("ragsweep.discarded_runs", ",".join(r.info.run_id for r in orphans)[:5000])
+        client.set_tag(pid, "ragsweep.discarded_runs", ",".join(r.info.run_id for r in orphans)[:5000])
         say(f"discarded {len(orphans)} MLflow run(s) of trials the dead driver started after Ray Tune's last "
             "state save (other trials ran in their place)")
 

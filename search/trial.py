@@ -33,9 +33,7 @@ from ragsweep.judges.base import JudgeItem, JudgeResult, run_judges
 from ragsweep.judges.intervals import intervals
 from ragsweep.judges.retrieval import ChunkRef
 from ragsweep.judges.scoring import (
-    ABSTENTION_METRICS,
-    ANSWER_METRICS,
-    RETRIEVAL_METRICS,
+    DETERMINISTIC_METRICS,
     aggregate,
     objective,
     score_answer,
@@ -53,8 +51,6 @@ from ragsweep.search.serving.servers import Endpoints
 from ragsweep.search.space import TrialParams
 from ragsweep.search.tracking.redact import Redactor
 from ragsweep.search.tracking.runs import (
-    PARENT_TAG,
-    TAG_FAILURE,
     TAG_KIND,
     TAG_STATUS,
     TAG_TRIAL_ID,
@@ -65,12 +61,12 @@ from ragsweep.search.tracking.runs import (
     no_retries,
 )
 from ragsweep.search.tracking.traces import ModelInfo, TraceWriter
+from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE
 
 TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted (a resume, or a retry after its node was lost)
 TAG_NODE_ID = "ragsweep.ray_node_id"  # the Ray node the trial ran on (its last attempt)
 TAG_NODE_IP = "ragsweep.ray_node_ip"
 
-DETERMINISTIC_METRICS = ANSWER_METRICS + RETRIEVAL_METRICS + ABSTENTION_METRICS
 HEADLINE = ("token_f1", "recall_at_k")  # metrics with an interval in every trial run (besides the objective's terms)
 
 

@@ -1,13 +1,19 @@
-"""Shared test set-up: offline, no telemetry, no Ray token auth; small dataset fixtures."""
+"""Shared test set-up: offline, no telemetry, no Ray token auth; small datasets; the session's real servers
+(a llama.cpp server with SmolLM2, an `mlflow server`), shared by the unit, contract and integration suites."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
+from tests.integration.local_cluster import start_mlflow
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -17,6 +23,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "xquad_en"
 CLI = [sys.executable, "-m", "ragsweep.search.cli"]  # the installed `ragsweep` command, run by this interpreter
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
+    """The bundled SmolLM2 behind a real llama.cpp server, shared by every test of the session that needs it."""
+    server = LlamaCppServer(resolve_gguf("default"), tmp_path_factory.mktemp("llama") / "server.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -40,3 +55,31 @@ def tiny_dataset(tmp_path: Path) -> tuple[Path, Path]:
          "extra_key": "ignored"},
     ]
     return write_jsonl(tmp_path / "corpus.jsonl", docs), write_jsonl(tmp_path / "questions.jsonl", qs)
+
+
+def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real tracking server with a sqlite store in ``root`` (its own process group); returns it and its URI."""
+    try:
+        return start_mlflow(root)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tests' shared tracking server; yields its URI."""
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def xquad_slice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The first 6 xquad_en documents and their questions (a small, real slice)."""
+    root = tmp_path_factory.mktemp("xquad_slice")
+    docs = [json.loads(line) for line in (SAMPLE / "corpus.jsonl").read_text().splitlines()][:6]
+    keep = {d["id"] for d in docs}
+    qs = [json.loads(line) for line in (SAMPLE / "questions.jsonl").read_text().splitlines()]
+    qs = [q for q in qs if set(q["gold_doc_ids"]) <= keep]
+    return write_jsonl(root / "corpus.jsonl", docs), write_jsonl(root / "questions.jsonl", qs)

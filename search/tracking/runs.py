@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.data import Dataset
+from ragsweep.search.tracking.tracker import PARENT_TAG, Tracker
 
 TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
 TAG_TRIAL_ID = "ragsweep.trial_id"
-TAG_FAILURE = "ragsweep.failure"
 TAG_STATUS = "ragsweep.status"  # trial outcome: completed | stopped_early (by the scheduler) | failed
-PARENT_TAG = "mlflow.parentRunId"
 
 
 # MLflow's HTTP retry defaults (7 retries, backoff factor 2) wait about four minutes for a server that went away;
@@ -107,27 +105,15 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def log_params(params: Mapping[str, str]) -> None:
-    """Log params in batches (MLflow caps a batch at 100) and truncate values to the 6000-char limit."""
-    items = [(k, str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        mlflow.log_params(dict(items[i : i + 100]))
+    """Params on the active run (a trial's own process), in batches and cut to MLflow's limits."""
+    tracker, run_id = Tracker.active()
+    tracker.params(run_id, params)
 
 
 def log_dataset_inputs(dataset: Dataset, corpus_path: Path, questions_path: Path, n_used: int | None = None) -> None:
-    """Dataset lineage on the active run: the questions (context ``evaluation``, digest over both files) and the
-    corpus (context ``corpus``) as MLflow dataset inputs with their name, digest and source path."""
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.data.sources import LocalArtifactDatasetSource  # type: ignore[attr-defined]  # built at import
-
-    name = dataset.name or questions_path.parent.name
-    questions = MetaDataset(  # type: ignore[abstract]  # MLflow's own dataset for a path and digest
-        LocalArtifactDatasetSource(str(questions_path)), name=name, digest=dataset.digest[:32])
-    corpus = MetaDataset(  # type: ignore[abstract]
-        LocalArtifactDatasetSource(str(corpus_path)), name=f"{name}-corpus",
-                         digest=dataset.corpus_digest[:32])
-    used = {"questions_used": str(n_used)} if n_used is not None else {}
-    mlflow.log_input(questions, context="evaluation", tags={"questions": str(len(dataset.questions)), **used})
-    mlflow.log_input(corpus, context="corpus", tags={"documents": str(len(dataset.corpus))})
+    """Dataset lineage on the active run (see :meth:`Tracker.dataset_inputs`)."""
+    tracker, run_id = Tracker.active()
+    tracker.dataset_inputs(run_id, dataset, corpus_path, questions_path, n_used)
 
 
 def git_commit(path: Path) -> str | None:
@@ -139,9 +125,7 @@ def git_commit(path: Path) -> str | None:
 
 
 def mark_failed(client: MlflowClient, run_id: str, reason: str, status: str = "FAILED") -> None:
-    client.set_tag(run_id, TAG_FAILURE, reason[:5000])
-    client.set_tag(run_id, "mlflow.note.content", f"{status}: {reason}"[:5000])
-    client.set_terminated(run_id, status=status)
+    Tracker.of(client).fail(run_id, reason, status)
 
 
 def close_children(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str = "KILLED") -> int:

@@ -18,9 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.llm import LLMError, check_endpoint
-from ragsweep.search.tracking.runs import PARENT_TAG, TAG_FAILURE, TAG_KIND, TAG_STATUS
-from tests.conftest import CLI, REPO
-from tests.integration.conftest import start_mlflow_server
+from ragsweep.search.tracking.runs import TAG_KIND, TAG_STATUS
+from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE
+from tests.conftest import CLI, REPO, start_mlflow_server, write_jsonl
 from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
@@ -246,14 +246,48 @@ def test_champion_is_registered_and_answers(search_result) -> None:  # type: ign
     _, children = _runs(uri, "e2e")
     best = max(children, key=lambda c: c.data.metrics["objective"])
     assert version.run_id == best.info.run_id
+    # The version carries the index its trial used, so loading it never embeds the corpus again.
+    artifacts = {a.path for a in client.list_artifacts(version.run_id, "rag_pipeline/artifacts")}
+    assert "rag_pipeline/artifacts/index" in artifacts, artifacts
+    home_builds = Path.home() / ".cache" / "ragsweep" / "index" / "builds.jsonl"
+    before = home_builds.read_text().count("\n") if home_builds.exists() else 0
     ragsweep = str(Path(sys.executable).parent / "ragsweep")
     ask = _run([ragsweep, "ask", "Who won Super Bowl 50?", "--tracking-uri", uri, "--model-name", "e2e-model",
-                "--json"],
+                "--json", "--timings"],
                cwd=tmp, timeout=300)
     assert ask.returncode == 0, ask.stderr[-3000:]
     out = json.loads(ask.stdout.strip().splitlines()[-1])
     assert isinstance(out["answer"], str) and out["sources"]
     assert {"doc_id", "start", "end", "text"} <= set(out["sources"][0])
+    assert "ragsweep ask:" in ask.stderr and "loading the model" in ask.stderr
+    assert (home_builds.read_text().count("\n") if home_builds.exists() else 0) == before
+
+
+def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slice) -> None:  # type: ignore[no-untyped-def]
+    proc, tmp, uri = search_result
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in xquad_slice[1].read_text().splitlines()[-4:]]
+    fresh = write_jsonl(tmp / "fresh.jsonl", rows)
+    ev = _run([*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--model", "e2e-model@champion",
+               "--questions", str(fresh)], cwd=tmp, timeout=600)
+    assert ev.returncode in (0, 3), ev.stdout[-2000:] + ev.stderr[-3000:]
+    assert "e2e-model@champion (v" in ev.stdout and "on 4 questions: objective" in ev.stdout
+    assert "promoted on held-out questions" in ev.stdout and "judge_concise" in ev.stdout
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("e2e")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], "tags.`ragsweep.kind` = 'evaluation'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    m = runs[0].data.metrics
+    assert {"token_f1", "objective", "objective_ci_low", "objective_ci_high", "promoted_objective"} <= set(m)
+    assert runs[0].data.tags["ragsweep.drift"] in ("ok", "dropped")
+    assert [a.path for a in client.list_artifacts(runs[0].info.run_id, "evaluation")] == ["evaluation/answers.jsonl"]
+    # A question about a document the model's corpus lacks: exit 2 naming the file, and no run.
+    bad = write_jsonl(tmp / "bad.jsonl", [{**rows[0], "gold_doc_ids": ["no-such-doc"]}])
+    ev = _run([*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--model", "e2e-model", "--questions", str(bad)],
+              cwd=tmp, timeout=300)
+    assert ev.returncode == 2 and "bad.jsonl" in ev.stderr, ev.stderr[-2000:]
+    assert len(client.search_runs([exp.experiment_id], "tags.`ragsweep.kind` = 'evaluation'")) == 1
 
 
 def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice) -> None:  # type: ignore[no-untyped-def]

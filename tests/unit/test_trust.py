@@ -281,3 +281,17 @@ def test_summary_shows_held_out_scores_with_intervals_and_says_tied(tmp_path: Pa
     assert " * lean: 0.3000 [0.2000, 0.4000] -> 0.2900 [0.1900, 0.3900]; 231 tokens/q" in text
     assert "   stuffed: 0.3300 [0.2300, 0.4300] -> 0.3100 [0.2100, 0.4100]; 1090 tokens/q, p95 2.00 s; best" in text
     assert "lean: 0.3000" in text and "; vs best -0.0200 [" in text and "] tied" in text
+
+
+def test_evaluate_calls_a_drop_only_when_the_new_interval_lies_below_the_promoted_one() -> None:
+    from ragsweep.search.promotion.evaluate import Evaluation, has_dropped
+
+    promoted = (0.5, 0.4, 0.6)
+    assert has_dropped((0.1, 0.39), promoted)
+    assert not has_dropped((0.1, 0.45), promoted)  # overlapping: not evidence of a drop
+    assert not has_dropped((math.nan, math.nan), promoted) and not has_dropped((0.0, 0.1), None)
+    ev = Evaluation("r1", "m@champion (v2)", 12, {"objective": 0.2, "token_f1": 0.2}, {"objective": (0.1, 0.3)},
+                    promoted, "held-out", True, ("judge_x",))
+    text = "\n".join(ev.lines())
+    assert "dropped beyond the interval" in text and "promoted on held-out questions at 0.5000" in text
+    assert "weight ignored: judge_x" in text

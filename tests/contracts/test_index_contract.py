@@ -1,0 +1,95 @@
+"""The vector-store contract (pipelines.index.open_index + pipelines.retrieve.Retriever) on every backend we have.
+
+Exact search must return what a brute-force scan of the same artifacts returns: the top-k chunks by cosine
+similarity (dense) and by BM25 weight (sparse), best first. Qdrant in process runs everywhere; a Qdrant server
+joins when ``RAGSWEEP_QDRANT_URL`` names one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragsweep.pipelines.data import load_dataset
+from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
+from ragsweep.pipelines.retrieve import RETRIEVERS, Retriever
+
+pytestmark = pytest.mark.integration
+BACKENDS = ["qdrant-local", pytest.param("qdrant-server", marks=pytest.mark.skipif(
+    not os.environ.get("RAGSWEEP_QDRANT_URL"), reason="set RAGSWEEP_QDRANT_URL to a Qdrant server"))]
+QUESTIONS = ["Who won Super Bowl 50?", "Where was the game played?", "What did the halftime show include?",
+             "the of and"]  # the last one: stop words only, no BM25 terms
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[Path, Path]) -> tuple[IndexArtifacts, Embedder]:
+    ds = load_dataset(*xquad_slice)
+    embedder = Embedder()
+    art = IndexCache(tmp_path_factory.mktemp("idx")).get_or_build(
+        IndexSpec(ds.corpus_digest, 300, 0, "default"), ds.corpus, embedder)
+    return art, embedder
+
+
+@pytest.fixture(params=BACKENDS)
+def handle(request: pytest.FixtureRequest, built: tuple[IndexArtifacts, Embedder]):  # type: ignore[no-untyped-def]
+    art, _ = built
+    return open_index(art, url=os.environ["RAGSWEEP_QDRANT_URL"] if request.param == "qdrant-server" else None)
+
+
+def _sparse_scores(art: IndexArtifacts, retriever: Retriever, question: str) -> np.ndarray:
+    terms = set(retriever._sparse(question).indices)
+    scores = np.zeros(len(art.chunks))
+    for c in art.chunks:
+        a, b = art.sparse_indptr[c.id], art.sparse_indptr[c.id + 1]
+        scores[c.id] = sum(v for t, v in zip(art.sparse_indices[a:b], art.sparse_data[a:b], strict=True) if t in terms)
+    return scores
+
+
+def _top(scores: np.ndarray, k: int) -> list[int]:
+    order = np.argsort(-scores, kind="stable")
+    return [int(i) for i in order[:k] if scores[i] > 0]
+
+
+@pytest.mark.parametrize("k", [1, 3, 10_000])
+def test_dense_is_exact_top_k_by_cosine(handle, built, k: int) -> None:  # type: ignore[no-untyped-def]
+    art, embedder = built
+    hits = Retriever(handle, embedder, "dense").retrieve(QUESTIONS[:3], k)
+    sims = embedder.encode(QUESTIONS[:3]) @ art.dense.T
+    for q, hs in enumerate(hits):
+        assert len(hs) == min(k, len(art.chunks))
+        expected = np.argsort(-sims[q], kind="stable")[: len(hs)]
+        assert np.allclose([h.score for h in hs], sims[q][expected], atol=1e-4)  # same scores, best first
+        assert all(h.chunk is art.chunks[h.chunk.id] for h in hs)
+
+
+def test_bm25_is_exact_top_k_by_weight(handle, built) -> None:  # type: ignore[no-untyped-def]
+    art, embedder = built
+    retriever = Retriever(handle, embedder, "bm25")
+    for question, hs in zip(QUESTIONS, retriever.retrieve(QUESTIONS, 5), strict=True):
+        scores = _sparse_scores(art, retriever, question)
+        assert [h.chunk.id for h in hs] == _top(scores, 5) or np.allclose(
+            [h.score for h in hs], sorted(scores[_top(scores, 5)], reverse=True), atol=1e-4)  # ties may swap
+    assert retriever.retrieve(QUESTIONS[3:], 5) == [[]]  # no terms, no hits
+
+
+def test_hybrid_fuses_the_two_candidate_lists(handle, built) -> None:  # type: ignore[no-untyped-def]
+    art, embedder = built
+    k = 3
+    hybrid = Retriever(handle, embedder, "hybrid").retrieve(QUESTIONS[:3], k)
+    dense = Retriever(handle, embedder, "dense").retrieve(QUESTIONS[:3], 2 * k)
+    bm25 = Retriever(handle, embedder, "bm25").retrieve(QUESTIONS[:3], 2 * k)
+    for h, d, b in zip(hybrid, dense, bm25, strict=True):
+        assert 0 < len(h) <= k and {x.chunk.id for x in h} <= {x.chunk.id for x in d + b}
+        assert [x.score for x in h] == sorted((x.score for x in h), reverse=True)
+
+
+def test_every_registered_retriever_answers_a_batch(handle, built) -> None:  # type: ignore[no-untyped-def]
+    _, embedder = built
+    for name in RETRIEVERS.names():
+        out = Retriever(handle, embedder, name).retrieve(QUESTIONS[:2], 2)
+        assert len(out) == 2 and all(len(hs) <= 2 for hs in out)
+    assert Retriever(handle, embedder, "dense").retrieve([], 2) == []
