@@ -98,13 +98,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="make it champion even if gates fail (recorded as forced)")
 
     ev = sub.add_parser("evaluate", help="score a registered model on a question set; warn when it has dropped",
-                        description="Answer FILE with models:/NAME@ALIAS (default: the config's model @champion), "
+                        description="Answer FILE with models:/NAME@ALIAS (default: the config's model @champion) or a "
+                                    "trial's configuration, "
                                     "score with the deterministic metrics and 95% intervals, log an MLflow evaluation "
                                     "run, and compare with the objective the version was promoted on. Exit 3 when the "
                                     "new interval lies entirely below the promoted one.")
     _add_config(ev)
-    ev.add_argument("--model", metavar="NAME[@ALIAS]", help="registered model (default: the config's "
-                    "mlflow.model_name @champion)")
+    which = ev.add_mutually_exclusive_group()
+    which.add_argument("--model", metavar="NAME[@ALIAS]", help="registered model (default: the config's "
+                       "mlflow.model_name @champion)")
+    which.add_argument("--run", metavar="TRIAL_RUN_ID", help="instead of a model: the configuration a trial run "
+                       "answered with, rebuilt on the config's corpus")
     ev.add_argument("--questions", type=Path, required=True, help="questions.jsonl (the dataset format; its "
                     "doc ids refer to the model's corpus)")
     ev.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store)")
@@ -259,16 +263,21 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mlflow.tracking import MlflowClient
+
     from ragsweep.search.config import load_config
-    from ragsweep.search.promotion.evaluate import evaluate_model
+    from ragsweep.search.promotion.evaluate import evaluate, registered_model, trial_configuration
 
     name, _, alias = (args.model or "").partition("@")
     args.model_name = name or None
-    _uri, model_name = _model_location(args)
+    uri, model_name = _model_location(args)
     cfg = load_config(args.config)
+    client = MlflowClient(uri)
+    target = (trial_configuration(client, args.run, cfg.dataset.corpus, cfg.index_cache) if args.run
+              else registered_model(client, model_name, alias or "champion"))
     s = cfg.search
-    result = evaluate_model(model_name, alias or "champion", args.questions, cfg.objective.weights,
-                            cfg.mlflow.experiment, s.confidence, s.bootstrap_samples, s.seed)
+    result = evaluate(target, args.questions, cfg.objective.weights, cfg.mlflow.experiment, s.confidence,
+                      s.bootstrap_samples, s.seed)
     for line in result.lines():
         print(line)
     return 3 if result.dropped else 0

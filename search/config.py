@@ -401,6 +401,11 @@ class ExperimentConfig(_Strict):
     def judge_endpoint(self) -> ModelEndpoint:
         return self.llm.judge or self.llm.generator
 
+    @property
+    def index_cache(self) -> Path:
+        """One folder per index key under storage_dir, shared by trials, the champion and ``evaluate --run``."""
+        return (self.storage_dir / "index-cache").resolve()
+
 
 # ---- loading -------------------------------------------------------------------------------------------
 

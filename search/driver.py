@@ -96,7 +96,6 @@ class SearchOutcome:
 
 
 _log = logger("search")
-INDEX_CACHE = "index-cache"  # under storage_dir: one folder per index key, shared by trials and the champion
 
 
 def say(msg: str) -> None:
@@ -252,7 +251,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
             question_ids = plan.search_ids
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(trial_cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
-                                (storage / INDEX_CACHE).resolve(), llm_cache, env, _register_prompts(cfg, parent),
+                                cfg.index_cache, llm_cache, env, _register_prompts(cfg, parent),
                                 plan.held_out)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
@@ -687,7 +686,7 @@ def _index_folder(cfg: ExperimentConfig, params: dict[str, Any]) -> Path:
     from ragsweep.search.space import TrialParams
 
     spec = index_spec(TrialParams.from_sampled(params), cfg.pipeline, file_digest(cfg.dataset.corpus))
-    return (cfg.storage_dir / INDEX_CACHE).resolve() / spec.key
+    return cfg.index_cache / spec.key
 
 
 def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """``ragsweep evaluate``: score a registered model on a question set and compare it with what it was promoted on.
 
-Contract: :func:`evaluate_model` checks the questions file against the model's own corpus before anything is
-loaded (a :class:`~ragsweep.pipelines.data.DatasetError` names the file and line), loads ``models:/NAME@ALIAS``,
+Contract: :func:`evaluate` takes a :class:`Target`: a registered model (:func:`registered_model`,
+``models:/NAME@ALIAS``) or the configuration of a trial run (:func:`trial_configuration`). It checks the questions
+file against the target's corpus before anything is loaded (a :class:`~ragsweep.pipelines.data.DatasetError`
+names the file and line), loads the target,
 answers every question, scores the answers with the deterministic metrics (token F1, exact match, retrieval
 recall, ...) and their bootstrap intervals, and records one MLflow run (tag ``ragsweep.kind=evaluation``) with
 the metrics, the answers and the comparison (written through the tracker, by run id). The comparison is with the
@@ -17,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -62,9 +65,10 @@ class Evaluation:
                f"recall_at_k {self.metrics.get('recall_at_k', math.nan):.4f}"]
         if self.promoted is not None:
             p, plo, phi = self.promoted
-            out.append(f"promoted on {self.promoted_on} questions at {p:.4f} [{plo:.4f}, {phi:.4f}]")
-            out.append("WARNING: the model has dropped beyond the interval it was promoted on: start a new search"
-                       if self.dropped else "within what it was promoted on")
+            out.append(f"picked on its {self.promoted_on} score: {p:.4f} [{plo:.4f}, {phi:.4f}]")
+            on = self.promoted_on
+            out.append(f"WARNING: it has dropped below the interval of its {on} score: start a new search"
+                       if self.dropped else f"not below its {on} score (the intervals overlap, or it is higher)")
         if self.ignored_weights:
             out.append(f"not computed here (LLM judges), weight ignored: {', '.join(self.ignored_weights)}")
         out.append(f"MLflow evaluation run {self.run_id}")
@@ -106,25 +110,80 @@ def _sources(raw: str) -> list[ChunkRef]:
     return [ChunkRef(s["doc_id"], int(s["start"]), int(s["end"])) for s in json.loads(raw)]
 
 
-def evaluate_model(name: str, alias: str, questions_path: Path, weights: Mapping[str, float], experiment: str,
-                   confidence: float = 0.95, samples: int = 2000, seed: int = 0) -> Evaluation:
-    """Score ``name@alias`` on ``questions_path``; record and return the evaluation (see the module contract)."""
-    client = MlflowClient()
+@dataclass
+class Target:
+    """What is evaluated: a label, how to load something that answers (``predict(DataFrame)``), the corpus its
+    answers cite, and the trial run whose scores it was picked on (the comparison)."""
+
+    label: str
+    run_name: str
+    corpus: Path
+    trial_run_id: str
+    load: Callable[[], Any]
+    tags: dict[str, str]
+
+
+def registered_model(client: MlflowClient, name: str, alias: str) -> Target:
+    """``models:/NAME@ALIAS``: loaded as MLflow serves it; its own corpus artifact."""
     version = _version(client, name, alias)
-    corpus_path = _corpus_of(client, version)
-    dataset = load_dataset(corpus_path, questions_path)  # a bad file: DatasetError, before any run is opened
+    uri = f"models:/{name}@{alias}"
+    return Target(f"{name}@{alias} (v{version.version})", f"evaluate-{name}-v{version.version}",
+                  _corpus_of(client, version), version.run_id, lambda: mlflow.pyfunc.load_model(uri),
+                  {"ragsweep.model": name, "ragsweep.model_version": str(version.version)})
+
+
+def trial_configuration(client: MlflowClient, run_id: str, corpus: Path, index_cache: Path) -> Target:
+    """The configuration a trial run answered with (its ``config.json``), rebuilt here as the champion would be,
+    on ``corpus`` (the search's corpus: it must be the one the trial's index was built from)."""
+    try:
+        run = client.get_run(run_id)
+        spec = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
+    except mlflow.exceptions.MlflowException as e:
+        raise EvaluationError(f"trial run {run_id}: no configuration to evaluate ({e.message})") from None
+    from ragsweep.pipelines.data import file_digest
+    from ragsweep.search.assemble import index_spec
+    from ragsweep.search.config import PipelineSettings
+    from ragsweep.search.promotion.champion import RagChampion
+    from ragsweep.search.space import TrialParams
+
+    key = index_spec(TrialParams.model_validate(spec["params"]),
+                     PipelineSettings.model_validate({**spec["pipeline"], "prompts_file": None}),
+                     file_digest(corpus)).key
+    if spec.get("index_key", key) != key:
+        raise EvaluationError(f"trial run {run_id} searched another corpus than {corpus} (index key "
+                              f"{spec['index_key']} != {key}): give the config of the search that ran it")
+
+    def load() -> Any:
+        folder = Path(tempfile.mkdtemp(prefix="ragsweep-evaluate-"))
+        (folder / "config.json").write_text(json.dumps(spec))
+        artifacts = {"config": str(folder / "config.json"), "corpus": str(corpus)}
+        if (index_cache / key / "meta.json").exists():  # the search's index: nothing is embedded again
+            artifacts["index"] = str(index_cache / key)
+        model = RagChampion()
+        model.load_context(SimpleNamespace(artifacts=artifacts))
+        return SimpleNamespace(predict=lambda frame: model.predict(None, frame))  # as pyfunc calls it
+
+    name = run.info.run_name or run_id
+    return Target(f"trial {name} ({run_id[:8]})", f"evaluate-{name}", corpus, run_id, load,
+                  {"ragsweep.trial_run": run_id})
+
+
+def evaluate(target: Target, questions_path: Path, weights: Mapping[str, float], experiment: str,
+             confidence: float = 0.95, samples: int = 2000, seed: int = 0) -> Evaluation:
+    """Score ``target`` on ``questions_path``; record and return the evaluation (see the module contract)."""
+    client = MlflowClient()
+    dataset = load_dataset(target.corpus, questions_path)  # a bad file: DatasetError, before any run is opened
     used = {k: w for k, w in weights.items() if k in METRICS or k.startswith("latency")}
     ignored = tuple(k for k in weights if k not in used)
-    promoted, promoted_on = promoted_score(client, version.run_id)
-    label = f"{name}@{alias} (v{version.version})"
+    promoted, promoted_on = promoted_score(client, target.trial_run_id)
     exp = mlflow.set_experiment(experiment)
     tracker = Tracker.of(client)
-    run = RunRef(tracker, tracker.start(exp.experiment_id, f"evaluate-{name}-v{version.version}",
-                                        {TAG_KIND: "evaluation", "ragsweep.model": name,
-                                         "ragsweep.model_version": str(version.version)}))
+    run = RunRef(tracker, tracker.start(exp.experiment_id, target.run_name,
+                                        {TAG_KIND: "evaluation", **target.tags}))
     try:
-        rows = _answer(dataset, f"models:/{name}@{alias}")
-        result = _record(run, label, dataset, corpus_path, questions_path, rows, used, ignored, promoted,
+        log.info(f"loading {target.label} and answering {len(dataset.questions)} question(s) ...")
+        rows = _answer(dataset, target.load())
+        result = _record(run, target.label, dataset, target.corpus, questions_path, rows, used, ignored, promoted,
                          promoted_on, confidence, samples, seed)
     except BaseException as e:
         tracker.fail(run.run_id, f"{type(e).__name__}: {e}")
@@ -133,9 +192,7 @@ def evaluate_model(name: str, alias: str, questions_path: Path, weights: Mapping
     return result
 
 
-def _answer(dataset: Dataset, model_uri: str) -> list[dict[str, Any]]:
-    log.info(f"loading {model_uri} and answering {len(dataset.questions)} question(s) ...")
-    model = mlflow.pyfunc.load_model(model_uri)
+def _answer(dataset: Dataset, model: Any) -> list[dict[str, Any]]:
     out = model.predict(pd.DataFrame({"question": [q.question for q in dataset.questions]}))
     rows = []
     for q, answer, sources in zip(dataset.questions, out["answer"], out["sources"], strict=True):

@@ -272,7 +272,7 @@ def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slic
                "--questions", str(fresh)], cwd=tmp, timeout=600)
     assert ev.returncode in (0, 3), ev.stdout[-2000:] + ev.stderr[-3000:]
     assert "e2e-model@champion (v" in ev.stdout and "on 4 questions: objective" in ev.stdout
-    assert "promoted on held-out questions" in ev.stdout and "judge_concise" in ev.stdout
+    assert "picked on its held-out score" in ev.stdout and "judge_concise" in ev.stdout
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("e2e")
     assert exp is not None
@@ -288,6 +288,15 @@ def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slic
               cwd=tmp, timeout=300)
     assert ev.returncode == 2 and "bad.jsonl" in ev.stderr, ev.stderr[-2000:]
     assert len(client.search_runs([exp.experiment_id], "tags.`ragsweep.kind` = 'evaluation'")) == 1
+    # A configuration instead of a model: the trial's config.json, rebuilt on the search's corpus and index.
+    _, children = _runs(uri, "e2e")
+    trial = children[0].info.run_id
+    ev = _run([*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--run", trial, "--questions", str(fresh)],
+              cwd=tmp, timeout=600)
+    assert ev.returncode in (0, 3), ev.stdout[-2000:] + ev.stderr[-3000:]
+    assert f"({trial[:8]}) on 4 questions: objective" in ev.stdout
+    runs = client.search_runs([exp.experiment_id], f"tags.`ragsweep.trial_run` = '{trial}'")
+    assert len(runs) == 1 and runs[0].data.tags["ragsweep.kind"] == "evaluation"
 
 
 def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice) -> None:  # type: ignore[no-untyped-def]

@@ -293,5 +293,5 @@ def test_evaluate_calls_a_drop_only_when_the_new_interval_lies_below_the_promote
     ev = Evaluation("r1", "m@champion (v2)", 12, {"objective": 0.2, "token_f1": 0.2}, {"objective": (0.1, 0.3)},
                     promoted, "held-out", True, ("judge_x",))
     text = "\n".join(ev.lines())
-    assert "dropped beyond the interval" in text and "promoted on held-out questions at 0.5000" in text
+    assert "dropped below the interval of its held-out score" in text and "held-out score: 0.5000" in text
     assert "weight ignored: judge_x" in text
