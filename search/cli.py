@@ -27,6 +27,9 @@ def _choices(key: str) -> list[str]:
     return list({"sampler": registries.SAMPLERS, "scheduler": registries.SCHEDULERS,
                  "selection": registries.SELECTION_RULES}[key].names())
 
+IMPLICIT_MLFLOW_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                    help=f"experiment YAML (default: {DEFAULT_CONFIG})")
@@ -336,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # The config names the experiment and every run is addressed by id; an inherited "current" experiment or run
+    # (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID to child processes) would only send writes astray.
+    for name in IMPLICIT_MLFLOW_ENV:
+        os.environ.pop(name, None)
     args = _parser().parse_args(argv)
     from ragsweep.pipelines.data import DatasetError
     from ragsweep.pipelines.embed import EmbedderError

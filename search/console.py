@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 from ray import tune
 
 PREFIX = "[ragsweep] "
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?: ")
 
 
 def logger(wing: str) -> logging.Logger:
@@ -124,4 +126,15 @@ class TrialTable(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._print(trial, "FAILED", trial.last_result)
-        self.log.info(f"  trial {self.numbers.get(trial.trial_id)} error: {trial.error_file}")
+        self.log.info(f"  trial {self.numbers.get(trial.trial_id)}: {error_line(trial.error_file)} "
+                      f"(traceback: {trial.error_file})")
+
+
+def error_line(path: str | None) -> str:
+    """The exception line of a Ray Tune error file (its last line naming an error), or a note that there is none."""
+    try:
+        lines = [ln.strip() for ln in Path(path or "").read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return "no error file"
+    named = [ln for ln in lines if EXCEPTION_LINE.match(ln)]  # "package.module.SomeError: message"
+    return (named or [ln for ln in lines if ln] or ["empty error file"])[-1][:2000]

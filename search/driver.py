@@ -225,7 +225,9 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))}}
+    # MLflow settings (retries, timeouts) reach the trials; an implicit experiment or run never does: theirs are named.
+    env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))
+                            and k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}}
     # "local" starts a Ray of our own even when another search's local Ray is running on this machine (plain
     # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address or RAY_ADDRESS says so.
     address = ray_target(cfg)

@@ -176,9 +176,10 @@ def evaluate(target: Target, questions_path: Path, weights: Mapping[str, float],
     used = {k: w for k, w in weights.items() if k in METRICS or k.startswith("latency")}
     ignored = tuple(k for k in weights if k not in used)
     promoted, promoted_on = promoted_score(client, target.trial_run_id)
-    exp = mlflow.set_experiment(experiment)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
     tracker = Tracker.of(client)
-    run = RunRef(tracker, tracker.start(exp.experiment_id, target.run_name,
+    run = RunRef(tracker, tracker.start(exp_id, target.run_name,
                                         {TAG_KIND: "evaluation", **target.tags}))
     try:
         log.info(f"loading {target.label} and answering {len(dataset.questions)} question(s) ...")

@@ -82,8 +82,10 @@ examples:
     assert all(r.value in (0.0, 0.5, 1.0) for r in out["judge_concise"] if not r.failed)
 
 
-def test_judges_as_mlflow_genai_scorers(llama_server: LlamaCppServer, items, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+def test_judges_as_mlflow_genai_scorers(llama_server: LlamaCppServer, items, mlflow_server: str,  # type: ignore[no-untyped-def]
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow.set_tracking_uri(mlflow_server)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")  # set_experiment exports it; undone after the test
     mlflow.set_experiment("scorers")
     data = [{"inputs": {"question": it.question}, "outputs": {"answer": it.answer, "contexts": list(it.contexts)},
              "expectations": {"expected_response": it.gold[0]}} for it in items[:2]]

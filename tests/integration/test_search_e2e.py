@@ -248,7 +248,7 @@ def test_champion_is_registered_and_answers(search_result) -> None:  # type: ign
     assert version.run_id == best.info.run_id
     # The version carries the index its trial used, so loading it never embeds the corpus again.
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "rag_pipeline/artifacts")}
-    assert "rag_pipeline/artifacts/index" in artifacts, artifacts
+    assert f"rag_pipeline/artifacts/{best.data.params['index_key']}" in artifacts, artifacts
     home_builds = Path.home() / ".cache" / "ragsweep" / "index" / "builds.jsonl"
     before = home_builds.read_text().count("\n") if home_builds.exists() else 0
     ragsweep = str(Path(sys.executable).parent / "ragsweep")

@@ -131,3 +131,14 @@ def test_custom_judge_scores_never_share_a_name_with_usage_counters(name: str) -
 def test_custom_judge_names_that_would_collide_are_refused(name: str) -> None:
     with pytest.raises(ValueError, match="ragsweep adds|built-in"):
         CustomJudgeSpec(name=name, definition="d", grading_prompt="g", reads=["answer"])
+
+
+def test_a_failed_trial_is_shown_with_its_exception_line(tmp_path: Path) -> None:
+    from ragsweep.search.console import error_line
+
+    f = tmp_path / "error.txt"
+    f.write_text("Failure # 1\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+                 "ray.exceptions.RayTaskError(TrackingLost): ray::run_trial()\n"
+                 "ragsweep.search.tracking.runs.TrackingLost: trial t1: could not log the metrics to MLflow\n\n")
+    assert error_line(str(f)).endswith("TrackingLost: trial t1: could not log the metrics to MLflow")
+    assert error_line(str(tmp_path / "missing.txt")) == "no error file"
