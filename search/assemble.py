@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ragsweep.pipelines.data import Document
-from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embed import Embedder, embedder_key
 from ragsweep.pipelines.graph import GenerationParams, RagPipeline
 from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
 from ragsweep.pipelines.llm import LLMClient
@@ -19,7 +19,8 @@ from ragsweep.search.space import TrialParams
 
 
 def index_spec(params: TrialParams, settings: PipelineSettings, corpus_digest: str) -> IndexSpec:
-    return IndexSpec(corpus_digest, params.chunk_size, params.chunk_overlap, settings.embedder)
+    return IndexSpec(corpus_digest, params.chunk_size, params.chunk_overlap,
+                     embedder_key(settings.embedder, settings.embed_backend))
 
 
 def prompt_for(params: TrialParams, settings: PipelineSettings) -> PromptTemplate:
@@ -39,7 +40,7 @@ class Assembled:
     pipeline: RagPipeline
     index: IndexArtifacts
     prompt: PromptTemplate
-    timings: dict[str, float]  # seconds: embedder_load_s, index_s (build or read), qdrant_load_s
+    timings: dict[str, float]  # seconds: embedder_load_s, index_s (build or read), qdrant_load_s (open in the store)
 
 
 def build_pipeline(
@@ -56,15 +57,22 @@ def build_pipeline(
     """Index (from the cache, or ``index`` when the caller has it built), retriever, optional reranker and
     generator; ``prompt`` overrides the named one."""
     t0 = time.perf_counter()
-    embedder = Embedder(settings.embedder, batch_size=settings.embed_batch_size)
-    _ = embedder.model  # load now (once per process), so its cost is not hidden in the first query
+    embedder = Embedder(settings.embedder, batch_size=settings.embed_batch_size, backend=settings.embed_backend,
+                        cache_dir=cache.root / "onnx")
+    embedder.load()  # now (once per process), so its cost is not hidden in the first query
     t1 = time.perf_counter()
     spec = index_spec(params, settings, corpus_digest)
     if index is not None and index.key != spec.key:
         raise ValueError(f"the given index {index.folder} has key {index.key}; this pipeline needs {spec.key}")
-    art = index if index is not None else cache.get_or_build(spec, corpus, embedder)
+    encode = None
+    if settings.index_build == "ray":
+        from ragsweep.pipelines.embed_ray import RayEncoder
+
+        encode = RayEncoder(settings.embedder, settings.embed_batch_size, settings.index_gpus,
+                            settings.embed_backend, cache.root / "onnx")
+    art = index if index is not None else cache.get_or_build(spec, corpus, embedder, encode)
     t2 = time.perf_counter()
-    handle = open_index(art, url=settings.qdrant_url)
+    handle = open_index(art, url=settings.qdrant_url, store=settings.vector_store, hnsw_ef=settings.hnsw_ef)
     timings = {"embedder_load_s": t1 - t0, "index_s": t2 - t1, "qdrant_load_s": time.perf_counter() - t2}
     kind = RERANKERS.get(params.reranker)
     reranker = None

@@ -32,6 +32,7 @@ from ragsweep.judges.suite import DEFAULTS as JUDGE_DEFAULTS
 from ragsweep.judges.suite import metric_names
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.pipelines.rerank import RERANKERS
+from ragsweep.pipelines.stores import STORES
 from ragsweep.pipelines.yaml_lines import key_lines
 from ragsweep.search.registries import ENGINES, SAMPLERS, SCHEDULERS, SELECTION_RULES
 from ragsweep.search.schema import Strict as _Strict
@@ -43,9 +44,11 @@ if TYPE_CHECKING:  # mypy sees plain names; pydantic validates them against the 
     SchedulerName: TypeAlias = str
     SelectionRule: TypeAlias = str
     JudgeName: TypeAlias = str
+    StoreName: TypeAlias = str
 else:
     EngineName, SamplerName = ENGINES.field(), SAMPLERS.field()
     SchedulerName, SelectionRule, JudgeName = SCHEDULERS.field(), SELECTION_RULES.field(), JUDGES.field()
+    StoreName = STORES.field()
 
 
 class ConfigError(ValueError):
@@ -78,8 +81,24 @@ class PipelineSettings(_Strict):
     reranker_model: ExistingPath | None = Field(None, description="local sentence-transformers CrossEncoder folder")
     max_tokens: int = Field(48, ge=1, description="generator max_tokens per answer")
     prompts_file: ExistingPath | None = Field(None, description="YAML of extra prompt templates")
-    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded in-process Qdrant")
+    vector_store: StoreName = Field("edge", description=STORES.describe())
+    qdrant_url: str | None = Field(None, description="Qdrant server URL (used instead of vector_store): one "
+                                   "collection per index, shared by every node of a cluster")
+    hnsw_ef: int | None = Field(
+        None, ge=1, description="vector_store 'edge': unset = exact dense search; a number = approximate search over "
+        "an HNSW graph (m=16, ef_construct=100) with this ef, for corpora where a scan is too slow (see docs)")
     embed_batch_size: int = Field(64, ge=1)
+    embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="what runs the embedder: torch (sentence-transformers), or ONNX Runtime over a file "
+        "exported once into the index cache, fp32 or int8 (pip install 'ragsweep[onnx]'; see docs for speed and "
+        "tolerance)")
+    index_build: Literal["local", "ray"] = Field(
+        "local", description="where a trial embeds a new index: 'local' (its own process) or 'ray' (Ray Data "
+        "map_batches, one embedder per node of the cluster, GPUs per index_gpus)")
+    index_gpus: float = Field(0.0, ge=0, description="index_build 'ray': GPUs per embedding worker (0 = CPU)")
+    index_memory_gb: float | None = Field(
+        None, gt=0, description="memory an index build may use; unset = 80% of this machine's RAM. A corpus whose "
+        "estimated build needs more is refused before the search starts")
 
 
 class ModelEndpoint(_Strict):

@@ -30,7 +30,7 @@ from ragsweep.pipelines.data import Dataset, load_dataset
 from ragsweep.pipelines.llm import USAGE, merge_intervals
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.search.assemble import prompt_for
-from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.config import ConfigError, ExperimentConfig
 from ragsweep.search.confirm import HOLDOUT, Confirmed, Job, QuestionPlan, confirm_all, plan_questions
 from ragsweep.search.console import TrialTable, add_log_file, logger, remove_handler, varying_keys
 from ragsweep.search.promotion.champion import CHAMPION, register_version
@@ -105,12 +105,35 @@ def say(msg: str) -> None:
 def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
     """Checks that need no run: dataset validity (held-out file too) and model files. Raises before anything is
     written."""
+    check_index_memory(cfg)  # before the corpus is read: a corpus too large to index may be too large to load
     dataset = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
     plan = plan_questions(cfg, dataset)
     preflight(cfg.llm.generator, cluster=ray_target(cfg) is not None)
     if cfg.llm.judge is not None:
         preflight(cfg.llm.judge, cluster=ray_target(cfg) is not None)
     return dataset, plan
+
+
+def check_index_memory(cfg: ExperimentConfig) -> None:
+    """Refuse a search whose index builds would not fit in memory (``pipeline.index_memory_gb``, else 80% of this
+    machine's RAM): the smallest chunk_size makes the most chunks, and up to ``max_concurrent_trials`` trials
+    build different indexes at once."""
+    from ragsweep.pipelines.index import build_memory_estimate, machine_memory_bytes
+    from ragsweep.search.space import chunk_bounds
+
+    size, overlap = chunk_bounds(cfg.space)
+    chunks, per_build = build_memory_estimate(cfg.dataset.corpus.stat().st_size, size, overlap)
+    builds = min(cfg.search.max_concurrent_trials, cfg.search.num_samples)
+    limit_gb = cfg.pipeline.index_memory_gb
+    limit = int(limit_gb * 2**30) if limit_gb is not None else int(0.8 * machine_memory_bytes())
+    if per_build * builds > limit:
+        where = f"pipeline.index_memory_gb = {limit_gb:g} GB" if limit_gb is not None else "80% of this machine's RAM"
+        raise ConfigError(
+            f"{cfg.dataset.corpus}: indexing it at chunk_size {size} (overlap {overlap}) makes about {chunks:,} "
+            "chunks; "
+            f"{builds} build(s) at once need about {per_build * builds / 2**30:.1f} GB, more than {where} "
+            f"({limit / 2**30:.1f} GB). Raise the smallest chunk_size, lower search.max_concurrent_trials, or set "
+            "pipeline.index_memory_gb if this machine has the memory")
 
 
 def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume: bool = False,

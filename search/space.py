@@ -62,6 +62,12 @@ def _bounds(p: list[Any] | IntRange | FloatRange) -> tuple[Any, Any]:
     return (min(p), max(p)) if isinstance(p, list) else p.values_bounds()
 
 
+def chunk_bounds(space: SearchSpace) -> tuple[int, int]:
+    """The smallest chunk_size and the largest overlap a trial with it can get (the most chunks one index has)."""
+    size = int(_bounds(space.chunk_size)[0])
+    return size, min(int(_bounds(space.chunk_overlap)[1]), size - 1)
+
+
 class SearchSpace(_Strict):
     """Each key is a list of choices (categorical) or a range ``{low, high[, step][, log]}``."""
 

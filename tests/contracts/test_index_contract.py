@@ -1,8 +1,8 @@
 """The vector-store contract (pipelines.index.open_index + pipelines.retrieve.Retriever) on every backend we have.
 
 Exact search must return what a brute-force scan of the same artifacts returns: the top-k chunks by cosine
-similarity (dense) and by BM25 weight (sparse), best first. Qdrant in process runs everywhere; a Qdrant server
-joins when ``RAGSWEEP_QDRANT_URL`` names one.
+similarity (dense) and by BM25 weight (sparse), best first. Every registered store (Qdrant Edge, qdrant-client
+local mode) runs everywhere; a Qdrant server joins when ``RAGSWEEP_QDRANT_URL`` names one.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from ragsweep.pipelines.data import load_dataset
 from ragsweep.pipelines.embed import Embedder
 from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
 from ragsweep.pipelines.retrieve import RETRIEVERS, Retriever
+from ragsweep.pipelines.stores import STORES
 
 pytestmark = pytest.mark.integration
-BACKENDS = ["qdrant-local", pytest.param("qdrant-server", marks=pytest.mark.skipif(
+BACKENDS = [*STORES.names(), pytest.param("qdrant-server", marks=pytest.mark.skipif(
     not os.environ.get("RAGSWEEP_QDRANT_URL"), reason="set RAGSWEEP_QDRANT_URL to a Qdrant server"))]
 QUESTIONS = ["Who won Super Bowl 50?", "Where was the game played?", "What did the halftime show include?",
              "the of and"]  # the last one: stop words only, no BM25 terms
@@ -37,7 +38,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[Path, Pat
 @pytest.fixture(params=BACKENDS)
 def handle(request: pytest.FixtureRequest, built: tuple[IndexArtifacts, Embedder]):  # type: ignore[no-untyped-def]
     art, _ = built
-    return open_index(art, url=os.environ["RAGSWEEP_QDRANT_URL"] if request.param == "qdrant-server" else None)
+    if request.param == "qdrant-server":
+        return open_index(art, url=os.environ["RAGSWEEP_QDRANT_URL"])
+    return open_index(art, store=request.param)
 
 
 def _sparse_scores(art: IndexArtifacts, retriever: Retriever, question: str) -> np.ndarray:
@@ -63,7 +66,7 @@ def test_dense_is_exact_top_k_by_cosine(handle, built, k: int) -> None:  # type:
         assert len(hs) == min(k, len(art.chunks))
         expected = np.argsort(-sims[q], kind="stable")[: len(hs)]
         assert np.allclose([h.score for h in hs], sims[q][expected], atol=1e-4)  # same scores, best first
-        assert all(h.chunk is art.chunks[h.chunk.id] for h in hs)
+        assert all(h.chunk == art.chunks[h.chunk.id] for h in hs)
 
 
 def test_bm25_is_exact_top_k_by_weight(handle, built) -> None:  # type: ignore[no-untyped-def]
@@ -93,3 +96,56 @@ def test_every_registered_retriever_answers_a_batch(handle, built) -> None:  # t
         out = Retriever(handle, embedder, name).retrieve(QUESTIONS[:2], 2)
         assert len(out) == 2 and all(len(hs) <= 2 for hs in out)
     assert Retriever(handle, embedder, "dense").retrieve([], 2) == []
+
+
+def test_every_store_returns_the_same_chunks_as_the_reference(built) -> None:  # type: ignore[no-untyped-def]
+    """Exact search on the sample: Qdrant Edge (the default) returns what qdrant-client's local mode returned before
+    it. Dense: the same chunks and scores. BM25: the same scores (chunks with equal weight may come in another
+    order). Hybrid: each store's fusion is RRF (k=2) of that store's own two candidate lists."""
+    art, embedder = built
+    reference = open_index(art, store="qdrant-memory")
+    k = 8
+    for store in STORES.names():
+        other = open_index(art, store=store)
+        for mode in ("dense", "bm25"):
+            want = Retriever(reference, embedder, mode).retrieve(QUESTIONS, k)
+            got = Retriever(other, embedder, mode).retrieve(QUESTIONS, k)
+            for w, g in zip(want, got, strict=True):
+                assert np.allclose([h.score for h in g], [h.score for h in w], atol=1e-4), (store, mode)
+                if mode == "dense":
+                    assert [h.chunk.id for h in g] == [h.chunk.id for h in w], store
+        legs = [Retriever(other, embedder, mode).retrieve(QUESTIONS, 2 * k) for mode in ("dense", "bm25")]
+        for q, fused in enumerate(Retriever(other, embedder, "hybrid").retrieve(QUESTIONS, k)):
+            rrf: dict[int, float] = {}
+            for leg in legs:
+                for rank, h in enumerate(leg[q]):
+                    rrf[h.chunk.id] = rrf.get(h.chunk.id, 0.0) + 1 / (2 + rank)
+            assert np.allclose([h.score for h in fused], sorted(rrf.values(), reverse=True)[:k], atol=1e-4), store
+            assert all(abs(rrf[h.chunk.id] - h.score) < 1e-4 for h in fused), store
+
+
+def test_edge_shard_is_written_once_and_opened_by_many(built) -> None:  # type: ignore[no-untyped-def]
+    """The shard lives in the index folder; later opens (other trial processes) only load it."""
+    art, embedder = built
+    open_index(art, store="edge")
+    shard = art.folder / "edge"
+    inode = shard.stat().st_ino  # a rebuild would rename a new folder into place
+    handles = [open_index(art, store="edge") for _ in range(3)]  # like three trials at once: no WAL lock
+    assert shard.stat().st_ino == inode and not list(art.folder.glob(".edge-*"))
+    assert all(Retriever(h, embedder, "dense").retrieve(QUESTIONS[:1], 2)[0] for h in handles)
+
+
+def test_approximate_search_has_its_own_shard_and_is_exact_below_the_threshold(built) -> None:  # type: ignore[no-untyped-def]
+    """``pipeline.hnsw_ef`` builds an HNSW shard beside the exact one; on a corpus this small Qdrant scans anyway,
+    so both give the same hits (the same scores; chunks that tie may swap places, which is why hybrid, whose
+    fused score depends on those places, is not compared here)."""
+    art, embedder = built
+    exact, approx = open_index(art, store="edge"), open_index(art, store="edge", hnsw_ef=64)
+    assert (art.folder / "edge").is_dir() and (art.folder / "edge-hnsw").is_dir()
+    for mode in ("dense", "bm25"):
+        want = Retriever(exact, embedder, mode).retrieve(QUESTIONS, 5)
+        got = Retriever(approx, embedder, mode).retrieve(QUESTIONS, 5)
+        for w, g in zip(want, got, strict=True):
+            assert np.allclose([h.score for h in g], [h.score for h in w], atol=1e-5), mode
+            if mode == "dense":
+                assert [h.chunk.id for h in g] == [h.chunk.id for h in w]

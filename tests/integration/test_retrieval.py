@@ -37,9 +37,12 @@ def test_cache_builds_each_key_once_even_when_processes_race(tmp_path: Path, xqu
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
-def test_each_retriever_finds_the_gold_document(tmp_path: Path, xquad_slice: tuple[Path, Path], mode: str) -> None:
+def test_each_retriever_finds_the_gold_document(tmp_path: Path, xquad_slice: tuple[Path, Path], mode: str,
+                                                capfd: pytest.CaptureFixture[str]) -> None:
     ds = load_dataset(*xquad_slice)
     art = IndexCache(tmp_path).get_or_build(IndexSpec(ds.corpus_digest, 800, 100, "default"), ds.corpus, Embedder())
+    # Off a terminal a build says one line when done: which index, how many chunks, how fast.
+    assert f"[ragsweep] index {art.key} (chunk_size 800): {len(art.chunks)} chunks in " in capfd.readouterr().err
     retriever = Retriever(open_index(art), Embedder(), mode)  # type: ignore[arg-type]
     qs = ds.questions[:20]
     hits = retriever.retrieve([q.question for q in qs], 5)
@@ -72,3 +75,22 @@ def test_cross_encoder_reranks_to_k(tmp_path: Path, xquad_slice: tuple[Path, Pat
     assert len(reranked) == 3
     assert {h.chunk.id for h in reranked} <= {h.chunk.id for h in hits}
     assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
+
+
+def test_onnx_backends_are_exported_once_and_stay_within_their_tolerance(tmp_path: Path,
+                                                                         xquad_slice: tuple[Path, Path]) -> None:
+    """fp32 ONNX equals torch to float rounding; int8 moves vectors a little (docs/config.md states how much
+    retrieval changes); the export happens once per model and variant."""
+    import numpy as np
+
+    ds = load_dataset(*xquad_slice)
+    texts = [d.text[:300] for d in ds.corpus.values()] + [q.question for q in ds.questions]
+    ref = Embedder().encode(texts)
+    fp32 = Embedder(backend="onnx", cache_dir=tmp_path)
+    assert np.abs(fp32.encode(texts) - ref).max() < 1e-4
+    int8 = Embedder(backend="onnx-int8", cache_dir=tmp_path).encode(texts)
+    assert np.all(np.sum(int8 * ref, axis=1) > 0.95) and np.allclose(np.linalg.norm(int8, axis=1), 1, atol=1e-5)
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")}
+    assert len(files) == 2
+    Embedder(backend="onnx", cache_dir=tmp_path).load()  # another process: loads the file, exports nothing
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")} == files

@@ -1,0 +1,71 @@
+"""Embedding an index's chunks across a Ray cluster with Ray Data (``pipeline.index_build: ray``).
+
+Contract: a :class:`RayEncoder` is a drop-in for ``Embedder.encode`` in an index build: called with a block of
+texts, it returns their normalised float32 vectors in order, computed by ``map_batches`` over an actor pool
+with one embedder per alive node (spread across nodes; ``gpus`` GPUs each, else CPU). The vectors equal a
+local embedder's up to float rounding, so both paths write the same index. On one machine the same code runs
+on the local Ray instance. :attr:`RayEncoder.nodes` records which nodes embedded, for tests and logs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragsweep.pipelines.embed import Embedder
+
+
+class _EmbedBatch:
+    """One Ray Data actor: loads the embedder once, then embeds the batches it is given."""
+
+    def __init__(self, spec: str, batch_size: int, backend: str, cache_dir: str | None) -> None:
+        import ray
+
+        self.embedder = Embedder(spec, batch_size=batch_size, backend=backend,
+                                 cache_dir=Path(cache_dir) if cache_dir else None)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        vecs = self.embedder.encode([str(t) for t in batch["text"]])
+        return {"i": batch["i"], "vec": list(vecs), "node": np.full(len(vecs), self.node)}
+
+
+def _spread() -> dict[str, Any]:
+    return {"scheduling_strategy": "SPREAD"}  # one embedder per node before two on one
+
+
+class RayEncoder:
+    block = 32_768  # texts per call: each call starts an actor pool, so calls are few and large
+
+    def __init__(self, spec: str, batch_size: int, gpus: float = 0.0, backend: str = "torch",
+                 cache_dir: Path | None = None) -> None:
+        self.spec, self.batch_size, self.gpus, self.backend = spec, batch_size, gpus, backend
+        self.cache_dir = str(cache_dir) if cache_dir else None
+        self.nodes: set[str] = set()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        import ray
+
+        if not texts:
+            return np.zeros((0, Embedder(self.spec).dim), dtype=np.float32)
+        workers = max(1, min(sum(1 for n in ray.nodes() if n.get("Alive")), -(-len(texts) // self.batch_size)))
+        ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
+        out = ds.map_batches(
+            _EmbedBatch, fn_constructor_kwargs={"spec": self.spec, "batch_size": self.batch_size,
+                                               "backend": self.backend, "cache_dir": self.cache_dir},
+            batch_size=self.batch_size * 4, concurrency=workers, num_gpus=self.gpus,
+            # No CPU reservation: the trial that builds holds its own slot and waits for this, and on a busy
+            # machine a reservation would wait for a slot that only this build can free.
+            num_cpus=0, ray_remote_args_fn=_spread,
+        )
+        vecs: np.ndarray | None = None
+        for batch in out.iter_batches(batch_format="numpy", batch_size=None):
+            rows = np.stack(list(batch["vec"])).astype(np.float32)
+            if vecs is None:
+                vecs = np.zeros((len(texts), rows.shape[1]), dtype=np.float32)
+            vecs[batch["i"]] = rows
+            self.nodes.update(str(n) for n in batch["node"])
+        assert vecs is not None
+        return vecs
