@@ -63,8 +63,9 @@ class StoreQuery:
 Hits = list[tuple[int, float]]
 
 
-class IndexArtifacts(Protocol):
-    """What a store reads of a built index (``pipelines.index.IndexArtifacts`` has it)."""
+class BuiltIndex(Protocol):
+    """What a store reads of a built index: a read-only view that ``pipelines.index.IndexArtifacts`` satisfies
+    (a Protocol, so this module need not import index.py, which imports it)."""
 
     @property
     def key(self) -> str: ...
@@ -87,14 +88,14 @@ class VectorStore(Protocol):
 
 
 # A store's target opens one built index: (artifacts, hnsw_ef: None = exact dense search) -> VectorStore.
-STORES: Registry[Callable[[IndexArtifacts, int | None], VectorStore]] = Registry("vector store")
+STORES: Registry[Callable[[BuiltIndex, int | None], VectorStore]] = Registry("vector store")
 STORES.add("edge", "Qdrant Edge: the Qdrant engine in-process over a shard on disk, built once per index and "
            "opened memory-mapped by every trial (default)", "ragsweep.pipelines.stores:open_edge")
 STORES.add("qdrant-memory", "qdrant-client local mode: pure Python, every trial re-inserts the index (reference "
            "for tests and benchmarks; slow above 20,000 chunks)", "ragsweep.pipelines.stores:open_qdrant_memory")
 
 
-def csr_rows(art: IndexArtifacts, lo: int, hi: int) -> list[SparseVec | None]:
+def csr_rows(art: BuiltIndex, lo: int, hi: int) -> list[SparseVec | None]:
     """The BM25 vectors of chunks ``lo..hi-1`` (None for a chunk with no terms, e.g. only stop words)."""
     out: list[SparseVec | None] = []
     for i in range(lo, hi):
@@ -126,7 +127,7 @@ class EdgeStore:
         return [[(int(p.id), float(p.score)) for p in r] for r in results]
 
 
-def write_edge_shard(art: IndexArtifacts, target: Path, hnsw: bool = False, batch_size: int = 1024) -> None:
+def write_edge_shard(art: BuiltIndex, target: Path, hnsw: bool = False, batch_size: int = 1024) -> None:
     """Write ``art`` as a Qdrant Edge shard at ``target`` (built in a sibling temp folder, then renamed); with
     ``hnsw`` the dense vectors get an HNSW graph, else none (m=0: exact search, and a build of seconds)."""
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
@@ -164,7 +165,7 @@ def write_edge_shard(art: IndexArtifacts, target: Path, hnsw: bool = False, batc
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def open_edge(art: IndexArtifacts, hnsw_ef: int | None = None) -> EdgeStore:
+def open_edge(art: BuiltIndex, hnsw_ef: int | None = None) -> EdgeStore:
     """The index's Edge shard (with an HNSW graph when ``hnsw_ef`` is set), written first if this index has none
     yet (one writer per index folder)."""
     name = EDGE_HNSW_FOLDER if hnsw_ef else EDGE_FOLDER
@@ -202,12 +203,12 @@ class QdrantStore:
         return [[(int(p.id), float(p.score)) for p in r.points] for r in responses]
 
 
-def open_qdrant_memory(art: IndexArtifacts, hnsw_ef: int | None = None) -> QdrantStore:
+def open_qdrant_memory(art: BuiltIndex, hnsw_ef: int | None = None) -> QdrantStore:
     """qdrant-client's local mode (exact search whatever ``hnsw_ef``: it has no HNSW)."""
     return open_qdrant(art, None)
 
 
-def open_qdrant(art: IndexArtifacts, url: str | None, batch_size: int = 256) -> QdrantStore:
+def open_qdrant(art: BuiltIndex, url: str | None, batch_size: int = 256) -> QdrantStore:
     """Load ``art`` into qdrant-client: local mode (``url`` None) or the server at ``url``, where the collection
     is named by the index key and reused when it already holds every chunk."""
     from qdrant_client import QdrantClient, models
@@ -236,7 +237,7 @@ def open_qdrant(art: IndexArtifacts, url: str | None, batch_size: int = 256) -> 
     return QdrantStore(client, name)
 
 
-def open_store(art: IndexArtifacts, store: str = "edge", url: str | None = None,
+def open_store(art: BuiltIndex, store: str = "edge", url: str | None = None,
                hnsw_ef: int | None = None) -> VectorStore:
     """``url`` (a Qdrant server) wins over ``store``: a cluster's trials share the server's collection."""
     if url:
