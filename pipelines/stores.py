@@ -2,8 +2,11 @@
 
 Contract:
 - A :class:`StoreQuery` is one or more :class:`Leg` (a vector searched in one named vector space, with its own
-  limit); one leg is a nearest-neighbour search, several are fused by reciprocal rank (Qdrant's RRF, k=2).
-  :meth:`VectorStore.query_batch` returns, per query, ``(chunk id, score)`` pairs, best first.
+  limit); one leg is a nearest-neighbour search, several are fused by reciprocal rank (RRF, k=2 as in Qdrant).
+  :meth:`VectorStore.query_batch` returns, per query, ``(chunk id, score)`` pairs, best first, and the same
+  pairs in the same order in every process: equal scores are ordered by chunk id. Fusion therefore happens here
+  (:func:`fuse_rrf`), not in the engine: Qdrant orders RRF ties differently from one process to the next, so
+  a rerun would build other prompts and miss the answer cache.
 - ``edge`` (the default, :class:`EdgeStore`) is Qdrant Edge: the Qdrant engine in-process over a shard kept in
   the index folder (``edge/``). It is written once per index (under a file lock, atomically by rename, WAL
   off) and then opened by every trial process in well under a second, memory-mapped, never copied or
@@ -33,10 +36,10 @@ from ragsweep.pipelines.progress import Progress
 from ragsweep.pipelines.registry import Registry
 
 if TYPE_CHECKING:
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import QdrantClient
 
 DENSE, SPARSE = "dense", "bm25"
-RRF_K = 2  # Qdrant's default ranking constant (server, local mode and Edge must agree)
+RRF_K = 2  # Qdrant's default ranking constant
 EDGE_FOLDER, EDGE_HNSW_FOLDER = "edge", "edge-hnsw"
 HNSW_M, HNSW_EF_CONSTRUCT = 16, 100  # Qdrant's defaults
 
@@ -87,6 +90,33 @@ class VectorStore(Protocol):
     def query_batch(self, queries: Sequence[StoreQuery]) -> list[Hits]: ...
 
 
+def ranked(hits: Hits) -> Hits:
+    """``hits`` best first, equal scores by chunk id (an engine's order among ties is not a contract)."""
+    return sorted(hits, key=lambda h: (-h[1], h[0]))
+
+
+def fuse_rrf(legs: Sequence[Hits], limit: int, k: int = RRF_K) -> Hits:
+    """Reciprocal rank fusion of ranked hit lists: score = sum over legs of 1 / (k + rank), rank from 0, best
+    ``limit`` first, equal scores by chunk id."""
+    scores: dict[int, float] = {}
+    for hits in legs:
+        for rank, (cid, _) in enumerate(hits):
+            scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + rank)
+    return ranked(list(scores.items()))[:limit]
+
+
+def fused_batch(queries: Sequence[StoreQuery], nearest: Callable[[list[tuple[Leg, int]]], list[Hits]]) -> list[Hits]:
+    """Answer ``queries`` with one batch of single-vector searches (``nearest``: (leg, limit) pairs -> hits per
+    pair), fusing several legs with :func:`fuse_rrf`."""
+    searches = [(leg, q.limit if len(q.legs) == 1 else leg.limit) for q in queries for leg in q.legs]
+    results = iter(nearest(searches))
+    out: list[Hits] = []
+    for q in queries:
+        legs = [ranked(next(results)) for _ in q.legs]
+        out.append(legs[0] if len(legs) == 1 else fuse_rrf(legs, q.limit))
+    return out
+
+
 # A store's target opens one built index: (artifacts, hnsw_ef: None = exact dense search) -> VectorStore.
 STORES: Registry[Callable[[BuiltIndex, int | None], VectorStore]] = Registry("vector store")
 STORES.add("edge", "Qdrant Edge: the Qdrant engine in-process over a shard on disk, built once per index and "
@@ -115,16 +145,13 @@ class EdgeStore:
         return qe.Query.Nearest(qe.SparseVector(vec.indices, vec.values) if isinstance(vec, SparseVec) else vec,
                                 using=leg.using)
 
-    def _request(self, q: StoreQuery) -> qe.QueryRequest:
-        if len(q.legs) == 1:
-            return qe.QueryRequest(limit=q.limit, query=self._query(q.legs[0]), params=self.params)
-        legs = [qe.Prefetch(leg.limit, query=self._query(leg), params=self.params) for leg in q.legs]
-        return qe.QueryRequest(limit=q.limit, prefetches=legs,
-                               query=qe.Fusion.Rrf(k=RRF_K))  # type: ignore[arg-type]  # a Fusion the stub omits
+    def _nearest(self, searches: list[tuple[Leg, int]]) -> list[Hits]:
+        batch = qe.QueryBatchRequest([qe.QueryRequest(limit=limit, query=self._query(leg), params=self.params)
+                                      for leg, limit in searches])
+        return [[(int(p.id), float(p.score)) for p in r] for r in self.shard.query_batch(batch)]
 
     def query_batch(self, queries: Sequence[StoreQuery]) -> list[Hits]:
-        results = self.shard.query_batch(qe.QueryBatchRequest([self._request(q) for q in queries]))
-        return [[(int(p.id), float(p.score)) for p in r] for r in results]
+        return fused_batch(queries, self._nearest)
 
 
 def write_edge_shard(art: BuiltIndex, target: Path, hnsw: bool = False, batch_size: int = 1024) -> None:
@@ -184,7 +211,7 @@ class QdrantStore:
         self.client = client
         self.collection = collection
 
-    def _request(self, q: StoreQuery) -> models.QueryRequest:
+    def _nearest(self, searches: list[tuple[Leg, int]]) -> list[Hits]:
         from qdrant_client import models
 
         def vec(leg: Leg) -> object:
@@ -192,15 +219,12 @@ class QdrantStore:
                 return models.SparseVector(indices=leg.vector.indices, values=leg.vector.values)
             return leg.vector
 
-        if len(q.legs) == 1:
-            return models.QueryRequest(query=vec(q.legs[0]), using=q.legs[0].using, limit=q.limit)
-        return models.QueryRequest(
-            prefetch=[models.Prefetch(query=vec(leg), using=leg.using, limit=leg.limit) for leg in q.legs],
-            query=models.FusionQuery(fusion=models.Fusion.RRF), limit=q.limit)
+        requests = [models.QueryRequest(query=vec(leg), using=leg.using, limit=limit) for leg, limit in searches]
+        responses = self.client.query_batch_points(self.collection, requests=requests)
+        return [[(int(p.id), float(p.score)) for p in r.points] for r in responses]
 
     def query_batch(self, queries: Sequence[StoreQuery]) -> list[Hits]:
-        responses = self.client.query_batch_points(self.collection, requests=[self._request(q) for q in queries])
-        return [[(int(p.id), float(p.score)) for p in r.points] for r in responses]
+        return fused_batch(queries, self._nearest)
 
 
 def open_qdrant_memory(art: BuiltIndex, hnsw_ef: int | None = None) -> QdrantStore:
