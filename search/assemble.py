@@ -14,7 +14,7 @@ from ragsweep.pipelines.llm import LLMClient
 from ragsweep.pipelines.prompts import PromptTemplate, load_templates
 from ragsweep.pipelines.rerank import RERANKERS
 from ragsweep.pipelines.retrieve import Retriever
-from ragsweep.search.config import ModelEndpoint, PipelineSettings
+from ragsweep.search.config import ModelEndpoint, PipelineSettings, loggable
 from ragsweep.search.space import TrialParams
 
 
@@ -31,7 +31,7 @@ def pipeline_spec(params: TrialParams, settings: PipelineSettings, generator: Mo
                   prompt: PromptTemplate) -> dict[str, Any]:
     """Everything needed to rebuild a trial's pipeline (its config.json, and the champion's config)."""
     return {"params": params.model_dump(), "pipeline": settings.model_dump(mode="json"),
-            "generator": generator.model_dump(mode="json"), "seed": seed,
+            "generator": loggable(generator), "seed": seed,
             "prompt": {"name": prompt.name, "version": prompt.version, "system": prompt.system, "user": prompt.user}}
 
 

@@ -9,6 +9,7 @@ on; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -26,6 +27,9 @@ def _choices(key: str) -> list[str]:
 
     return list({"sampler": registries.SAMPLERS, "scheduler": registries.SCHEDULERS,
                  "selection": registries.SELECTION_RULES}[key].names())
+
+# An OSError on a path with one of these is the user's path being wrong (exit 2), not the search failing.
+USER_PATH_ERRNOS = {errno.ENOENT, errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS}
 
 IMPLICIT_MLFLOW_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
 
@@ -90,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "environment: POST /invocations {\"dataframe_records\": [{\"question\": ...}]}.")
     _add_model_args(sv)
     sv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=5001, help="port (default 5001)")
+    sv.add_argument("--port", type=_port, default=5001, help="port (default 5001)")
 
     p = sub.add_parser("promote", help="re-run the promotion gates for a finished search",
                        description="Re-evaluate the promotion gates (the config's promotion section) for the model "
@@ -148,6 +152,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port number 1..65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (1-65535)")
+    return port
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once (and let go) so a taken port is reported before the champion loads."""
+    import socket
+
+    from ragsweep.search.config import ConfigError
+
+    try:
+        with socket.socket() as s:
+            s.bind((host, port))
+    except OSError as e:
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror}); choose another "
+                          "--port, or stop what is using it") from None
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     from ragsweep.search.config import OVERRIDES
 
@@ -155,6 +184,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.secrets import SECRETS
     from ragsweep.search.config import load_config
     from ragsweep.search.driver import run_search
 
@@ -166,7 +196,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     model = f"{out.model_name}@{out.alias} (v{out.model_version})" if out.model_version else None
     print(json.dumps({"parent_run_id": out.parent_run_id,
                       "best_objective": round(out.best_objective, 4) if out.model_version else None,
-                      "best_params": out.best_params, "model": model, "tracking_uri": out.tracking_uri}, indent=2))
+                      "best_params": out.best_params, "model": model,
+                      "tracking_uri": SECRETS.mask(out.tracking_uri)}, indent=2))
     return 0
 
 
@@ -175,14 +206,14 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ragsweep.search.promotion.champion import load_champion
+    from ragsweep.search.promotion.registry import PromotionError
 
     uri, name = _model_location(args)
     t0 = time.perf_counter()
     try:
         model = load_champion(name, args.alias)
     except mlflow.exceptions.MlflowException as e:
-        print(f"ragsweep ask: no model {name}@{args.alias} in {uri}: {e.message}", file=sys.stderr)
-        return 2
+        raise PromotionError(f"no model {name}@{args.alias} in {uri}: {e.message}") from None
     t1 = time.perf_counter()
     out = model.predict(pd.DataFrame({"question": [args.question]}))
     total = time.perf_counter() - t0
@@ -209,19 +240,37 @@ def _print_timings(model: Any, load_s: float, total_s: float) -> None:
     print(f"ragsweep ask: {total_s:.1f}s in all: loading the model {load_s:.1f}s ({detail})", file=sys.stderr)
 
 
+def _check_flag(flag: str, value: str | None, check: Any) -> None:
+    """A flag's value through the config's own check; a bad one is blamed on the flag."""
+    from ragsweep.search.config import ConfigError
+
+    if value is not None:
+        try:
+            check(value)
+        except ValueError as e:
+            raise ConfigError(f"{flag}: {e}") from None
+
+
 def _model_location(args: argparse.Namespace) -> tuple[str, str]:
     """Tracking URI and model name from the flags, else the config; the URI is set and checked."""
     import mlflow
 
     from ragsweep.search.config import load_config
-    from ragsweep.search.tracking.runs import check_tracking, default_tracking_uri
+    from ragsweep.search.promotion.champion import INDEX_CACHE_ENV
+    from ragsweep.search.tracking.checks import check_model_name, check_tracking_uri
+    from ragsweep.search.tracking.runs import check_tracking, default_tracking_uri, hide_credentials, require_store
 
     uri, name = args.tracking_uri, args.model_name
+    _check_flag("--tracking-uri", uri, check_tracking_uri)
+    _check_flag("--model-name", name, check_model_name)
     if uri is None or name is None:
         cfg = load_config(args.config)
         uri = uri or cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage_dir)
         name = name or cfg.mlflow.model_name
+        os.environ.setdefault(INDEX_CACHE_ENV, str(cfg.index_cache))
     check_tracking(uri)
+    require_store(uri)  # a read-only command never creates an empty store
+    hide_credentials(uri)
     mlflow.set_tracking_uri(uri)
     return uri, name
 
@@ -232,16 +281,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from ragsweep.pipelines.secrets import SECRETS
+    from ragsweep.search.promotion.registry import PromotionError
+
+    _check_port_free(args.host, args.port)  # before anything loads
     uri, name = _model_location(args)
     model = f"models:/{name}@{args.alias}"
     try:
         MlflowClient(uri).get_model_version_by_alias(name, args.alias)
     except MlflowException as e:
-        print(f"ragsweep serve: no model {name}@{args.alias} in {uri}: {e.message}", file=sys.stderr)
-        return 2
+        raise PromotionError(f"no model {name}@{args.alias} in {uri}: {e.message}") from None
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    print(f"ragsweep serve: {model} from {uri} on http://{args.host}:{args.port}/invocations", flush=True)
+    print(f"ragsweep serve: {model} from {SECRETS.mask(uri)} on http://{args.host}:{args.port}/invocations", flush=True)
     # MLflow's own scoring server (/ping, /health, /version, /invocations) in this environment: the
     # champion's requirements are ragsweep's, already installed, so no environment is built or downloaded.
     # MLflow launches `uvicorn` by name: put this environment's scripts first on PATH (a venv need not be active).
@@ -344,37 +396,40 @@ def main(argv: list[str] | None = None) -> int:
     for name in IMPLICIT_MLFLOW_ENV:
         os.environ.pop(name, None)
     args = _parser().parse_args(argv)
-    from ragsweep.pipelines.data import DatasetError
-    from ragsweep.pipelines.embed import EmbedderError
-    from ragsweep.pipelines.prompts import PromptError
-    from ragsweep.search.config import ConfigError
+    from ragsweep.pipelines.errors import BadInput
+    from ragsweep.pipelines.secrets import SECRETS
     from ragsweep.search.console import setup
-    from ragsweep.search.promotion.evaluate import EvaluationError
-    from ragsweep.search.promotion.registry import PromotionError
-    from ragsweep.search.resume import ResumeError
-    from ragsweep.search.serving.engines import ServerError, ServingSetupError
-    from ragsweep.search.tracking.runs import TrackingUnreachable
+    from ragsweep.search.serving.engines import ServerError
 
     setup(getattr(args, "verbose", 0))
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema,
                 "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback,
                 "evaluate": _cmd_evaluate}
+
+    def say(message: str) -> None:
+        print(f"ragsweep {args.command}: {SECRETS.mask(message)}", file=sys.stderr)
+
     try:
         return handlers[args.command](args)
-    except (ConfigError, DatasetError, PromptError, EmbedderError, ServingSetupError, ResumeError, PromotionError,
-            EvaluationError, TrackingUnreachable) as e:
-        print(f"ragsweep {args.command}: {e}", file=sys.stderr)
+    except BadInput as e:  # config, dataset, model file, endpoint, store, run or model name: before any work
+        say(str(e))
+        return 2
+    except OSError as e:
+        if e.filename is None or e.errno not in USER_PATH_ERRNOS:
+            say(f"failed: {type(e).__name__}: {e}")
+            return 1
+        # a path given by the user (a folder for a file, a file for a folder, no permission): bad input
+        say(f"cannot use {e.filename}: {e.strerror or type(e).__name__}")
         return 2
     except ServerError as e:
-        print(f"ragsweep {args.command}: {e}", file=sys.stderr)
+        say(str(e))
         return 1
     except KeyboardInterrupt:
-        print(f"ragsweep {args.command}: interrupted; servers stopped and runs closed", file=sys.stderr)
+        say("interrupted; servers stopped and runs closed")
         return 130
     except Exception as e:  # the reason is also on the MLflow parent run (FAILED)
-        print(f"ragsweep {args.command}: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        say(f"failed: {type(e).__name__}: {e}")
         return 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,13 +30,23 @@ from ragsweep.judges.custom import CustomJudgeSpec, load_spec
 from ragsweep.judges.scoring import COST_METRICS, JUDGE_PREFIX, OBJECTIVE_METRICS
 from ragsweep.judges.suite import DEFAULTS as JUDGE_DEFAULTS
 from ragsweep.judges.suite import metric_names
+from ragsweep.pipelines.errors import BadInput
+from ragsweep.pipelines.files import read_text_file
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.pipelines.rerank import RERANKERS
+from ragsweep.pipelines.secrets import MASK, SECRETS
 from ragsweep.pipelines.stores import STORES
-from ragsweep.pipelines.yaml_lines import key_lines
+from ragsweep.pipelines.yaml_lines import key_lines, load_yaml, yaml_error_line
 from ragsweep.search.registries import ENGINES, SAMPLERS, SCHEDULERS, SELECTION_RULES
 from ragsweep.search.schema import Strict as _Strict
 from ragsweep.search.space import SearchSpace, baseline_point, grid_points
+from ragsweep.search.tracking.checks import (
+    check_experiment_name,
+    check_http_url,
+    check_model_name,
+    check_storage_uri,
+    check_tracking_uri,
+)
 
 if TYPE_CHECKING:  # mypy sees plain names; pydantic validates them against the registries
     EngineName: TypeAlias = str
@@ -51,7 +61,7 @@ else:
     StoreName = STORES.field()
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """The experiment config is invalid; the message names the file, line and field."""
 
 
@@ -69,7 +79,25 @@ def _must_exist(value: Path | None) -> Path | None:
     return value
 
 
+def _must_be_file(value: Path | None) -> Path | None:
+    if value is not None and not value.is_file():
+        raise ValueError(f"{value} is a folder, not a file" if value.is_dir() else f"not a file: {value}")
+    return value
+
+
+def _loads_templates(value: Path | None) -> Path | None:
+    if value is not None:
+        load_templates(value)  # PromptError (a ValueError) names the file and template
+    return value
+
+
 ExistingPath = Annotated[Path, AfterValidator(_resolve), AfterValidator(_must_exist)]
+ExistingFile = Annotated[Path, AfterValidator(_resolve), AfterValidator(_must_exist), AfterValidator(_must_be_file)]
+HttpUrl = Annotated[str, AfterValidator(check_http_url)]
+StorageUri = Annotated[str, AfterValidator(check_storage_uri)]
+TrackingUri = Annotated[str, AfterValidator(check_tracking_uri)]
+ExperimentName = Annotated[str, AfterValidator(check_experiment_name)]
+ModelName = Annotated[str, AfterValidator(check_model_name)]
 # storage_dir is relative to the working directory (where a user expects ./ragsweep-runs), not the config.
 CwdPath = Annotated[Path, AfterValidator(lambda v: v.expanduser().resolve())]
 
@@ -80,9 +108,10 @@ class PipelineSettings(_Strict):
     embedder: str = Field("default", description="'default' = bundled all-MiniLM-L6-v2, or a local model folder")
     reranker_model: ExistingPath | None = Field(None, description="local sentence-transformers CrossEncoder folder")
     max_tokens: int = Field(48, ge=1, description="generator max_tokens per answer")
-    prompts_file: ExistingPath | None = Field(None, description="YAML of extra prompt templates")
+    prompts_file: Annotated[ExistingFile | None, AfterValidator(_loads_templates)] = Field(
+        None, description="YAML of extra prompt templates")
     vector_store: StoreName = Field("edge", description=STORES.describe())
-    qdrant_url: str | None = Field(None, description="Qdrant server URL (used instead of vector_store): one "
+    qdrant_url: HttpUrl | None = Field(None, description="Qdrant server URL (used instead of vector_store): one "
                                    "collection per index, shared by every node of a cluster")
     hnsw_ef: int | None = Field(
         None, ge=1, description="vector_store 'edge': unset = exact dense search; a number = approximate search over "
@@ -109,7 +138,7 @@ class ModelEndpoint(_Strict):
         "default",
         description="llama.cpp: GGUF path or 'default' (SmolLM2-135M); vllm: model folder or id; external: model id",
     )
-    base_url: str | None = Field(None, description="required for engine 'external', e.g. http://host:8000/v1")
+    base_url: HttpUrl | None = Field(None, description="required for engine 'external', e.g. http://host:8000/v1")
     api_key_env: str | None = Field(None, description="environment variable holding the API key, if any")
     n_ctx: int = Field(4096, ge=256)
     n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; unset = all cores")
@@ -258,7 +287,7 @@ class SearchSettings(_Strict):
     ray_address: str | None = Field(
         None, description="unset = join RAY_ADDRESS if set (ray job submit, KubeRay), else start a local Ray; 'auto' = "
         "join the cluster this machine belongs to; host:port = that cluster's head")
-    storage_path: str | None = Field(
+    storage_path: StorageUri | None = Field(
         None, description="Ray Tune results: on a multi-node cluster a URI every node reaches (s3://bucket/prefix, "
         "gs://..., or a path on NFS); unset = <storage_dir>/ray")
     max_failures: int | None = Field(
@@ -318,9 +347,9 @@ def _redact_switch(value: Any) -> Any:
 
 
 class MLflowSettings(_Strict):
-    tracking_uri: str | None = Field(None, description="unset = sqlite file in storage_dir")
-    experiment: str = "ragsweep"
-    model_name: str = Field("ragsweep-rag", description="registered model name; winner gets alias 'champion'")
+    tracking_uri: TrackingUri | None = Field(None, description="unset = sqlite file in storage_dir")
+    experiment: ExperimentName = "ragsweep"
+    model_name: ModelName = Field("ragsweep-rag", description="registered model name; winner gets alias 'champion'")
     trace_sample_rate: float = Field(
         1.0, ge=0, le=1, description="fraction of questions traced (the same questions in every trial); 0 = off")
     redact: Annotated[RedactSettings | None, BeforeValidator(_redact_switch)] = Field(
@@ -351,13 +380,13 @@ class PromotionSettings(_Strict):
 
 
 class DatasetSettings(_Strict):
-    corpus: ExistingPath
-    questions: ExistingPath
+    corpus: ExistingFile
+    questions: ExistingFile
     name: str | None = None
     holdout: float = Field(
         0.25, ge=0, lt=1, description="fraction of the questions kept out of the search (seeded; answerable and "
         "unanswerable in proportion); the finalists answer them after the search to confirm the pick; 0 = off")
-    holdout_file: ExistingPath | None = Field(
+    holdout_file: ExistingFile | None = Field(
         None, description="a separate held-out questions file (same layout as questions) instead of a split; "
         "its ids must not appear in questions")
 
@@ -420,10 +449,40 @@ class ExperimentConfig(_Strict):
     def judge_endpoint(self) -> ModelEndpoint:
         return self.llm.judge or self.llm.generator
 
+    def secret_values(self) -> list[str]:
+        """What must never be logged: every ``llm.<endpoint>.env`` value, the values of the variables
+        ``api_key_env`` names, and the passwords in the config's URIs."""
+        import os
+        from urllib.parse import urlsplit
+
+        out: list[str] = []
+        for ep in (self.llm.generator, self.llm.judge):
+            if ep is not None:
+                out += list(ep.env.values())
+                if ep.api_key_env and os.environ.get(ep.api_key_env):
+                    out.append(os.environ[ep.api_key_env])
+        uris = [self.mlflow.tracking_uri, self.pipeline.qdrant_url, self.search.storage_path,
+                *(ep.base_url for ep in (self.llm.generator, self.llm.judge) if ep is not None)]
+        out += [p for p in (urlsplit(u).password for u in uris if u) if p]
+        return out
+
     @property
     def index_cache(self) -> Path:
         """One folder per index key under storage_dir, shared by trials, the champion and ``evaluate --run``."""
         return (self.storage_dir / "index-cache").resolve()
+
+
+def loggable(model: BaseModel) -> dict[str, Any]:
+    """``model`` as JSON-ready data for MLflow: every ``env`` mapping's values masked, and secrets masked
+    everywhere else (:data:`SECRETS`)."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({n: MASK for n in v} if k == "env" and isinstance(v, dict) else walk(v))
+                    for k, v in value.items()}
+        return [walk(v) for v in value] if isinstance(value, list) else value
+
+    return SECRETS.deep(walk(model.model_dump(mode="json")))
 
 
 # ---- loading -------------------------------------------------------------------------------------------
@@ -461,16 +520,38 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def format_validation_error(err: ValidationError, source: str, lines: dict[tuple[str, ...], int]) -> str:
-    out = [f"{source}: invalid experiment config ({err.error_count()} problem(s))"]
-    for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"] if not str(p).startswith(("list[", "function-", "constrained-")))
-        # pydantic tags union branches (IntRange, list[int]) in loc; drop them so the path is the YAML path.
-        loc = tuple(p for p in loc if p not in {"IntRange", "FloatRange"})
+_UNION_NOISE = {"list_type", "model_type", "dict_type", "model_attributes_type"}
+_SHOW_INPUT = {"int_parsing", "float_parsing", "bool_parsing", "int_type", "float_type", "string_type",
+               "finite_number", "greater_than_equal", "greater_than", "less_than_equal", "less_than", "literal_error"}
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> tuple[str, ...]:
+    """pydantic's error location without its union-branch tags (IntRange, list[int]): the path in the YAML."""
+    parts = tuple(str(p) for p in loc if not str(p).startswith(("list[", "function-", "constrained-")))
+    return tuple(p for p in parts if p not in {"IntRange", "FloatRange"})
+
+
+def format_validation_error(err: ValidationError, source: str, lines: dict[tuple[str, ...], int],
+                            flags: dict[tuple[str, ...], str] | None = None) -> str:
+    """One line per problem: where (the command-line flag that set the value, else the YAML line), the dotted
+    field and the reason."""
+    flags = flags or {}
+    errors = err.errors()
+    # A value that fits no branch of a union (a list or a range) fails every branch; keep the branch that got
+    # deeper (e.g. "step: must be >= 1") over "should be a valid list" at the key itself.
+    locs = [_yaml_path(e["loc"]) for e in errors]
+    errors = [e for e, loc in zip(errors, locs, strict=True)
+              if not (e["type"] in _UNION_NOISE and any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs))]
+    out = [f"{source}: invalid experiment config ({len(errors)} problem(s))"]
+    for e in errors:
+        loc = _yaml_path(e["loc"])
         field = ".".join(loc) or "(top level)"
+        flag = next((flags[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in flags), None)
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
-        where = f"line {line}, " if line else ""
+        where = f"flag {flag}, " if flag else f"line {line}, " if line else ""
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] in _SHOW_INPUT and isinstance(e.get("input"), (str, int, float, bool)):
+            msg += f" (got {e['input']!r})"
         if e["type"] == "extra_forbidden" and loc:
             model = _model_at(loc)
             if model is not None:
@@ -494,27 +575,26 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read, override (CLI flag names of :data:`OVERRIDES`) and validate an experiment YAML file."""
     path = Path(path).expanduser()  # "~/ragsweep/..." arrives unexpanded when quoted (ray submit)
+    text = read_text_file(path, "config file", ConfigError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise ConfigError(f"{path}: {where}invalid YAML: {getattr(e, 'problem', e)}") from None
+        line = yaml_error_line(e)
+        where = f"line {line}: " if line else ""
+        raise ConfigError(f"{path}: {where}invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    flags: dict[tuple[str, ...], str] = {}
     for flag, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, OVERRIDES[flag], value)
+            flags[tuple(OVERRIDES[flag].split("."))] = "--" + flag.replace("_", "-")
     try:
-        return ExperimentConfig.model_validate(data, context={"base_dir": path.resolve().parent})
+        cfg = ExperimentConfig.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, str(path), key_lines(text))) from None
+        raise ConfigError(format_validation_error(e, str(path), key_lines(text), flags)) from None
+    SECRETS.add(*cfg.secret_values())
+    return cfg
 
 
 def config_json_schema() -> dict[str, Any]:

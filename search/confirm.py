@@ -26,7 +26,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.data import Dataset, DatasetError, Question, load_questions, seeded_order, split_holdout
-from ragsweep.search.config import ExperimentConfig
+from ragsweep.search.config import ConfigError, ExperimentConfig
 from ragsweep.search.space import TrialParams
 from ragsweep.search.tracking.redact import Redactor
 from ragsweep.search.trial import (
@@ -57,10 +57,19 @@ class QuestionPlan:
         return bool(self.holdout_ids)
 
 
+def _fits(cfg: ExperimentConfig, key: str, asked: int | None, available: int, what: str) -> None:
+    """A count the user set (not a default, which is capped) must not exceed what the dataset has."""
+    if asked is not None and key in cfg.search.model_fields_set and asked > available:
+        raise ConfigError(f"search.{key}: {asked} asked for, but there are only {available} {what}; lower it, or "
+                          "unset it to use them all")
+
+
 def plan_questions(cfg: ExperimentConfig, dataset: Dataset) -> QuestionPlan:
     """Split (or read) the held-out questions and order both parts; raises :class:`DatasetError` naming the file
     for a bad held-out file and when the held-out part is too small to compare on."""
     d, s = cfg.dataset, cfg.search
+    if d.holdout_file is None and d.holdout <= 0:
+        _fits(cfg, "questions_per_trial", s.questions_per_trial, len(dataset.questions), f"questions in {d.questions}")
     if d.holdout_file is not None:
         held = load_questions(d.holdout_file, dataset.corpus)
         searched = {q.id for q in dataset.questions}
@@ -75,10 +84,14 @@ def plan_questions(cfg: ExperimentConfig, dataset: Dataset) -> QuestionPlan:
     else:
         return QuestionPlan(tuple(q.id for q in seeded_order(dataset.questions, s.seed, s.questions_per_trial)),
                             (), (), "off (dataset.holdout: 0)")
+    if len(held) >= 2 and len(pool) >= 1:
+        _fits(cfg, "questions_per_trial", s.questions_per_trial, len(pool), "questions left to search after the "
+              f"held-out split ({source})")
     if len(held) < 2 or len(pool) < 1:
         raise DatasetError(f"{d.questions}: {len(held)} held-out and {len(pool)} search question(s) ({source}); "
                            "confirmation needs at least 2 held-out questions: add questions, raise dataset.holdout, "
                            "or set dataset.holdout: 0 to turn confirmation off")
+    _fits(cfg, "holdout_questions", s.holdout_questions, len(held), f"held-out questions ({source})")
     n_held = s.holdout_questions or s.questions_per_trial
     return QuestionPlan(tuple(q.id for q in seeded_order(pool, s.seed, s.questions_per_trial)), tuple(held),
                         tuple(q.id for q in seeded_order(held, s.seed, n_held)), source)

@@ -23,8 +23,17 @@ from typing import Any
 
 from ray import tune
 
+from ragsweep.pipelines.secrets import SECRETS
+
 PREFIX = "[ragsweep] "
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?: ")
+
+
+class MaskingFormatter(logging.Formatter):
+    """A formatter whose output never holds a secret (:data:`~ragsweep.pipelines.secrets.SECRETS`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return SECRETS.mask(super().format(record))
 
 
 def logger(wing: str) -> logging.Logger:
@@ -41,7 +50,7 @@ def setup(verbosity: int = 0, log_file: Path | None = None) -> None:
     root.propagate = False
     console = logging.StreamHandler(sys.stdout)
     console.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
-    console.setFormatter(logging.Formatter(PREFIX + "%(message)s"))
+    console.setFormatter(MaskingFormatter(PREFIX + "%(message)s"))
     root.addHandler(console)
     if verbosity == 0:  # libraries' progress chatter (table creation, study creation, validation notes)
         for name in ("mlflow", "optuna", "alembic"):
@@ -56,7 +65,7 @@ def add_log_file(path: Path) -> logging.FileHandler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("ragsweep").addHandler(handler)
     return handler
 

@@ -27,10 +27,12 @@ from mlflow.tracking import MlflowClient
 
 from ragsweep.judges.intervals import paired_difference
 from ragsweep.pipelines.data import Dataset, load_dataset
+from ragsweep.pipelines.embed import check_model_folder, resolve_embedder_path
 from ragsweep.pipelines.llm import USAGE, merge_intervals
 from ragsweep.pipelines.prompts import load_templates
+from ragsweep.pipelines.secrets import SECRETS
 from ragsweep.search.assemble import prompt_for
-from ragsweep.search.config import ConfigError, ExperimentConfig
+from ragsweep.search.config import ConfigError, ExperimentConfig, loggable
 from ragsweep.search.confirm import HOLDOUT, Confirmed, Job, QuestionPlan, confirm_all, plan_questions
 from ragsweep.search.console import TrialTable, add_log_file, logger, remove_handler, varying_keys
 from ragsweep.search.promotion.champion import CHAMPION, register_version
@@ -56,6 +58,8 @@ from ragsweep.search.tracking.runs import (
     ensure_experiment,
     flatten,
     git_commit,
+    hide_credentials,
+    require_store,
 )
 from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE, RunRef, Tracker
 
@@ -105,13 +109,30 @@ def say(msg: str) -> None:
 def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
     """Checks that need no run: dataset validity (held-out file too) and model files. Raises before anything is
     written."""
+    check_storage_dir(cfg.storage_dir)
     check_index_memory(cfg)  # before the corpus is read: a corpus too large to index may be too large to load
     dataset = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
     plan = plan_questions(cfg, dataset)
-    preflight(cfg.llm.generator, cluster=ray_target(cfg) is not None)
+    resolve_embedder_path(cfg.pipeline.embedder)
+    if cfg.pipeline.reranker_model is not None:
+        check_model_folder(cfg.pipeline.reranker_model, "pipeline.reranker_model")
+    preflight(cfg.llm.generator, cluster=ray_target(cfg) is not None, where="llm.generator")
     if cfg.llm.judge is not None:
-        preflight(cfg.llm.judge, cluster=ray_target(cfg) is not None)
+        preflight(cfg.llm.judge, cluster=ray_target(cfg) is not None, where="llm.judge")
     return dataset, plan
+
+
+def check_storage_dir(storage: Path) -> None:
+    """storage_dir is a folder this process can write, or can be created (checked without creating it)."""
+    existing = next(p for p in (storage, *storage.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"storage_dir {storage}: {existing} is a file, not a folder")
+    try:  # a real write (then removed): permissions, read-only mounts and root's exemptions all count
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".ragsweep-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"storage_dir {storage}: cannot write in {existing} ({e.strerror})") from None
 
 
 def check_index_memory(cfg: ExperimentConfig) -> None:
@@ -142,12 +163,16 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
 
     ``verbose`` > 0 adds Ray Tune's own progress output to ragsweep's trial table."""
     t_total = time.perf_counter()
+    SECRETS.add(*cfg.secret_values())
     dataset, plan = prepare(cfg)
     storage = cfg.storage_dir
-    storage.mkdir(parents=True, exist_ok=True)
     uri = cfg.mlflow.tracking_uri or default_tracking_uri(storage)
     check_cluster(cfg, uri)  # joining a cluster with a tracking store other nodes cannot reach: config error
-    check_tracking(uri)  # an unreachable server fails here, before any run, server or trial
+    check_tracking(uri)  # an unreachable server fails here, before any run, server or trial (or folder)
+    hide_credentials(uri)
+    if resume:
+        require_store(uri)  # nothing to resume: say so without creating an empty store
+    storage.mkdir(parents=True, exist_ok=True)
     say(f"MLflow tracking store: {uri}")
     say(f"  view it with: mlflow ui --backend-store-uri {uri}")
     mlflow.set_tracking_uri(uri)
@@ -224,7 +249,7 @@ def _register_prompts(cfg: ExperimentConfig, parent: RunRef) -> dict[str, str]:
 
 
 def _log_parent(parent: RunRef, cfg: ExperimentConfig, dataset: Dataset, config_path: Path | None) -> None:
-    parent.params(flatten(cfg.model_dump(mode="json")))
+    parent.params(flatten(loggable(cfg)))
     parent.params({"dataset.digest": dataset.digest, "dataset.n_docs": str(len(dataset.corpus)),
                    "dataset.n_questions": str(len(dataset.questions))})
     parent.tracker.dataset_inputs(parent.run_id, dataset, cfg.dataset.corpus, cfg.dataset.questions)
@@ -234,7 +259,7 @@ def _log_parent(parent: RunRef, cfg: ExperimentConfig, dataset: Dataset, config_
         commit = git_commit(config_path.resolve().parent)
         if commit:
             tags["git.commit"] = commit
-        parent.artifact(config_path, "config")
+        parent.text(config_path.read_text(encoding="utf-8"), f"config/{config_path.name}")
     parent.tags(tags)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ragsweep.judges.intervals import PairedDifference
 from ragsweep.judges.scoring import JUDGE_METRICS
+from ragsweep.pipelines.secrets import SECRETS
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.confirm import HOLDOUT, Confirmed, QuestionPlan
 from ragsweep.search.promotion.selection import Evidence, Selection, TrialRecord
@@ -253,8 +254,9 @@ def write_report(trials: list[TrialRecord], summary: Summary, cfg: ExperimentCon
         summary.notes.append(f"parameter importances: not computed ({type(e).__name__}: {e})")
     (folder / "importances.json").write_text(json.dumps(imp, indent=2))
     pngs = _plots(study, cfg, folder, summary.notes)
-    lines = summary_lines(summary, cfg)
-    (folder / "report.html").write_text(_html(lines, top, imp, pngs, summary.notes), encoding="utf-8")
+    lines = [SECRETS.mask(line) for line in summary_lines(summary, cfg)]  # they name the tracking URI
+    notes = [SECRETS.mask(n) for n in summary.notes]
+    (folder / "report.html").write_text(_html(lines, top, imp, pngs, notes), encoding="utf-8")
     return lines
 
 

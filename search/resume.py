@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
+from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.serving.cluster import tune_root
 from ragsweep.search.tracking.runs import TAG_KIND, flatten
@@ -21,7 +22,7 @@ TAG_RAY_DIR = "ragsweep.ray_dir"  # Ray Tune experiment folder of a search (pare
 _IGNORED = ("mlflow.tracking_uri", "search.ray_address", "search.storage_path", "search.max_failures", "storage_dir")
 
 
-class ResumeError(ValueError):
+class ResumeError(BadInput):
     """The search cannot be resumed; the message says why."""
 
 

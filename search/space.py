@@ -43,7 +43,7 @@ class _Range(_Strict):
 class IntRange(_Range):
     low: int
     high: int
-    step: int = 1
+    step: int = Field(1, ge=1, description="a positive integer: values low, low + step, ... up to high")
 
 
 class FloatRange(_Range):

@@ -44,6 +44,7 @@ from ragsweep.pipelines.graph import Answer
 from ragsweep.pipelines.index import IndexCache
 from ragsweep.pipelines.llm import merge_intervals
 from ragsweep.pipelines.llm_cache import RequestCache
+from ragsweep.pipelines.secrets import SECRETS
 from ragsweep.search.assemble import Assembled, build_pipeline, pipeline_spec
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.schedulers import PER_QUESTION
@@ -137,6 +138,7 @@ def logging_step(progress: Progress, what: str) -> Iterator[None]:
 
 def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
     os.environ.update(ctx.env)
+    SECRETS.add(*ctx.config.secret_values())  # this worker process masks what the driver masks
     params = TrialParams.from_sampled(sampled)  # a bad value fails here, before any model work
     trial_name = tune.get_context().get_trial_name() or "local"
     mlflow.set_tracking_uri(ctx.tracking_uri)
@@ -187,7 +189,7 @@ def _run_logged(params: TrialParams, ctx: SearchContext, trial_name: str, progre
         status = "FAILED"
         if not progress.logging:  # MLflow still answers: record why the trial failed
             with logging_step(progress, "the trial's failure reason"):
-                mlflow.set_tags({TAG_STATUS: "failed", TAG_FAILURE: f"{type(e).__name__}: {e}"[:5000]})
+                mlflow.set_tags({TAG_STATUS: "failed", TAG_FAILURE: SECRETS.mask(f"{type(e).__name__}: {e}")[:5000]})
         raise
     else:
         with logging_step(progress, "the trial's status"):
@@ -438,8 +440,6 @@ def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: li
 
 def redacted(row: dict[str, Any], r: Redactor) -> dict[str, Any]:
     """``row`` with its texts masked (ids, numbers and scores stay)."""
-    if not r.enabled:
-        return row
     return {**row, "question": r(row["question"]), "answer": r(row["answer"]), "gold": r.deep(row["gold"]),
             "contexts": [{**c, "text": r(c["text"])} for c in row["contexts"]],
             "judges": {n: {**j, "reason": r(j["reason"]), "raw": r(j["raw"])} for n, j in row["judges"].items()}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,18 +27,29 @@ from mlflow.types import ColSpec, Schema
 from ragsweep.pipelines.data import file_digest, load_corpus
 from ragsweep.pipelines.index import IndexCache, read_index
 from ragsweep.pipelines.prompts import PromptTemplate
+from ragsweep.pipelines.secrets import MASK
 from ragsweep.search.assemble import build_pipeline
 from ragsweep.search.config import ModelEndpoint, PipelineSettings
 from ragsweep.search.serving.servers import serve
 from ragsweep.search.space import TrialParams
 
 CHAMPION = "champion"
+# Where a champion logged without its index builds one: the CLI sets it to the config's <storage_dir>/index-cache;
+# a model loaded by plain MLflow (no config) falls back to ~/.cache/ragsweep/index.
+INDEX_CACHE_ENV = "RAGSWEEP_INDEX_CACHE"
 MODEL_CODE = Path(__file__).with_name("champion_model.py")  # MLflow models from code: it calls set_model
 INPUT_EXAMPLE = "What is this corpus about?"
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "question")]),
     outputs=Schema([ColSpec("string", "answer"), ColSpec("string", "sources")]),
 )
+
+
+def unmasked_env(endpoint: dict[str, Any]) -> dict[str, str]:
+    """The server environment of a logged endpoint: values were masked when logged (secrets never reach MLflow),
+    so a masked value is taken from this process's environment variable of the same name, or left out."""
+    env = endpoint.get("env") or {}
+    return {k: (os.environ[k] if v == MASK else v) for k, v in env.items() if v != MASK or k in os.environ}
 
 
 class RagChampion(PythonModel):
@@ -52,7 +64,7 @@ class RagChampion(PythonModel):
         corpus_path = Path(context.artifacts["corpus"])
         params = TrialParams.model_validate(spec["params"])
         settings = PipelineSettings.model_validate({**spec["pipeline"], "prompts_file": None})
-        generator = ModelEndpoint.model_validate(spec["generator"])
+        generator = ModelEndpoint.model_validate({**spec["generator"], "env": unmasked_env(spec["generator"])})
         self._stack = contextlib.ExitStack()
         atexit.register(self._stack.close)
         log_dir = Path(tempfile.gettempdir()) / "ragsweep-champion-logs"
@@ -61,7 +73,7 @@ class RagChampion(PythonModel):
         t2 = time.perf_counter()
         # The index the search built travels with the model; versions logged before it did are rebuilt once.
         index = read_index(Path(context.artifacts["index"])) if "index" in context.artifacts else None
-        cache = IndexCache(Path.home() / ".cache" / "ragsweep" / "index")
+        cache = IndexCache(Path(os.environ.get(INDEX_CACHE_ENV) or Path.home() / ".cache" / "ragsweep" / "index"))
         prompt = PromptTemplate(spec["prompt"]["name"], spec["prompt"]["system"], spec["prompt"]["user"])
         built = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path), cache,
                                endpoints.generator.client(), seed=spec.get("seed", 0), prompt=prompt, index=index)

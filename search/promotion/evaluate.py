@@ -33,6 +33,7 @@ from ragsweep.judges.intervals import intervals
 from ragsweep.judges.retrieval import ChunkRef
 from ragsweep.judges.scoring import DETERMINISTIC_METRICS, aggregate, objective, score_answer
 from ragsweep.pipelines.data import Dataset, load_dataset
+from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.console import logger
 from ragsweep.search.tracking.runs import TAG_KIND
 from ragsweep.search.tracking.tracker import RunRef, Tracker
@@ -42,7 +43,7 @@ HOLDOUT = "holdout."
 log = logger("promotion")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(BadInput):
     """The model or its promoted score cannot be found; the message names the model and version."""
 
 

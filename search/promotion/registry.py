@@ -21,6 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.config import PromotionSettings
 from ragsweep.search.promotion.champion import CHAMPION, SIGNATURE
 from ragsweep.search.promotion.gates import Candidate, Decision, Gate, evaluate
@@ -33,7 +34,7 @@ TAG_PREVIOUS = "ragsweep.previous_champion"
 TAG_SEARCH = "search_run_id"
 
 
-class PromotionError(RuntimeError):
+class PromotionError(BadInput):
     """A promotion or rollback cannot be done (no such run or version, nothing to roll back to)."""
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ragsweep.pipelines.errors import BadInput
 from ragsweep.pipelines.llm import Engine, LLMError, check_endpoint
 from ragsweep.search.config import ModelEndpoint
 from ragsweep.search.registries import ENGINES
@@ -27,11 +28,14 @@ class ServerError(RuntimeError):
     """A model server could not be started or reached; the message names the model file or endpoint."""
 
 
-class ServingSetupError(ValueError):
+class ServingSetupError(BadInput):
     """A model file or server program named by the config is missing (bad input, found before anything starts)."""
 
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+GGUF_MAGIC = b"GGUF"
 
 
 def resolve_gguf(spec: str) -> Path:
@@ -44,7 +48,16 @@ def resolve_gguf(spec: str) -> Path:
     else:
         path = Path(spec).expanduser()
     if not path.is_file():
-        raise ServingSetupError(f"model file not found: {path} (llm model setting {spec!r})")
+        what = "is a folder, not a GGUF file" if path.is_dir() else "not found"
+        raise ServingSetupError(f"model file {what}: {path} (llm model setting {spec!r})")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ServingSetupError(f"model file {path} cannot be read: {e.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise ServingSetupError(f"{path} is not a GGUF model file (it starts with {magic!r}, a GGUF file with "
+                                f"{GGUF_MAGIC!r}): llama.cpp loads GGUF files only (llm model setting {spec!r})")
     return path.resolve()
 
 
@@ -233,17 +246,26 @@ def api_key(cfg: ModelEndpoint) -> str:
         return "not-needed"
     key = os.environ.get(cfg.api_key_env)
     if not key:
-        raise ServerError(f"environment variable {cfg.api_key_env} (llm api_key_env) is not set")
+        raise ServingSetupError(f"environment variable {cfg.api_key_env} (llm api_key_env) is not set")
     return key
 
 
-def preflight(cfg: ModelEndpoint, cluster: bool = False) -> None:
+def preflight(cfg: ModelEndpoint, cluster: bool = False, where: str = "llm.generator") -> None:
     """Cheap checks before anything starts: the engine's own (model file, program; GPU programs are checked on
-    GPU nodes when ``cluster``) and that the API key variable is set."""
+    GPU nodes when ``cluster``), that the API key variable is set, and that an external endpoint (``where``)
+    answers ``GET /models``."""
     server = ENGINES.get(cfg.engine)
     if server is not None:
         server.preflight(cfg, cluster)
-    api_key(cfg)
+    try:
+        key = api_key(cfg)
+    except ServingSetupError as e:
+        raise ServingSetupError(f"{where}.api_key_env: {e}") from None
+    if server is None and cfg.base_url:
+        try:
+            check_endpoint(cfg.base_url, timeout_s=min(cfg.timeout_s, 10.0), api_key=key)
+        except LLMError as e:
+            raise ServingSetupError(f"{where}.base_url: {e}") from None
 
 
 def build_server(cfg: ModelEndpoint, log_path: Path, seed: int, host: str = "127.0.0.1") -> tuple[ManagedServer, str]:

@@ -2,8 +2,9 @@
 
 Contract: :class:`Redactor` maps a string to the same string with every e-mail address replaced by ``[EMAIL]``,
 every phone number by ``[PHONE]`` and every match of a configured pattern by ``[REDACTED]``; :meth:`Redactor.deep`
-does the same for every string inside lists, tuples and dict values. With no settings it returns its input
-unchanged. Model artifacts (the champion's corpus and config) are not redacted: the champion needs them to answer.
+does the same for every string inside lists, tuples and dict values. With no settings it changes nothing but
+secrets (:mod:`ragsweep.pipelines.secrets`), which it masks whatever the settings. Model artifacts (the champion's
+corpus and config) are not redacted: the champion needs them to answer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ragsweep.pipelines.secrets import SECRETS
 from ragsweep.search.config import RedactSettings
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
@@ -32,6 +34,7 @@ class Redactor:
         self._patterns = [re.compile(p) for p in settings.patterns] if settings else []
 
     def __call__(self, text: str) -> str:
+        text = SECRETS.mask(text)  # always, whatever mlflow.redact says
         if not self.enabled or not text:
             return text
         for p in self._patterns:  # first, so a pattern may cover what the built-in masks would cut apart
@@ -44,8 +47,6 @@ class Redactor:
 
     def deep(self, value: Any) -> Any:
         """``value`` with every string inside it redacted (dict keys are left as they are)."""
-        if not self.enabled:
-            return value
         if isinstance(value, str):
             return self(value)
         if isinstance(value, dict):

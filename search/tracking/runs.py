@@ -14,11 +14,14 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.data import Dataset
+from ragsweep.pipelines.errors import BadInput
+from ragsweep.search.tracking.checks import mask_uri
 from ragsweep.search.tracking.tracker import PARENT_TAG, Tracker
 
 TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
@@ -31,7 +34,7 @@ TAG_STATUS = "ragsweep.status"  # trial outcome: completed | stopped_early (by t
 RETRY_ENV = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
 
-class TrackingUnreachable(RuntimeError):
+class TrackingUnreachable(BadInput):
     """The MLflow tracking server cannot be reached before any work; the message names it."""
 
 
@@ -45,15 +48,16 @@ def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     url = uri.rstrip("/") + "/health"
+    shown = mask_uri(uri)
     try:
         r = httpx.get(url, timeout=timeout_s)
     except httpx.HTTPError as e:
-        raise TrackingUnreachable(f"MLflow tracking server {uri} is unreachable ({type(e).__name__}: {e}); start "
-                                  "it (mlflow server --host ... --port ...) or fix mlflow.tracking_uri / "
-                                  "--tracking-uri") from None
+        raise TrackingUnreachable(f"MLflow tracking server {shown} is unreachable ({type(e).__name__}: "
+                                  f"{str(e).replace(uri, shown)}); start it (mlflow server --host ... --port ...) or "
+                                  "fix mlflow.tracking_uri / --tracking-uri") from None
     if r.status_code != 200:
-        raise TrackingUnreachable(f"MLflow tracking server {uri} answered HTTP {r.status_code} on {url}: is this "
-                                  "an MLflow tracking server?")
+        raise TrackingUnreachable(f"MLflow tracking server {shown} answered HTTP {r.status_code} on "
+                                  f"{mask_uri(url)}: is this an MLflow tracking server?")
 
 
 @contextlib.contextmanager
@@ -69,6 +73,32 @@ def no_retries() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def hide_credentials(uri: str) -> None:
+    """MLflow prints "View run ... at: <tracking URI>/#/..." to stdout, password included; with a password in the URI,
+    turn those lines off (here and, through the MLFLOW_* environment trials inherit, in every trial)."""
+    if urlsplit(uri).password:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+
+
+def require_store(uri: str) -> None:
+    """For a local store (sqlite file, file store folder) that does not exist yet, :class:`TrackingUnreachable`:
+    commands that only read (ask, serve, promote, rollback, evaluate, resume) must not create an empty one."""
+    path = local_store_path(uri)
+    if path is not None and not path.exists():
+        raise TrackingUnreachable(f"no MLflow store at {path} (tracking URI {mask_uri(uri)}): run a search first, or "
+                                  "point --tracking-uri / mlflow.tracking_uri / storage_dir at the one it wrote")
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The file or folder behind a sqlite or file-store URI (None for a server or database URI)."""
+    if uri.startswith("sqlite:"):
+        rest = uri.removeprefix("sqlite:")
+        return Path(rest[3:] if rest.startswith("///") else rest.lstrip("/")) if rest not in ("", "//") else None
+    if uri.startswith("file:"):
+        return Path(urlsplit(uri).path)
+    return Path(uri).expanduser() if "://" not in uri else None
 
 
 def default_tracking_uri(storage_dir: Path) -> str:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ragsweep.pipelines.secrets import SECRETS
+
 if TYPE_CHECKING:
     from ragsweep.pipelines.data import Dataset
 
@@ -60,7 +62,7 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
 
     def params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(k, str(v)[:PARAM_CHARS]) for k, v in params.items()]
+        items = [Param(k, SECRETS.mask(str(v))[:PARAM_CHARS]) for k, v in params.items()]
         for i in range(0, len(items), BATCH):
             self.client.log_batch(run_id, params=items[i : i + BATCH])
 
@@ -72,18 +74,22 @@ class Tracker:
             self.client.log_batch(run_id, metrics=items[i : i + BATCH])
 
     def tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        items = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        items = [RunTag(k, SECRETS.mask(str(v))[:5000]) for k, v in tags.items()]
         for i in range(0, len(items), BATCH):
             self.client.log_batch(run_id, tags=items[i : i + BATCH])
 
     def artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), folder)
 
+    def text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """``text`` as a file artifact, secrets masked (e.g. the config file as the user wrote it)."""
+        self.client.log_text(run_id, SECRETS.mask(text), artifact_file)
+
     def artifacts(self, run_id: str, local_dir: Path, folder: str | None = None) -> None:
         self.client.log_artifacts(run_id, str(local_dir), folder)
 
     def json(self, run_id: str, obj: Any, artifact_file: str) -> None:
-        self.client.log_dict(run_id, obj, artifact_file)
+        self.client.log_dict(run_id, SECRETS.deep(obj), artifact_file)
 
     def dataset_inputs(self, run_id: str, dataset: Dataset, corpus_path: Path, questions_path: Path,
                        n_used: int | None = None) -> None:
@@ -134,6 +140,9 @@ class RunRef:
 
     def artifacts(self, local_dir: Path, folder: str | None = None) -> None:
         self.tracker.artifacts(self.run_id, local_dir, folder)
+
+    def text(self, text: str, artifact_file: str) -> None:
+        self.tracker.text(self.run_id, text, artifact_file)
 
     def json(self, obj: Any, artifact_file: str) -> None:
         self.tracker.json(self.run_id, obj, artifact_file)

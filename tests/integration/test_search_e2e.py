@@ -398,17 +398,16 @@ def test_missing_model_file_stops_before_any_run(tmp_path: Path, xquad_slice, ml
     assert MlflowClient(mlflow_server).get_experiment_by_name("e2e-missing-model") is None
 
 
-def test_unreachable_endpoint_fails_parent_run_with_reason(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_endpoint_stops_before_any_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+    """An external endpoint that does not answer is bad input: exit 2 naming it, before an MLflow run or Ray."""
     url = f"http://127.0.0.1:{free_port()}/v1"
     extra = f"llm:\n  generator: {{engine: external, base_url: '{url}', model: m}}\n"
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-unreachable", extra)
     proc = _run([*CLI, "search", "--config", str(cfg)], cwd=tmp_path)
-    assert proc.returncode == 1
-    assert f"{url}/models is not usable" in proc.stderr
-    parents, children = _runs(mlflow_server, "e2e-unreachable")
-    assert len(parents) == 1 and not children
-    assert parents[0].info.status == "FAILED"
-    assert f"{url}/models" in parents[0].data.tags[TAG_FAILURE]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"llm.generator.base_url: LLM endpoint {url}/models is not usable" in proc.stderr
+    assert MlflowClient(mlflow_server).get_experiment_by_name("e2e-unreachable") is None
+    assert not (tmp_path / "runs").exists()
 
 
 def test_unreachable_mlflow_server_stops_before_anything_starts(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]

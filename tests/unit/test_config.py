@@ -155,7 +155,8 @@ def test_custom_judges_from_file_and_inline_enter_the_objective(tmp_path: Path) 
     ("judges:\n  suite: [faithfullness]\n",
      r"line 5, judges.suite.0: unknown built-in judge 'faithfullness' \(did you mean 'faithfulness'\?\)"),
     ("judges:\n  suite: [correctness, correctness]\n", "suite lists a judge twice"),
-    ("judges:\n  custom: [nope.yaml]\n", r"line 5, judges.custom.0: .*nope.yaml: judge file not found"),
+    ("judges:\n  custom: [nope.yaml]\n", r"line 5, judges.custom.0: .*nope.yaml: cannot read the judge file: file not "
+                                         "found"),
     ("judges:\n  custom: [{name: x, definition: d, grading_prompt: g, reads: [gold], scale: {min: 2, max: 1}}]\n",
      "judges.custom.0.scale: .*min < max"),
     ("judges:\n  faithfulness_calls: 3\n", "judges.faithfulness_calls: Input should be 1 or 2"),

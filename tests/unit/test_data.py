@@ -45,7 +45,7 @@ def _rewrite(path: Path, mutate) -> None:  # type: ignore[no-untyped-def]
         ("questions", lambda r: r[0]["answer_spans"][0].update(end=9999), r"questions.jsonl:1: .*out of range"),
         ("questions", lambda r: r[0]["answer_spans"][0].update(doc_id="zz"), r"unknown document 'zz'"),
         ("questions", lambda r: r[0].pop("question"), r"questions.jsonl:1: missing field 'question'"),
-        ("questions", lambda r: r[0].update(answers="38"), r"field 'answers' must be list"),
+        ("questions", lambda r: r[0].update(answers="38"), r"field 'answers' must be a list"),
         ("corpus", lambda r: r.clear(), r"corpus.jsonl: the corpus is empty"),
     ],
 )

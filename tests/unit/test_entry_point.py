@@ -23,4 +23,4 @@ def test_run_py_reports_a_missing_config_clearly(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(REPO / "search" / "run.py"), "--config", "nope.yaml"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert "nope.yaml: config file not found" in out.stderr
+    assert "nope.yaml: cannot read the config file: file not found" in out.stderr

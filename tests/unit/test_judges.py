@@ -163,7 +163,7 @@ def test_custom_judge_file_errors_name_file_and_line(tmp_path: Path) -> None:
                     "  max: x\n")
     with pytest.raises(ValueError, match=r"j\.yaml: invalid judge: line 7, scale\.max: .*integer"):
         load_spec(path)
-    with pytest.raises(ValueError, match="judge file not found"):
+    with pytest.raises(ValueError, match="cannot read the judge file: file not found"):
         load_spec(tmp_path / "missing.yaml")
 
 
