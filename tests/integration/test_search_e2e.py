@@ -451,8 +451,9 @@ def test_mlflow_server_gone_mid_search_fails_naming_what_was_not_logged(tmp_path
 
 
 def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
+    # The GGUF magic but nothing valid after it: past the pre-start check, so llama.cpp itself fails to load it.
     bad = tmp_path / "broken.gguf"
-    bad.write_bytes(b"not a gguf file")
+    bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"not a valid model" * 8)
     extra = f"llm:\n  generator: {{engine: llama.cpp, model: {bad}}}\n"
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-broken-model", extra)
     proc = _run([*CLI, "search", "--config", str(cfg)], cwd=tmp_path)
