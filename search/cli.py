@@ -17,7 +17,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path("configs/default.yaml")
+CONFIG_ENV = "RAGSWEEP_CONFIG"
+TRACKING_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own convention
+
+
+def project_config() -> Path:
+    """configs/default.yaml of the project the installed package comes from (a checkout, or the folder an editable
+    install points at); never relative to the working directory."""
+    import ragsweep.search
+
+    return Path(ragsweep.search.__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+def default_config() -> tuple[Path, str]:
+    """The config a command uses without --config, and where that choice came from."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]).expanduser(), CONFIG_ENV
+    return project_config(), "the project's default"
 
 
 
@@ -35,8 +51,8 @@ IMPLICIT_MLFLOW_ENV = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
-                   help=f"experiment YAML (default: {DEFAULT_CONFIG})")
+    p.add_argument("--config", type=Path, default=None,
+                   help=f"experiment YAML (default: ${CONFIG_ENV}, else configs/default.yaml of the ragsweep project)")
 
 
 def _add_model_args(p: argparse.ArgumentParser, alias: bool = True) -> None:
@@ -177,6 +193,17 @@ def _check_port_free(host: str, port: int) -> None:
                           "--port, or stop what is using it") from None
 
 
+def _load(args: argparse.Namespace, overrides: dict[str, object] | None = None) -> Any:
+    """The command's config: --config, else the default (:func:`default_config`), which must exist."""
+    from ragsweep.search.config import ConfigError, load_config
+
+    source = getattr(args, "config_source", None)
+    if source and not Path(args.config).is_file():
+        raise ConfigError(f"no --config given, and the default from {source} ({args.config}) is not a file: pass "
+                          f"--config FILE or set {CONFIG_ENV}")
+    return load_config(args.config, overrides)
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     from ragsweep.search.config import OVERRIDES
 
@@ -185,13 +212,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from ragsweep.pipelines.secrets import SECRETS
-    from ragsweep.search.config import load_config
+    from ragsweep.search.console import logger
     from ragsweep.search.driver import run_search
 
     overrides = _overrides(args)
     if args.resume:
         overrides["experiment"] = args.resume
-    cfg = load_config(args.config, overrides)
+    log = logger("search")
+    if getattr(args, "config_source", None):
+        log.info(f"config: {args.config} (from {args.config_source}; --config chooses another)")
+    if args.tracking_uri is None and os.environ.get(TRACKING_ENV):
+        overrides["tracking_uri"] = os.environ[TRACKING_ENV]
+        log.info(f"MLflow tracking URI from {TRACKING_ENV} (--tracking-uri overrides it)")
+    cfg = _load(args, overrides)
     out = run_search(cfg, args.config, resume=bool(args.resume), verbose=args.verbose)
     model = f"{out.model_name}@{out.alias} (v{out.model_version})" if out.model_version else None
     print(json.dumps({"parent_run_id": out.parent_run_id,
@@ -255,16 +288,15 @@ def _model_location(args: argparse.Namespace) -> tuple[str, str]:
     """Tracking URI and model name from the flags, else the config; the URI is set and checked."""
     import mlflow
 
-    from ragsweep.search.config import load_config
     from ragsweep.search.promotion.champion import INDEX_CACHE_ENV
     from ragsweep.search.tracking.checks import check_model_name, check_tracking_uri
     from ragsweep.search.tracking.runs import check_tracking, default_tracking_uri, hide_credentials, require_store
 
-    uri, name = args.tracking_uri, args.model_name
-    _check_flag("--tracking-uri", uri, check_tracking_uri)
+    uri, name = args.tracking_uri or os.environ.get(TRACKING_ENV) or None, args.model_name
+    _check_flag("--tracking-uri" if args.tracking_uri else TRACKING_ENV, uri, check_tracking_uri)
     _check_flag("--model-name", name, check_model_name)
     if uri is None or name is None:
-        cfg = load_config(args.config)
+        cfg = _load(args)
         uri = uri or cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage_dir)
         name = name or cfg.mlflow.model_name
         os.environ.setdefault(INDEX_CACHE_ENV, str(cfg.index_cache))
@@ -304,11 +336,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_promote(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from ragsweep.search.config import load_config
     from ragsweep.search.promotion.registry import CHAMPION, promote_search
 
     uri, name = _model_location(args)
-    cfg = load_config(args.config)
+    cfg = _load(args)
     out = promote_search(MlflowClient(uri), cfg.promotion, cfg.objective.weights, args.run, name, force=args.force)
     for g in out.decision.gates:
         print(f"  {'pass' if g.passed else 'FAIL'}  {g.name}: {g.detail}")
@@ -320,13 +351,12 @@ def _cmd_promote(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from ragsweep.search.config import load_config
     from ragsweep.search.promotion.evaluate import evaluate, registered_model, trial_configuration
 
     name, _, alias = (args.model or "").partition("@")
     args.model_name = name or None
     uri, model_name = _model_location(args)
-    cfg = load_config(args.config)
+    cfg = _load(args)
     client = MlflowClient(uri)
     target = (trial_configuration(client, args.run, cfg.dataset.corpus, cfg.index_cache) if args.run
               else registered_model(client, model_name, alias or "champion"))
@@ -350,10 +380,9 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ragsweep.search.config import load_config
     from ragsweep.search.driver import prepare
 
-    cfg = load_config(args.config)
+    cfg = _load(args)
     from ragsweep.search.searcher import n_trials
 
     ds, plan = prepare(cfg)
@@ -367,9 +396,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_judges(args: argparse.Namespace) -> int:
     from ragsweep.search.calibration import run_calibration
-    from ragsweep.search.config import load_config
 
-    cfg = load_config(args.config)
+    cfg = _load(args)
     _, table = run_calibration(cfg, dataset_dir=args.dataset, labels=args.labels, questions=args.questions,
                                repeats=args.repeats, seed=args.seed, tracking_uri=args.tracking_uri)
     print(table)
@@ -396,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in IMPLICIT_MLFLOW_ENV:
         os.environ.pop(name, None)
     args = _parser().parse_args(argv)
+    if hasattr(args, "config") and args.config is None:
+        args.config, args.config_source = default_config()
     from ragsweep.pipelines.errors import BadInput
     from ragsweep.pipelines.secrets import SECRETS
     from ragsweep.search.console import setup

@@ -42,7 +42,15 @@ from ragsweep.search.report import Summary, write_report
 from ragsweep.search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
 from ragsweep.search.schedulers import PER_QUESTION, build_scheduler
 from ragsweep.search.searcher import BaselineMatcher, LLMCallBudget, baseline, build_searcher, n_trials
-from ragsweep.search.serving.cluster import check_cluster, for_other_nodes, ray_target, retries, tune_root
+from ragsweep.search.serving.cluster import (
+    check_cluster,
+    driver_node_ip,
+    for_other_nodes,
+    ray_target,
+    ray_target_source,
+    retries,
+    tune_root,
+)
 from ragsweep.search.serving.engines import preflight
 from ragsweep.search.serving.servers import Endpoints, serve
 from ragsweep.search.space import TrialParams
@@ -277,7 +285,8 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
     env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))
                             and k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}}
     # "local" starts a Ray of our own even when another search's local Ray is running on this machine (plain
-    # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address or RAY_ADDRESS says so.
+    # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address, RAY_ADDRESS or
+    # RAGSWEEP_RAY_ADDRESS (cluster.yaml sets it on the head) says so.
     address = ray_target(cfg)
     ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True,
              runtime_env={"env_vars": env}, logging_level=logging.WARNING)
@@ -285,10 +294,11 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
     try:
         trial_cfg, trial_uri = cfg, uri
         if address is not None:
-            trial_cfg, trial_uri, notes = for_other_nodes(cfg, uri, ray.util.get_node_ip_address())
+            trial_cfg, trial_uri, notes = for_other_nodes(cfg, uri, driver_node_ip())
             nodes = [n for n in ray.nodes() if n.get("Alive")]
-            say(f"joined Ray cluster {address}: {len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs; "
-                f"trials retried up to {retries(cfg)} time(s) if their node goes away")
+            say(f"joined Ray cluster {address} ({ray_target_source(cfg)}): {len(nodes)} node(s), "
+                f"{ray.cluster_resources().get('CPU', 0):g} CPUs; trials retried up to {retries(cfg)} time(s) if "
+                "their node goes away")
             for note in notes:
                 say(note)
         t0 = time.perf_counter()

@@ -2,7 +2,11 @@
 
 Contract:
 - :func:`ray_target` is the Ray address a search joins: ``search.ray_address``, else ``RAY_ADDRESS`` from the
-  environment (set by ``ray job submit`` and KubeRay's RayJob), else ``None`` (start a Ray of our own).
+  environment (set by ``ray job submit`` and KubeRay's RayJob), else ``RAGSWEEP_RAY_ADDRESS`` (cluster.yaml sets it
+  to ``auto`` on the head, so ``ray submit cluster.yaml search/run.py`` joins the cluster), else ``None`` (start a
+  Ray of our own); :func:`ray_target_source` says which.
+- :func:`driver_node_ip` is the address under which Ray registered the driver's node: what a loopback host is
+  replaced with for other nodes (the machine's other interfaces may not be where the head listens).
 - :func:`check_cluster` raises :class:`~search.config.ConfigError` before any work when a search that joins a
   cluster would lose results: a tracking URI that is a local file (trials on other nodes would write to their
   own disk). A loopback host in an HTTP tracking URI (or ``pipeline.qdrant_url``) is not an error:
@@ -20,14 +24,33 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from ragsweep.search.config import ConfigError, ExperimentConfig
-from ragsweep.search.tracking.runs import is_local_store
+from ragsweep.search.tracking.runs import TrackingUnreachable, check_tracking, is_local_store
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 CLUSTER_RETRIES = 2  # a lost node costs a retry; a trial that fails on its own fails again, so keep it small
 
 
+RAY_ADDRESS_ENV = ("RAY_ADDRESS", "RAGSWEEP_RAY_ADDRESS")
+
+
 def ray_target(cfg: ExperimentConfig) -> str | None:
-    return cfg.search.ray_address or os.environ.get("RAY_ADDRESS") or None
+    return cfg.search.ray_address or next((os.environ[k] for k in RAY_ADDRESS_ENV if os.environ.get(k)), None)
+
+
+def ray_target_source(cfg: ExperimentConfig) -> str:
+    """Where :func:`ray_target` came from, for the console."""
+    if cfg.search.ray_address:
+        return "search.ray_address"
+    return next((k for k in RAY_ADDRESS_ENV if os.environ.get(k)), "none")
+
+
+def driver_node_ip() -> str:
+    """The IP of the node this driver runs on, as the cluster registered it (needs ray.init)."""
+    import ray
+
+    me = ray.get_runtime_context().get_node_id()
+    node = next((n for n in ray.nodes() if n.get("NodeID") == me), None)
+    return str(node["NodeManagerAddress"]) if node else str(ray.util.get_node_ip_address())
 
 
 def check_cluster(cfg: ExperimentConfig, tracking_uri: str) -> None:
@@ -35,7 +58,7 @@ def check_cluster(cfg: ExperimentConfig, tracking_uri: str) -> None:
     address = ray_target(cfg)
     if address is None or not is_local_store(tracking_uri):
         return
-    source = "search.ray_address" if cfg.search.ray_address else "RAY_ADDRESS"
+    source = ray_target_source(cfg)
     raise ConfigError(
         f"{source} is {address!r}: trials may run on other nodes, but mlflow.tracking_uri is {tracking_uri!r}, a "
         "file on this machine that other nodes cannot write to; start an MLflow tracking server (mlflow server "
@@ -61,7 +84,15 @@ def for_other_nodes(cfg: ExperimentConfig, tracking_uri: str,
     notes = []
     trial_uri = reachable_uri(tracking_uri, node_ip)
     if trial_uri != tracking_uri:
-        notes.append(f"trials on other nodes log to {trial_uri} ({tracking_uri} is this node's loopback)")
+        try:  # the server may listen on loopback only: then nothing is gained by the node's address
+            check_tracking(trial_uri)
+            notes.append(f"trials on other nodes log to {trial_uri} ({tracking_uri} is this node's loopback; "
+                         f"{node_ip} is this node's address in the Ray cluster)")
+        except TrackingUnreachable:
+            notes.append(f"MLflow does not answer at {trial_uri} ({node_ip} is this node's address in the Ray "
+                         f"cluster), so trials log to {tracking_uri}: only trials on this node can; start the "
+                         "server with --host 0.0.0.0 (or give a URI every node reaches) to use other nodes")
+            trial_uri = tracking_uri
     qdrant = cfg.pipeline.qdrant_url
     if qdrant and reachable_uri(qdrant, node_ip) != qdrant:
         notes.append(f"trials on other nodes use Qdrant at {reachable_uri(qdrant, node_ip)} ({qdrant} is this "

@@ -14,6 +14,7 @@ from ragsweep.search.serving.cluster import (
     check_cluster,
     for_other_nodes,
     ray_target,
+    ray_target_source,
     reachable_uri,
     retries,
     tune_root,
@@ -26,6 +27,7 @@ DEFAULT = REPO / "configs" / "default.yaml"
 @pytest.fixture(autouse=True)
 def _no_ray_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAGSWEEP_RAY_ADDRESS", raising=False)
 
 
 def test_local_by_default_and_ray_address_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,6 +37,15 @@ def test_local_by_default_and_ray_address_from_the_environment(monkeypatch: pyte
     assert ray_target(cfg) == "10.0.0.5:6379" and retries(cfg) == CLUSTER_RETRIES
     cfg = load_config(DEFAULT, {"ray_address": "auto"})
     assert ray_target(cfg) == "auto"  # the config wins over the environment
+
+
+def test_the_head_of_cluster_yaml_joins_its_cluster_through_ragsweep_ray_address(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(DEFAULT)
+    monkeypatch.setenv("RAGSWEEP_RAY_ADDRESS", "auto")  # cluster.yaml's head_setup_commands export it
+    assert ray_target(cfg) == "auto" and ray_target_source(cfg) == "RAGSWEEP_RAY_ADDRESS"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # a job's own address wins
+    assert ray_target(cfg) == "10.0.0.5:6379" and ray_target_source(cfg) == "RAY_ADDRESS"
 
 
 def test_max_failures_overrides_the_default() -> None:
@@ -89,7 +100,8 @@ def test_tune_root_keeps_uris_and_makes_paths_absolute(tmp_path: Path, monkeypat
     assert tune_root(load_config(DEFAULT), tmp_path) == str(tmp_path / "ray")
 
 
-def test_trials_on_other_nodes_get_the_driver_node_for_loopback_services() -> None:
+def test_trials_on_other_nodes_get_the_driver_node_for_loopback_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ragsweep.search.serving.cluster.check_tracking", lambda uri: None)  # it answers there
     cfg = load_config(DEFAULT)
     cfg = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"qdrant_url": "http://localhost:6333"})})
     trial_cfg, uri, notes = for_other_nodes(cfg, "http://127.0.0.1:5000", "10.1.2.3")
@@ -97,3 +109,10 @@ def test_trials_on_other_nodes_get_the_driver_node_for_loopback_services() -> No
     assert len(notes) == 2 and "10.1.2.3:6333" in notes[1]
     same, uri, notes = for_other_nodes(load_config(DEFAULT), "http://mlflow:5000", "10.1.2.3")
     assert uri == "http://mlflow:5000" and same.pipeline.qdrant_url is None and notes == []
+
+
+def test_a_tracking_server_on_loopback_only_keeps_the_loopback_uri_and_says_why() -> None:
+    """Nothing answers at the node's cluster address (here a documentation address): trials keep the URI."""
+    _, uri, notes = for_other_nodes(load_config(DEFAULT), "http://127.0.0.1:5000", "192.0.2.254")
+    assert uri == "http://127.0.0.1:5000"
+    assert "MLflow does not answer at http://192.0.2.254:5000" in notes[0] and "--host 0.0.0.0" in notes[0]

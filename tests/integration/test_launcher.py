@@ -1,0 +1,81 @@
+"""`ray submit cluster.yaml search/run.py`, as Ray runs it on the head: cluster.yaml's head set-up commands run in
+a home of their own, the script is copied there alone and run with no arguments in a login shell, against a real
+`ray start --head` and a real `mlflow server` listening on 127.0.0.1 only. It must join the cluster, find its config
+and the tracking server, say where each came from, and register a champion."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, start_mlflow_server
+from tests.integration.local_cluster import LocalCluster
+
+pytestmark = pytest.mark.integration
+
+
+def test_ray_submit_with_no_arguments_runs_the_clusters_search(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "home"
+    (home / "ragsweep" / "configs").mkdir(parents=True)
+    proc, uri = start_mlflow_server(tmp_path)
+    try:
+        # cluster.yaml's set-up for the head, as written, in this home. The install step is pointed at this test's
+        # environment (~/venv is it) instead of pip-installing the project again; MLflow's port is the test server's.
+        (home / "venv").symlink_to(Path(sys.executable).parent.parent)
+        # A cloud image's ~/.profile (Ubuntu's, as on the AMI): a login shell reads it, and it reads ~/.bashrc.
+        profile = 'if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi\n'
+        (home / ".profile").write_text(profile)
+        cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+        commands = [c for c in cluster["setup_commands"] if "pip install" not in c] + cluster["head_setup_commands"]
+        for cmd in commands:
+            subprocess.run(["bash", "-c", cmd], env={**os.environ, "HOME": str(home)}, check=True, timeout=30)
+        bashrc = (home / ".bashrc").read_text()
+        assert "source ~/venv/bin/activate" in bashrc and "RAGSWEEP_RAY_ADDRESS=auto" in bashrc
+        (home / ".bashrc").write_text(bashrc.replace("http://127.0.0.1:5000", uri))
+        # The cluster's config where cluster.yaml's file_mounts put the project (a small CPU search here).
+        (home / "ragsweep" / "configs" / "gpu.yaml").write_text(f"""
+dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, holdout: 0}}
+space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}}
+pipeline: {{max_tokens: 8}}
+judges: {{suite: []}}
+search: {{num_samples: 1, questions_per_trial: 3, scheduler: fifo, finalists: 1}}
+mlflow: {{experiment: launcher, model_name: launcher-model}}
+""")
+        shutil.copy(REPO / "search" / "run.py", home / "run.py")  # what ray submit does: the script alone
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAGSWEEP_CONFIG", "RAGSWEEP_RAY_ADDRESS")}
+        env.update({"HOME": str(home), "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "PATH": "/usr/local/bin:/usr/bin:/bin"})  # a login shell's; ~/.bashrc adds the venv
+        with LocalCluster(head_cpus=2):
+            out = subprocess.run(["bash", "--login", "-c", "-i", "python ~/run.py"], cwd=home, env=env,
+                                 capture_output=True, text=True, timeout=900)
+        text = out.stdout + out.stderr
+        assert out.returncode == 0, text[-4000:]
+        assert f"config: {home}/ragsweep/configs/gpu.yaml (from RAGSWEEP_CONFIG" in text, text[-3000:]
+        assert "MLflow tracking URI from MLFLOW_TRACKING_URI" in text
+        assert "joined Ray cluster auto (RAGSWEEP_RAY_ADDRESS)" in text
+        # MLflow listens on loopback only: the head's cluster address does not answer, so trials keep the loopback
+        # URI (they run on the head here) and the search says what other nodes would need.
+        assert "so trials log to " + uri in text and "--host 0.0.0.0" in text
+        version = MlflowClient(uri).get_model_version_by_alias("launcher-model", "champion")
+        assert version.version == "1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_run_py_from_any_directory_finds_the_projects_default_config(tmp_path: Path) -> None:
+    """Without --config and RAGSWEEP_CONFIG, the project's configs/default.yaml, not the working directory's."""
+    env = {k: v for k, v in os.environ.items() if k != "RAGSWEEP_CONFIG"}
+    out = subprocess.run([sys.executable, str(REPO / "search" / "run.py"), "--num-samples", "0"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert f"config: {REPO / 'configs' / 'default.yaml'} (from the project's default" in out.stdout
+    assert "flag --num-samples" in out.stderr  # the project's config was read; the flag is what is wrong
