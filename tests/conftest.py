@@ -20,6 +20,16 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Each test (and its fixtures) starts without MLFLOW_TRACKING_URI: mlflow.set_tracking_uri, called in this
+    process by earlier tests, exports it, and ragsweep honours it over the config (MLflow's convention), so a leaked
+    one would send a later test's searches to another test's server."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "xquad_en"
 CLI = [sys.executable, "-m", "ragsweep.search.cli"]  # the installed `ragsweep` command, run by this interpreter
