@@ -1,11 +1,15 @@
 # The ragsweep image for Ray clusters on Kubernetes (k8s/) and anywhere else a container runs.
 #
-#   docker build --build-arg VARIANT=cpu -t ghcr.io/your-org/ragsweep:0.1.0-cpu .   # llama.cpp + SmolLM2, CPU torch
-#   docker build --build-arg VARIANT=gpu -t ghcr.io/your-org/ragsweep:0.1.0-gpu .   # vLLM and its CUDA torch
+#   make images                 # both variants, tagged $(REGISTRY)/ragsweep:<version>-cpu and -gpu (Makefile)
+#   make push                   # push them and print their digests (pin those in k8s/kustomization.yaml)
 #
-# Both variants have the same Python, Ray and ragsweep (Ray needs them equal on every node), the Ray dashboard
-# and job server (extra `cluster`) and an MLflow server that can use PostgreSQL and S3 (extra
-# `tracking-server`). The project lives in /opt/ragsweep; everything runs as the unprivileged user 1000.
+# Both variants install from constraints.txt, the one lock every node uses, so they have the same Python, Ray,
+# MLflow and ragsweep (Ray needs them equal on every node); they differ in torch's build and the LLM engine:
+#   cpu: llama.cpp + SmolLM2 and the CPU wheel of torch 2.13.0 (PyTorch's CPU index)
+#   gpu: vLLM 0.32.0 and the CUDA build of torch 2.13.0 (PyPI)
+# Both bring the Ray dashboard and job server (extra `cluster`) and an MLflow server with PostgreSQL, S3 and
+# basic-auth support (extra `tracking-server`). The project lives in /opt/ragsweep; everything runs as the
+# unprivileged user 10001.
 ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim
@@ -15,10 +19,10 @@ ARG VARIANT=cpu
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake git wget \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 1000 --user-group ray
+    && useradd --create-home --uid 10001 --user-group ray
 
 WORKDIR /opt/ragsweep
-COPY pyproject.toml README.md constraints-cpu.txt ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY scripts ./scripts
 COPY search ./search
 COPY pipelines ./pipelines
@@ -26,12 +30,12 @@ COPY judges ./judges
 COPY configs ./configs
 COPY data ./data
 
-# cpu: the same install as on a developer machine (constraints-cpu.txt pins the CPU torch; portable llama.cpp
-# build). gpu: no constraints file, so pip takes vLLM's own torch/CUDA build.
 RUN if [ "$VARIANT" = "cpu" ]; then \
-        RAGSWEEP_EXTRAS=cpu,cluster,tracking-server RAGSWEEP_WHEEL_CACHE=/tmp/wheels bash scripts/install.sh; \
+        PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu RAGSWEEP_EXTRAS=cpu,cluster,tracking-server \
+            RAGSWEEP_WHEEL_CACHE=/tmp/wheels bash scripts/install.sh; \
     elif [ "$VARIANT" = "gpu" ]; then \
-        python -m venv .venv && .venv/bin/pip install --no-cache-dir -e ".[gpu,cluster,tracking-server]"; \
+        python -m venv .venv \
+        && .venv/bin/pip install --no-cache-dir -c constraints.txt -e ".[gpu,cluster,tracking-server]"; \
     else \
         echo "VARIANT must be cpu or gpu, not $VARIANT" >&2; exit 1; \
     fi \
@@ -42,5 +46,8 @@ ENV PATH=/opt/ragsweep/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     RAY_USAGE_STATS_ENABLED=0
-USER 1000
+USER 10001
+# For `docker run` outside Kubernetes (Kubernetes uses its own probes): the installed stack imports.
+HEALTHCHECK --interval=60s --timeout=30s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import ray, mlflow, ragsweep.search.cli"]
 CMD ["ragsweep", "--help"]

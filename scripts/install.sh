@@ -2,8 +2,11 @@
 # Installs ragsweep for CPU into ./.venv (idempotent). Usage: scripts/install.sh [dev]
 # RAGSWEEP_EXTRAS: the extras to install (default cpu; dev adds dev).
 #
-# - torch and the rest of the stack are pinned by constraints-cpu.txt, so a CPU machine never pulls a CUDA
-#   build; GPU users install with `pip install -e ".[gpu]"` and their own torch instead.
+# - Every package is pinned by constraints.txt, the one lock that GPU nodes, cluster nodes and the images use too
+#   (scripts/lock.sh regenerates it). Its torch==2.13.0 takes the CPU wheel on this kind of machine; GPU
+#   machines install `pip install -c constraints.txt -e ".[gpu,cluster]"` and get the CUDA build of that version.
+# - dev also puts checkov (the Kubernetes manifest scanner the tests run) in its own venv, .venv-checks: its pins
+#   conflict with the project's.
 # - llama-cpp-python ships as source only. A default (-march=native) build crashed on the first
 #   multi-token prompt on an AVX512/AMX machine, so we build a portable wheel once (about 6 minutes on
 #   2 cores) into ~/.cache/ragsweep/wheels, keyed by version and build flags, and install that file.
@@ -20,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 py=.venv/bin/python
 
-llama_version=$(sed -n 's/^llama-cpp-python==//p' constraints-cpu.txt)
+llama_version=$(sed -n 's/^llama-cpp-python==//p' constraints.txt)
 cmake_args=${RAGSWEEP_LLAMA_CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"}
 build_id=$(printf '%s %s' "$llama_version" "$cmake_args" | sha256sum | cut -c1-12)
 wheel_dir="${RAGSWEEP_WHEEL_CACHE:-$HOME/.cache/ragsweep/wheels}/llama-cpp-python-$build_id"
@@ -32,10 +35,15 @@ if [ ! -f "$marker" ]; then
     CMAKE_ARGS="$cmake_args" "$py" -m pip wheel "${pip_q[@]}" --no-deps --no-cache-dir --no-binary llama-cpp-python \
       -w "$wheel_dir" "llama-cpp-python==$llama_version"
   fi
-  "$py" -m pip install "${pip_q[@]}" -c constraints-cpu.txt --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
+  "$py" -m pip install "${pip_q[@]}" -c constraints.txt --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-*.whl
   touch "$marker"
 fi
 
 echo "[install] installing ragsweep[$extras] and its dependencies"
-"$py" -m pip install "${pip_q[@]}" -c constraints-cpu.txt "$wheel_dir"/llama_cpp_python-*.whl -e ".[$extras]"
+"$py" -m pip install "${pip_q[@]}" -c constraints.txt "$wheel_dir"/llama_cpp_python-*.whl -e ".[$extras]"
+if [ "${1:-}" = "dev" ] && [ ! -x .venv-checks/bin/checkov ]; then
+  echo "[install] installing checkov into .venv-checks"
+  python3 -m venv .venv-checks
+  .venv-checks/bin/pip install "${pip_q[@]}" "checkov==$(sed -n 's/^checkov==//p' scripts/lock-inputs-checks.txt)"
+fi
 echo "[install] done"

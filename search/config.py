@@ -39,6 +39,7 @@ from ragsweep.pipelines.stores import STORES
 from ragsweep.pipelines.yaml_lines import key_lines, load_yaml, yaml_error_line
 from ragsweep.search.registries import ENGINES, SAMPLERS, SCHEDULERS, SELECTION_RULES
 from ragsweep.search.schema import Strict as _Strict
+from ragsweep.search.serving.gpu_fit import GPU_MEMORY_GB
 from ragsweep.search.space import SearchSpace, baseline_point, grid_points
 from ragsweep.search.tracking.checks import (
     check_experiment_name,
@@ -172,10 +173,20 @@ class ModelEndpoint(_Strict):
         return self
 
 
+class GpuSettings(_Strict):
+    """The GPUs that vLLM servers run on, for the fit check before a search (``ragsweep validate`` prints it)."""
+
+    type: Literal[tuple(GPU_MEMORY_GB)] | None = Field(  # type: ignore[valid-type]
+        None, description=f"GPU model of the nodes that serve vLLM: {', '.join(GPU_MEMORY_GB)}")
+    memory_gb: float | None = Field(None, gt=0, description="memory of one such GPU, GB (overrides type)")
+
+
 class LLMSettings(_Strict):
     generator: ModelEndpoint = ModelEndpoint()
     judge: ModelEndpoint | None = Field(None, description="unset = the generator's server also judges")
     cache: bool = Field(True, description="reuse temperature-0 responses across trials and re-runs (storage_dir)")
+    gpu: GpuSettings = Field(
+        GpuSettings(), description="unset = this machine's GPU (nvidia-smi); with neither, the fit is not checked")
 
 
 def _custom_judge(value: Any, info: ValidationInfo) -> Any:
@@ -348,6 +359,8 @@ def _redact_switch(value: Any) -> Any:
 
 class MLflowSettings(_Strict):
     tracking_uri: TrackingUri | None = Field(None, description="unset = sqlite file in storage_dir")
+    wait_s: float = Field(0.0, ge=0, le=3600, description="seconds to wait for a tracking server that is still "
+                          "starting (refused connections, HTTP 5xx) before the search gives up; 0 = ask once")
     experiment: ExperimentName = "ragsweep"
     model_name: ModelName = Field("ragsweep-rag", description="registered model name; winner gets alias 'champion'")
     trace_sample_rate: float = Field(
@@ -461,6 +474,7 @@ class ExperimentConfig(_Strict):
                 out += list(ep.env.values())
                 if ep.api_key_env and os.environ.get(ep.api_key_env):
                     out.append(os.environ[ep.api_key_env])
+        out += [os.environ[k] for k in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN") if os.environ.get(k)]
         uris = [self.mlflow.tracking_uri, self.pipeline.qdrant_url, self.search.storage_path,
                 *(ep.base_url for ep in (self.llm.generator, self.llm.judge) if ep is not None)]
         out += [p for p in (urlsplit(u).password for u in uris if u) if p]

@@ -52,6 +52,7 @@ from ragsweep.search.serving.cluster import (
     tune_root,
 )
 from ragsweep.search.serving.engines import preflight
+from ragsweep.search.serving.gpu_fit import gpu_fit
 from ragsweep.search.serving.servers import Endpoints, serve
 from ragsweep.search.space import TrialParams
 from ragsweep.search.tracking.prompts import alias_champion_prompt, register_templates
@@ -127,7 +128,17 @@ def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
     preflight(cfg.llm.generator, cluster=ray_target(cfg) is not None, where="llm.generator")
     if cfg.llm.judge is not None:
         preflight(cfg.llm.judge, cluster=ray_target(cfg) is not None, where="llm.judge")
+    check_gpu_fit(cfg)
     return dataset, plan
+
+
+def check_gpu_fit(cfg: ExperimentConfig) -> list[str]:
+    """The GPU fit report (``serving.gpu_fit``); raises ConfigError with the numbers when a vLLM server cannot fit
+    its share of a GPU, or Ray could pack servers onto one GPU beyond its memory."""
+    lines, problems = gpu_fit(cfg)
+    if problems:
+        raise ConfigError("GPU fit: " + "; ".join(problems))
+    return lines
 
 
 def check_storage_dir(storage: Path) -> None:
@@ -176,7 +187,8 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     storage = cfg.storage_dir
     uri = cfg.mlflow.tracking_uri or default_tracking_uri(storage)
     check_cluster(cfg, uri)  # joining a cluster with a tracking store other nodes cannot reach: config error
-    check_tracking(uri)  # an unreachable server fails here, before any run, server or trial (or folder)
+    # an unreachable server fails here, before any run, server or trial (or folder)
+    check_tracking(uri, wait_s=cfg.mlflow.wait_s)
     hide_credentials(uri)
     if resume:
         require_store(uri)  # nothing to resume: say so without creating an empty store

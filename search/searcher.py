@@ -136,7 +136,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             import ray
 
             raise RuntimeError(f"ray {ray.__version__}: OptunaSearch no longer has {name!r}, which ragsweep's "
-                               "searcher reads; use the Ray version in constraints-cpu.txt") from None
+                               "searcher reads; use the Ray version in constraints.txt") from None
 
     @property
     def study(self) -> optuna.Study:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from ragsweep.pipelines.data import Dataset
 from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.tracking.checks import mask_uri
 from ragsweep.search.tracking.tracker import PARENT_TAG, Tracker
+
+logger = logging.getLogger("ragsweep.tracking")
 
 TAG_KIND = "ragsweep.kind"  # "search" (parent) or "trial" (child)
 TAG_TRIAL_ID = "ragsweep.trial_id"
@@ -43,21 +47,59 @@ class TrackingLost(RuntimeError):
     what was not logged."""
 
 
-def check_tracking(uri: str, timeout_s: float = 5.0) -> None:
-    """For an HTTP tracking URI, ``GET /health`` once; raise :class:`TrackingUnreachable` naming it if it fails."""
+def check_tracking(uri: str, timeout_s: float = 5.0, wait_s: float = 0.0) -> None:
+    """For an HTTP tracking URI, ``GET /health``; raise :class:`TrackingUnreachable` naming it if it fails.
+
+    With ``wait_s`` > 0, a server that refuses connections or answers 5xx (one still starting, as on a first
+    ``kubectl apply``) is asked again every 2 s until ``wait_s`` has passed, with a progress line every 10 s."""
     if not uri.startswith(("http://", "https://")):
         return
     url = uri.rstrip("/") + "/health"
     shown = mask_uri(uri)
-    try:
-        r = httpx.get(url, timeout=timeout_s)
-    except httpx.HTTPError as e:
-        raise TrackingUnreachable(f"MLflow tracking server {shown} is unreachable ({type(e).__name__}: "
-                                  f"{str(e).replace(uri, shown)}); start it (mlflow server --host ... --port ...) or "
-                                  "fix mlflow.tracking_uri / --tracking-uri") from None
+    deadline = time.monotonic() + wait_s
+    next_note = time.monotonic() + 10
+    while True:
+        try:
+            r = httpx.get(url, timeout=timeout_s)
+            problem = f"HTTP {r.status_code}" if r.status_code >= 500 else None
+        except httpx.HTTPError as e:
+            r, problem = None, f"{type(e).__name__}: {str(e).replace(uri, shown)}"
+        if problem is None or time.monotonic() >= deadline:
+            break
+        if time.monotonic() >= next_note:
+            logger.info("waiting for MLflow tracking server %s (%s), %.0f s left", shown, problem,
+                        deadline - time.monotonic())
+            next_note += 10
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    waited = f" after waiting {wait_s:g} s (mlflow.wait_s)" if wait_s > 0 else ""
+    if r is None:
+        raise TrackingUnreachable(f"MLflow tracking server {shown} is unreachable{waited} ({problem}); start it "
+                                  "(mlflow server --host ... --port ...) or fix mlflow.tracking_uri / --tracking-uri")
     if r.status_code != 200:
         raise TrackingUnreachable(f"MLflow tracking server {shown} answered HTTP {r.status_code} on "
-                                  f"{mask_uri(url)}: is this an MLflow tracking server?")
+                                  f"{mask_uri(url)}{waited}: is this an MLflow tracking server?")
+    check_credentials(uri, timeout_s)
+
+
+def check_credentials(uri: str, timeout_s: float = 5.0) -> None:
+    """One read through MLflow's REST API with the credentials MLflow's client would send (its
+    ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` or ``_TOKEN``): a server with authentication (``mlflow server
+    --app-name basic-auth``, or a proxy) that refuses them fails here, naming the variables, not in a trial."""
+    env = os.environ
+    auth = ((env["MLFLOW_TRACKING_USERNAME"], env.get("MLFLOW_TRACKING_PASSWORD", ""))
+            if env.get("MLFLOW_TRACKING_USERNAME") else None)
+    headers = {"Authorization": f"Bearer {env['MLFLOW_TRACKING_TOKEN']}"} if env.get("MLFLOW_TRACKING_TOKEN") else {}
+    url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+    try:
+        r = httpx.get(url, params={"max_results": 1}, auth=auth, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError:
+        return  # /health answered: a transient failure here is MLflow's retries' business
+    if r.status_code in (401, 403):
+        sent = ("the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD" if auth
+                else "the token in MLFLOW_TRACKING_TOKEN" if headers else "no credentials")
+        raise TrackingUnreachable(f"MLflow tracking server {mask_uri(uri)} refused {sent} (HTTP {r.status_code}): "
+                                  "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                                  "MLFLOW_TRACKING_TOKEN) to an account of that server")
 
 
 @contextlib.contextmanager

@@ -38,20 +38,23 @@ def node_ip() -> str:
 
 
 def start_mlflow(root: Path, host: str = "127.0.0.1", allowed_hosts: list[str] | None = None,
-                 timeout_s: float = 120) -> tuple[subprocess.Popen[bytes], str]:
+                 timeout_s: float = 120, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """A real ``mlflow server`` with a sqlite store and artifacts in ``root`` (its own process group).
 
     Returns the process and a loopback URI. ``host='0.0.0.0'`` plus ``allowed_hosts`` is how a cluster's head
-    serves it to other nodes; raises RuntimeError with the server's log if it does not come up.
+    serves it to other nodes; ``extra_args`` and ``env`` add to its command line and environment (e.g.
+    ``--app-name basic-auth``); raises RuntimeError with the server's log if it does not come up.
     """
     port = free_port()
     log = open(root / "server.log", "wb")
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art"),
-           "--workers", "1"]
+           "--workers", "1", *(extra_args or [])]
     if allowed_hosts:
         cmd += ["--allowed-hosts", ",".join([*allowed_hosts, *(f"{h}:{port}" for h in allowed_hosts)])]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**ENV, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while True:
