@@ -19,6 +19,11 @@ from typing import Any
 PREFIX = "[ragsweep] "
 
 
+def _rate(rate: float) -> str:
+    """1,234 / 12 / 0.42: whole numbers from 10 up, two significant digits below (a slow rate is not 0)."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.2g}"
+
+
 def _enabled() -> bool:
     return os.environ.get("RAGSWEEP_PROGRESS", "1") != "0"
 
@@ -48,7 +53,7 @@ class Progress:
             self._last = now
             rate = self.done / max(now - self._t0, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            self._print(f"{self.done:,}/{self.total:,} {self.unit}, {rate:,.0f} {self.unit}/s, ETA {eta:,.0f} s")
+            self._print(f"{self.done:,}/{self.total:,} {self.unit}, {_rate(rate)} {self.unit}/s, ETA {eta:,.0f} s")
 
     def _print(self, text: str) -> None:
         print(f"{PREFIX}{self.label}: {text}", file=sys.stderr, flush=True)
@@ -63,4 +68,4 @@ class Progress:
             return
         if kind is None and _enabled() and (self.final or self.seconds >= self.every_s):
             s = self.seconds
-            self._print(f"{self.done:,} {self.unit} in {s:,.1f} s ({self.done / max(s, 1e-9):,.0f} {self.unit}/s)")
+            self._print(f"{self.done:,} {self.unit} in {s:,.1f} s ({_rate(self.done / max(s, 1e-9))} {self.unit}/s)")

@@ -140,6 +140,49 @@ def _parser() -> argparse.ArgumentParser:
                         description="Move alias champion back to the version the current champion replaced.")
     _add_model_args(rb, alias=False)
 
+    ig = sub.add_parser("ingest", help="a folder of documents -> a dataset folder with corpus.jsonl",
+                        description="Read DIR recursively (.txt, .md, .html, .pdf, and .jsonl in the corpus layout), "
+                                    "extract clean text, drop duplicates, and write OUT/corpus.jsonl and "
+                                    "OUT/manifest.json (files read, files skipped with the reason, characters). "
+                                    "A file that cannot be read is skipped with a line saying why.")
+    ig.add_argument("dir", type=Path, help="the folder to read")
+    ig.add_argument("--out", type=Path, required=True, help="the dataset folder to write (new or empty)")
+    ig.add_argument("--overwrite", action="store_true", help="replace OUT if it exists and is not empty")
+
+    gq = sub.add_parser("generate-questions", help="synthetic questions with exact answer spans from a corpus",
+                        description="Span first: pick an answer span (a number, date or name) in a passage, ask the "
+                                    "config's generator server for a question that the span answers, and keep the "
+                                    "span's offsets, so answer_spans are exact by construction. Filters (counted in "
+                                    "the report): a malformed reply, an answer guessable from the question, "
+                                    "near-duplicates, and with --check-answerable a model check that the passage "
+                                    "answers it. Kinds: factoid, multi_sentence, unanswerable. Seeded; run the same "
+                                    "command again to resume. The set is logged to MLflow as an evaluation dataset.")
+    _add_config(gq)
+    gq.add_argument("--corpus", type=Path, required=True, help="corpus.jsonl (e.g. written by ragsweep ingest)")
+    gq.add_argument("--out", type=Path, required=True, help="questions.jsonl to write (resumed if it exists)")
+    gq.add_argument("--n", type=int, default=200, help="questions to generate (default 200)")
+    gq.add_argument("--seed", type=int, default=0, help="seed of the candidate spans and the model (default 0)")
+    gq.add_argument("--kinds", default="factoid=0.6,multi_sentence=0.2,unanswerable=0.2",
+                    help="kinds and their weights (default factoid=0.6,multi_sentence=0.2,unanswerable=0.2)")
+    gq.add_argument("--max-overlap", type=float, default=0.5, help="drop a question containing more than this "
+                    "fraction of its answer's words (default 0.5)")
+    gq.add_argument("--check-answerable", action="store_true", help="ask the model to answer each question from "
+                    "its passage and drop those it gets wrong (for a capable model; off by default on CPU)")
+    gq.add_argument("--overwrite", action="store_true", help="start again instead of resuming OUT")
+    gq.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store); 'none' = no logging")
+
+    rv = sub.add_parser("review", help="export a question set for a person to review, and read the review back")
+    rsub = rv.add_subparsers(dest="review_command", required=True)
+    rx = rsub.add_parser("export", help="write the set as CSV (to edit) or HTML (to read)")
+    rx.add_argument("--questions", type=Path, required=True)
+    rx.add_argument("--corpus", type=Path, required=True)
+    rx.add_argument("--out", type=Path, required=True, help="review.csv or review.html")
+    ri = rsub.add_parser("import", help="apply a reviewed CSV (decision: accept, reject, edit) to the set")
+    ri.add_argument("--questions", type=Path, required=True)
+    ri.add_argument("--corpus", type=Path, required=True)
+    ri.add_argument("--reviewed", type=Path, required=True, help="the edited review.csv")
+    ri.add_argument("--out", type=Path, required=True, help="the reviewed questions.jsonl to write")
+
     v = sub.add_parser("validate", help="check a config and its dataset without running anything",
                        description="Validate the experiment YAML and its dataset; print a summary.")
     _add_config(v)
@@ -398,6 +441,55 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.ingest import MANIFEST, check_out, ingest_folder, write_dataset
+    from ragsweep.pipelines.progress import Progress
+
+    check_out(args.out, args.overwrite)
+    files = sum(1 for p in args.dir.rglob("*") if p.is_file()) if args.dir.is_dir() else 0
+    with Progress("ingest", files, unit="files", every_s=10) as bar:
+        ingested = ingest_folder(args.dir, progress=lambda _i, _path: bar.update(1))
+    for s in ingested.skipped:
+        print(f"skipped {s.path}: {s.reason}")
+    out = write_dataset(ingested, args.out, overwrite=args.overwrite)
+    m = ingested.manifest()
+    print(f"{out}: {m['documents']} documents from {m['files_read']} files, {m['characters']:,} characters; "
+          f"{m['skipped_files']} skipped (reasons in {out / MANIFEST})")
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from ragsweep.search.questions.generate import generate, parse_kinds, report_table
+    from ragsweep.search.tracking.runs import default_tracking_uri
+
+    cfg = _load(args)
+    kinds = parse_kinds(args.kinds)
+    uri = args.tracking_uri or cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage_dir)
+    report = generate(args.corpus, args.out, args.n, cfg.llm.generator, seed=args.seed, kinds=kinds,
+                      max_overlap=args.max_overlap, check_answerable=args.check_answerable,
+                      overwrite=args.overwrite, log_dir=cfg.storage_dir / "logs" / "generate-questions",
+                      tracking_uri=None if uri == "none" else uri, experiment=f"{cfg.mlflow.experiment}-testsets",
+                      storage_dir=cfg.storage_dir)
+    print(report_table(report))
+    where = f"; MLflow run {report['mlflow_run']}" if report.get("mlflow_run") else ""
+    print(f"{args.out}: {report['questions']} questions (report: {args.out}.report.json{where})")
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from ragsweep.search.questions.review import apply_review, export
+
+    if args.review_command == "export":
+        n = export(args.questions, args.corpus, args.out)
+        print(f"{args.out}: {n} questions to review" + (" (fill in decision: accept, reject or edit)"
+                                                        if args.out.suffix.lower() == ".csv" else ""))
+        return 0
+    counts = apply_review(args.questions, args.corpus, args.reviewed, args.out)
+    print(f"{args.out}: {sum(v for k, v in counts.items() if k != 'reject')} questions kept; "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
 def _cmd_judges(args: argparse.Namespace) -> int:
     from ragsweep.search.calibration import run_calibration
 
@@ -436,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     from ragsweep.search.serving.engines import ServerError
 
     setup(getattr(args, "verbose", 0))
-    handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "config-schema": _cmd_schema,
+    handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "ingest": _cmd_ingest,
+                "generate-questions": _cmd_generate, "review": _cmd_review, "config-schema": _cmd_schema,
                 "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback,
                 "evaluate": _cmd_evaluate}
 

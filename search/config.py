@@ -393,7 +393,9 @@ class PromotionSettings(_Strict):
 
 
 class DatasetSettings(_Strict):
-    corpus: ExistingFile
+    corpus: ExistingPath = Field(description="corpus.jsonl, or a folder of documents (.txt, .md, .html, .pdf, "
+                                 ".jsonl), parsed as `ragsweep ingest` does, once per content "
+                                 "(storage_dir/ingest-cache)")
     questions: ExistingFile
     name: str | None = None
     holdout: float = Field(
@@ -608,6 +610,11 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> Experime
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, str(path), key_lines(text), flags)) from None
     SECRETS.add(*cfg.secret_values())
+    if cfg.dataset.corpus.is_dir():  # a folder of documents: its parsed corpus (cached by content)
+        from ragsweep.pipelines.ingest import cached_corpus
+
+        corpus = cached_corpus(cfg.dataset.corpus, cfg.storage_dir / "ingest-cache")
+        cfg = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"corpus": corpus})})
     return cfg
 
 

@@ -123,6 +123,13 @@ def _dead_endpoint(root: Path) -> list[str]:
                  "model: m, timeout_s: 2}}")(root)
 
 
+def _corpus_folder_of_junk(root: Path) -> list[str]:
+    """dataset.corpus may be a folder of documents (parsed as `ragsweep ingest` does); one with none is bad input."""
+    (root / "docsdir").mkdir()
+    (root / "docsdir" / "a.bin").write_bytes(b"\x00\x01")
+    return _yaml("dataset: {corpus: docsdir, questions: questions.jsonl}")(root)
+
+
 def _config_is_folder(root: Path) -> list[str]:
     (root / "cfgdir").mkdir()
     return ["--config", str(root / "cfgdir")]
@@ -193,7 +200,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
     ("inf-weight", _yaml("objective: {weights: {token_f1: .inf}}"), ("line", "weights")),
     ("questions-per-trial-too-many", _yaml("search: {num_samples: 1, questions_per_trial: 500, grace_questions: 2}"),
      ("search.questions_per_trial", "500", "only")),
-    ("corpus-is-folder", _yaml("dataset: {corpus: ., questions: questions.jsonl}"), ("corpus", "folder")),
+    ("corpus-folder-without-documents", _corpus_folder_of_junk, ("docsdir", "no usable documents", "a.bin")),
     ("config-is-folder", _config_is_folder, ("cfgdir", "folder")),
     ("judge-file-is-folder", _judge_folder, ("judges.custom.0", "folder")),
     ("storage-dir-is-file", _storage_is_file, ("afile", "file")),

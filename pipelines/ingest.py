@@ -1,0 +1,215 @@
+"""A folder of documents -> a corpus in ragsweep's layout (``corpus.jsonl``) and a manifest of what was read.
+
+Contract:
+- :func:`ingest_folder` reads ``folder`` recursively: every kind in ``extract.EXTRACTORS`` plus ``.jsonl`` files in
+  the corpus layout (one ``{"id", "text", "title"?}`` per line). A document's id is its path relative to the
+  folder (``guides/intro.md``); a JSONL row keeps its own id. Hidden files and folders are ignored.
+- A file that cannot be used (unsupported kind, encrypted or broken PDF, binary junk, empty, undecodable, a bad
+  JSONL row) is *skipped with a reason*, never raised; identical texts are kept once (the others are skipped as
+  duplicates of the first, in path order).
+- :func:`write_dataset` writes ``corpus.jsonl`` and ``manifest.json`` into a new folder at once (a temporary
+  folder renamed into place): an error leaves nothing half-written.
+- :func:`cached_corpus` is the same for ``dataset.corpus: FOLDER``: the corpus is parsed once per content
+  (sha256 of every file's path and bytes, and the extractors' versions) and reused from ``cache_root``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from ragsweep.pipelines.data import DatasetError
+from ragsweep.pipelines.extract import EXTRACTORS, Unreadable
+
+MANIFEST = "manifest.json"
+CORPUS = "corpus.jsonl"
+LIBRARIES = ("trafilatura", "pypdfium2", "charset-normalizer", "markdown-it-py")
+
+
+@dataclass
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass
+class Ingested:
+    """What :func:`ingest_folder` found: the documents (corpus rows) and a line for every file."""
+
+    source: str
+    docs: list[dict[str, str]] = field(default_factory=list)
+    read: list[dict[str, Any]] = field(default_factory=list)  # {path (file[:line]), file, id, kind, chars}
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"source": self.source, "files_read": len({r["file"] for r in self.read}),
+                "documents": len(self.docs), "characters": sum(len(d["text"]) for d in self.docs),
+                "skipped_files": len(self.skipped), "libraries": libraries(),
+                "read": self.read, "skipped": [asdict(s) for s in self.skipped]}
+
+
+def libraries() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            out[lib] = "not installed"
+    return out
+
+
+def _files(folder: Path) -> Iterator[Path]:
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def _jsonl_rows(path: Path, rel: str, out: Ingested) -> list[tuple[str, dict[str, str]]]:
+    """Rows of a corpus-layout JSONL file; a bad row is skipped with its line number."""
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        out.skipped.append(Skipped(rel, f"not UTF-8 JSONL ({e.reason} at byte {e.start})"))
+        return []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            out.skipped.append(Skipped(f"{rel}:{n}", f"invalid JSON ({e.msg})"))
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str):
+            out.skipped.append(Skipped(f"{rel}:{n}", 'not a corpus row: needs string "id" and "text"'))
+            continue
+        rows.append((f"{rel}:{n}", {"id": row["id"], "title": str(row.get("title") or row["id"]),
+                                    "text": row["text"]}))
+    return rows
+
+
+def ingest_folder(folder: Path, progress: Callable[[int, str], None] | None = None) -> Ingested:
+    """Read every usable file under ``folder`` (see the module docstring); ``progress(files_done, path)``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    out = Ingested(str(folder.resolve()))
+    seen_text: dict[str, str] = {}  # sha256 of the text -> the id that has it
+    seen_ids: set[str] = set()
+    for i, path in enumerate(_files(folder), 1):
+        rel = path.relative_to(folder).as_posix()
+        if progress is not None:
+            progress(i, rel)
+        kind = path.suffix.lower()
+        candidates: list[tuple[str, dict[str, str]]] = []
+        try:
+            if kind == ".jsonl":
+                candidates = _jsonl_rows(path, rel, out)
+            elif kind in EXTRACTORS:
+                extracted = EXTRACTORS.get(kind)(path)
+                candidates = [(rel, {"id": rel, "title": extracted.title, "text": extracted.text})]
+            else:
+                known = ", ".join([*EXTRACTORS.names(), ".jsonl"])
+                out.skipped.append(Skipped(rel, f"unsupported kind {kind or '(no extension)'} (read: {known})"))
+                continue
+        except Unreadable as e:
+            out.skipped.append(Skipped(rel, str(e)))
+            continue
+        except OSError as e:
+            out.skipped.append(Skipped(rel, f"cannot read ({e.strerror or e})"))
+            continue
+        except Exception as e:  # noqa: BLE001 - a parser's failure on a junk file is a skip, never a crash
+            out.skipped.append(Skipped(rel, f"could not be parsed ({type(e).__name__}: {str(e)[:200]})"))
+            continue
+        for where, doc in candidates:
+            if not doc["text"].strip():
+                out.skipped.append(Skipped(where, "no text (empty, or a scanned PDF without a text layer)"))
+                continue
+            digest = hashlib.sha256(doc["text"].encode("utf-8")).hexdigest()
+            if digest in seen_text:
+                out.skipped.append(Skipped(where, f"duplicate of {seen_text[digest]}"))
+                continue
+            if doc["id"] in seen_ids:
+                out.skipped.append(Skipped(where, f"duplicate id {doc['id']!r}"))
+                continue
+            seen_text[digest] = doc["id"]
+            seen_ids.add(doc["id"])
+            out.docs.append(doc)
+            out.read.append({"path": where, "file": rel, "id": doc["id"], "kind": kind, "chars": len(doc["text"])})
+    return out
+
+
+def write_dataset(ingested: Ingested, out: Path, *, overwrite: bool = False) -> Path:
+    """``corpus.jsonl`` + ``manifest.json`` in ``out``, written in a temporary folder beside it and renamed into
+    place. Refuses an ``out`` that exists and is not empty unless ``overwrite`` (then it is replaced whole)."""
+    out = Path(out)
+    check_out(out, overwrite)
+    if not ingested.docs:
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in ingested.skipped[:5]) or "the folder has no files"
+        raise DatasetError(f"{ingested.source}: no usable documents ({reasons})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        with open(tmp / CORPUS, "w", encoding="utf-8") as f:
+            for doc in ingested.docs:
+                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(ingested.manifest(), indent=2, ensure_ascii=False) + "\n",
+                                    encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def check_out(out: Path, overwrite: bool = False) -> None:
+    """Before any work: ``out`` is new or an empty folder (or ``overwrite``), and its parent can be written."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise DatasetError(f"{out}: exists and is not empty (choose another --out, or pass --overwrite)")
+    parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise DatasetError(f"{out}: cannot write in {parent}")
+
+
+def content_key(folder: Path) -> str:
+    """sha256 of every file's relative path and bytes (hidden ones excluded) and the extractors' versions."""
+    h = hashlib.sha256(json.dumps(libraries(), sort_keys=True).encode())
+    for path in _files(folder):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError as e:
+            h.update(f"unreadable {e.errno}".encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def cached_corpus(folder: Path, cache_root: Path, say: Callable[[str], None] = print) -> Path:
+    """The ``corpus.jsonl`` of ``folder``, parsed once per content into ``cache_root/<key>/``."""
+    key = content_key(folder)
+    target = cache_root / key
+    if (target / CORPUS).is_file():
+        say(f"corpus: {folder} -> {target / CORPUS} (parsed before; cache key {key})")
+        return target / CORPUS
+    t0 = time.perf_counter()
+    ingested = ingest_folder(folder)
+    write_dataset(ingested, target, overwrite=True)
+    m = ingested.manifest()
+    say(f"corpus: {folder} parsed in {time.perf_counter() - t0:.1f} s: {m['documents']} documents, "
+        f"{m['characters']:,} characters, {m['skipped_files']} skipped (see {target / MANIFEST})")
+    return target / CORPUS

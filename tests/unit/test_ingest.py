@@ -1,0 +1,137 @@
+"""`ragsweep ingest`: a folder of mixed files -> corpus.jsonl + manifest; every bad file skipped with its reason,
+never a crash; nothing half-written; a folder as dataset.corpus is parsed once per content."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from ragsweep.pipelines.data import DatasetError, load_corpus
+from ragsweep.pipelines.ingest import cached_corpus, content_key, ingest_folder, write_dataset
+from ragsweep.search.cli import main
+from ragsweep.search.config import load_config
+from tests.conftest import REPO
+
+SAMPLE = REPO / "data" / "mixed_docs" / "docs"
+SOURCE = {json.loads(line)["title"]: json.loads(line)["text"] for line in
+          (REPO / "data" / "xquad_en" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+
+
+def test_the_sample_folder_becomes_a_clean_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", str(SAMPLE), "--out", str(tmp_path / "ds")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped web/oxygen_copy.html: duplicate of web/oxygen.html" in out
+    docs = load_corpus(tmp_path / "ds" / "corpus.jsonl")  # the dataset loader accepts it
+    assert len(docs) == 9
+    titles = {d.title for d in docs.values()}
+    assert {"Oxygen", "Packet switching", "Apollo program", "Nikola Tesla", "Prime number",
+            "Jacksonville, Florida", "Geology", "Chloroplast"} <= titles
+    html = docs["web/oxygen.html"].text
+    for junk in ("tracking pixel", "ad slot", "About this site", "cookie", "font-family"):
+        assert junk not in html  # scripts, styles, navigation, footer gone
+    assert SOURCE["Oxygen"].split("\n\n")[0][:200] in html.replace("\n", " ")  # the article itself kept
+    assert "Jacksonville is the largest city" in docs["jacksonville_latin1.txt"].text  # Latin-1 decoded
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["files_read"] == 8 and manifest["documents"] == 9 and manifest["skipped_files"] == 1
+    assert manifest["characters"] == sum(len(d.text) for d in docs.values())
+
+
+def _bad_folder(root: Path) -> Path:
+    folder = root / "bad"
+    folder.mkdir()
+    good = SAMPLE / "apollo_program.pdf"
+    writer = PdfWriter(clone_from=PdfReader(good))
+    writer.encrypt("secret")
+    with open(folder / "locked.pdf", "wb") as f:
+        writer.write(f)
+    (folder / "broken.pdf").write_bytes(good.read_bytes()[:400])
+    (folder / "junk.txt").write_bytes(bytes(range(256)) * 8)
+    (folder / "empty.md").write_text("")
+    (folder / "only_markup.html").write_text("<html><head><script>x()</script></head><body><nav>Home</nav></body>")
+    (folder / "noise.txt").write_bytes(bytes(range(128, 256)) * 8)  # no encoding makes text of it
+    (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    (folder / "rows.jsonl").write_text('{"id": "r1", "text": "A fine row of text."}\nnot json\n{"id": 5, "text": "x"}\n'
+                                       '{"id": "r1", "text": "Same id, other text."}\n')
+    (folder / ".hidden.txt").write_text("never read")
+    (folder / "ok.txt").write_text("A usable document about rivers and their deltas.")
+    return folder
+
+
+def test_bad_files_are_skipped_with_a_reason_each(tmp_path: Path) -> None:
+    got = ingest_folder(_bad_folder(tmp_path))
+    reasons = {s.path: s.reason for s in got.skipped}
+    assert reasons["locked.pdf"] == "encrypted PDF (a password is needed)"
+    assert reasons["broken.pdf"].startswith("broken PDF")
+    assert reasons["junk.txt"] == "binary content (NUL bytes), not text"
+    assert reasons["empty.md"].startswith("no text")
+    assert reasons["only_markup.html"].startswith("no text")
+    assert reasons["noise.txt"].startswith("undecodable")
+    assert reasons["image.png"].startswith("unsupported kind .png")
+    assert reasons["rows.jsonl:2"].startswith("invalid JSON")
+    assert reasons["rows.jsonl:3"].startswith("not a corpus row")
+    assert reasons["rows.jsonl:4"] == "duplicate id 'r1'"
+    assert ".hidden.txt" not in reasons
+    assert sorted(d["id"] for d in got.docs) == ["ok.txt", "r1"]
+
+
+def test_nothing_is_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ingested = ingest_folder(SAMPLE)
+    real_dumps = json.dumps
+    calls = {"n": 0}
+
+    def failing_dumps(obj: object, **kw: object) -> str:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(28, "No space left on device")
+        return real_dumps(obj, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("ragsweep.pipelines.ingest.json.dumps", failing_dumps)
+    with pytest.raises(OSError):
+        write_dataset(ingested, tmp_path / "ds")
+    assert list(tmp_path.iterdir()) == []  # no dataset folder, no temporary folder
+
+
+def test_refusals_come_before_any_reading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "corpus.jsonl").write_text("{}\n")
+    assert main(["ingest", str(SAMPLE), "--out", str(tmp_path / "taken")]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert main(["ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "ds")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["ingest", str(empty), "--out", str(tmp_path / "ds")]) == 2
+    assert "no usable documents" in capsys.readouterr().err and not (tmp_path / "ds").exists()
+
+
+def test_a_folder_as_dataset_corpus_is_parsed_once_per_content(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLE, docs)
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"id": "q1", "question": "When was oxygen discovered?", "answers": ["1773"],
+                                     "gold_doc_ids": ["web/oxygen.html"]}) + "\n")
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text(f"dataset: {{corpus: {docs}, questions: {questions}, holdout: 0}}\n"
+                        f"storage_dir: {tmp_path / 'runs'}\n")
+    cfg = load_config(cfg_path)
+    first = cfg.dataset.corpus
+    assert first.name == "corpus.jsonl" and first.parent.parent == tmp_path / "runs" / "ingest-cache"
+    mtime = first.stat().st_mtime_ns
+    assert load_config(cfg_path).dataset.corpus == first and first.stat().st_mtime_ns == mtime  # reused
+    key = content_key(docs)
+    (docs / "prime_number.txt").write_text("Primes are numbers with exactly two divisors, one and themselves.")
+    assert content_key(docs) != key
+    second = cached_corpus(docs, tmp_path / "runs" / "ingest-cache", say=lambda _: None)
+    assert second != first and "exactly two divisors" in second.read_text()
+
+
+def test_a_folder_with_no_usable_document_is_a_dataset_error(tmp_path: Path) -> None:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"\x00\x01")
+    with pytest.raises(DatasetError, match="no usable documents.*a.bin: unsupported kind"):
+        cached_corpus(folder, tmp_path / "cache", say=lambda _: None)
