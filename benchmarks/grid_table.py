@@ -32,7 +32,8 @@ def key_of(params: dict[str, Any]) -> str:
     return json.dumps({k: params[k] for k in KEYS}, sort_keys=True)
 
 
-def build() -> int:
+def build(config: Path = CONFIG, table: Path = TABLE, overrides: dict[str, Any] | None = None) -> int:
+    """Run the grid search of ``config`` (with CLI-style ``overrides``) and store its table in ``table``."""
     import mlflow
 
     from ragsweep.search.config import load_config
@@ -40,8 +41,8 @@ def build() -> int:
 
     # RAGSWEEP_GRID_STORAGE: build into (or continue in) this folder; its request cache answers what was answered
     storage = Path(os.environ.get("RAGSWEEP_GRID_STORAGE") or tempfile.mkdtemp(prefix="rs-grid-"))
-    cfg = load_config(CONFIG, {"storage_dir": str(storage)})
-    out = run_search(cfg, CONFIG)
+    cfg = load_config(config, {"storage_dir": str(storage), **(overrides or {})})
+    out = run_search(cfg, config)
     rows = []
     for t in out.trials:
         path = mlflow.artifacts.download_artifacts(run_id=t["run_id"], artifact_path="answers.jsonl")
@@ -58,10 +59,10 @@ def build() -> int:
             "calls_per_question": 2,
             "requests_sent": m["llm.generator.requests"] + m["llm.judge.requests"],
         })
-    TABLE.parent.mkdir(parents=True, exist_ok=True)
-    TABLE.write_text(json.dumps({"config": str(CONFIG.relative_to(REPO)), "objective": cfg.objective.weights,
-                                 "rows": rows}, indent=1))
-    print(f"wrote {TABLE} ({len(rows)} configurations)")
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text(json.dumps({"config": str(config.relative_to(REPO)), "objective": cfg.objective.weights,
+                                 "questions_file": str(cfg.dataset.questions), "rows": rows}, indent=1))
+    print(f"wrote {table} ({len(rows)} configurations)")
     return 0
 
 
