@@ -50,15 +50,23 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, text=True, check=True, **kw)  # type: ignore[call-overload,no-any-return]
 
 
+def remove_user() -> None:
+    """The throwaway user and its processes (Ray, MLflow) from an earlier run, if any."""
+    try:
+        pwd.getpwnam(USER)
+    except KeyError:
+        return
+    subprocess.run(["pkill", "-u", USER], capture_output=True)
+    time.sleep(1)
+    subprocess.run(["userdel", "-f", USER], capture_output=True)
+
+
 def user_home(work: Path) -> Path:
     """A throwaway user whose home is under ``work``, reachable over SSH with a fresh key."""
     home = work / "home"
-    try:
-        pwd.getpwnam(USER)
-        subprocess.run(["userdel", "-r", USER], capture_output=True)
-    except KeyError:
-        pass
+    remove_user()
     run(["useradd", "--home-dir", str(home), "--create-home", "--shell", "/bin/bash", USER])
+    run(["usermod", "-p", "*", USER])  # no password, but not locked: sshd refuses locked accounts even with a key
     key = work / "id_ed25519"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
     ssh = home / ".ssh"
@@ -91,9 +99,9 @@ def cluster_config(work: Path, project: Path) -> Path:
     cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
     cfg["provider"] = {"type": "local", "head_ip": "127.0.0.1", "worker_ips": []}
     cfg["auth"] = {"ssh_user": USER, "ssh_private_key": str(work / "id_ed25519")}
-    cfg["available_node_types"] = {"head": {"resources": {"CPU": 2}, "node_config": {}, "min_workers": 0,
-                                            "max_workers": 0}}
-    cfg["max_workers"] = 0
+    for key in ("available_node_types", "head_node_type", "max_workers", "upscaling_speed",
+                "idle_timeout_minutes"):  # cloud-only fields: Ray refuses them for on-premise clusters
+        cfg.pop(key, None)
     cfg["file_mounts"] = {"~/ragsweep": str(project)}
     cfg["setup_commands"] = [c for c in cfg["setup_commands"] if "pip install" not in c]
     for key in ("worker_start_ray_commands",):
@@ -128,11 +136,14 @@ def main() -> int:
     times: dict[str, float] = {}
     try:
         for name, cmd in (("ray up", ["ray", "up", str(config), "-y", "--no-config-cache"]),
-                          ("ray submit", ["ray", "submit", str(config), str(REPO / "search" / "run.py")])):
+                          ("ray submit", ["ray", "submit", str(config), str(REPO / "search" / "run.py"), "--no-config-cache"])):
             t = time.monotonic()
-            out = run([str(BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True)
+            step("$ " + " ".join(cmd))
+            out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True)
             times[name] = time.monotonic() - t
-            print(out.stdout[-6000:] + out.stderr[-3000:], flush=True)
+            print(out.stdout[-8000:] + out.stderr[-4000:], flush=True)
+            if out.returncode != 0:
+                sys.exit(f"`{name}` failed ({out.returncode})")
         text = out.stdout + out.stderr
         for expected in ("(from RAGSWEEP_CONFIG", "MLflow tracking URI from MLFLOW_TRACKING_URI",
                          "joined Ray cluster auto (RAGSWEEP_RAY_ADDRESS)", "champion"):
@@ -142,8 +153,8 @@ def main() -> int:
         t = time.monotonic()
         subprocess.run([str(BIN / "ray"), "down", str(config), "-y"], env=env, text=True)
         times["ray down"] = time.monotonic() - t
-        subprocess.run(["bash", "-c", "pkill -u " + USER + " -f 'mlflow server' || true"])
         sshd.terminate()
+        remove_user()
         for p, mode in saved_modes.items():
             os.chmod(p, mode)
     step("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())

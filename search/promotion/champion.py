@@ -67,7 +67,10 @@ class RagChampion(PythonModel):
         generator = ModelEndpoint.model_validate({**spec["generator"], "env": unmasked_env(spec["generator"])})
         self._stack = contextlib.ExitStack()
         atexit.register(self._stack.close)
-        log_dir = Path(tempfile.gettempdir()) / "ragsweep-champion-logs"
+        # One folder per user: a shared name in /tmp made by another user (a cluster node's other account) is not
+        # writable, and the model then loaded without its server's log (seen over `ray submit`).
+        user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+        log_dir = Path(tempfile.gettempdir()) / f"ragsweep-champion-logs-{user}"
         t1 = time.perf_counter()
         endpoints = self._stack.enter_context(serve(generator, None, log_dir))
         t2 = time.perf_counter()

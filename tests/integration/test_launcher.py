@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -79,3 +80,33 @@ def test_run_py_from_any_directory_finds_the_projects_default_config(tmp_path: P
     assert out.returncode == 2
     assert f"config: {REPO / 'configs' / 'default.yaml'} (from the project's default" in out.stdout
     assert "flag --num-samples" in out.stderr  # the project's config was read; the flag is what is wrong
+
+
+def test_head_start_commands_start_mlflow_once_and_wait_for_it(tmp_path: Path) -> None:
+    """cluster.yaml's MLflow lines as `ray up` runs them on the head: the server starts detached, `ray up` returns
+    only when it answers, and running them again (a second `ray up`) starts no second server. (The first version
+    never started it: `pgrep -f "mlflow server"` matched its own command line; seen through the real launcher,
+    scripts/launcher_over_ssh.py.)"""
+    from tests.integration.local_cluster import free_port
+
+    port = free_port()
+    cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    commands = [c.replace("5000", str(port)) for c in cluster["head_start_ray_commands"] if "mlflow" in c]
+    assert len(commands) == 2  # start, then wait
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    try:
+        for _ in range(2):
+            for cmd in commands:
+                subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=240)
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
+            pids = (home / "mlflow" / "server.pid").read_text().split()
+        assert len(pids) == 1
+        # one server: the pid file's process is alive and no other mlflow server listens for this home
+        out = subprocess.run(["pgrep", "-f", "--", f"mlflow server .*--port {port}"], capture_output=True, text=True)
+        assert out.stdout.split().count(pids[0]) == 1
+    finally:
+        pid_file = home / "mlflow" / "server.pid"
+        if pid_file.exists():
+            subprocess.run(["bash", "-c", f"kill -- -$(cat {pid_file}) 2>/dev/null || kill $(cat {pid_file})"])

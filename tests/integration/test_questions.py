@@ -34,7 +34,7 @@ dataset: {{corpus: {corpus}, questions: {questions}, holdout: 0}}
 space: {{chunk_size: [300, 600], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}}
 pipeline: {{max_tokens: 12}}
 judges: {{suite: []}}
-search: {{num_samples: 2, questions_per_trial: 4, scheduler: fifo, finalists: 1, sampler: grid}}
+search: {{num_samples: 2, questions_per_trial: 3, scheduler: fifo, finalists: 1, sampler: grid}}
 mlflow: {{experiment: chain, model_name: chain-model}}
 storage_dir: {root / 'runs'}
 """)
@@ -46,23 +46,26 @@ def _generate(cfg: Path, corpus: Path, out: Path, n: int, *extra: str) -> int:
                  "--n", str(n), "--kinds", KINDS, *extra])
 
 
-def test_generation_is_exact_seeded_resumable_and_logged(ingested: Path, tmp_path: Path) -> None:
+def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
+    """The README's chain in one pass (one generation, to keep CI short): generation exact, logged and resumable;
+    a review that rejects and edits; a search on the reviewed set that registers a champion."""
     corpus = ingested / "corpus.jsonl"
-    cfg = _config(tmp_path, corpus, REPO / "data" / "xquad_en" / "questions.jsonl")  # its questions: unused here
-    out = tmp_path / "questions.jsonl"
-    assert _generate(cfg, corpus, out, 3) == 0
+    out = tmp_path / "generated.jsonl"
+    cfg = _config(tmp_path, corpus, out)
+    assert _generate(cfg, corpus, out, 4) == 0
     ds = load_dataset(corpus, out)  # ragsweep's own loader checks every span against the document
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == len(ds.questions) == 3
+    assert len(rows) == len(ds.questions) == 4
     for row in rows:
         if row["answerable"]:
             (span,) = row["answer_spans"]
             assert ds.corpus[span["doc_id"]].text[span["start"]:span["end"]] == row["answers"][0]
     assert {r["generated"]["kind"] for r in rows} <= {"factoid", "unanswerable"}
-    report = json.loads((tmp_path / "questions.jsonl.report.json").read_text())
-    assert report["questions"] == 3 and report["candidates"] >= 3
-    assert sum(report["kept_per_kind"].values()) == 3
-    run = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}").get_run(report["mlflow_run"])
+    report = json.loads((tmp_path / "generated.jsonl.report.json").read_text())
+    assert report["questions"] == 4 and sum(report["kept_per_kind"].values()) == 4
+    assert report["candidates"] >= 4
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    run = client.get_run(report["mlflow_run"])
     assert run.data.params["generation.seed"] == "0" and run.data.tags["ragsweep.kind"] == "testset"
     (inp,) = [i for i in run.inputs.dataset_inputs
               if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "evaluation"]
@@ -70,31 +73,20 @@ def test_generation_is_exact_seeded_resumable_and_logged(ingested: Path, tmp_pat
 
     # Resume: drop the last question and rewind the state to just after the one before; the same command
     # continues from there and writes the same question again (seeded candidates, temperature 0).
-    state_path = tmp_path / "questions.jsonl.state.json"
+    state_path = tmp_path / "generated.jsonl.state.json"
     state = json.loads(state_path.read_text())
-    state["next_candidate"] = rows[1]["generated"]["candidate"] + 1
-    state["counts"]["kept"][rows[2]["generated"]["kind"]] -= 1
+    state["next_candidate"] = rows[2]["generated"]["candidate"] + 1
+    state["counts"]["kept"][rows[3]["generated"]["kind"]] -= 1
     state_path.write_text(json.dumps(state))
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
-    assert _generate(cfg, corpus, out, 3) == 0
-    again = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["question"] for r in again] == [r["question"] for r in rows]
-    # other settings against the same file are refused before any server starts
-    assert _generate(cfg, corpus, out, 3, "--seed", "1") == 2
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
+    assert _generate(cfg, corpus, out, 4) == 0
+    assert [json.loads(line)["question"] for line in out.read_text().splitlines()] == [r["question"] for r in rows]
+    assert _generate(cfg, corpus, out, 4, "--seed", "1") == 2  # other settings: refused before a server starts
 
-
-def test_folder_to_champion(ingested: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    corpus = ingested / "corpus.jsonl"
-    generated = tmp_path / "generated.jsonl"
-    cfg = _config(tmp_path, corpus, generated)
-    generated.write_text("")  # the config names it; generation fills it
-    generated.unlink()
-    assert _generate(cfg, corpus, generated, 5) == 0
     # a person reviews: rejects the first question, edits the second's wording, accepts the rest
     review = tmp_path / "review.csv"
-    assert main(["review", "export", "--questions", str(generated), "--corpus", str(corpus), "--out",
-                 str(review)]) == 0
-    assert main(["review", "export", "--questions", str(generated), "--corpus", str(corpus), "--out",
+    assert main(["review", "export", "--questions", str(out), "--corpus", str(corpus), "--out", str(review)]) == 0
+    assert main(["review", "export", "--questions", str(out), "--corpus", str(corpus), "--out",
                  str(tmp_path / "review.html")]) == 0
     with open(review, newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
@@ -107,14 +99,12 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path, capsys: pytest.Captu
         w.writeheader()
         w.writerows(table)
     reviewed = tmp_path / "reviewed.jsonl"
-    assert main(["review", "import", "--questions", str(generated), "--corpus", str(corpus), "--reviewed",
+    assert main(["review", "import", "--questions", str(out), "--corpus", str(corpus), "--reviewed",
                  str(review), "--out", str(reviewed)]) == 0
-    rows = [json.loads(line) for line in reviewed.read_text().splitlines()]
-    assert len(rows) == 4 and rows[0]["question"] == "Which detail does this passage give?"
-    assert all(r["reviewed"] in ("accept", "edit") for r in rows)
-    cfg.write_text(cfg.read_text().replace(str(generated), str(reviewed)))
-    capsys.readouterr()
+    kept = [json.loads(line) for line in reviewed.read_text().splitlines()]
+    assert len(kept) == 3 and kept[0]["question"] == "Which detail does this passage give?"
+    assert all(r["reviewed"] in ("accept", "edit") for r in kept)
+
+    cfg.write_text(cfg.read_text().replace(str(out), str(reviewed)))
     assert main(["search", "--config", str(cfg)]) == 0
-    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
-    version = client.get_model_version_by_alias("chain-model", "champion")
-    assert version.version == "1"
+    assert client.get_model_version_by_alias("chain-model", "champion").version == "1"
