@@ -135,8 +135,8 @@ def main() -> int:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}"}
     times: dict[str, float] = {}
     try:
-        for name, cmd in (("ray up", ["ray", "up", str(config), "-y", "--no-config-cache"]),
-                          ("ray submit", ["ray", "submit", str(config), str(REPO / "search" / "run.py"), "--no-config-cache"])):
+        submit = ["ray", "submit", str(config), str(REPO / "search" / "run.py"), "--no-config-cache"]
+        for name, cmd in (("ray up", ["ray", "up", str(config), "-y", "--no-config-cache"]), ("ray submit", submit)):
             t = time.monotonic()
             step("$ " + " ".join(cmd))
             out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], env=env, capture_output=True, text=True)
