@@ -18,6 +18,7 @@ whether the human set's best configuration is in the generated set's top 3.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -62,11 +63,15 @@ def replay() -> int:
               f"generated top 3: {'yes' if best_h in top3_g else 'no'}")
     _, _, _, _, _, h, g = rows[0]
     print()
-    print(f"{'configuration':70} {'human':>7} {'rank':>4} {'generated':>9} {'rank':>4}")
+    def short(key: str) -> str:
+        p = json.loads(key)
+        return f"chunk {p['chunk_size']}/{p['chunk_overlap']}, {p['retriever']}, top_k {p['top_k']}, {p['prompt']}"
+
+    print(f"{'configuration':44} {'human':>7} {'rank':>4} {'generated':>9} {'rank':>4}")
     rank_h = {i: r for r, i in enumerate(np.argsort(-h), 1)}
     rank_g = {i: r for r, i in enumerate(np.argsort(-g), 1)}
     for i in np.argsort(-h):
-        print(f"{keys[i]:70} {h[i]:7.3f} {rank_h[i]:4d} {g[i]:9.3f} {rank_g[i]:4d}")
+        print(f"{short(keys[i]):44} {h[i]:7.3f} {rank_h[i]:4d} {g[i]:9.3f} {rank_g[i]:4d}")
     return 0
 
 
