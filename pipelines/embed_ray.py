@@ -2,7 +2,8 @@
 
 Contract: a :class:`RayEncoder` is a drop-in for ``Embedder.encode`` in an index build: called with a block of
 texts, it returns their normalised float32 vectors in order, computed by ``map_batches`` over an actor pool
-with one embedder per alive node (spread across nodes; ``gpus`` GPUs each, else CPU). The vectors equal a
+with one embedder per alive node (spread across nodes; ``gpus`` GPUs each, else CPU), all started before the
+first batch is handed out (up to ``WAIT_FOR_EMBEDDERS_S``), so every node takes part. The vectors equal a
 local embedder's up to float rounding, so both paths write the same index. On one machine the same code runs
 on the local Ray instance. :attr:`RayEncoder.nodes` records which nodes embedded, for tests and logs.
 """
@@ -36,6 +37,9 @@ def _spread() -> dict[str, Any]:
     return {"scheduling_strategy": "SPREAD"}  # one embedder per node before two on one
 
 
+WAIT_FOR_EMBEDDERS_S = 300  # an autoscaling cluster may have to add the node first
+
+
 class RayEncoder:
     block = 32_768  # texts per call: each call starts an actor pool, so calls are few and large
 
@@ -51,11 +55,27 @@ class RayEncoder:
         if not texts:
             return np.zeros((0, Embedder(self.spec).dim), dtype=np.float32)
         workers = max(1, min(sum(1 for n in ray.nodes() if n.get("Alive")), -(-len(texts) // self.batch_size)))
+        # Every embedder up before the first batch: otherwise the node whose embedder loads first can take every
+        # block of a small build while the others still import torch (seen on a loaded 2-node test cluster: one
+        # node embedded everything). Bounded: a pool that cannot start fails the build with Ray's timeout error.
+        context = ray.data.DataContext.get_current()
+        saved_wait = context.wait_for_min_actors_s
+        context.wait_for_min_actors_s = WAIT_FOR_EMBEDDERS_S
+        try:
+            return self._embed(texts, workers)
+        finally:
+            context.wait_for_min_actors_s = saved_wait
+
+    def _embed(self, texts: list[str], workers: int) -> np.ndarray:
+        import ray
+
         ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
         out = ds.map_batches(
             _EmbedBatch, fn_constructor_kwargs={"spec": self.spec, "batch_size": self.batch_size,
                                                "backend": self.backend, "cache_dir": self.cache_dir},
-            batch_size=self.batch_size * 4, concurrency=workers, num_gpus=self.gpus,
+            # A fixed pool of `workers` embedders (`concurrency=n` may autoscale between 1 and n, and one embedder
+            # then did all the work of a small build)
+            batch_size=self.batch_size * 4, compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=self.gpus,
             # No CPU reservation: the trial that builds holds its own slot and waits for this, and on a busy
             # machine a reservation would wait for a slot that only this build can free.
             num_cpus=0, ray_remote_args_fn=_spread,

@@ -51,7 +51,8 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
     a review that rejects and edits; a search on the reviewed set that registers a champion."""
     corpus = ingested / "corpus.jsonl"
     out = tmp_path / "generated.jsonl"
-    cfg = _config(tmp_path, corpus, out)
+    human = REPO / "data" / "xquad_en" / "questions.jsonl"  # a config's dataset files must exist: the set is made
+    cfg = _config(tmp_path, corpus, human)                 # first, then the config points at it (below)
     assert _generate(cfg, corpus, out, 4) == 0
     ds = load_dataset(corpus, out)  # ragsweep's own loader checks every span against the document
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -105,6 +106,6 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
     assert len(kept) == 3 and kept[0]["question"] == "Which detail does this passage give?"
     assert all(r["reviewed"] in ("accept", "edit") for r in kept)
 
-    cfg.write_text(cfg.read_text().replace(str(out), str(reviewed)))
+    cfg.write_text(cfg.read_text().replace(str(human), str(reviewed)))
     assert main(["search", "--config", str(cfg)]) == 0
-    assert client.get_model_version_by_alias("chain-model", "champion").version == "1"
+    assert str(client.get_model_version_by_alias("chain-model", "champion").version) == "1"
