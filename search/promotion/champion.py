@@ -79,7 +79,8 @@ class RagChampion(PythonModel):
         cache = IndexCache(Path(os.environ.get(INDEX_CACHE_ENV) or Path.home() / ".cache" / "ragsweep" / "index"))
         prompt = PromptTemplate(spec["prompt"]["name"], spec["prompt"]["system"], spec["prompt"]["user"])
         built = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path), cache,
-                               endpoints.generator.client(), seed=spec.get("seed", 0), prompt=prompt, index=index)
+                               endpoints.generator.client(), seed=spec.get("seed", 0), prompt=prompt, index=index,
+                               max_tokens=generator.max_tokens)
         self.pipeline = built.pipeline
         self.timings = {"read_config_s": t1 - t0, "server_start_s": t2 - t1, **built.timings}
 
@@ -120,6 +121,9 @@ def register_version(run_id: str, champion_spec: dict[str, Any], corpus_path: Pa
         config_path = Path(d) / "champion.json"
         config_path.write_text(json.dumps(champion_spec, indent=2))
         artifacts["config"] = str(config_path)
+        # The run's own experiment made active first: a process that set another one earlier (generate-questions'
+        # testsets, a caller's mlflow.set_experiment) would make start_run(run_id) refuse the parent run.
+        mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
         with mlflow.start_run(run_id=run_id, nested=True):
             info = mlflow.pyfunc.log_model(
                 name="rag_pipeline",
