@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -25,6 +25,19 @@ BACKENDS = ("torch", "onnx", "onnx-int8")
 def embedder_key(spec: str, backend: str) -> str:
     """The embedder as an index key sees it: torch keeps the bare name, so existing caches stay valid."""
     return spec if backend == "torch" else f"{spec}@{backend}"
+
+
+class TextEmbedder(Protocol):
+    """What index builds and retrievers need of an embedder: :class:`Embedder` (local) and
+    :class:`~ragsweep.pipelines.embed_http.EndpointEmbedder` (an embeddings endpoint) both are one."""
+
+    spec: str
+
+    @property
+    def dim(self) -> int: ...
+    def load(self) -> None: ...
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class EmbedderError(BadInput):
@@ -92,6 +105,10 @@ class Embedder:
 
             self._onnx = onnx_encoder(self.model, self.path, self.cache_dir, self.backend == "onnx-int8",
                                       self.batch_size)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed search texts (a model with query/passage prefixes gets its query prefix; these have none)."""
+        return self.encode(texts)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

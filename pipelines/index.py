@@ -1,7 +1,8 @@
 """Chunk, embed and BM25-weight a corpus once per index key, streaming; then open it in any vector store.
 
 Contract:
-- :class:`IndexSpec` hashes (corpus digest, chunk_size, chunk_overlap, embedder) to a key.
+- :class:`IndexSpec` hashes (corpus digest, chunk_size, chunk_overlap, embedder, chunker) to a key (the default
+  ``chars`` chunker is left out of the hash, so indexes built before chunkers existed keep their keys).
 - :meth:`IndexCache.get_or_build` builds the artifacts for a key at most once per cache folder, even when
   several trial processes ask at the same time (a file lock per key; writes land atomically by rename).
   Every build appends a line to ``builds.jsonl``, so "distinct keys == embedding passes" can be checked.
@@ -32,7 +33,7 @@ from filelock import FileLock
 from ragsweep.pipelines.chunk_file import ChunkFile, ChunkWriter
 from ragsweep.pipelines.chunking import Chunk, chunk_document
 from ragsweep.pipelines.data import Document
-from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embed import TextEmbedder
 from ragsweep.pipelines.progress import Progress
 from ragsweep.pipelines.stores import VectorStore, open_store
 
@@ -64,10 +65,12 @@ class IndexSpec:
     chunk_size: int
     chunk_overlap: int
     embedder: str
+    chunker: str = "chars"
 
     @property
     def key(self) -> str:
-        blob = json.dumps({**asdict(self), "format": _FORMAT}, sort_keys=True)
+        fields = {k: v for k, v in asdict(self).items() if not (k == "chunker" and v == "chars")}
+        blob = json.dumps({**fields, "format": _FORMAT}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -98,7 +101,7 @@ class IndexCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def get_or_build(self, spec: IndexSpec, corpus: dict[str, Document], embedder: Embedder,
+    def get_or_build(self, spec: IndexSpec, corpus: dict[str, Document], embedder: TextEmbedder,
                      encode: Encode | None = None) -> IndexArtifacts:
         """The index for ``spec``, built first when missing; ``encode`` replaces ``embedder.encode`` (e.g. the
         Ray Data embedder of :mod:`.embed_ray`) and must give the same vectors."""
@@ -119,7 +122,7 @@ def build_index(spec: IndexSpec, corpus: dict[str, Document], encode: Encode, di
     """Write the index for ``spec`` to ``folder`` (atomically: a temp sibling renamed); returns its chunk count."""
     # Only (doc, start, end) triples are held for the whole corpus; text is sliced a block at a time.
     ranges = [(doc, s, e) for doc in corpus.values()
-              for s, e in chunk_document(doc, spec.chunk_size, spec.chunk_overlap)]
+              for s, e in chunk_document(doc, spec.chunk_size, spec.chunk_overlap, spec.chunker, spec.embedder)]
     n = len(ranges)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{spec.key}-"))
     try:

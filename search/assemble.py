@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ragsweep.pipelines.data import Document
-from ragsweep.pipelines.embed import Embedder, embedder_key
+from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embed_http import AnyEmbedder, index_embedder_key, make_embedder
 from ragsweep.pipelines.graph import GenerationParams, RagPipeline
 from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
 from ragsweep.pipelines.llm import LLMClient
 from ragsweep.pipelines.prompts import PromptTemplate, load_templates
 from ragsweep.pipelines.rerank import RERANKERS
-from ragsweep.pipelines.retrieve import Retriever
+from ragsweep.pipelines.retrieve import Fusion, Retriever
 from ragsweep.search.config import ModelEndpoint, PipelineSettings, loggable
-from ragsweep.search.space import TrialParams
+from ragsweep.search.space import INACTIVE_DEFAULTS, TrialParams
+
+
+def trial_embedder(params: TrialParams, settings: PipelineSettings, cache_root: Path | None = None) -> AnyEmbedder:
+    """The trial's embedder (not loaded): its ``embedder`` param, else the search's ``pipeline.embedder``."""
+    return make_embedder(params.embedder or settings.embedder, settings.endpoints(), settings.embed_batch_size,
+                         settings.embed_backend, cache_root / "onnx" if cache_root else None)
 
 
 def index_spec(params: TrialParams, settings: PipelineSettings, corpus_digest: str) -> IndexSpec:
     return IndexSpec(corpus_digest, params.chunk_size, params.chunk_overlap,
-                     embedder_key(settings.embedder, settings.embed_backend))
+                     index_embedder_key(trial_embedder(params, settings)), params.chunker)
 
 
 def prompt_for(params: TrialParams, settings: PipelineSettings) -> PromptTemplate:
@@ -53,22 +61,22 @@ def build_pipeline(
     seed: int = 0,
     prompt: PromptTemplate | None = None,
     index: IndexArtifacts | None = None,
+    max_tokens: int | None = None,
 ) -> Assembled:
     """Index (from the cache, or ``index`` when the caller has it built), retriever, optional reranker and
-    generator; ``prompt`` overrides the named one."""
+    generator; ``prompt`` overrides the named one, ``max_tokens`` (the generator's own) ``pipeline.max_tokens``."""
     t0 = time.perf_counter()
-    embedder = Embedder(settings.embedder, batch_size=settings.embed_batch_size, backend=settings.embed_backend,
-                        cache_dir=cache.root / "onnx")
+    embedder = trial_embedder(params, settings, cache.root)
     embedder.load()  # now (once per process), so its cost is not hidden in the first query
     t1 = time.perf_counter()
     spec = index_spec(params, settings, corpus_digest)
     if index is not None and index.key != spec.key:
         raise ValueError(f"the given index {index.folder} has key {index.key}; this pipeline needs {spec.key}")
     encode = None
-    if settings.index_build == "ray":
+    if settings.index_build == "ray" and isinstance(embedder, Embedder):  # an endpoint is already shared
         from ragsweep.pipelines.embed_ray import RayEncoder
 
-        encode = RayEncoder(settings.embedder, settings.embed_batch_size, settings.index_gpus,
+        encode = RayEncoder(embedder.spec, settings.embed_batch_size, settings.index_gpus,
                             settings.embed_backend, cache.root / "onnx")
     art = index if index is not None else cache.get_or_build(spec, corpus, embedder, encode)
     t2 = time.perf_counter()
@@ -82,6 +90,11 @@ def build_pipeline(
     prompt = prompt or prompt_for(params, settings)
     # rerank_candidates is sampled only with a reranker; without one GenerationParams' default is unused.
     extra = {"rerank_candidates": params.rerank_candidates} if params.rerank_candidates else {}
-    gen = GenerationParams(params.top_k, params.temperature, settings.max_tokens, seed=seed, **extra)
-    pipeline = RagPipeline(Retriever(handle, embedder, params.retriever), generator, prompt, gen, reranker)
+    gen = GenerationParams(params.top_k, params.temperature, max_tokens or settings.max_tokens, seed=seed,
+                           query_transform=params.query_transform, context_order=params.context_order,
+                           context_budget=params.context_budget, multi_query_n=settings.multi_query_n, **extra)
+    fusion = Fusion(INACTIVE_DEFAULTS["hybrid_weight"] if params.hybrid_weight is None else params.hybrid_weight,
+                    INACTIVE_DEFAULTS["rrf_k"] if params.rrf_k is None else params.rrf_k)
+    retriever = Retriever(handle, embedder, params.retriever, fusion)
+    pipeline = RagPipeline(retriever, generator, prompt, gen, reranker)
     return Assembled(pipeline, art, prompt, timings)

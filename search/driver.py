@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from ragsweep.judges.intervals import paired_difference
 from ragsweep.pipelines.data import Dataset, load_dataset
-from ragsweep.pipelines.embed import check_model_folder, resolve_embedder_path
+from ragsweep.pipelines.embed import EmbedderError, check_model_folder, resolve_embedder_path
 from ragsweep.pipelines.llm import USAGE, merge_intervals
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.pipelines.secrets import SECRETS
@@ -122,14 +122,30 @@ def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
     check_index_memory(cfg)  # before the corpus is read: a corpus too large to index may be too large to load
     dataset = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
     plan = plan_questions(cfg, dataset)
-    resolve_embedder_path(cfg.pipeline.embedder)
+    check_embedders(cfg)
     if cfg.pipeline.reranker_model is not None:
         check_model_folder(cfg.pipeline.reranker_model, "pipeline.reranker_model")
-    preflight(cfg.llm.generator, cluster=ray_target(cfg) is not None, where="llm.generator")
-    if cfg.llm.judge is not None:
-        preflight(cfg.llm.judge, cluster=ray_target(cfg) is not None, where="llm.judge")
+    for where, endpoint in cfg.llm.servers():
+        if not where.startswith("llm.generators.") or where.rsplit(".", 1)[1] in (cfg.space.generator or []):
+            preflight(endpoint, cluster=ray_target(cfg) is not None, where=where)
     check_gpu_fit(cfg)
     return dataset, plan
+
+
+def check_embedders(cfg: ExperimentConfig) -> None:
+    """Every embedder the search may use is there: a local folder (checked at load too), or an endpoint that
+    answers one request now (EmbedderError naming the config key and URL)."""
+    from ragsweep.pipelines.embed_http import EndpointEmbedder, make_embedder
+
+    for name in cfg.space.embedder or [cfg.pipeline.embedder]:
+        embedder = make_embedder(name, cfg.pipeline.endpoints())
+        if isinstance(embedder, EndpointEmbedder):
+            try:
+                embedder.load()
+            except EmbedderError as e:
+                raise EmbedderError(f"pipeline.embedders.{name}: {e}") from None
+        else:
+            resolve_embedder_path(name)
 
 
 def check_gpu_fit(cfg: ExperimentConfig) -> list[str]:
@@ -316,9 +332,10 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
         t0 = time.perf_counter()
         # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them. The
         # random suffix keeps actor names unique if a dead driver's actors outlive it (resume).
+        searched = {n: cfg.llm.generators[n] for n in cfg.space.generator or []}
         with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs", seed=cfg.search.seed,
                    ray_prefix=f"ragsweep-{pid[:8]}-{uuid.uuid4().hex[:6]}",
-                   public=address is not None) as endpoints:
+                   public=address is not None, generators=searched) as endpoints:
             timings["server_start_s"] = time.perf_counter() - t0
             question_ids = plan.search_ids
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
@@ -374,7 +391,8 @@ def _log_servers(parent: RunRef, endpoints: Endpoints) -> None:
     """Restart counts (metrics) and lifecycle events (servers.json) of the server actors, on the parent run."""
     from ragsweep.search.serving.actors import replica_statuses
 
-    names = list(dict.fromkeys(endpoints.generator.actor_names + endpoints.judge.actor_names))
+    names = list(dict.fromkeys(endpoints.generator.actor_names + endpoints.judge.actor_names
+                               + tuple(n for ep in endpoints.generators.values() for n in ep.actor_names)))
     try:
         statuses = replica_statuses(names)
     except Exception as e:  # noqa: BLE001 - a dead actor must not hide the search's own outcome
@@ -730,24 +748,32 @@ def _link(uri: str, exp_id: str, pid: str) -> str:
 
 
 def _usage_totals(grid: Any, cfg: ExperimentConfig) -> dict[str, float]:
-    """Search-wide LLM usage: sums of the trials' ``llm.*`` counters, and per server the busy time (union of all
-    trials' request intervals) and GPU-seconds (busy time x GPUs of its replicas)."""
+    """Search-wide LLM usage: sums of the trials' ``llm.*`` counters, and per server (``server.generator``,
+    ``server.judge`` when separate, ``server.generators.<name>`` for each other searched generator) the busy time
+    (union of its trials' request intervals) and GPU-seconds (busy time x GPUs of its replicas)."""
+    servers = cfg.llm.servers()  # distinct settings: a generator equal to the judge shares its server
+
+    def server_of(endpoint: Any) -> str:
+        return next(where for where, ep in servers if ep == endpoint)
+
     totals: dict[str, float] = {}
-    intervals: dict[str, list[tuple[float, float]]] = {"generator": [], "judge": []}
+    spans: dict[str, list[tuple[float, float]]] = {"llm.generator": []}
+    if cfg.llm.judge is not None:
+        spans[server_of(cfg.llm.judge)] = []
     for r in grid:
+        generator = cfg.llm.generator_for((r.config or {}).get("generator"))
         for k, v in (r.metrics or {}).items():
             if k.startswith(USAGE) and isinstance(v, (int, float)):
                 totals[f"total.{k}"] = totals.get(f"total.{k}", 0.0) + float(v)
             elif k in ("generator_intervals", "judge_intervals"):
-                intervals[k.removesuffix("_intervals")] += [tuple(x) for x in json.loads(v)]
-    shared = cfg.llm.judge is None or cfg.llm.judge == cfg.llm.generator
-    servers = {"generator": (cfg.llm.generator, intervals["generator"] + (intervals["judge"] if shared else []))}
-    if not shared:
-        servers["judge"] = (cfg.judge_endpoint, intervals["judge"])
-    for name, (endpoint, spans) in servers.items():
-        busy = sum(b - a for a, b in merge_intervals(spans))
-        totals[f"server.{name}.busy_s"] = busy
-        totals[f"server.{name}.gpu_s"] = busy * endpoint.gpus_per_replica * endpoint.replicas
+                where = server_of(generator if k == "generator_intervals" else cfg.judge_endpoint)
+                spans.setdefault(where, []).extend(tuple(x) for x in json.loads(v))
+    for where, endpoint in servers:
+        if where in spans:
+            busy = sum(b - a for a, b in merge_intervals(spans[where]))
+            name = where.removeprefix("llm.")
+            totals[f"server.{name}.busy_s"] = busy
+            totals[f"server.{name}.gpu_s"] = busy * endpoint.gpus_per_replica * endpoint.replicas
     return totals
 
 
@@ -766,4 +792,5 @@ def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, A
     from ragsweep.search.space import TrialParams
 
     tp = TrialParams.from_sampled(params)
-    return pipeline_spec(tp, cfg.pipeline, cfg.llm.generator, cfg.search.seed, prompt_for(tp, cfg.pipeline))
+    return pipeline_spec(tp, cfg.pipeline, cfg.llm.generator_for(tp.generator), cfg.search.seed,
+                         prompt_for(tp, cfg.pipeline))

@@ -66,6 +66,7 @@ def leaderboard(trials: list[TrialRecord]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    df = df.drop(columns=[k for k in PARAM_NAMES if df[k].isna().all()])  # keys this search did not sample
     df["_done"] = df["status"] == "completed"
     df = df.sort_values(["_done", "n_questions", "objective"], ascending=False).drop(columns="_done")
     return df.reset_index(drop=True)

@@ -1,8 +1,9 @@
 """The search space as an Optuna define-by-run function, and the validated params of one trial.
 
 Contract: :class:`DefineByRun` turns ``config.space`` into ``fn(optuna.Trial) -> None`` for Ray's
-``OptunaSearch``, with two conditional rules: ``rerank_candidates`` is sampled only when the reranker is on,
-and an overlap *range* is clipped to the trial's ``chunk_size - 1``. :meth:`TrialParams.from_sampled`
+``OptunaSearch``, with conditional rules (:data:`CONDITIONAL`): a key is sampled only in trials where it acts
+(``rerank_candidates`` with a reranker, ``hybrid_weight`` with hybrid retrieval, ``rrf_k`` wherever lists are
+fused), and an overlap *range* is clipped to the trial's ``chunk_size - 1``. :meth:`TrialParams.from_sampled`
 validates what was sampled (a bad value raises at once, before any model work). :func:`baseline_point`,
 :func:`grid_points` and :func:`distributions` derive the baseline trial, the full grid and Optuna
 distributions from the same space; each raises ``ValueError`` naming the key when the space does not allow it.
@@ -16,8 +17,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 import optuna
 from pydantic import Field, model_validator
 
+from ragsweep.pipelines.chunking import CHUNKERS
+from ragsweep.pipelines.context import ORDERS
 from ragsweep.pipelines.rerank import RERANKERS
 from ragsweep.pipelines.retrieve import RETRIEVERS
+from ragsweep.pipelines.transforms import TRANSFORMS
 from ragsweep.search.schema import Strict as _Strict
 
 
@@ -54,8 +58,12 @@ class FloatRange(_Range):
 if TYPE_CHECKING:  # mypy sees plain names; pydantic validates them against the registries
     Retriever: TypeAlias = str
     Reranker: TypeAlias = str
+    Transform: TypeAlias = str
+    Chunker: TypeAlias = str
+    ContextOrder: TypeAlias = str
 else:
-    Retriever, Reranker = RETRIEVERS.field(), RERANKERS.field()
+    Retriever, Reranker, Transform = RETRIEVERS.field(), RERANKERS.field(), TRANSFORMS.field()
+    Chunker, ContextOrder = CHUNKERS.field(), ORDERS.field()
 
 
 def _bounds(p: list[Any] | IntRange | FloatRange) -> tuple[Any, Any]:
@@ -67,6 +75,14 @@ def chunk_bounds(space: SearchSpace) -> tuple[int, int]:
     size = int(_bounds(space.chunk_size)[0])
     return size, min(int(_bounds(space.chunk_overlap)[1]), size - 1)
 
+
+# key -> (parent key, parent values): sampled only when one of them is the trial's value of the parent. rrf_k
+# acts wherever several lists are fused: hybrid retrieval, or a transform that searches with several texts.
+CONDITIONAL: dict[str, tuple[tuple[str, tuple[Any, ...]], ...]] = {
+    "rerank_candidates": (("reranker", ("cross_encoder",)),),
+    "hybrid_weight": (("retriever", ("hybrid",)),),
+    "rrf_k": (("retriever", ("hybrid",)), ("query_transform", ("hyde", "multi_query"))),
+}
 
 class SearchSpace(_Strict):
     """Each key is a list of choices (categorical) or a range ``{low, high[, step][, log]}``."""
@@ -80,6 +96,18 @@ class SearchSpace(_Strict):
     temperature: Annotated[list[float], Field(min_length=1)] | FloatRange = [0.0]
     # Conditional: sampled only in trials whose reranker is cross_encoder.
     rerank_candidates: Annotated[list[int], Field(min_length=1)] | IntRange = [20]
+    chunker: Annotated[list[Chunker], Field(min_length=1)] = ["chars"]
+    # 'default', a local model folder or a name from pipeline.embedders; unset = not searched (pipeline.embedder)
+    embedder: Annotated[list[str], Field(min_length=1)] | None = None
+    # names from llm.generators; unset = not searched (llm.generator)
+    generator: Annotated[list[str], Field(min_length=1)] | None = None
+    query_transform: Annotated[list[Transform], Field(min_length=1)] = ["none"]
+    # Conditional: sampled only with hybrid retrieval (the dense legs' share of the fused score).
+    hybrid_weight: Annotated[list[float], Field(min_length=1)] | FloatRange = [0.5]
+    # Conditional: sampled only where lists are fused (hybrid, hyde, multi_query).
+    rrf_k: Annotated[list[int], Field(min_length=1)] | IntRange = [2]
+    context_order: Annotated[list[ContextOrder], Field(min_length=1)] = ["retrieved"]
+    context_budget: Annotated[list[int], Field(min_length=1)] | IntRange = [0]
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchSpace:
@@ -104,14 +132,29 @@ class SearchSpace(_Strict):
         t_low, t_high = _bounds(self.temperature)
         if t_low < 0 or t_high > 2:
             raise ValueError("temperature must lie in [0, 2]")
+        w_low, w_high = _bounds(self.hybrid_weight)
+        if w_low < 0 or w_high > 1:
+            raise ValueError("hybrid_weight (the dense share of hybrid fusion) must lie in [0, 1]")
+        if _bounds(self.rrf_k)[0] < 1:
+            raise ValueError("rrf_k must be >= 1")
+        if _bounds(self.context_budget)[0] < 0:
+            raise ValueError("context_budget must be >= 0 (0: no budget)")
+        for key, rules in CONDITIONAL.items():  # a conditional key set where no trial can use it: a mistake
+            if key in self.model_fields_set and not any(set(getattr(self, parent)) & set(allowed)
+                                                        for parent, allowed in rules):
+                where = " or ".join(f"space.{parent} includes {' or '.join(map(repr, allowed))}"
+                                    for parent, allowed in rules)
+                raise ValueError(f"{key} is set but no trial would use it: it acts only when {where}")
         return self
 
 
 
 # Sampled in this order (conditional keys after the keys they depend on).
 PARAM_NAMES = ("chunk_size", "chunk_overlap", "retriever", "top_k", "reranker", "prompt", "temperature",
-               "rerank_candidates")
-CONDITIONAL = {"rerank_candidates": ("reranker", "cross_encoder")}  # key -> (parent key, parent value)
+               "rerank_candidates", "chunker", "embedder", "generator", "query_transform", "hybrid_weight", "rrf_k",
+               "context_order", "context_budget")
+# The value a trial uses for a key it did not sample (the pipeline's behaviour when the key does not act).
+INACTIVE_DEFAULTS = {"hybrid_weight": 0.5, "rrf_k": 2}
 
 
 class TrialParams(_Strict):
@@ -123,6 +166,15 @@ class TrialParams(_Strict):
     prompt: str
     temperature: float = Field(ge=0.0, le=2.0)
     rerank_candidates: int | None = Field(None, ge=1, description="only with a reranker")
+    # Defaults: what a trial of a search from before these keys existed did.
+    chunker: Chunker = "chars"
+    embedder: str | None = Field(None, description="unset: pipeline.embedder (trials of searches before the key)")
+    generator: str | None = Field(None, description="a name from llm.generators; unset: llm.generator")
+    query_transform: Transform = "none"
+    hybrid_weight: float | None = Field(None, ge=0.0, le=1.0, description="only with hybrid retrieval")
+    rrf_k: int | None = Field(None, ge=1, description="only where lists are fused")
+    context_order: ContextOrder = "retrieved"
+    context_budget: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _overlap(self) -> TrialParams:
@@ -136,8 +188,8 @@ class TrialParams(_Strict):
 
 
 def _active(name: str, values: dict[str, Any]) -> bool:
-    parent = CONDITIONAL.get(name)
-    return parent is None or values.get(parent[0]) == parent[1]
+    rules = CONDITIONAL.get(name)
+    return rules is None or any(values.get(parent) in allowed for parent, allowed in rules)
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: Any, values: dict[str, Any]) -> Any:
@@ -161,9 +213,14 @@ class DefineByRun:
 
     def __call__(self, trial: optuna.Trial) -> None:
         values: dict[str, Any] = {}
-        for name in PARAM_NAMES:
+        for name in searched(self.space):
             if _active(name, values):
                 values[name] = _suggest(trial, name, getattr(self.space, name), values)
+
+
+def searched(space: SearchSpace) -> tuple[str, ...]:
+    """The keys this space searches, in sampling order (an unset optional key such as ``embedder`` is not)."""
+    return tuple(name for name in PARAM_NAMES if getattr(space, name) is not None)
 
 
 def _first(spec: Any) -> Any:
@@ -179,11 +236,12 @@ def _contains(spec: Any, value: Any) -> bool:
 
 def baseline_point(space: SearchSpace, given: dict[str, Any]) -> dict[str, Any]:
     """The baseline trial's params: ``given`` completed with the first choice (low end) of each other key."""
-    unknown = sorted(set(given) - set(PARAM_NAMES))
+    keys = searched(space)
+    unknown = sorted(set(given) - set(keys))
     if unknown:
-        raise ValueError(f"search.baseline: unknown key {unknown[0]!r}; keys: {', '.join(PARAM_NAMES)}")
+        raise ValueError(f"search.baseline: unknown key {unknown[0]!r}; keys: {', '.join(keys)}")
     point: dict[str, Any] = {}
-    for name in PARAM_NAMES:
+    for name in keys:
         if not _active(name, point):
             continue
         spec = getattr(space, name)
@@ -204,7 +262,7 @@ def _describe(spec: Any) -> str:
 def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
     """Every combination of the space (int ranges expanded by step); float ranges cannot be a grid."""
     axes: dict[str, list[Any]] = {}
-    for name in PARAM_NAMES:
+    for name in searched(space):
         spec = getattr(space, name)
         if isinstance(spec, FloatRange):
             raise ValueError(f"search.sampler 'grid' needs choices, but space.{name} is a float range")
@@ -215,10 +273,11 @@ def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
     points = []
     for combo in itertools.product(*axes.values()):
         p = dict(zip(axes, combo, strict=True))
-        if not _active("rerank_candidates", p):
-            if p["rerank_candidates"] != axes["rerank_candidates"][0]:
-                continue  # inactive key: one point, not one per unused value
-            del p["rerank_candidates"]
+        inactive = [k for k in CONDITIONAL if not _active(k, p)]
+        if any(p[k] != axes[k][0] for k in inactive):
+            continue  # an inactive key: one point, not one per unused value
+        for k in inactive:
+            del p[k]
         points.append(p)
     return points
 
@@ -226,8 +285,8 @@ def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
 def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
     """The value lists Optuna's ``GridSampler`` walks (the grid of :func:`grid_points`).
 
-    ``rerank_candidates`` is left out when no trial can use it; with rerankers on and off in one grid, the
-    reranker-off points repeat once per candidates value (Optuna's grid is a plain product).
+    A conditional key is left out when no trial can use it; where it acts in some trials only, the others
+    repeat once per value of it (Optuna's grid is a plain product).
     """
     axes: dict[str, list[Any]] = {}
     for p in grid_points(space):
@@ -240,7 +299,7 @@ def grid_search_space(space: SearchSpace) -> dict[str, list[Any]]:
 def distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
     """Optuna distributions of every key (overlap over its full range), to rebuild a study for reports."""
     out: dict[str, optuna.distributions.BaseDistribution] = {}
-    for name in PARAM_NAMES:
+    for name in searched(space):
         spec = getattr(space, name)
         if isinstance(spec, IntRange):
             out[name] = optuna.distributions.IntDistribution(spec.low, spec.high, step=spec.step, log=spec.log)

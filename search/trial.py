@@ -113,6 +113,8 @@ def _row(q: Question, ans: Answer, scores: dict[str, float], verdicts: dict[str,
         "judges": {n: {"reason": v.reason, "raw": v.raw, "repaired": v.repaired, "calls": v.calls,
                        "tokens": v.prompt_tokens + v.completion_tokens} for n, v in verdicts.items()},
         "latency_s": ans.latency_s,
+        "search_texts": ans.search_texts,
+        "llm_calls": ans.llm_calls,
         "prompt_tokens": ans.prompt_tokens,
         "completion_tokens": ans.completion_tokens,
         "judge_tokens": sum(v.prompt_tokens + v.completion_tokens for v in verdicts.values()),
@@ -265,11 +267,12 @@ def open_session(params: TrialParams, ctx: SearchContext) -> Session:
     t_start = time.perf_counter()
     cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
     # Look the servers up by actor name: a restarted or replaced replica is found where it is now.
-    generator = ctx.endpoints.generator.resolved().client(cache)
+    generator = ctx.endpoints.generator_for(params.generator).resolved().client(cache)
     built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
-                           IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed)
-    timings = {**built.timings, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0, "judge_s": 0.0,
-               "trace_s": 0.0}
+                           IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed,
+                           max_tokens=cfg.llm.generator_for(params.generator).max_tokens)
+    timings = {**built.timings, "transform_s": 0.0, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0,
+               "judge_s": 0.0, "trace_s": 0.0}
     return Session(params, built, generator, ctx.endpoints.judge.resolved().client(cache), build_judges(cfg.judges),
                    timings, t_start)
 
@@ -317,7 +320,8 @@ def summarize(session: Session, rows: list[dict[str, Any]], cfg: ExperimentConfi
         # Cost of the configuration, including answers served from the cache (their original counts).
         "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
         "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
-        "gpu_s_per_question": (g.stats.busy_s * cfg.llm.generator.gpus_per_replica
+        "llm_calls_per_question": sum(r.get("llm_calls", 1) for r in rows) / done,
+        "gpu_s_per_question": (g.stats.busy_s * cfg.llm.generator_for(session.params.generator).gpus_per_replica
                                + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
         "n_questions": float(done),
         "llm.judge.failed": float(session.judge_failed), "llm.judge.repaired": float(session.judge_repaired),
@@ -454,7 +458,8 @@ def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assem
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         cfg = ctx.config
-        spec = pipeline_spec(params, cfg.pipeline, cfg.llm.generator, cfg.search.seed, built.prompt)
+        spec = pipeline_spec(params, cfg.pipeline, cfg.llm.generator_for(params.generator), cfg.search.seed,
+                             built.prompt)
         (folder / "config.json").write_text(json.dumps({**spec, "index_key": built.index.key}, indent=2))
         (folder / "prompt.txt").write_text(redact(built.prompt.text))
         mlflow.log_artifacts(str(folder))

@@ -40,7 +40,7 @@ class ModelEndpoint(Protocol):
 
 
 class ExperimentConfig(Protocol):
-    """What the fit reads of ``config.ExperimentConfig``: ``llm`` (generator, judge, gpu)."""
+    """What the fit reads of ``config.ExperimentConfig``: ``llm`` (its servers(), gpu)."""
 
     @property
     def llm(self) -> Any: ...
@@ -236,8 +236,7 @@ def gpu_fit(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     """(report lines, problems) for every vLLM server of ``cfg``. No vLLM server, no lines. A problem is a server
     that does not fit, or one whose Ray GPU share (num_gpus) is below its memory share, so Ray could put servers
     that need more than the whole GPU on it."""
-    endpoints = [(w, ep) for w, ep in (("llm.generator", cfg.llm.generator), ("llm.judge", cfg.llm.judge))
-                 if ep is not None and ep.engine == "vllm"]
+    endpoints = [(w, ep) for w, ep in cfg.llm.servers() if ep.engine == "vllm"]
     if not endpoints:
         return [], []
     gb, source = gpu_memory_gb(cfg)

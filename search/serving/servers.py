@@ -1,8 +1,9 @@
 """The servers a search shares: started once (local processes or Ray actors), stopped at the end, whatever the end.
 
-Contract: :func:`serve` is a context manager yielding :class:`Endpoints` (generator and judge) whose servers are
-healthy; on exit every server it started is stopped (also on error or Ctrl-C). An :class:`Endpoint` is what a trial
-needs to reach one model (URLs, model name, engine, key, fingerprint); it pickles into Ray workers.
+Contract: :func:`serve` is a context manager yielding :class:`Endpoints` (generator, judge and the named generators
+a search samples) whose servers are healthy, one server per distinct setting; on exit every server it started is
+stopped (also on error or Ctrl-C). An :class:`Endpoint` is what a trial needs to reach one model (URLs, model name,
+engine, key, fingerprint); it pickles into Ray workers.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class Endpoint:
 class Endpoints:
     generator: Endpoint
     judge: Endpoint
+    generators: dict[str, Endpoint] = dataclasses.field(default_factory=dict)  # llm.generators, by name
+
+    def generator_for(self, name: str | None) -> Endpoint:
+        """The endpoint of a trial's generator: a named one, or the default when the trial samples none."""
+        return self.generator if name is None else self.generators[name]
 
 
 
@@ -96,15 +102,25 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
 
 @contextlib.contextmanager
 def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path, seed: int = 0, *,
-          ray_prefix: str | None = None, public: bool = False, first_role: str = "generator") -> Iterator[Endpoints]:
+          ray_prefix: str | None = None, public: bool = False, first_role: str = "generator",
+          generators: dict[str, ModelEndpoint] | None = None) -> Iterator[Endpoints]:
     """Start (or check) the generator and judge servers and stop them on exit, whatever the exit.
 
     With ``ray_prefix`` (Ray initialised) each server is a named Ray actor ``<prefix>-<role>-<i>``; without it,
     a process of this one (the champion model does that). One server serves both roles when settings match.
-    ``first_role`` names the first server in messages and logs (calibration starts only a judge).
+    ``first_role`` names the first server in messages and logs (calibration starts only a judge). Each of
+    ``generators`` (role ``generator-<name>``) reuses the server of an identical setting already started.
     """
     with contextlib.ExitStack() as stack:
         gen = _start(generator, log_dir, first_role, stack, seed, ray_prefix, public)
         same = judge is None or judge == generator
         jud = gen if same else _start(judge, log_dir, "judge", stack, seed, ray_prefix, public)  # type: ignore[arg-type]
-        yield Endpoints(gen, jud)
+        started: list[tuple[ModelEndpoint, Endpoint]] = [(generator, gen), (judge or generator, jud)]
+        named: dict[str, Endpoint] = {}
+        for name, cfg in (generators or {}).items():
+            found = next((ep for c, ep in started if c == cfg), None)
+            if found is None:
+                found = _start(cfg, log_dir, f"generator-{name}", stack, seed, ray_prefix, public)
+                started.append((cfg, found))
+            named[name] = found
+        yield Endpoints(gen, jud, named)

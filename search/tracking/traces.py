@@ -97,9 +97,17 @@ class TraceWriter:
             tags={"ragsweep.question_id": q.id, "ragsweep.trial": self.trial},
             experiment_id=self.experiment_id, start_time_ns=_ns(start))
         end = start
+        if "transform" in stages:  # the query transformation: what retrieval searched with
+            a, b = stages["transform"]
+            span = mlflow.start_span_no_context("transform", span_type=SpanType.LLM, parent_span=root,
+                                                inputs={"question": r(q.question)}, start_time_ns=_ns(a))
+            span.set_attributes({"ragsweep.llm_calls": ans.llm_calls - 1, "ragsweep.batch_window": True})
+            span.end(outputs={"search_texts": [r(t) for t in ans.search_texts]}, end_time_ns=_ns(b))
+            end = max(end, b)
         if "retrieve" in stages:
             end = max(end, self._hits_span(root, "retrieve", SpanType.RETRIEVER, stages["retrieve"],
-                                           {"query": r(q.question), "k": len(ans.candidates)}, ans.candidates))
+                                           {"query": r(q.question), "search_texts": len(ans.search_texts) or 1,
+                                            "k": len(ans.candidates)}, ans.candidates))
         if "rerank" in stages:
             end = max(end, self._hits_span(root, "rerank", SpanType.RERANKER, stages["rerank"],
                                            {"candidates": len(ans.candidates), "top_k": len(ans.hits)}, ans.hits))

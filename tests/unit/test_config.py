@@ -81,6 +81,50 @@ def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> 
         load_config(_write(tmp_path, text))
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # issue 19: models, transforms, fusion and context as searched keys; each refused with its YAML line
+        ("space:\n  generator: [small, big]\nllm:\n  generators:\n    small: {model: default}\n",
+         r"line 5, space.generator.1: 'big' is not defined in llm.generators; it defines: small"),
+        ("space:\n  generator: [smol]\n", r"space.generator.0: 'smol' is not defined in llm.generators; it "
+         r"defines: nothing \(llm.generators is empty\)"),
+        ("space:\n  embedder: [default, /no/such/model]\n",
+         r"line 5, space.embedder.1: '/no/such/model' is not 'default', a name from pipeline.embedders or a model "
+         r"folder \(embedder: no such folder"),
+        ("pipeline:\n  embedder: e5\n  embedders: {e6: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n",
+         r"line 5, pipeline.embedder: 'e5' is not 'default'.*pipeline.embedders defines: e6"),
+        ("pipeline:\n  embedders: {default: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n",
+         r"pipeline.embedders.default: a name, not 'default' or a path"),
+        ("pipeline:\n  embedders: {e5: {base_url: 'ftp://x', model: m}}\n", r"pipeline.embedders.e5.base_url"),
+        ("space:\n  query_transform: [none, hide]\n", r"unknown query transformation 'hide' \(did you mean 'hyde'"),
+        ("space:\n  chunker: [sentences]\n", r"unknown chunker 'sentences' \(did you mean 'sentence'"),
+        ("space:\n  context_order: [middle]\n", r"space.context_order.0: unknown context order 'middle'"),
+        ("space:\n  retriever: [dense]\n  hybrid_weight: [0.2, 0.8]\n",
+         r"hybrid_weight is set but no trial would use it: it acts only when space.retriever includes 'hybrid'"),
+        ("space:\n  hybrid_weight: [1.5]\n", r"hybrid_weight \(the dense share of hybrid fusion\) must lie in"),
+        ("space:\n  context_budget: [-1]\n", "context_budget must be >= 0"),
+        ("pipeline:\n  multi_query_n: 0\n", "pipeline.multi_query_n: Input should be greater than or equal to 1"),
+        ("llm:\n  generators: {big: {max_tokens: 0}}\n", "llm.generators.big.max_tokens: Input should be greater"),
+    ],
+)
+def test_bad_search_keys_name_the_line(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text))
+
+
+def test_endpoint_embedder_that_does_not_answer_stops_the_search_before_any_work(tmp_path: Path) -> None:
+    from ragsweep.pipelines.embed import EmbedderError
+    from ragsweep.search.driver import check_embedders
+    from tests.integration.local_cluster import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    cfg = load_config(_write(tmp_path, f"space:\n  embedder: [default, e5]\npipeline:\n  embedders:\n"
+                                       f"    e5: {{base_url: '{url}', model: m, timeout_s: 5}}\n"))
+    with pytest.raises(EmbedderError, match=rf"pipeline.embedders.e5: embeddings endpoint {url}/embeddings: Connect"):
+        check_embedders(cfg)
+
+
 def test_grace_only_matters_for_asha(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, "search:\n  questions_per_trial: 4\n  scheduler: fifo\n"))
     assert cfg.search.grace_questions == 8 and cfg.search.scheduler == "fifo"

@@ -143,3 +143,13 @@ def test_a_failed_trial_is_shown_with_its_exception_line(tmp_path: Path) -> None
                  "ragsweep.search.tracking.runs.TrackingLost: trial t1: could not log the metrics to MLflow\n\n")
     assert error_line(str(f)).endswith("TrackingLost: trial t1: could not log the metrics to MLflow")
     assert error_line(str(tmp_path / "missing.txt")) == "no error file"
+
+
+def test_every_space_and_pipeline_key_has_a_row_in_the_config_docs() -> None:
+    from ragsweep.search.config import PipelineSettings
+    from ragsweep.search.space import SearchSpace
+
+    docs = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
+    missing = [f"{section}.{key}" for section, model in (("space", SearchSpace), ("pipeline", PipelineSettings))
+               for key in model.model_fields if f"| `{key}` |" not in docs]
+    assert not missing, f"docs/config.md has no row for {missing}"
