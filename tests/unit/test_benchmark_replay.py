@@ -28,3 +28,11 @@ def test_selection_quality_replay_prints_every_method_for_both_objectives() -> N
         for method in ("best on search", "held-out best", "cheapest tied"):
             assert f"{objective:<30}{method:<16}" in out
     assert "24 configurations x 64 questions" in out
+
+
+def test_search_keys_replay_prints_every_searched_key() -> None:
+    out = _bench("search_keys.py")
+    for key in ("embedder", "generator", "chunker", "query_transform", "hybrid_weight", "rrf_k", "context_order",
+                "context_budget", "retriever"):
+        assert f"\n{key:<16}" in out
+    assert "trials x 16 questions" in out
