@@ -79,6 +79,8 @@ def varying_keys(space: Any) -> list[str]:
     """The searched keys with more than one value (ranges always vary): the columns worth a user's eye."""
     out = []
     for name, spec in space:
+        if spec is None:  # an optional key this space does not search (embedder, generator)
+            continue
         if not isinstance(spec, list) or len(set(map(str, spec))) > 1:
             out.append(name)
     return out

@@ -119,3 +119,11 @@ def test_a_trial_stopped_early_is_pruned_for_optuna_not_complete(tmp_path) -> No
     searcher.on_trial_complete("b", {"objective": 0.5, "training_iteration": 3, "n_questions": 24})
     states = [t.state for t in searcher._ot_study.trials]
     assert states == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+
+
+def test_trial_table_shows_only_the_keys_that_vary() -> None:
+    from ragsweep.search.console import varying_keys
+
+    space = SearchSpace(chunk_size=[400], retriever=["dense", "hybrid"], hybrid_weight=FloatRange(low=0.2, high=0.8))
+    assert varying_keys(space) == ["chunk_overlap", "retriever", "top_k", "prompt", "hybrid_weight"]
+    assert "embedder" in varying_keys(SearchSpace(embedder=["default", "e5"]))
