@@ -84,6 +84,7 @@ CONDITIONAL: dict[str, tuple[tuple[str, tuple[Any, ...]], ...]] = {
     "rrf_k": (("retriever", ("hybrid",)), ("query_transform", ("hyde", "multi_query"))),
 }
 
+
 class SearchSpace(_Strict):
     """Each key is a list of choices (categorical) or a range ``{low, high[, step][, log]}``."""
 
