@@ -434,6 +434,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK — {len(ds.corpus)} documents, {len(ds.questions)} questions ({len(plan.search_ids)} "
           f"per trial, {held}), {n_trials(cfg)} trials, objective {cfg.objective.weights}, selection "
           f"{cfg.search.selection} of {cfg.search.finalists} finalists")
+    from ragsweep.search.space import describe_space
+
+    print(f"space: {describe_space(cfg.space)}")
     from ragsweep.search.driver import check_gpu_fit
 
     for line in check_gpu_fit(cfg):  # prepare() raised already if a server cannot fit; these are the numbers

@@ -260,6 +260,16 @@ def _describe(spec: Any) -> str:
     return f"choices {list(spec)}"
 
 
+def describe_space(space: SearchSpace) -> str:
+    """One line of what a search varies: each searched key with its choices or range (single choices last)."""
+    keys = searched(space)
+    varied = [k for k in keys if not isinstance(getattr(space, k), list) or len(getattr(space, k)) > 1]
+    fixed = [f"{k}={getattr(space, k)[0]}" for k in keys if k not in varied and k not in CONDITIONAL]
+    parts = [f"{k} {_describe(getattr(space, k))}" + (" (conditional)" if k in CONDITIONAL else "")
+             for k in varied]
+    return "; ".join(parts) + (f"; fixed: {', '.join(fixed)}" if fixed else "")
+
+
 def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
     """Every combination of the space (int ranges expanded by step); float ranges cannot be a grid."""
     axes: dict[str, list[Any]] = {}

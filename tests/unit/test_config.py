@@ -169,7 +169,10 @@ def test_validate_command_reports_config_errors(tmp_path: Path, capsys: pytest.C
     assert main(["validate", "--config", str(_write(tmp_path, "bogus: 1\n"))]) == 2
     assert "unknown key 'bogus'" in capsys.readouterr().err
     assert main(["validate", "--config", str(DEFAULT)]) == 0
-    assert "1190 questions" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1190 questions" in out
+    assert "space: chunk_size choices [400, 800, 1200]; " in out and "chunker choices ['chars', 'token']" in out
+    assert "fixed: reranker=none, temperature=0.0, query_transform=none, context_order=retrieved" in out
 
 
 @pytest.mark.parametrize("cmd", ["search", "ask", "validate", "config-schema", "judges", "judges calibrate"])
