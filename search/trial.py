@@ -442,11 +442,13 @@ def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: li
                            f"above judges.max_error_rate {limit:.0%}; e.g. {reason[:300]}")
 
 
+ROW_IDS = ("id",)  # the only strings of a row that are never masked (numbers, booleans and None have nothing to mask)
+
+
 def redacted(row: dict[str, Any], r: Redactor) -> dict[str, Any]:
-    """``row`` with its texts masked (ids, numbers and scores stay)."""
-    return {**row, "question": r(row["question"]), "answer": r(row["answer"]), "gold": r.deep(row["gold"]),
-            "contexts": [{**c, "text": r(c["text"])} for c in row["contexts"]],
-            "judges": {n: {**j, "reason": r(j["reason"]), "raw": r(j["raw"])} for n, j in row["judges"].items()}}
+    """``row`` with every text in it masked, whatever field holds it (a field added later, such as the search
+    texts of a query transformation, is masked too); ids, numbers and scores stay."""
+    return {k: v if k in ROW_IDS else r.deep(v) for k, v in row.items()}
 
 
 def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assembled, ctx: SearchContext) -> None:

@@ -41,3 +41,21 @@ def test_logged_endpoint_hides_env_values_and_a_champion_takes_them_from_its_env
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert unmasked_env(logged) == {"HF_TOKEN": "from-env"}
     assert unmasked_env({"env": {"A": "plain"}}) == {"A": "plain"}
+
+
+def test_an_answers_row_is_masked_in_every_text_field_even_ones_added_later() -> None:
+    from ragsweep.search.tracking.redact import Redactor
+    from ragsweep.search.trial import redacted
+
+    mail = "ada@example.org"
+    row = {"id": "q1", "question": f"mail {mail}?", "answer": mail, "gold": [mail], "answerable": True,
+           "contexts": [{"doc_id": "d1", "start": 0, "end": 5, "score": 0.5, "text": mail}],
+           "search_texts": [f"mail {mail}?", f"write to {mail}"], "scores": {"token_f1": 1.0},
+           "judges": {"correctness": {"reason": mail, "raw": mail, "calls": 1}}, "a_later_field": {"x": [mail]},
+           "latency_s": 0.5, "llm_calls": 2}
+    from ragsweep.search.config import RedactSettings
+
+    out = redacted(row, Redactor(RedactSettings()))
+    assert mail not in str(out)
+    assert out["id"] == "q1" and out["contexts"][0]["doc_id"] == "d1" and out["scores"] == {"token_f1": 1.0}
+    assert out["llm_calls"] == 2 and out["answerable"] is True
