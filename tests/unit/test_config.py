@@ -74,16 +74,6 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         ("objective:\n  cost: latency_p59_s\n", "unknown cost metric 'latency_p59_s' .did you mean 'latency_p95_s'"),
         ("objective:\n  max_cost: 1.0\n", "max_cost needs cost"),
         ("space:\n  top_k: []\n", "space.top_k: List should have at least 1 item"),
-    ],
-)
-def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
-    with pytest.raises(ConfigError, match=expected):
-        load_config(_write(tmp_path, text))
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
         # issue 19: models, transforms, fusion and context as searched keys; each refused with its YAML line
         ("space:\n  generator: [small, big]\nllm:\n  generators:\n    small: {model: default}\n",
          r"line 5, space.generator.1: 'big' is not defined in llm.generators; it defines: small"),
@@ -108,7 +98,7 @@ def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> 
         ("llm:\n  generators: {big: {max_tokens: 0}}\n", "llm.generators.big.max_tokens: Input should be greater"),
     ],
 )
-def test_bad_search_keys_name_the_line(tmp_path: Path, text: str, expected: str) -> None:
+def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         load_config(_write(tmp_path, text))
 
