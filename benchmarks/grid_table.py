@@ -1,9 +1,11 @@
 """The stored grid table the tabular benchmarks replay: every configuration of a grid, answered by a real search.
 
-``build()`` runs a real ragsweep grid search (``benchmarks/grid_xquad.yaml``: every configuration answers the same
-questions, FIFO, held-out confirmation off) and stores each configuration's per-question scores, generator tokens
-and latency in ``benchmarks/data/grid_xquad.json``. :class:`Table` reads it back and computes, for any subset of
-questions, a configuration's objective exactly as a trial does (:func:`judges.scoring.aggregate` then
+``build(name)`` runs a real ragsweep grid search (``benchmarks/grid_<name>.yaml``: every configuration answers
+the same questions, FIFO, held-out confirmation off) and stores each configuration's per-question scores, generator
+tokens and latency in ``benchmarks/data/grid_<name>.json``. Two grids are stored (:data:`GRIDS`): ``xquad``
+(Wikipedia articles of several paragraphs, short extractive answers, span gold) and ``clapnq`` (CLAP NQ passages,
+long-form answers, half the questions unanswerable, document gold). :class:`Table` reads it back and computes, for
+any subset of questions, a configuration's objective exactly as a trial does (:func:`judges.scoring.aggregate` then
 :func:`judges.scoring.objective`).
 """
 
@@ -22,8 +24,19 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "benchmarks" / "grid_xquad.yaml"
-TABLE = REPO / "benchmarks" / "data" / "grid_xquad.json"
+GRIDS = ("xquad", "clapnq")
+
+
+def config_of(name: str) -> Path:
+    return REPO / "benchmarks" / f"grid_{name}.yaml"
+
+
+def table_of(name: str) -> Path:
+    return REPO / "benchmarks" / "data" / f"grid_{name}.json"
+
+
+CONFIG = config_of("xquad")
+TABLE = table_of("xquad")
 KEYS = ("chunk_size", "chunk_overlap", "retriever", "top_k", "prompt")
 SCORES = ("token_f1", "recall_at_k", "exact_match", "mrr", "rouge_l")
 
@@ -71,6 +84,7 @@ class Table:
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.rows = {key_of(r["params"]): r for r in data["rows"]}
+        self.config = REPO / data["config"]  # the grid's YAML (its space lists each key's first choice first)
         self.questions: list[str] = list(next(iter(self.rows.values()))["questions"])
         for r in self.rows.values():
             if r["questions"] != self.questions:
@@ -85,6 +99,13 @@ class Table:
     @classmethod
     def load(cls, path: Path = TABLE) -> Table:
         return cls(json.loads(path.read_text()))
+
+    def first_choices(self) -> dict[str, Any]:
+        """The grid's baseline as ragsweep builds it: the first choice of every key of its config's space."""
+        import yaml
+
+        space = yaml.safe_load(self.config.read_text())["space"]
+        return {k: space[k][0] for k in KEYS}
 
     @property
     def n_questions(self) -> int:
@@ -109,3 +130,13 @@ class Table:
     def latency_p95(self, key: str, qids: Sequence[str]) -> float:
         vals = self.rows[key]["latency_s"]
         return float(np.percentile([vals[self.index[q]] for q in qids], 95))
+
+
+if __name__ == "__main__":
+    import sys
+
+    # .venv/bin/python benchmarks/grid_table.py build NAME   (NAME in GRIDS; long: a real grid search)
+    if len(sys.argv) != 3 or sys.argv[1] != "build" or sys.argv[2] not in GRIDS:
+        print(f"usage: {sys.argv[0]} build {{{','.join(GRIDS)}}}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(build(config_of(sys.argv[2]), table_of(sys.argv[2])))

@@ -1,13 +1,15 @@
 """Benchmark: LLM calls each search strategy spends to find a near-best configuration (tabular replay).
 
 Usage:
-  .venv/bin/python benchmarks/search_efficiency.py build   # evaluate the whole grid once (real search, long)
-  .venv/bin/python benchmarks/search_efficiency.py [--seeds 20] [--tolerance 0.02]   # replay
+  .venv/bin/python benchmarks/grid_table.py build xquad|clapnq   # evaluate a whole grid once (real search, long)
+  .venv/bin/python benchmarks/search_efficiency.py [--grid xquad|clapnq|all] [--seeds 20] [--tolerance 0.02]
 
-``build`` runs a real ragsweep grid search (``benchmarks/grid_xquad.yaml``) and stores each configuration's
-per-question scores and cost in ``benchmarks/data/grid_xquad.json`` (``grid_table.py``). The replay then runs
-random search, the grid in random order, TPE, TPE + ASHA and TPE + paired stopping over many seeds against that
-table, with the default objective (or ``--weights``), the sampler settings and rungs of a ragsweep search, and
+``grid_table.py build`` runs a real ragsweep grid search (``benchmarks/grid_<name>.yaml``) and stores each
+configuration's per-question scores and cost in ``benchmarks/data/grid_<name>.json``. The replay then runs
+random search, the grid in random order, TPE, TPE + ASHA, TPE + paired stopping and the two-stage search (the
+retrieval keys screened for free on every question, the LLM trials over the screen's candidates and the prompt,
+``search/screen``) with TPE alone and with paired stopping, over many seeds against that table, with the default
+objective (or ``--weights``), the sampler settings and rungs of a ragsweep search, and
 counts LLM calls (generator + judge) until a trial whose full objective is within ``tolerance`` of the grid's
 best completes. A trial a scheduler stops costs only the questions it answered, and a configuration proposed
 again pays only for questions it has not answered before (the request cache). Prints median and spread as a
@@ -27,9 +29,10 @@ import sys
 import warnings
 from typing import Any
 
-from grid_table import TABLE, Table, build, key_of
+from grid_table import GRIDS, Table, key_of, table_of
+from search_replay import baseline_key, candidates
 
-STRATEGIES = ("random", "grid", "tpe", "tpe+asha", "tpe+paired")
+STRATEGIES = ("random", "grid", "tpe", "tpe+asha", "tpe+paired", "two-stage tpe", "two-stage tpe+paired")
 
 
 def _default_weights() -> dict[str, float]:
@@ -52,6 +55,9 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
     keys = list(table.rows)
     order = random.Random(seed).sample(keys, len(keys)) if strategy == "grid" else None
     sampler: Any = optuna.samplers.RandomSampler(seed=seed)
+    staged = strategy.startswith("two-stage")
+    if staged:  # the free screen on every question, then the LLM stage over its candidates x the prompt
+        strategy = strategy.removeprefix("two-stage ")
     if strategy.startswith("tpe"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -68,6 +74,10 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
             pruner = optuna.pruners.WilcoxonPruner(p_threshold=p_threshold, n_startup_steps=grace)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in table.choices.items()}
+    if staged:
+        dists = {"retrieval": optuna.distributions.CategoricalDistribution(
+                     candidates(table, qs, baseline_key(table))),
+                 "prompt": optuna.distributions.CategoricalDistribution(table.choices["prompt"])}
     # Checkpoints in questions answered: ASHA's rungs (grace, grace*rf, ... then all), or every shard.
     rungs, n = [], grace
     while n < len(qs):
@@ -82,7 +92,8 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
             key, trial = order[i], study.ask(fixed_distributions={})
         else:
             trial = study.ask(dists)
-            key = key_of(trial.params)
+            p = trial.params
+            key = key_of({**json.loads(p["retrieval"]), "prompt": p["prompt"]} if staged else p)
         pruned, answered = False, len(qs)
         if strategy == "tpe+paired":
             per_q = [objective({k: math.nan if v is None else v for k, v in s.items()}, weights)
@@ -110,12 +121,11 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
     return math.inf
 
 
-def replay(seeds: int, tolerance: float, grace: int, rf: float, shard: int, p_threshold: float,
+def replay(table: Table, seeds: int, tolerance: float, grace: int, rf: float, shard: int, p_threshold: float,
            weights: dict[str, float]) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    table = Table.load()
     full = {k: table.objective(k, table.questions, weights) for k in table.rows}
     best = max(full.values())
     within = sum(v >= best * (1 - tolerance) for v in full.values())
@@ -149,7 +159,9 @@ def _fmt(v: float) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("command", nargs="?", default="replay", choices=["build", "replay"])
+    ap.add_argument("command", nargs="?", default="replay", choices=["replay"])
+    ap.add_argument("--grid", choices=[*GRIDS, "all"], default="all",
+                    help="stored grid table(s) to replay (build one with grid_table.py build NAME)")
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--tolerance", type=float, default=0.02)
     ap.add_argument("--grace", type=int, default=8, help="questions before a trial may be stopped")
@@ -158,13 +170,16 @@ def main() -> int:
     ap.add_argument("--p-threshold", type=float, default=0.1, help="paired stopping: Wilcoxon p-value")
     ap.add_argument("--weights", type=json.loads, help='objective weights as JSON (default: the default objective)')
     args = ap.parse_args()
-    if args.command == "build":
-        return build()
-    if not TABLE.exists():
-        print(f"{TABLE} is missing: run `{sys.argv[0]} build` first", file=sys.stderr)
-        return 2
-    return replay(args.seeds, args.tolerance, args.grace, args.reduction_factor, args.shard, args.p_threshold,
-                  args.weights or _default_weights())
+    for name in GRIDS if args.grid == "all" else (args.grid,):
+        if not table_of(name).exists():
+            print(f"{table_of(name)} is missing: run `benchmarks/grid_table.py build {name}` first", file=sys.stderr)
+            return 2
+        print(f"\n== {name}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            replay(Table.load(table_of(name)), args.seeds, args.tolerance, args.grace, args.reduction_factor,
+                   args.shard, args.p_threshold, args.weights or _default_weights())
+    return 0
 
 
 if __name__ == "__main__":

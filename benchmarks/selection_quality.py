@@ -1,6 +1,18 @@
 """Benchmark: does the promoted configuration hold up on questions the search never saw? (tabular replay)
 
-Usage: .venv/bin/python benchmarks/selection_quality.py [--seeds 50] [--trials 8] [--holdout 0.25] [--finalists 3]
+Usage: .venv/bin/python benchmarks/selection_quality.py [--grid xquad|clapnq|all] [--seeds 50] [--trials 8]
+       [--holdout 0.25] [--finalists 3]
+
+First table, per stored grid (``--grid``; ``all`` = both): whole searches replayed (``search_replay.py``) for
+ragsweep's former default (joint TPE + ASHA, all finalists confirmed on every held-out question, cheapest tied
+without a floor), its current default (retrieval screened for free on every search question, LLM trials on the
+recall-versus-tokens Pareto front with paired stopping, racing confirmation, cheapest tied with a 20% floor) and
+the steps between them: how often the pick is statistically tied with the grid's best configuration on all the
+grid's questions (paired bootstrap, 95%), the mean regret (best minus pick on all questions, token F1), the pick's
+tokens per question, the LLM calls (search + held-out answers) as a share of the full grid's, and the held-out
+questions the confirmation used.
+
+Second table (selection rules alone):
 
 Replays searches on the stored grid table (``grid_table.py``; a real grid search: every configuration answered
 the same questions). Per seed: the questions are split into a search part and a held-out part with ragsweep's own
@@ -31,7 +43,7 @@ import sys
 from statistics import mean
 
 import numpy as np
-from grid_table import TABLE, Table
+from grid_table import GRIDS, Table, table_of
 
 OBJECTIVES = {"token_f1 (default)": {"token_f1": 1.0},
               "0.7 f1 + 0.3 recall (before)": {"token_f1": 0.7, "recall_at_k": 0.3}}
@@ -106,17 +118,45 @@ def run(seeds: int, trials: int, fraction: float, finalists: int, tolerance: flo
     return 0
 
 
+def strategies(table: Table, name: str, seeds: int, weights: dict[str, float]) -> None:
+    """The whole-search table for one grid."""
+    import optuna
+    from search_replay import STRATEGIES, grid_calls, replay, tied_with_best, truth
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    best, full = truth(table, weights)
+    print(f"\n{name}: {len(table.rows)} configurations x {table.n_questions} questions; best {full[best]:.4f} "
+          f"({best}); objective {weights}; {seeds} seeds")
+    print(f"{'strategy':<34}{'tied':>7}{'regret':>9}{'pick tok/q':>12}{'calls':>8}{'held-out q':>12}")
+    for st in STRATEGIES:
+        rows = []
+        for seed in range(seeds):
+            out = replay(table, st, seed, weights)
+            rows.append((tied_with_best(table, out.pick, best, weights), full[best] - full[out.pick],
+                         table.tokens(out.pick, table.questions), out.calls / grid_calls(table), out.held_answered))
+        print(f"{st.name:<34}{mean(r[0] for r in rows):>7.0%}{mean(r[1] for r in rows):>9.4f}"
+              f"{mean(r[2] for r in rows):>12.0f}{mean(r[3] for r in rows):>8.1%}{mean(r[4] for r in rows):>12.1f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", choices=[*GRIDS, "all"], default="all")
+    ap.add_argument("--only-strategies", action="store_true", help="print the whole-search table only")
     ap.add_argument("--seeds", type=int, default=50)
     ap.add_argument("--trials", type=int, default=8, help="configurations a search tries (of the grid)")
     ap.add_argument("--holdout", type=float, default=0.25, help="fraction of the questions held out")
     ap.add_argument("--finalists", type=int, default=3)
     ap.add_argument("--tolerance", type=float, default=0.02)
     args = ap.parse_args()
-    if not TABLE.exists():
-        print(f"{TABLE} is missing: run `benchmarks/search_efficiency.py build` first", file=sys.stderr)
-        return 2
+    names = GRIDS if args.grid == "all" else (args.grid,)
+    for name in names:
+        if not table_of(name).exists():
+            print(f"{table_of(name)} is missing: run `benchmarks/grid_table.py build {name}` first", file=sys.stderr)
+            return 2
+    for name in names:
+        strategies(Table.load(table_of(name)), name, args.seeds, {"token_f1": 1.0})
+    if args.only_strategies:
+        return 0
     return run(args.seeds, args.trials, args.holdout, args.finalists, args.tolerance)
 
 

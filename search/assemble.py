@@ -11,7 +11,7 @@ from ragsweep.pipelines.data import Document
 from ragsweep.pipelines.embed import Embedder
 from ragsweep.pipelines.embed_http import AnyEmbedder, index_embedder_key, make_embedder
 from ragsweep.pipelines.graph import GenerationParams, RagPipeline
-from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
+from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexHandle, IndexSpec, open_index
 from ragsweep.pipelines.llm import LLMClient
 from ragsweep.pipelines.prompts import PromptTemplate, load_templates
 from ragsweep.pipelines.rerank import RERANKERS
@@ -51,23 +51,24 @@ class Assembled:
     timings: dict[str, float]  # seconds: embedder_load_s, index_s (build or read), qdrant_load_s (open in the store)
 
 
-def build_pipeline(
-    params: TrialParams,
-    settings: PipelineSettings,
-    corpus: dict[str, Document],
-    corpus_digest: str,
-    cache: IndexCache,
-    generator: LLMClient,
-    seed: int = 0,
-    prompt: PromptTemplate | None = None,
-    index: IndexArtifacts | None = None,
-    max_tokens: int | None = None,
-) -> Assembled:
-    """Index (from the cache, or ``index`` when the caller has it built), retriever, optional reranker and
-    generator; ``prompt`` overrides the named one, ``max_tokens`` (the generator's own) ``pipeline.max_tokens``."""
+@dataclass
+class RetrievalParts:
+    """What retrieval needs of a configuration, with no LLM: its loaded embedder, index (opened) and reranker."""
+
+    embedder: AnyEmbedder
+    index: IndexArtifacts
+    handle: IndexHandle
+    reranker: Any  # CrossEncoderReranker or None
+    timings: dict[str, float]  # seconds: embedder_load_s, index_s (build or read), qdrant_load_s (open in the store)
+
+
+def open_retrieval(params: TrialParams, settings: PipelineSettings, corpus: dict[str, Document], corpus_digest: str,
+                   cache: IndexCache, index: IndexArtifacts | None = None) -> RetrievalParts:
+    """The embedder (loaded now, once per process, so its cost is not hidden in the first query), the index (from
+    the cache, or ``index`` when the caller has it built) opened in the vector store, and the reranker."""
     t0 = time.perf_counter()
     embedder = trial_embedder(params, settings, cache.root)
-    embedder.load()  # now (once per process), so its cost is not hidden in the first query
+    embedder.load()
     t1 = time.perf_counter()
     spec = index_spec(params, settings, corpus_digest)
     if index is not None and index.key != spec.key:
@@ -87,14 +88,36 @@ def build_pipeline(
     if kind is not None:
         assert settings.reranker_model is not None  # enforced by the config
         reranker = kind(settings.reranker_model)
+    return RetrievalParts(embedder, art, handle, reranker, timings)
+
+
+def make_retriever(parts: RetrievalParts, params: TrialParams, embedder: Any = None) -> Retriever:
+    """The configuration's retriever and fusion over ``parts`` (``embedder`` replaces the parts' own)."""
+    fusion = Fusion(INACTIVE_DEFAULTS["hybrid_weight"] if params.hybrid_weight is None else params.hybrid_weight,
+                    INACTIVE_DEFAULTS["rrf_k"] if params.rrf_k is None else params.rrf_k)
+    return Retriever(parts.handle, embedder or parts.embedder, params.retriever, fusion)
+
+
+def build_pipeline(
+    params: TrialParams,
+    settings: PipelineSettings,
+    corpus: dict[str, Document],
+    corpus_digest: str,
+    cache: IndexCache,
+    generator: LLMClient,
+    seed: int = 0,
+    prompt: PromptTemplate | None = None,
+    index: IndexArtifacts | None = None,
+    max_tokens: int | None = None,
+) -> Assembled:
+    """Index (from the cache, or ``index`` when the caller has it built), retriever, optional reranker and
+    generator; ``prompt`` overrides the named one, ``max_tokens`` (the generator's own) ``pipeline.max_tokens``."""
+    parts = open_retrieval(params, settings, corpus, corpus_digest, cache, index)
     prompt = prompt or prompt_for(params, settings)
     # rerank_candidates is sampled only with a reranker; without one GenerationParams' default is unused.
     extra = {"rerank_candidates": params.rerank_candidates} if params.rerank_candidates else {}
     gen = GenerationParams(params.top_k, params.temperature, max_tokens or settings.max_tokens, seed=seed,
                            query_transform=params.query_transform, context_order=params.context_order,
                            context_budget=params.context_budget, multi_query_n=settings.multi_query_n, **extra)
-    fusion = Fusion(INACTIVE_DEFAULTS["hybrid_weight"] if params.hybrid_weight is None else params.hybrid_weight,
-                    INACTIVE_DEFAULTS["rrf_k"] if params.rrf_k is None else params.rrf_k)
-    retriever = Retriever(handle, embedder, params.retriever, fusion)
-    pipeline = RagPipeline(retriever, generator, prompt, gen, reranker)
-    return Assembled(pipeline, art, prompt, timings)
+    pipeline = RagPipeline(make_retriever(parts, params), generator, prompt, gen, parts.reranker)
+    return Assembled(pipeline, parts.index, prompt, parts.timings)

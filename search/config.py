@@ -328,8 +328,21 @@ class SearchSettings(_Strict):
     questions_per_trial: int | None = Field(24, ge=1, description="unset = all questions")
     shard_size: int = Field(8, ge=1, description="questions per report to Tune")
     seed: int = 0
+    strategy: Literal["two_stage", "joint"] = Field(
+        "two_stage", description="two_stage: the retrieval keys are screened first on every search question with no "
+        "LLM call, and trials (LLM answers) try only the screen's recall-versus-context-tokens Pareto front, crossed "
+        "with the generation keys; joint: trials sample every key together (retrieval is still measured on every "
+        "search question, per trial)")
+    screen_configs: int = Field(256, ge=1, description="two_stage: most retrieval configurations the screen scores "
+                                "(a seeded sample when the space has more; the baseline's always)")
+    screen_indexes: int = Field(12, ge=1, description="two_stage: most distinct indexes (chunker x chunk_size x "
+                                "overlap x embedder) the screen builds; each is built once and reused by trials")
+    max_candidates: int = Field(8, ge=1, description="two_stage: most retrieval configurations of the screen's front "
+                                "the LLM trials try (a larger front is thinned to its statistically distinct steps)")
+    screen_questions: int | None = Field(
+        None, ge=2, description="search questions retrieval is scored on, free of LLM calls (unset = all of them)")
     scheduler: SchedulerName = Field(
-        "asha", description=f"{SCHEDULERS.describe()}. The baseline trial is never stopped")
+        "paired", description=f"{SCHEDULERS.describe()}. The baseline trial is never stopped")
     grace_questions: int = Field(8, ge=1, description="asha, paired: questions every trial answers before it may "
                                  "be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
@@ -342,6 +355,14 @@ class SearchSettings(_Strict):
         "the held-out split)")
     selection: SelectionRule = Field(
         "cheapest_tied", description=SELECTION_RULES.describe())
+    min_saving: float = Field(0.2, ge=0, le=1, description="cheapest_tied: a tied finalist cheaper than the best "
+                              "wins only if it saves at least this share of the best's tokens per question or p95 "
+                              "latency (0 = any saving)")
+    race_batch: int | None = Field(8, ge=1, description="held-out questions per racing round: after each, a finalist "
+                                   "significantly worse than the best drops out, until one is left or the held-out "
+                                   "questions are spent; null = every finalist answers them all")
+    oracle: bool = Field(True, description="answer the search questions once per finalists' generator and prompt with "
+                         "the gold passage as the only context: the ceiling better retrieval could reach")
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of every interval in the report "
                               "and of the ties in selection")
     bootstrap_samples: int = Field(2000, ge=100, description="bootstrap resamples of the questions per interval")

@@ -1,11 +1,14 @@
 """Held-out confirmation: configurations answer the questions the search never saw, after the search.
 
-Contract: :func:`confirm_all` runs one Ray task per configuration (the finalists, the baseline and the current
-champion's configuration), on the search's own servers, index cache and request cache, in parallel up to the
-trials' CPU share. Each task answers every held-out question at full fidelity with the same code as a trial
-(:func:`search.trial.open_session`, :func:`~search.trial.answer_batch`, :func:`~search.trial.summarize`) and logs
-into the MLflow run it is given: metrics ``holdout.<metric>`` (with ``holdout.<metric>_ci_low/high``) beside the
-run's search metrics, and the artifact ``holdout/answers.jsonl``. Of the LLM judges it runs only those the
+Contract: :func:`confirm_all` answers the held-out questions with every configuration (the finalists, the baseline
+and the current champion's configuration), one Ray task per configuration and round, on the search's own servers,
+index cache and request cache, in parallel up to the trials' CPU share, with the same code as a trial
+(:func:`search.trial.open_session`, :func:`~search.trial.answer_batch`). By default it *races*: the questions go in
+batches of ``search.race_batch``, a finalist significantly worse than the best so far drops out after a batch
+(:mod:`.promotion.racing`), and the race ends when one finalist is left or the questions are spent, with a progress
+line per round. Each configuration's answers of every round it ran are logged once into the MLflow run it is given:
+metrics ``holdout.<metric>`` (with ``holdout.<metric>_ci_low/high``) beside the run's search metrics, and the
+artifact ``holdout/answers.jsonl``. Of the LLM judges it runs only those the
 objective or the promotion floors use: the others change no decision. It returns a :class:`Confirmation` per
 configuration; a configuration whose task failed is left out and its error returned, never raised, so one
 broken finalist cannot hide the others' results.
@@ -25,18 +28,21 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from ragsweep.judges.intervals import PairedDifference
 from ragsweep.pipelines.data import Dataset, DatasetError, Question, load_questions, seeded_order, split_holdout
 from ragsweep.search.config import ConfigError, ExperimentConfig
+from ragsweep.search.promotion.racing import objective_of, race_over, race_step
 from ragsweep.search.space import TrialParams
 from ragsweep.search.tracking.redact import Redactor
 from ragsweep.search.trial import (
     SearchContext,
     answer_batch,
+    gpu_seconds,
     interval_metrics,
     open_session,
     redacted,
     row_scores,
-    summarize,
+    summarize_rows,
 )
 
 HOLDOUT = "holdout."  # prefix of held-out metrics in a run
@@ -51,6 +57,8 @@ class QuestionPlan:
     held_out: tuple[Question, ...]  # the held-out split (or file)
     holdout_ids: tuple[str, ...]  # the held-out questions each finalist answers, in this order; () = off
     source: str  # how the held-out questions were chosen, for the console and the parent run
+    screen_ids: tuple[str, ...] = ()  # every search question (or search.screen_questions of them): retrieval is
+    # scored on these with no LLM call; search_ids is their prefix
 
     @property
     def on(self) -> bool:
@@ -83,7 +91,7 @@ def plan_questions(cfg: ExperimentConfig, dataset: Dataset) -> QuestionPlan:
         source = f"{d.holdout:.0%} of {len(dataset.questions)} questions (seed {s.seed})"
     else:
         return QuestionPlan(tuple(q.id for q in seeded_order(dataset.questions, s.seed, s.questions_per_trial)),
-                            (), (), "off (dataset.holdout: 0)")
+                            (), (), "off (dataset.holdout: 0)", _screen_ids(cfg, dataset.questions))
     if len(held) >= 2 and len(pool) >= 1:
         _fits(cfg, "questions_per_trial", s.questions_per_trial, len(pool), "questions left to search after the "
               f"held-out split ({source})")
@@ -94,7 +102,15 @@ def plan_questions(cfg: ExperimentConfig, dataset: Dataset) -> QuestionPlan:
     _fits(cfg, "holdout_questions", s.holdout_questions, len(held), f"held-out questions ({source})")
     n_held = s.holdout_questions or s.questions_per_trial
     return QuestionPlan(tuple(q.id for q in seeded_order(pool, s.seed, s.questions_per_trial)), tuple(held),
-                        tuple(q.id for q in seeded_order(held, s.seed, n_held)), source)
+                        tuple(q.id for q in seeded_order(held, s.seed, n_held)), source, _screen_ids(cfg, pool))
+
+
+def _screen_ids(cfg: ExperimentConfig, pool: list[Question]) -> tuple[str, ...]:
+    """The search questions retrieval is scored on: all, or the first ``search.screen_questions`` of the same
+    seeded order (at least the questions every trial answers)."""
+    s = cfg.search
+    n = None if s.screen_questions is None else max(s.screen_questions, s.questions_per_trial or 0)
+    return tuple(q.id for q in seeded_order(pool, s.seed, n))
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,17 @@ class Confirmation:
 
 
 @dataclass(frozen=True)
+class Race:
+    """How a confirmation ran: held-out questions used, and the finalists dropped (best minus each)."""
+
+    answered: int  # held-out questions every configuration still running at the end answered
+    total: int
+    rounds: int
+    dropped: dict[str, PairedDifference]  # run id -> best minus it, when it dropped out
+    dropped_at: dict[str, int]  # run id -> questions answered when it dropped out
+
+
+@dataclass(frozen=True)
 class Confirmed:
     """The outcome of confirmation: every configuration's held-out answers, and what failed."""
 
@@ -115,6 +142,7 @@ class Confirmed:
     finalists: list[str]  # run ids of the finalists (the baseline and the champion are references)
     champion_run_id: str | None  # the run holding the current champion's held-out answers
     champion_note: str  # which champion, or why it was not confirmed
+    race: Race | None = None  # how a racing confirmation ran (None: every configuration answered every question)
 
 
 @dataclass(frozen=True)
@@ -125,8 +153,21 @@ class Job:
     params: dict[str, Any]
 
 
-def confirm_one(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> Confirmation:
-    """Answer ``question_ids`` with ``job.params`` and log the outcome into ``job.run_id`` (a Ray task body)."""
+@dataclass(frozen=True)
+class Part:
+    """One configuration's answers to one batch of held-out questions (a Ray task's result)."""
+
+    rows: list[dict[str, Any]]
+    usage: dict[str, float]  # llm.<role>.<counter> of this batch
+    gpu_s: float
+    judge_failed: int
+    judge_repaired: int
+    quality_metrics: tuple[str, ...]
+    seconds: float
+
+
+def answer_part(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> Part:
+    """Answer ``question_ids`` with ``job.params`` (a Ray task body): the same code as a trial."""
     os.environ.update(ctx.env)
     cfg = ctx.config
     session = open_session(TrialParams.from_sampled(job.params), ctx)
@@ -139,9 +180,22 @@ def confirm_one(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> 
     rows: list[dict[str, Any]] = []
     for lo in range(0, len(questions), cfg.search.shard_size):
         rows += answer_batch(session, questions[lo : lo + cfg.search.shard_size], cfg)
-    metrics = {**summarize(session, rows, cfg), **interval_metrics(rows, cfg),
-               **session.generator.stats.as_metrics("generator"), **session.judge_client.stats.as_metrics("judge"),
-               "confirm_s": time.perf_counter() - session.t_start}
+    usage = {**session.generator.stats.as_metrics("generator"), **session.judge_client.stats.as_metrics("judge")}
+    return Part(rows, usage, gpu_seconds(session, cfg), session.judge_failed, session.judge_repaired,
+                session.quality_metrics, time.perf_counter() - session.t_start)
+
+
+def record(job: Job, parts: list[Part], ctx: SearchContext) -> Confirmation:
+    """Log a configuration's held-out answers (every batch it ran) into ``job.run_id``."""
+    cfg = ctx.config
+    rows = [r for p in parts for r in p.rows]
+    usage: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.usage.items():
+            usage[k] = usage.get(k, 0.0) + v
+    metrics = {**summarize_rows(rows, parts[0].quality_metrics, sum(p.gpu_s for p in parts),
+                                sum(p.judge_failed for p in parts), sum(p.judge_repaired for p in parts), cfg),
+               **interval_metrics(rows, cfg), **usage, "confirm_s": sum(p.seconds for p in parts)}
     client = MlflowClient(ctx.tracking_uri)
     now = int(time.time() * 1000)
     finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -155,18 +209,66 @@ def confirm_one(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> 
     return Confirmation(job.run_id, metrics, {r["id"]: row_scores(r) for r in rows})
 
 
-def confirm_all(jobs: list[Job], ctx: SearchContext, question_ids: tuple[str, ...],
-                retries: int = 0) -> tuple[dict[str, Confirmation], dict[str, str]]:
-    """Run every job as a Ray task; ``({run_id: Confirmation}, {run_id: error})``."""
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
+
+
+def confirm_all(jobs: list[Job], ctx: SearchContext, question_ids: tuple[str, ...], racing: set[str] | None = None,
+                retries: int = 0, say: Any = None) -> tuple[dict[str, Confirmation], dict[str, str], Race]:
+    """Answer the held-out questions as Ray tasks; ``({run_id: Confirmation}, {run_id: error}, Race)``.
+
+    With ``racing`` (the finalists' run ids; the other jobs are references such as the baseline and the champion,
+    which answer alongside and are never dropped) the questions go in batches of ``search.race_batch`` and the
+    race stops by :func:`~ragsweep.search.promotion.racing.race_step`; without it every job answers them all in
+    one round. ``say`` gets a progress line per round."""
     import ray
 
-    task = ray.remote(num_cpus=ctx.config.search.cpus_per_trial, max_retries=retries)(confirm_one)
-    refs = {job.run_id: task.remote(job, ctx, question_ids) for job in jobs}
-    done: dict[str, Confirmation] = {}
+    cfg = ctx.config
+    task = ray.remote(num_cpus=cfg.search.cpus_per_trial, max_retries=retries)(answer_part)
+    size = cfg.search.race_batch if racing and cfg.search.race_batch else len(question_ids)
+    alive = [j.run_id for j in jobs if racing is None or j.run_id in racing]
+    refs = [j.run_id for j in jobs if racing is not None and j.run_id not in racing]
+    started = len(alive)
+    parts: dict[str, list[Part]] = {j.run_id: [] for j in jobs}
     errors: dict[str, str] = {}
-    for run_id, ref in refs.items():
-        try:
-            done[run_id] = ray.get(ref)
-        except Exception as e:  # noqa: BLE001 - reported per configuration; the others still count
-            errors[run_id] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
-    return done, errors
+    dropped: dict[str, PairedDifference] = {}
+    dropped_at: dict[str, int] = {}
+    by_run = {j.run_id: j for j in jobs}
+    answered, rounds = 0, 0
+    while answered < len(question_ids) and (alive or refs):
+        batch = question_ids[answered : answered + size]
+        running = [r for r in [*alive, *refs] if r not in errors]
+        futures = {r: task.remote(by_run[r], ctx, batch) for r in running}
+        for r, ref in futures.items():
+            try:
+                parts[r].append(ray.get(ref))
+            except Exception as e:  # noqa: BLE001 - reported per configuration; the others still count
+                errors[r] = _error(e)
+        alive = [r for r in alive if r not in errors]
+        refs = [r for r in refs if r not in errors]
+        answered += len(batch)
+        rounds += 1
+        line = f"held-out round {rounds}: {answered}/{len(question_ids)} questions"
+        if racing and alive:
+            scores = {r: {row["id"]: row_scores(row) for p in parts[r] for row in p.rows} for r in alive}
+            step = race_step(scores, alive, cfg.objective.weights, cfg.search.confidence,
+                             cfg.search.bootstrap_samples, cfg.search.seed)
+            for r, d in step.dropped.items():
+                dropped[r], dropped_at[r] = d, answered
+            alive = step.alive
+            best = objective_of(scores[step.best], cfg.objective.weights)
+            line += (f"; {len(alive)} finalist(s) running, best {best:.4f}"
+                     + "".join(f"; dropped {r[:8]} ({-d.mean:+.4f} vs best, CI [{-d.high:+.4f}, {-d.low:+.4f}])"
+                               for r, d in step.dropped.items()))
+        if say is not None:
+            say(line)
+        if racing is None or race_over(alive, answered, len(question_ids), started):
+            break
+    done = {}
+    for r, ps in parts.items():
+        if ps and r not in errors:
+            try:
+                done[r] = record(by_run[r], ps, ctx)
+            except Exception as e:  # noqa: BLE001 - as above
+                errors[r] = _error(e)
+    return done, errors, Race(answered, len(question_ids), rounds, dropped, dropped_at)

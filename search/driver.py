@@ -41,6 +41,8 @@ from ragsweep.search.promotion.selection import Evidence, TrialRecord, choose, f
 from ragsweep.search.report import Summary, write_report
 from ragsweep.search.resume import TAG_RAY_DIR, find_resumable, ray_dir_for
 from ragsweep.search.schedulers import PER_QUESTION, build_scheduler
+from ragsweep.search.screen.oracle import Headroom, Pair, headroom, oracle_answers
+from ragsweep.search.screen.screening import Staging, stage
 from ragsweep.search.searcher import BaselineMatcher, LLMCallBudget, baseline, build_searcher, n_trials
 from ragsweep.search.serving.cluster import (
     check_cluster,
@@ -54,7 +56,7 @@ from ragsweep.search.serving.cluster import (
 from ragsweep.search.serving.engines import preflight
 from ragsweep.search.serving.gpu_fit import gpu_fit
 from ragsweep.search.serving.servers import Endpoints, serve
-from ragsweep.search.space import TrialParams
+from ragsweep.search.space import STAGED, TrialParams
 from ragsweep.search.tracking.prompts import alias_champion_prompt, register_templates
 from ragsweep.search.tracking.redact import Redactor
 from ragsweep.search.tracking.runs import (
@@ -329,6 +331,8 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
                 "their node goes away")
             for note in notes:
                 say(note)
+        staging = _stage(cfg, dataset, plan, parent, timings)
+        candidates = staging.by_label if staging is not None else None
         t0 = time.perf_counter()
         # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them. The
         # random suffix keeps actor names unique if a dead driver's actors outlive it (resume).
@@ -341,7 +345,7 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(trial_cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
                                 cfg.index_cache, llm_cache, env, _register_prompts(cfg, parent),
-                                plan.held_out)
+                                plan.held_out, plan.screen_ids)
             trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                             {"cpu": cfg.search.cpus_per_trial})
             if not verbose:  # Tune's legacy output engine is silent at verbose=0; the new one still prints a banner
@@ -355,17 +359,18 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
                     trainable,
                     # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
                     # the loaded embedder (several seconds per trial on a small CPU machine).
-                    tune_config=tune.TuneConfig(search_alg=build_searcher(cfg, len(question_ids)),
+                    tune_config=tune.TuneConfig(search_alg=build_searcher(cfg, len(question_ids), candidates),
                                                 scheduler=build_scheduler(cfg, len(question_ids),
                                                                           BaselineMatcher(baseline(cfg))),
-                                                num_samples=n_trials(cfg),
+                                                num_samples=n_trials(cfg, candidates),
                                                 max_concurrent_trials=cfg.search.max_concurrent_trials,
                                                 reuse_actors=True, time_budget_s=cfg.search.time_budget_s),
                     run_config=tune.RunConfig(
                         name=ray_dir.rsplit("/", 1)[1], storage_path=ray_dir.rsplit("/", 1)[0],
                         # on a cluster a trial fails when its node goes away: retried, it reuses its MLflow run
                         failure_config=tune.FailureConfig(max_failures=retries(cfg)), verbose=1 if verbose else 0,
-                        callbacks=[TrialTable(varying_keys(cfg.space), n_trials(cfg), len(question_ids))],
+                        callbacks=[TrialTable(varying_keys(cfg.space), n_trials(cfg, candidates),
+                                              len(question_ids))],
                         stop=LLMCallBudget(cfg.search.max_llm_calls) if cfg.search.max_llm_calls else None),
                 )
             t0 = time.perf_counter()
@@ -378,13 +383,35 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
                 t0 = time.perf_counter()
                 confirmed = _confirm(cfg, ctx, found, plan, uri, exp_id, pid) if plan.on else None
                 timings["confirm_s"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                oracle = oracle_answers(cfg, ctx, finalists(found.completed, cfg.search.finalists), plan.search_ids,
+                                        say)
+                timings["oracle_s"] = time.perf_counter() - t0
             finally:
                 _log_servers(parent, endpoints)
-        outcome = _finish(cfg, parent, grid, found, confirmed, plan, exp_id, timings)
+        outcome = _finish(cfg, parent, grid, found, confirmed, plan, exp_id, timings,
+                          FreeEvidence(staging, oracle, endpoints.generator.model))
     finally:
         if address is None:
             ray.shutdown()
     return outcome
+
+
+def _stage(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, parent: RunRef,
+           timings: dict[str, float]) -> Staging | None:
+    """The retrieval screen of a two-stage search (logged on the parent run); None for a joint search."""
+    if cfg.search.strategy != "two_stage":
+        return None
+    t0 = time.perf_counter()
+    staging = stage(cfg, dataset, plan.screen_ids, baseline(cfg), cfg.index_cache)
+    timings["screen_s"] = time.perf_counter() - t0
+    for line in staging.lines():
+        say(line)
+    parent.json(staging.as_json(), "screen/retrieval.json")
+    parent.metrics({"screen.n_configurations": float(len(staging.result.screened)),
+                    "screen.n_front": float(len(staging.front)), "screen.n_candidates": float(len(staging.candidates)),
+                    "screen.best_recall": staging.best_recall.recall})
+    return staging
 
 
 def _log_servers(parent: RunRef, endpoints: Endpoints) -> None:
@@ -440,7 +467,7 @@ def _records(grid: Any, n_questions: int) -> tuple[list[TrialRecord], list[str],
             continue
         last.append(m)
         done = m.get("n_questions") == n_questions and math.isfinite(m.get("objective", math.nan))
-        params = {k: v for k, v in dict(r.config).items() if v is not None}
+        params = {k: v for k, v in dict(r.config).items() if v is not None and k != STAGED}
         records.append(TrialRecord(str(m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else "")),
                                    m["mlflow_run_id"], params, "completed" if done else "stopped_early",
                                    float(m.get("objective", math.nan)), int(m.get("n_questions", 0)), m))
@@ -521,7 +548,8 @@ def _confirm(cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPl
     say(f"confirming {len(jobs)} configuration(s) on {len(plan.holdout_ids)} held-out questions: "
         f"{len(picked)} finalist(s)" + (", the baseline" if with_base else "")
         + (f", {champ_note}" if champ_job is not None else f" ({champ_note})"))
-    done, errors = confirm_all(jobs, ctx, plan.holdout_ids, retries=retries(cfg))
+    racing = {t.run_id for t in picked} if cfg.search.race_batch else None
+    done, errors, race = confirm_all(jobs, ctx, plan.holdout_ids, racing, retries=retries(cfg), say=say)
     for run_id, err in errors.items():
         say(f"held-out answers of run {run_id} failed: {err}")
     if champ_job is not None:
@@ -530,7 +558,7 @@ def _confirm(cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPl
         if r.run_id in done:
             r.metrics.update({f"{HOLDOUT}{k}": v for k, v in done[r.run_id].metrics.items()})
     return Confirmed(done, errors, [t.run_id for t in picked], champ_job.run_id if champ_job else None,
-                     champ_note)
+                     champ_note, race if racing else None)
 
 
 def _evidence(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None,
@@ -556,12 +584,29 @@ def _search_scores(t: TrialRecord, question_ids: tuple[str, ...]) -> dict[str, d
     return {q: {"objective": float(v)} for q, v in zip(question_ids, values, strict=False)}
 
 
+@dataclass(frozen=True)
+class FreeEvidence:
+    """What the search learnt beside its trials: the retrieval screen and the oracle-retrieval ceilings."""
+
+    staging: Staging | None
+    oracle: dict[Pair, dict[str, float]]  # (generator, prompt) -> question id -> objective with the gold passage
+    generator: str = ""  # the search's generator model, for the headroom sentence
+
+
 def _finish(cfg: ExperimentConfig, parent: RunRef, grid: Any, found: Collected, confirmed: Confirmed | None,
-            plan: QuestionPlan, exp_id: str, timings: dict[str, float]) -> SearchOutcome:
+            plan: QuestionPlan, exp_id: str, timings: dict[str, float], free: FreeEvidence) -> SearchOutcome:
     """Record outcomes, pick the winner by the selection rule, write the report, register the champion."""
     uri, pid = parent.tracker.uri, parent.run_id
     usage = _record_outcomes(parent, cfg, grid, found, confirmed)
     summary = _choose(cfg, found, confirmed, plan, _link(uri, exp_id, pid))
+    summary.staging = free.staging
+    summary.headroom = _headroom(cfg, found, summary.winner, free)
+    summary.generator = free.generator
+    if summary.headroom is not None:
+        h = summary.headroom
+        parent.metrics({"headroom.oracle_objective": h.oracle, "headroom.winner_objective": h.winner,
+                        "headroom.gap": h.gap.mean, "headroom.gap_ci_low": h.gap.low,
+                        "headroom.gap_ci_high": h.gap.high, "headroom.best_recall": h.best_recall})
     t0 = time.perf_counter()
     lines = _report(parent, cfg, found.records, summary)
     timings["report_s"] = time.perf_counter() - t0
@@ -581,6 +626,30 @@ def _finish(cfg: ExperimentConfig, parent: RunRef, grid: Any, found: Collected, 
     return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
                          winner.objective if winner else math.nan, cfg.mlflow.model_name, version, alias, len(grid),
                          len(found.errors), timings, trials, usage, found.last, found.records, lines)
+
+
+def _headroom(cfg: ExperimentConfig, found: Collected, winner: TrialRecord | None,
+              free: FreeEvidence) -> Headroom | None:
+    """The winner against the oracle ceiling of its generator and prompt, and against the best retrieval found."""
+    if winner is None:
+        return None
+    oracle = free.oracle.get((winner.params.get("generator"), str(winner.params.get("prompt"))))
+    if not oracle:
+        return None
+    if free.staging is not None:
+        best = free.staging.best_recall
+        best_recall, best_label = best.recall, best.label
+    else:  # joint search: the best retrieval among the trials, each measured on every search question
+        scored = [r for r in found.records if math.isfinite(float(r.metrics.get("retrieval.recall_at_k", math.nan)))]
+        if not scored:
+            return None
+        top = max(scored, key=lambda r: float(r.metrics["retrieval.recall_at_k"]))
+        best_recall, best_label = float(top.metrics["retrieval.recall_at_k"]), f"trial {top.name}"
+    s = cfg.search
+    mine = {q: {"objective": v["objective"]} for q, v in _search_scores(winner, found.question_ids).items()}
+    return headroom({q: {"objective": v} for q, v in oracle.items()}, mine, {"objective": 1.0},
+                    float(winner.metrics.get("retrieval.recall_at_k", math.nan)), best_recall, best_label,
+                    s.confidence, s.bootstrap_samples, s.seed)
 
 
 def _record_outcomes(parent: RunRef, cfg: ExperimentConfig, grid: Any, found: Collected,
@@ -604,16 +673,20 @@ def _choose(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None
     s, completed, base = cfg.search, found.completed, found.baseline
     picked = [r for r in found.records if confirmed is not None and r.run_id in confirmed.finalists] or \
         finalists(completed, s.finalists)
+    if confirmed is not None and confirmed.race is not None:  # a finalist the race dropped is out of the pick
+        picked = [r for r in picked if r.run_id not in confirmed.race.dropped] or picked
     evidence, weights, on = _evidence(cfg, found, confirmed, picked)
     selection = None
     if cfg.objective.cost is not None:
         winner, reason = choose(completed, cfg.objective)
     elif evidence:
-        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on)
+        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on,
+                           s.min_saving)
         winner, reason = selection.pick, selection.reason
     else:  # no finalist could answer the held-out questions: fall back to the search questions, and say so
         evidence, weights, on = _evidence(cfg, found, None, picked)
-        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on)
+        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on,
+                           s.min_saving)
         winner, reason = selection.pick, selection.reason + " (no held-out answers: every confirmation failed)"
     margin = None
     if winner is not None and base is not None and base.status == "completed" and winner.run_id != base.run_id:

@@ -51,6 +51,9 @@ class Summary:
     margin: tuple[PairedDifference, str] | None = None  # winner minus baseline, and on which questions
     holdout: QuestionPlan | None = None
     confirmed: Confirmed | None = None
+    staging: Any = None  # screen.screening.Staging of a two-stage search
+    headroom: Any = None  # screen.oracle.Headroom: the winner against the oracle-retrieval ceiling
+    generator: str = ""  # the generator model's name
 
 
 def leaderboard(trials: list[TrialRecord]) -> pd.DataFrame:
@@ -203,6 +206,29 @@ def finalist_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
     return lines
 
 
+def evidence_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
+    """How the held-out race was decided, what the free retrieval screen chose from, and where the headroom is."""
+    lines = []
+    race = s.confirmed.race if s.confirmed is not None else None
+    if race is not None:
+        how = (f"decided after {race.answered} of {race.total} held-out questions ({race.rounds} round(s) of "
+               f"{cfg.search.race_batch})" if race.answered < race.total else
+               f"all {race.total} held-out questions used ({race.rounds} round(s)): the finalists left are tied")
+        lines.append(f"held-out race: {how}")
+        for run_id, d in race.dropped.items():
+            name = next((e.trial.name for e in s.finalists if e.trial.run_id == run_id), run_id[:8])
+            lines.append(f"   dropped {name} after {race.dropped_at[run_id]} questions: {-d.mean:+.4f} vs the best, "
+                         f"{d.confidence:.0%} CI [{-d.high:+.4f}, {-d.low:+.4f}]")
+    if s.staging is not None:
+        st = s.staging
+        lines.append(f"retrieval screen: {len(st.result.screened)} configurations scored on {st.result.n_questions} "
+                     f"search questions with no LLM call; trials tried {len(st.candidates)} of them (the "
+                     f"recall-vs-context-tokens front and the baseline's)")
+    if s.headroom is not None:
+        lines += s.headroom.lines(s.generator or str(cfg.llm.generator.model))
+    return lines
+
+
 def _margin_line(s: Summary) -> str:
     w, b = s.winner, s.baseline
     assert w is not None
@@ -232,6 +258,7 @@ def summary_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
         lines.append("  " + ", ".join(f"{k}={v}" for k, v in w.params.items()))
         lines.append(_margin_line(s))
     lines += finalist_lines(s, cfg)
+    lines += evidence_lines(s, cfg)
     if cfg.objective.cost is not None:
         front = ", ".join(f"{t.name} ({t.objective:.3f}, {float(t.metrics.get(cfg.objective.cost, math.nan)):.3g})"
                           for t in s.front)

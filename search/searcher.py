@@ -21,7 +21,15 @@ from ragsweep.pipelines.llm import usage_prefix
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.console import logger
 from ragsweep.search.registries import SAMPLERS
-from ragsweep.search.space import DefineByRun, baseline_point, grid_points, grid_search_space
+from ragsweep.search.space import (
+    RETRIEVAL_KEYS,
+    STAGED,
+    DefineByRun,
+    baseline_point,
+    grid_points,
+    grid_search_space,
+    staged_points,
+)
 
 OBJECTIVE = "objective"
 
@@ -57,21 +65,32 @@ def tpe_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
                                           multivariate=True, group=True, constant_liar=True)
 
 
-def _sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
+Candidates = dict[str, dict[str, Any]]  # the LLM stage of a two-stage search: label -> retrieval keys' values
+
+
+def _sampler(cfg: ExperimentConfig, candidates: Candidates | None = None) -> optuna.samplers.BaseSampler:
+    if candidates is not None and cfg.search.sampler == "grid":
+        axes: dict[str, list[Any]] = {}
+        for p in staged_points(cfg.space, candidates):
+            for k, v in p.items():
+                if v not in axes.setdefault(k, []):
+                    axes[k].append(v)
+        return optuna.samplers.GridSampler(axes, seed=cfg.search.seed)
     return SAMPLERS.get(cfg.search.sampler)(cfg)
 
 
-def finite_points(cfg: ExperimentConfig) -> list[dict[str, Any]] | None:
-    """Every configuration of the space, or None when it is infinite (a float range) or not a plain grid."""
+def finite_points(cfg: ExperimentConfig, candidates: Candidates | None = None) -> list[dict[str, Any]] | None:
+    """Every configuration of the space (of the LLM stage, with ``candidates``), or None when it is infinite (a
+    float range) or not a plain grid."""
     try:
-        return grid_points(cfg.space)
+        return grid_points(cfg.space) if candidates is None else staged_points(cfg.space, candidates)
     except ValueError:
         return None
 
 
-def n_trials(cfg: ExperimentConfig) -> int:
+def n_trials(cfg: ExperimentConfig, candidates: Candidates | None = None) -> int:
     """Distinct configurations to try: num_samples, capped at the size of a finite space."""
-    points = finite_points(cfg)
+    points = finite_points(cfg, candidates)
     return cfg.search.num_samples if points is None else min(cfg.search.num_samples, len(points))
 
 
@@ -91,14 +110,28 @@ class BaselineMatcher:
         return self.point is not None and all(config.get(k) == v for k, v in self.point.items())
 
 
-def build_searcher(cfg: ExperimentConfig, max_questions: int) -> Any:
-    metric, mode = metrics_and_modes(cfg)
+def staged_baseline(cfg: ExperimentConfig, candidates: Candidates) -> dict[str, Any] | None:
+    """The baseline as the LLM stage samples it: its retrieval candidate's label and its generation keys."""
     first = baseline(cfg)
+    if first is None:
+        return None
+    mine = {k: v for k, v in first.items() if k in RETRIEVAL_KEYS}
+    labels = [name for name, point in candidates.items() if point == mine]
+    if not labels:
+        return None
+    return {STAGED: labels[0], **{k: v for k, v in first.items() if k not in RETRIEVAL_KEYS}}
+
+
+def build_searcher(cfg: ExperimentConfig, max_questions: int, candidates: Candidates | None = None) -> Any:
+    """The searcher of the joint space, or of a two-stage search's LLM stage over ``candidates``."""
+    metric, mode = metrics_and_modes(cfg)
+    first = baseline(cfg) if candidates is None else staged_baseline(cfg, candidates)
     # The grid sampler walks its own grid; an enqueued baseline would be one extra, repeated point.
     points = [first] if first is not None and cfg.search.sampler != "grid" else None
-    return FidelityAwareOptunaSearch(space=DefineByRun(cfg.space), metric=metric, mode=mode, sampler=_sampler(cfg),
-                                     seed=cfg.search.seed, points_to_evaluate=points, max_questions=max_questions,
-                                     finite=finite_points(cfg))
+    return FidelityAwareOptunaSearch(space=DefineByRun(cfg.space, candidates), metric=metric, mode=mode,
+                                     sampler=_sampler(cfg, candidates), seed=cfg.search.seed,
+                                     points_to_evaluate=points, max_questions=max_questions,
+                                     finite=finite_points(cfg, candidates))
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):

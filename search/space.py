@@ -154,6 +154,12 @@ class SearchSpace(_Strict):
 PARAM_NAMES = ("chunk_size", "chunk_overlap", "retriever", "top_k", "reranker", "prompt", "temperature",
                "rerank_candidates", "chunker", "embedder", "generator", "query_transform", "hybrid_weight", "rrf_k",
                "context_order", "context_budget")
+# The keys that decide which chunks reach the prompt: judged for free by the retrieval screen (search/screen). The
+# context order changes no chunk and a query transformation costs LLM calls: both are generation keys.
+RETRIEVAL_KEYS = ("chunker", "chunk_size", "chunk_overlap", "embedder", "retriever", "hybrid_weight", "rrf_k",
+                  "top_k", "reranker", "rerank_candidates", "context_budget")
+INDEX_KEYS = ("chunker", "chunk_size", "chunk_overlap", "embedder")  # what one index is built from
+STAGED = "retrieval"  # the LLM stage's choice among screened retrieval configurations (a label -> their values)
 # The value a trial uses for a key it did not sample (the pipeline's behaviour when the key does not act).
 INACTIVE_DEFAULTS = {"hybrid_weight": 0.5, "rrf_k": 2}
 
@@ -207,16 +213,28 @@ def _suggest(trial: optuna.Trial, name: str, spec: Any, values: dict[str, Any]) 
 
 
 class DefineByRun:
-    """``fn(optuna.Trial)`` sampling every active key of the space; a class, not a closure, so Tune can pickle it."""
+    """``fn(optuna.Trial)`` sampling every active key of the space; a class, not a closure, so Tune can pickle it.
 
-    def __init__(self, space: SearchSpace) -> None:
+    With ``candidates`` (label -> retrieval keys' values: the LLM stage of a two-stage search) it samples the
+    categorical :data:`STAGED` among the labels and the generation keys only, and returns the chosen candidate's
+    values as constants (Ray's ``OptunaSearch`` merges them into the trial's config)."""
+
+    def __init__(self, space: SearchSpace, candidates: dict[str, dict[str, Any]] | None = None) -> None:
         self.space = space
+        self.candidates = candidates
 
-    def __call__(self, trial: optuna.Trial) -> None:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any] | None:
         values: dict[str, Any] = {}
+        fixed: dict[str, Any] | None = None
+        if self.candidates is not None:
+            fixed = dict(self.candidates[trial.suggest_categorical(STAGED, list(self.candidates))])
+            values.update(fixed)
         for name in searched(self.space):
+            if fixed is not None and name in RETRIEVAL_KEYS:
+                continue
             if _active(name, values):
                 values[name] = _suggest(trial, name, getattr(self.space, name), values)
+        return fixed
 
 
 def searched(space: SearchSpace) -> tuple[str, ...]:
@@ -290,6 +308,31 @@ def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
         for k in inactive:
             del p[k]
         points.append(p)
+    return points
+
+
+def generation_keys(space: SearchSpace) -> tuple[str, ...]:
+    """The keys the LLM stage of a two-stage search samples (every searched key but the retrieval keys)."""
+    return tuple(k for k in searched(space) if k not in RETRIEVAL_KEYS)
+
+
+def staged_points(space: SearchSpace, candidates: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every configuration of a two-stage search's LLM stage: each candidate label x the generation keys' grid
+    (float ranges cannot be a grid: ``ValueError`` naming the key)."""
+    axes: dict[str, list[Any]] = {STAGED: list(candidates)}
+    for name in generation_keys(space):
+        spec = getattr(space, name)
+        if isinstance(spec, FloatRange):
+            raise ValueError(f"search.sampler 'grid' needs choices, but space.{name} is a float range")
+        axes[name] = list(range(spec.low, spec.high + 1, spec.step)) if isinstance(spec, IntRange) else list(spec)
+    points = []
+    for combo in itertools.product(*axes.values()):
+        p = dict(zip(axes, combo, strict=True))
+        values = {**candidates[p[STAGED]], **p}
+        inactive = [k for k in generation_keys(space) if not _active(k, values)]
+        if any(p[k] != axes[k][0] for k in inactive):
+            continue
+        points.append({k: v for k, v in p.items() if k not in inactive})
     return points
 
 

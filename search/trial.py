@@ -87,6 +87,7 @@ class SearchContext:
     env: dict[str, str] = field(default_factory=dict)
     prompt_uris: dict[str, str] = field(default_factory=dict)  # template name -> prompts:/<name>/<version>
     held_out: tuple[Question, ...] = ()  # questions the search never sees; finalists answer them afterwards
+    screen_ids: tuple[str, ...] = ()  # every search question: retrieval is scored on these with no LLM call
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -255,6 +256,7 @@ class Session:
     judge_asked: int = 0
     judge_failed: int = 0
     judge_repaired: int = 0
+    retrieval_metrics: dict[str, float] = field(default_factory=dict)  # retrieval.* on every search question
 
     @property
     def quality_metrics(self) -> tuple[str, ...]:
@@ -312,19 +314,31 @@ def row_scores(row: dict[str, Any]) -> dict[str, float]:
 
 def summarize(session: Session, rows: list[dict[str, Any]], cfg: ExperimentConfig) -> dict[str, float]:
     """Quality means, cost per question and the objective over ``rows`` (everything answered so far)."""
+    return summarize_rows(rows, session.quality_metrics, gpu_seconds(session, cfg), session.judge_failed,
+                          session.judge_repaired, cfg)
+
+
+def gpu_seconds(session: Session, cfg: ExperimentConfig) -> float:
+    """LLM-server busy seconds x GPUs per replica of the session's generator and judge (0 on CPU-only servers)."""
+    g, j = session.generator, session.judge_client
+    return (g.stats.busy_s * cfg.llm.generator_for(session.params.generator).gpus_per_replica
+            + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica)
+
+
+def summarize_rows(rows: list[dict[str, Any]], quality_metrics: tuple[str, ...], gpu_s: float, judge_failed: int,
+                   judge_repaired: int, cfg: ExperimentConfig) -> dict[str, float]:
+    """:func:`summarize` from its parts (rows answered in several sessions, e.g. the batches of a race)."""
     done = len(rows)
     latencies = [r["latency_s"] for r in rows]
-    g, j = session.generator, session.judge_client
     metrics = {
-        **aggregate((row_scores(r) for r in rows), session.quality_metrics),
+        **aggregate((row_scores(r) for r in rows), quality_metrics),
         # Cost of the configuration, including answers served from the cache (their original counts).
         "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
         "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
         "llm_calls_per_question": sum(r.get("llm_calls", 1) for r in rows) / done,
-        "gpu_s_per_question": (g.stats.busy_s * cfg.llm.generator_for(session.params.generator).gpus_per_replica
-                               + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica) / done,
+        "gpu_s_per_question": gpu_s / done,
         "n_questions": float(done),
-        "llm.judge.failed": float(session.judge_failed), "llm.judge.repaired": float(session.judge_repaired),
+        "llm.judge.failed": float(judge_failed), "llm.judge.repaired": float(judge_repaired),
     }
     metrics["objective"] = objective(metrics, cfg.objective.weights)
     return metrics
@@ -378,6 +392,24 @@ def _log_inputs(params: TrialParams, ctx: SearchContext, session: Session, progr
         mlflow.log_metrics({"index_cache_hit": float(not built.index.built),
                             "index_build_s": built.index.build_seconds,
                             "index_chunks": float(len(built.index.chunks))})
+    _log_retrieval(params, ctx, session, progress)
+
+
+def _log_retrieval(params: TrialParams, ctx: SearchContext, session: Session, progress: Progress) -> None:
+    """``retrieval.*`` on every search question, free of LLM calls (the screen's cached rows, else computed now)."""
+    from ragsweep.search.screen.retrieval import summarize as summarize_retrieval
+    from ragsweep.search.screen.screening import trial_retrieval
+
+    pipe, s = session.built.pipeline, ctx.config.search
+    scored = trial_retrieval(params, ctx.config, ctx.dataset, ctx.screen_ids, pipe.retriever, pipe.reranker,
+                             session.built.index.key)
+    if scored is None:
+        return
+    metrics = summarize_retrieval(scored.rows, s.confidence, s.bootstrap_samples, s.seed)
+    metrics["retrieval.cache_hit"] = float(not scored.computed)
+    session.retrieval_metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    with logging_step(progress, "the trial's retrieval metrics on every search question"):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
 
 
 def _trace_writer(ctx: SearchContext, session: Session) -> TraceWriter | None:
@@ -401,7 +433,7 @@ def _report(params: TrialParams, ctx: SearchContext, session: Session, progress:
     metrics = summarize(session, rows, cfg)
     # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
     metrics.update({**generator.stats.as_metrics("generator"), **judge_client.stats.as_metrics("judge"),
-                    **session.timings, "trial_s": time.perf_counter() - session.t_start,
+                    **session.retrieval_metrics, **session.timings, "trial_s": time.perf_counter() - session.t_start,
                     "mlflow_log_s": progress.log_s})
     # Request intervals let the driver compute the servers' busy time over the whole search; per-question
     # objectives let the paired scheduler and the driver compare trials question by question.

@@ -7,8 +7,9 @@ cost metric, minimised).
 - :func:`select` judges finalists on :class:`Evidence` (per-question scores and cost, on the held-out questions
   when there are any): the best is the highest objective; a finalist is *tied* with it when the paired bootstrap
   interval of best minus finalist includes 0. Rule ``cheapest_tied`` (the default, the one-standard-error rule
-  of model selection) picks the cheapest of the best and its ties by tokens per question, then p95 latency;
-  ``best`` picks the best.
+  of model selection) picks the cheapest of the best and its ties by tokens per question, then p95 latency, but
+  only when it saves a material share of the best's cost (``min_saving``, default 20% of tokens or of p95
+  latency): a lower point estimate is not traded for a few percent; ``best`` picks the best.
 - :func:`pareto_front` returns the non-dominated trials sorted by cost; :func:`choose` applies the promotion rule
   of a multi-objective search (``objective.cost``) and returns the winner with the reason, or ``(None, reason)``
   when no trial satisfies the rule.
@@ -113,9 +114,21 @@ def _cheapness(e: Evidence) -> tuple[float, float]:
     return finite(e.tokens_per_question), finite(e.latency_p95_s)
 
 
+def saving(pick: Evidence, best: Evidence) -> float:
+    """The share of ``best``'s cost that ``pick`` saves: the larger of the token and the p95-latency saving."""
+    out = 0.0
+    for mine, theirs in zip(_cheapness(pick), _cheapness(best), strict=True):
+        if math.isfinite(mine) and math.isfinite(theirs) and theirs > 0:
+            out = max(out, (theirs - mine) / theirs)
+    return out
+
+
 def select(evidence: list[Evidence], weights: dict[str, float], rule: str, confidence: float, samples: int,
-           seed: int = 0, on: str = "held-out") -> Selection:
-    """Pick among finalists by ``rule`` (``cheapest_tied`` or ``best``); ``weights`` combine ``evidence`` scores."""
+           seed: int = 0, on: str = "held-out", min_saving: float = 0.2) -> Selection:
+    """Pick among finalists by ``rule`` (``cheapest_tied`` or ``best``); ``weights`` combine ``evidence`` scores.
+
+    With ``cheapest_tied`` a tied finalist replaces the best only if it saves at least ``min_saving`` of the best's
+    tokens per question or p95 latency (:func:`saving`)."""
     if not evidence:
         raise ValueError("no finalist to select from")
     best = max(evidence, key=lambda e: e.objective)
@@ -128,11 +141,17 @@ def select(evidence: list[Evidence], weights: dict[str, float], rule: str, confi
                f"highest {on} objective; no other finalist of {len(evidence)} is tied with it")
         return Selection(best.trial, why, best.trial, versus, tied_ids)
     pick = min(tied, key=_cheapness)
+    if pick is not best and saving(pick, best) < min_saving:
+        why = (f"highest {on} objective; the cheapest of the {len(tied)} finalists tied with it saves only "
+               f"{saving(pick, best):.0%} of its cost ({pick.tokens_per_question:.0f} vs "
+               f"{best.tokens_per_question:.0f} tokens/question), below search.min_saving {min_saving:.0%}")
+        return Selection(best.trial, why, best.trial, versus, tied_ids)
     if pick is best:
         why = (f"highest {on} objective and the cheapest of the {len(tied)} finalists tied with it "
                f"({pick.tokens_per_question:.0f} tokens/question)")
     else:
         why = (f"cheapest of the {len(tied)} finalists tied with the best {on} objective at {confidence:.0%} "
-               f"({pick.tokens_per_question:.0f} vs {best.tokens_per_question:.0f} tokens/question; "
+               f"({pick.tokens_per_question:.0f} vs {best.tokens_per_question:.0f} tokens/question, "
+               f"{saving(pick, best):.0%} less; "
                f"{versus[pick.trial.run_id].describe()})")
     return Selection(pick.trial, why, best.trial, versus, tied_ids)

@@ -94,6 +94,13 @@ def test_search_finishes(search_result) -> None:  # type: ignore[no-untyped-def]
     # The pick is confirmed on questions the search never saw, with intervals.
     assert f"held-out objective on {N_HELD_OUT} questions the search never saw (95% CI)" in proc.stdout
     assert "margin over baseline" in proc.stdout or "the baseline configuration won" in proc.stdout
+    # The free evidence and how it was spent: the retrieval screen on every search question, the held-out race,
+    # and the headroom against the oracle-retrieval ceiling with a plain verdict.
+    assert "retrieval screen: 24 configurations on 4 index(es)" in proc.stdout
+    assert "held-out race: " in proc.stdout and "held-out round 1: " in proc.stdout
+    assert "headroom: retrieval recall " in proc.stdout and "with the gold passage as the only context" in proc.stdout
+    assert ("the generator limits this pipeline" in proc.stdout or "retrieval limits this pipeline" in proc.stdout
+            or "both limit it" in proc.stdout)
 
 
 def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None:  # type: ignore[no-untyped-def]
@@ -234,8 +241,15 @@ def test_index_cache_builds_each_distinct_index_once(search_result) -> None:  # 
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, children = _runs(uri, "e2e")
     keys = {c.data.params["index_key"] for c in children}
-    builds = (tmp / "runs" / "index-cache" / "builds.jsonl").read_text().splitlines()
-    assert sorted(json.loads(b)["key"] for b in builds) == sorted(keys)
+    builds = [json.loads(b)["key"] for b in
+              (tmp / "runs" / "index-cache" / "builds.jsonl").read_text().splitlines()]
+    # The retrieval screen builds every index of the space (2 chunk sizes x 2 overlaps), once; trials reuse them.
+    assert len(builds) == len(set(builds)) == 4 and keys <= set(builds)
+    # Every trial has retrieval measured on every search question (not only those it answered), free of LLM calls.
+    for c in children:
+        m = c.data.metrics
+        assert m["retrieval.n_questions"] > m["n_questions"] and m["retrieval.cache_hit"] == 1.0
+        assert m["retrieval.recall_at_k_ci_low"] <= m["retrieval.recall_at_k"] <= m["retrieval.recall_at_k_ci_high"]
 
 
 def test_champion_is_registered_and_answers(search_result) -> None:  # type: ignore[no-untyped-def]

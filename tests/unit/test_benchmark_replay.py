@@ -7,6 +7,8 @@ import sys
 
 from tests.conftest import REPO
 
+sys.path.insert(0, str(REPO / "benchmarks"))  # the replays' own modules (search_replay, grid_table)
+
 
 def _bench(name: str, *args: str) -> str:
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args],
@@ -15,19 +17,24 @@ def _bench(name: str, *args: str) -> str:
     return out.stdout
 
 
-def test_search_efficiency_replay_prints_every_strategy() -> None:
+def test_search_efficiency_replay_prints_every_strategy_on_both_grids() -> None:
     out = _bench("search_efficiency.py", "--seeds", "2")
-    for strategy in ("random", "grid", "tpe", "tpe+asha", "tpe+paired"):
+    for strategy in ("random", "grid", "tpe", "tpe+asha", "tpe+paired", "two-stage tpe", "two-stage tpe+paired"):
         assert f"\n{strategy} " in out
-    assert "24 configurations x 64 questions" in out
+    assert "24 configurations x 64 questions" in out and "24 configurations x 48 questions" in out
 
 
-def test_selection_quality_replay_prints_every_method_for_both_objectives() -> None:
+def test_selection_quality_replay_prints_every_strategy_and_method() -> None:
+    from search_replay import STRATEGIES
+
     out = _bench("selection_quality.py", "--seeds", "2")
+    for name in ("xquad", "clapnq"):  # the whole searches, per stored grid
+        assert f"\n{name}: 24 configurations" in out
+    for st in STRATEGIES:
+        assert out.count(f"\n{st.name:<34}") == 2
     for objective in ("token_f1 (default)", "0.7 f1 + 0.3 recall (before)"):
         for method in ("best on search", "held-out best", "cheapest tied"):
             assert f"{objective:<30}{method:<16}" in out
-    assert "24 configurations x 64 questions" in out
 
 
 def test_search_keys_replay_prints_every_searched_key() -> None:
