@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="seed for the sampler and the question order")
     s.add_argument("--sampler", choices=_choices("sampler"), help="search.sampler")
     s.add_argument("--scheduler", choices=_choices("scheduler"), help="search.scheduler")
+    s.add_argument("--strategy", choices=["two_stage", "joint"], help="search.strategy: two_stage = retrieval "
+                   "screened for free first, LLM trials on its front; joint = every key sampled together")
     s.add_argument("--selection", choices=_choices("selection"), help="search.selection: how the winner is "
                    "picked among the finalists")
     s.add_argument("--finalists", type=int, help="best trials confirmed on held-out questions (search.finalists)")
@@ -437,6 +439,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from ragsweep.search.space import describe_space
 
     print(f"space: {describe_space(cfg.space)}")
+    if cfg.search.strategy == "two_stage":
+        from ragsweep.search.screen.front import index_count, screen_points
+        from ragsweep.search.searcher import baseline
+
+        s = cfg.search
+        points = screen_points(cfg.space, baseline(cfg), s.seed, s.screen_configs, s.screen_indexes)
+        print(f"retrieval screen: {len(points)} configurations on {index_count(points)} index(es) x "
+              f"{len(plan.screen_ids)} search questions, no LLM call; the LLM trials try at most "
+              f"{s.max_candidates} of its front")
     from ragsweep.search.driver import check_gpu_fit
 
     for line in check_gpu_fit(cfg):  # prepare() raised already if a server cannot fit; these are the numbers

@@ -603,6 +603,7 @@ OVERRIDES: dict[str, str] = {
     "seed": "search.seed",
     "sampler": "search.sampler",
     "scheduler": "search.scheduler",
+    "strategy": "search.strategy",
     "selection": "search.selection",
     "finalists": "search.finalists",
     "holdout": "dataset.holdout",

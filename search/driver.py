@@ -602,6 +602,11 @@ def _finish(cfg: ExperimentConfig, parent: RunRef, grid: Any, found: Collected, 
     summary.staging = free.staging
     summary.headroom = _headroom(cfg, found, summary.winner, free)
     summary.generator = free.generator
+    summary.names = {r.run_id: r.name for r in found.records}
+    if confirmed is not None and confirmed.race is not None:
+        race = confirmed.race
+        parent.metrics({"race.questions_used": float(race.answered), "race.rounds": float(race.rounds),
+                        "race.dropped": float(len(race.dropped))})
     if summary.headroom is not None:
         h = summary.headroom
         parent.metrics({"headroom.oracle_objective": h.oracle, "headroom.winner_objective": h.winner,

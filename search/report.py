@@ -33,7 +33,9 @@ TOP = 10
 SHOWN_METRICS = ("objective_ci_low", "objective_ci_high", f"{HOLDOUT}objective", f"{HOLDOUT}objective_ci_low",
                  f"{HOLDOUT}objective_ci_high", "token_f1", "token_f1_ci_low", "token_f1_ci_high",
                  f"{HOLDOUT}token_f1", "recall_at_k", "recall_at_k_ci_low", "recall_at_k_ci_high",
-                 f"{HOLDOUT}recall_at_k", "mrr", "exact_match", *JUDGE_METRICS, "latency_p95_s",
+                 f"{HOLDOUT}recall_at_k", "retrieval.recall_at_k", "retrieval.recall_at_k_ci_low",
+                 "retrieval.recall_at_k_ci_high", "retrieval.mrr", "retrieval.context_tokens", "mrr", "exact_match",
+                 *JUDGE_METRICS, "latency_p95_s",
                  "tokens_per_question", f"{HOLDOUT}tokens_per_question", "llm.generator.requests", "llm.judge.requests")
 
 
@@ -54,6 +56,7 @@ class Summary:
     staging: Any = None  # screen.screening.Staging of a two-stage search
     headroom: Any = None  # screen.oracle.Headroom: the winner against the oracle-retrieval ceiling
     generator: str = ""  # the generator model's name
+    names: dict[str, str] = field(default_factory=dict)  # run id -> trial name, for finalists the race dropped
 
 
 def leaderboard(trials: list[TrialRecord]) -> pd.DataFrame:
@@ -216,7 +219,7 @@ def evidence_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
                f"all {race.total} held-out questions used ({race.rounds} round(s)): the finalists left are tied")
         lines.append(f"held-out race: {how}")
         for run_id, d in race.dropped.items():
-            name = next((e.trial.name for e in s.finalists if e.trial.run_id == run_id), run_id[:8])
+            name = s.names.get(run_id, run_id[:8])
             lines.append(f"   dropped {name} after {race.dropped_at[run_id]} questions: {-d.mean:+.4f} vs the best, "
                          f"{d.confidence:.0%} CI [{-d.high:+.4f}, {-d.low:+.4f}]")
     if s.staging is not None:

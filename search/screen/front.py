@@ -114,6 +114,11 @@ def _index_of(point: dict[str, Any]) -> str:
     return json.dumps({k: point.get(k) for k in INDEX_KEYS}, sort_keys=True, default=str)
 
 
+def index_count(points: Sequence[dict[str, Any]]) -> int:
+    """Distinct indexes ``points`` need (each is built once)."""
+    return len({_index_of(p) for p in points})
+
+
 def screen_points(space: SearchSpace, baseline: dict[str, Any] | None, seed: int, max_points: int,
                   max_indexes: int) -> list[dict[str, Any]]:
     """The configurations a screen scores: the baseline's first, then a seeded sample within both caps."""
