@@ -38,3 +38,24 @@ def read_text_file(path: Path, what: str, error: type[Exception]) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise error(f"{path}: the {what} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def check_apart(out: Path, flag: str, inputs: dict[str, Path | None], error: type[Exception]) -> None:
+    """Refuse an output that is one of ``inputs``, lies inside one (an input folder) or holds one (a parent folder
+    of an input): writing or replacing it would overwrite or delete what the user gave, or read it back as input
+    next time. ``inputs``: the flag or key that named each path. Called before anything is read or written."""
+    o = Path(out).expanduser().resolve()
+    for name, given in inputs.items():
+        if given is None:
+            continue
+        i = Path(given).expanduser().resolve()
+        if o == i:
+            why = "is"
+        elif i in o.parents:
+            why = "lies inside"
+        elif o in i.parents:
+            why = "holds"
+        else:
+            continue
+        raise error(f"{flag} {out}: {why} the input {name} {given}; ragsweep never writes where it reads: choose "
+                    f"a {flag} outside every input")

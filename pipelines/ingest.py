@@ -176,12 +176,26 @@ def write_dataset(ingested: Ingested, out: Path, *, overwrite: bool = False) -> 
 
 
 def check_out(out: Path, overwrite: bool = False) -> None:
-    """Before any work: ``out`` is new or an empty folder (or ``overwrite``), and its parent can be written."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise DatasetError(f"{out}: exists and is not empty (choose another --out, or pass --overwrite)")
+    """Before any work: ``out`` is new or an empty folder, or (with ``overwrite``) a dataset folder ragsweep wrote
+    (its ``manifest.json`` names ingest's libraries): ``--overwrite`` never replaces anything else. Its parent must
+    be writable."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise DatasetError(f"{out}: exists and is not empty (choose another --out, or pass --overwrite)")
+        if not _written_by_ingest(out):
+            raise DatasetError(f"{out}: exists and is not a dataset folder ragsweep ingest wrote (no {MANIFEST} of "
+                               "its own); --overwrite replaces only those: choose another --out")
     parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
     if not os.access(parent, os.W_OK):
         raise DatasetError(f"{out}: cannot write in {parent}")
+
+
+def _written_by_ingest(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"source", "libraries", "read", "skipped"} <= set(manifest)
 
 
 def content_key(folder: Path) -> str:

@@ -456,9 +456,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.data import DatasetError
+    from ragsweep.pipelines.files import check_apart
     from ragsweep.pipelines.ingest import MANIFEST, check_out, ingest_folder, write_dataset
     from ragsweep.pipelines.progress import Progress
 
+    check_apart(args.out, "--out", {"folder": args.dir}, DatasetError)
     check_out(args.out, args.overwrite)
     files = sum(1 for p in args.dir.rglob("*") if p.is_file()) if args.dir.is_dir() else 0
     with Progress("ingest", files, unit="files", every_s=10) as bar:
@@ -473,9 +476,14 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.data import DatasetError
+    from ragsweep.pipelines.files import check_apart
     from ragsweep.search.questions.generate import generate, parse_kinds, report_table
     from ragsweep.search.tracking.runs import default_tracking_uri
 
+    check_apart(args.out, "--out", {"--corpus": args.corpus, "--config": args.config}, DatasetError)
+    for suffix in (".state.json", ".report.json"):  # generate's own files beside --out
+        check_apart(args.out.with_name(args.out.name + suffix), "--out", {"--corpus": args.corpus}, DatasetError)
     cfg = _load(args)
     kinds = parse_kinds(args.kinds)
     uri = args.tracking_uri or cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage_dir)
@@ -491,8 +499,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.data import DatasetError
+    from ragsweep.pipelines.files import check_apart
     from ragsweep.search.questions.review import apply_review, export
 
+    inputs = {"--questions": args.questions, "--corpus": args.corpus, "--reviewed": getattr(args, "reviewed", None)}
+    check_apart(args.out, "--out", inputs, DatasetError)
     if args.review_command == "export":
         n = export(args.questions, args.corpus, args.out)
         print(f"{args.out}: {n} questions to review" + (" (fill in decision: accept, reject or edit)"

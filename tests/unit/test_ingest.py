@@ -135,3 +135,48 @@ def test_a_folder_with_no_usable_document_is_a_dataset_error(tmp_path: Path) -> 
     (folder / "a.bin").write_bytes(b"\x00\x01")
     with pytest.raises(DatasetError, match="no usable documents.*a.bin: unsupported kind"):
         cached_corpus(folder, tmp_path / "cache", say=lambda _: None)
+
+
+def test_outputs_never_touch_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An --out that is an input, lies inside one or holds one is refused (exit 2) before anything is read or
+    written, even with --overwrite; the user's files stay as they were."""
+    docs = tmp_path / "work" / "docs"
+    shutil.copytree(SAMPLE, docs)
+    thesis = tmp_path / "work" / "thesis.tex"
+    thesis.write_text("years of work")
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"id": "d", "title": "t", "text": "x"}) + "\n")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    cases = [
+        (["ingest", str(docs), "--out", str(docs), "--overwrite"], "is the input folder"),
+        (["ingest", str(docs), "--out", str(tmp_path / "work"), "--overwrite"], "holds the input folder"),
+        (["ingest", str(docs), "--out", str(docs / "ds")], "lies inside the input folder"),
+        (["generate-questions", "--corpus", str(corpus), "--out", str(corpus), "--n", "2", "--overwrite"],
+         "is the input --corpus"),
+        (["review", "export", "--questions", str(questions), "--corpus", str(corpus), "--out", str(corpus)],
+         "is the input --corpus"),
+        (["review", "import", "--questions", str(questions), "--corpus", str(corpus), "--reviewed", str(questions),
+          "--out", str(questions)], "is the input --questions"),
+    ]
+    before_corpus = corpus.read_bytes()
+    for argv, why in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert why in err and "ragsweep never writes where it reads" in err, err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert thesis.read_text() == "years of work" and corpus.read_bytes() == before_corpus
+
+
+def test_overwrite_replaces_only_a_dataset_ingest_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["ingest", str(SAMPLE), "--out", str(mine), "--overwrite"]) == 2
+    assert "not a dataset folder ragsweep ingest wrote" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep me"
+    ds = tmp_path / "ds"
+    assert main(["ingest", str(SAMPLE), "--out", str(ds)]) == 0
+    assert main(["ingest", str(SAMPLE), "--out", str(ds), "--overwrite"]) == 0  # its own: replaced
+    assert (ds / "corpus.jsonl").is_file()
