@@ -9,10 +9,11 @@ scores and cost) and returns what it picked and what it spent.
   for free (recall of the context sent, and its tokens: no LLM call, as ``search/screen`` does), and the LLM trials
   only try the retrieval configurations on the recall-versus-tokens Pareto front (plus the baseline's), crossed with
   the generation keys (the prompt). ``joint``: Optuna samples every key together (ragsweep before the screen).
-- Trials are proposed by Optuna's TPE as ragsweep builds it, stopped by the scheduler (``asha``: Optuna's
-  successive halving at ragsweep's rungs; ``paired``: Optuna's ``WilcoxonPruner``, the test of ragsweep's paired
-  scheduler; ``fifo``: never), each costing 2 LLM calls (generator + one judge) per question it answered that this
-  configuration had not answered before (the request cache).
+- A search runs a third of the grid's configurations (8 of 24, 5 of 16), proposed by Optuna's TPE as ragsweep
+  builds it, stopped by the scheduler (``asha``: Optuna's successive halving at ragsweep's rungs; ``paired``:
+  Optuna's ``WilcoxonPruner``, the test of ragsweep's paired scheduler; ``fifo``: never), each costing 2 LLM calls
+  (generator + one judge) per question it answered that this configuration had not answered before (the request
+  cache).
 - The best ``finalists`` completed trials (by search objective) and the baseline answer the held-out questions:
   all at once, or racing (batches; a finalist whose paired interval against the current best is below 0 drops out;
   the race ends when one finalist is left or the held-out questions are spent).
@@ -39,7 +40,7 @@ class Strategy:
     name: str
     stage: str = "joint"  # joint | two_stage
     scheduler: str = "asha"  # asha | paired | fifo
-    trials: int = 8  # distinct configurations the search runs (num_samples)
+    trials: int | None = None  # distinct configurations the search runs (num_samples); None = a third of the grid
     finalists: int = 3
     racing: bool = False
     race_batch: int = 8
@@ -139,7 +140,7 @@ def _search_quiet(table: Table, st: Strategy, seed: int, search_q: list[str], we
     keys = [k for k in table.rows if allowed is None or retrieval_key(table.rows[k]["params"]) in allowed]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        n_startup = max(2, min(10, st.trials // 3))  # as search.startup_trials defaults
+        n_startup = max(2, min(10, (st.trials or max(3, len(table.rows) // 3)) // 3))  # search.startup_trials
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True, group=True,
                                              constant_liar=True)
         pruner: Any = optuna.pruners.NopPruner()
@@ -162,8 +163,9 @@ def _search_quiet(table: Table, st: Strategy, seed: int, search_q: list[str], we
     shards = [s for s in range(8, n, 8) if s >= st.grace]
     results: dict[str, tuple[float, int]] = {}
     calls, attempts = 0, 0
+    n_trials = st.trials or max(3, len(table.rows) // 3)
     study.enqueue_trial(_params(table, base, allowed is not None))
-    while len(results) < min(st.trials, len(keys)) and attempts < 20 * st.trials:
+    while len(results) < min(n_trials, len(keys)) and attempts < 20 * n_trials:
         attempts += 1
         trial = study.ask(dists)
         key = _key(table, trial.params)

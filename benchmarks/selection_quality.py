@@ -126,7 +126,8 @@ def strategies(table: Table, name: str, seeds: int, weights: dict[str, float]) -
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     best, full = truth(table, weights)
     print(f"\n{name}: {len(table.rows)} configurations x {table.n_questions} questions; best {full[best]:.4f} "
-          f"({best}); objective {weights}; {seeds} seeds")
+          f"({best}); objective {weights}; searches of {max(3, len(table.rows) // 3)} trials on 75% of the "
+          f"questions, the rest held out; {seeds} seeds")
     print(f"{'strategy':<34}{'tied':>7}{'regret':>9}{'pick tok/q':>12}{'calls':>8}{'held-out q':>12}")
     for st in STRATEGIES:
         rows = []

@@ -153,3 +153,14 @@ def test_every_space_and_pipeline_key_has_a_row_in_the_config_docs() -> None:
     missing = [f"{section}.{key}" for section, model in (("space", SearchSpace), ("pipeline", PipelineSettings))
                for key in model.model_fields if f"| `{key}` |" not in docs]
     assert not missing, f"docs/config.md has no row for {missing}"
+
+
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """pyproject's package list is written by hand (setuptools maps search/ to ragsweep.search): a subpackage left
+    out of it installs from the checkout but is missing from the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"ragsweep." + ".".join(p.parent.relative_to(REPO).parts)
+             for top in ("search", "pipelines", "judges") for p in (REPO / top).rglob("__init__.py")}
+    assert found == listed, f"missing from pyproject: {sorted(found - listed)}; absent: {sorted(listed - found)}"
