@@ -405,6 +405,11 @@ def _stage(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, parent: 
     t0 = time.perf_counter()
     staging = stage(cfg, dataset, plan.screen_ids, baseline(cfg), cfg.index_cache)
     timings["screen_s"] = time.perf_counter() - t0
+    if not staging.has_gold:
+        say("retrieval screen: no search question has retrieval gold (answer spans or gold_doc_ids), so retrieval "
+            "cannot be ranked without answers; every key is searched jointly (search.strategy: joint)")
+        parent.tags({"ragsweep.screen": "no retrieval gold: joint search"})
+        return None
     for line in staging.lines():
         say(line)
     parent.json(staging.as_json(), "screen/retrieval.json")

@@ -112,6 +112,22 @@ class QueryMemo:
         return np.stack([self._memo[t] for t in texts])
 
 
+class RerankMemo:
+    """A reranker whose full ranking of a question's candidates is kept: configurations that differ only in
+    ``top_k`` or the context budget take prefixes of the same ranking (a cross-encoder is the screen's dearest
+    step)."""
+
+    def __init__(self, reranker: Any) -> None:
+        self.inner = reranker
+        self._memo: dict[tuple[str, tuple[int, ...]], list[Hit]] = {}
+
+    def rerank(self, question: str, hits: list[Hit], top_k: int) -> list[Hit]:
+        key = (question, tuple(h.chunk.id for h in hits))
+        if key not in self._memo:
+            self._memo[key] = self.inner.rerank(question, hits, len(hits))
+        return self._memo[key][:top_k]
+
+
 @dataclass(frozen=True)
 class Scored:
     key: str

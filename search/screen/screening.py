@@ -22,6 +22,7 @@ from ragsweep.search.console import logger
 from ragsweep.search.screen.front import Screened, _index_of, label, point_params, screen_points
 from ragsweep.search.screen.retrieval import (
     QueryMemo,
+    RerankMemo,
     RetrievalCache,
     Scored,
     cache_key,
@@ -74,6 +75,8 @@ def run_screen(cfg: ExperimentConfig, dataset: Dataset, question_ids: tuple[str,
         parts = open_retrieval(point_params(group[0], _GEN_STUB), cfg.pipeline, dataset.corpus,
                                dataset.corpus_digest, indexes)
         memo = memos.setdefault(parts.embedder.spec, QueryMemo(parts.embedder))
+        if parts.reranker is not None:
+            parts.reranker = RerankMemo(parts.reranker)
         for p in group:
             scored = _score(cfg, cache, parts, memo, p, questions, qdigest)
             computed += scored.computed
@@ -113,6 +116,12 @@ class Staging:
     result: ScreenResult
     front: list[Screened]
     candidates: list[Screened]
+
+    @property
+    def has_gold(self) -> bool:
+        """Whether any screened question has retrieval gold (answer spans or gold documents) to rank by."""
+        return any(isinstance(r.get("recall_at_k"), float) and r["recall_at_k"] == r["recall_at_k"]
+                   for s in self.result.screened for r in s.rows)
 
     @property
     def by_label(self) -> dict[str, dict[str, Any]]:

@@ -146,3 +146,31 @@ def test_a_bad_point_is_refused_when_completed_into_params(bad: dict) -> None:
     with pytest.raises(ValueError):
         point_params({"chunk_size": 400, "chunk_overlap": 0, "retriever": "dense", "reranker": "none", **bad},
                      {"prompt": "concise", "temperature": 0.0})
+
+
+def test_rerank_memo_ranks_each_question_once_and_serves_prefixes() -> None:
+    from ragsweep.pipelines.chunking import Chunk
+    from ragsweep.pipelines.retrieve import Hit
+    from ragsweep.search.screen.retrieval import RerankMemo
+
+    class Counting:
+        calls = 0
+
+        def rerank(self, question: str, hits: list[Hit], k: int) -> list[Hit]:
+            Counting.calls += 1
+            return sorted(hits, key=lambda h: -h.chunk.id)[:k]
+
+    hits = [Hit(Chunk(i, "d", i, i + 1, "x"), 0.0) for i in range(5)]
+    memo = RerankMemo(Counting())
+    assert [h.chunk.id for h in memo.rerank("q", hits, 2)] == [4, 3]
+    assert [h.chunk.id for h in memo.rerank("q", hits, 4)] == [4, 3, 2, 1]
+    assert Counting.calls == 1
+
+
+def test_a_screen_without_any_retrieval_gold_says_so() -> None:
+    from ragsweep.search.screen.screening import ScreenResult, Staging
+
+    blind = _screened({"top_k": 1}, [math.nan] * 4, 100)
+    assert not Staging(ScreenResult([blind], 1, 4, 1, 0.1), [blind], [blind]).has_gold
+    seen = _screened({"top_k": 1}, [1.0, math.nan, 0.0, 0.0], 100)
+    assert Staging(ScreenResult([seen], 1, 4, 1, 0.1), [seen], [seen]).has_gold
