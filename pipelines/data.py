@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ragsweep.pipelines.errors import BadInput
-from ragsweep.pipelines.files import read_bytes_file
+from ragsweep.pipelines.files import read_user_text
+from ragsweep.pipelines.text_decode import text_lines
 
 
 class DatasetError(BadInput):
@@ -109,13 +110,9 @@ def _no_constant(name: str) -> Any:
 
 
 def read_jsonl(path: Path, what: str = "dataset file") -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` per non-blank line; DatasetError naming the file and line otherwise."""
-    raw = read_bytes_file(path, what, DatasetError)
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DatasetError(f"{path}:{lineno}: not valid UTF-8 (byte offset {e.start} in the line)") from None
+    """``(line number, object)`` per non-blank line; DatasetError naming the file and line otherwise. The file
+    may be in any encoding :func:`~ragsweep.pipelines.files.read_user_text` reads (a byte-order mark is dropped)."""
+    for lineno, text in enumerate(text_lines(read_user_text(path, what, DatasetError).text), start=1):
         if not text.strip():
             continue
         try:

@@ -14,8 +14,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.text_decode import Decoded, NotText, decode_text
 
 
 class Unreadable(Exception):
@@ -26,9 +28,7 @@ class Unreadable(Exception):
 class Extracted:
     title: str
     text: str
-
-
-MAX_CONTROL = 0.01  # share of control/replacement characters above which decoded bytes are not text
+    encoding: str | None = None  # how the file's bytes were decoded (None: a PDF, whose text layer is Unicode)
 
 
 def _clean(text: str) -> str:
@@ -37,20 +37,12 @@ def _clean(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def decode(data: bytes) -> str:
-    """Bytes of a text file in any common encoding -> str; Unreadable for binary content or an unknown encoding."""
-    from charset_normalizer import from_bytes
-
-    if b"\x00" in data[:8192]:
-        raise Unreadable("binary content (NUL bytes), not text")
-    best = from_bytes(data).best()
-    if best is None:
-        raise Unreadable("undecodable: no text encoding fits its bytes")
-    text = str(best)
-    bad = sum(1 for c in text if c == "\ufffd" or (ord(c) < 32 and c not in "\n\r\t\f"))
-    if bad > MAX_CONTROL * max(1, len(text)):
-        raise Unreadable(f"undecodable: {bad} control or replacement characters as {best.encoding}")
-    return text
+def decode(data: bytes) -> Decoded:
+    """Bytes of a text file in any common encoding (:func:`text_decode.decode_text`), else Unreadable."""
+    try:
+        return decode_text(data)
+    except NotText as e:
+        raise Unreadable(str(e)) from None
 
 
 def _first_line_title(text: str, path: Path) -> str:
@@ -59,30 +51,76 @@ def _first_line_title(text: str, path: Path) -> str:
 
 
 def extract_text(path: Path) -> Extracted:
-    text = _clean(decode(path.read_bytes()))
-    return Extracted(_first_line_title(text, path), text)
+    decoded = decode(path.read_bytes())
+    text = _clean(decoded.text)
+    return Extracted(_first_line_title(text, path), text, decoded.encoding)
 
 
 def extract_markdown(path: Path) -> Extracted:
-    """Markdown -> the text a reader sees: headings, paragraphs, list items, table cells and code, without markup."""
+    """Markdown -> the text a reader sees (markdown-it-py's CommonMark parse, tables on), by this rule:
+
+    - a soft line break (a hard-wrapped line) is a space, a hard break a newline: words never fuse;
+    - every heading, paragraph and list item is a block of its own (a blank line between blocks), a table row is a
+      line with its cells joined by `` | ``;
+    - code (fenced, indented and inline) is kept as written: questions about a project's docs ask about it;
+    - an image is its alt text; raw HTML is its text, without the tags; link targets and comments are dropped.
+    """
     from markdown_it import MarkdownIt
 
-    source = decode(path.read_bytes())
-    tokens = MarkdownIt("commonmark").enable("table").parse(source)
+    decoded = decode(path.read_bytes())
+    tokens = MarkdownIt("commonmark").enable("table").parse(decoded.text)
     blocks: list[str] = []
+    row: list[str] | None = None
     title = ""
     for i, tok in enumerate(tokens):
-        if tok.type == "inline":
-            text = "".join(c.content for c in (tok.children or []) if c.type in ("text", "code_inline", "softbreak")
-                           or c.type == "hardbreak") if tok.children else tok.content
-            text = text.replace("\n", " ")
+        if tok.type == "tr_open":
+            row = []
+        elif tok.type == "tr_close" and row is not None:
+            blocks.append(" | ".join(row))
+            row = None
+        elif tok.type == "inline":
+            text = _inline_text(tok.children or [])
+            if row is not None:
+                row.append(text.replace("\n", " "))
+                continue
             if not title and i > 0 and tokens[i - 1].type == "heading_open":
                 title = text
             blocks.append(text)
         elif tok.type in ("fence", "code_block"):
             blocks.append(tok.content.rstrip())
+        elif tok.type == "html_block":
+            blocks.append(_html_text(tok.content))
     text = _clean("\n\n".join(b for b in blocks if b.strip()))
-    return Extracted(title or _first_line_title(text, path), text)
+    return Extracted(title or _first_line_title(text, path), text, decoded.encoding)
+
+
+def _inline_text(children: list[Any]) -> str:
+    parts = []
+    for c in children:
+        if c.type in ("text", "code_inline", "image"):  # an image's content is its alt text
+            parts.append(c.content)
+        elif c.type == "softbreak":
+            parts.append(" ")
+        elif c.type == "hardbreak" or (c.type == "html_inline" and re.match(r"<br\b", c.content, re.I)):
+            parts.append("\n")
+    return "".join(parts)
+
+
+def _html_text(fragment: str) -> str:
+    """The text of raw HTML in Markdown (a ``<details>`` block, a centred paragraph), tags and comments removed."""
+    import lxml.html
+
+    if not re.sub(r"<!--.*?-->", "", fragment, flags=re.S).strip():
+        return ""
+    try:
+        root = lxml.html.fragment_fromstring(fragment, create_parent="div")
+    except Exception:  # noqa: BLE001 - a stray closing tag is not content: its text is what is left without tags
+        return re.sub(r"<[^>]*>", " ", fragment)
+    for comment in root.xpath("//comment()"):
+        comment.drop_tree()
+    for br in root.xpath("//br"):
+        br.tail = "\n" + (br.tail or "")
+    return str(root.text_content())
 
 
 def extract_html(path: Path) -> Extracted:
@@ -90,7 +128,8 @@ def extract_html(path: Path) -> Extracted:
     import lxml.html
     import trafilatura
 
-    html = decode(path.read_bytes())
+    decoded = decode(path.read_bytes())
+    html = decoded.text
     meta = trafilatura.extract_metadata(html)
     # trafilatura falls back to any text it finds when a page has no main content (a page of navigation only
     # came out as "Home"): page furniture is removed first, by tag, so what is left is content or nothing.
@@ -99,10 +138,23 @@ def extract_html(path: Path) -> Extracted:
         return Extracted(path.stem, "")
     for el in tree.xpath("//nav|//header|//footer|//aside|//script|//style|//noscript|//form|//template"):
         el.drop_tree()
+    _unwrap(tree)
     text = trafilatura.extract(lxml.html.tostring(tree, encoding="unicode"), include_comments=False,
                                include_tables=True, favor_recall=True) or ""
     title = (meta.title if meta is not None and meta.title else "") or _first_line_title(text, path)
-    return Extracted(title, _clean(text))
+    return Extracted(title, _clean(text), decoded.encoding)
+
+
+def _unwrap(tree: Any) -> None:
+    """A line break in HTML source is a space on the page: hard-wrapped source lines are joined here (outside
+    ``<pre>``), so no extractor can keep them as line breaks inside a paragraph (or fuse the words around them)."""
+    for el in tree.iter():
+        if not isinstance(el.tag, str) or el.tag == "pre" or any(a.tag == "pre" for a in el.iterancestors()):
+            continue
+        if el.text:
+            el.text = re.sub(r"\s+", " ", el.text)
+        if el.tail and el.getparent() is not None and el.getparent().tag != "pre":
+            el.tail = re.sub(r"\s+", " ", el.tail)
 
 
 def extract_pdf(path: Path) -> Extracted:

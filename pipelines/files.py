@@ -1,14 +1,19 @@
 """Reading the files a user names (configs, datasets, prompt and judge files) with errors that say which and why.
 
-Contract: :func:`read_bytes_file` and :func:`read_text_file` return the content or raise ``error`` (the caller's
-bad-input exception type) with one sentence naming the path and what is wrong with it: missing, a folder, not
-readable, not UTF-8. No other exception escapes for a bad path.
+Contract: :func:`read_bytes_file`, :func:`read_text_file` and :func:`read_user_text` return the content or raise
+``error`` (the caller's bad-input exception type) with one sentence naming the path and what is wrong with it:
+missing, a folder, not readable, not text. Text is decoded by :func:`text_decode.decode_text` (byte-order marks,
+UTF-16/32, legacy code pages), so every file a user gives is read the same way. No other exception escapes for a
+bad path.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
+
+from ragsweep.pipelines.text_decode import Decoded, NotText, decode_text
 
 
 def _why(e: OSError) -> str:
@@ -31,13 +36,19 @@ def read_bytes_file(path: Path, what: str, error: type[Exception]) -> bytes:
         raise error(f"{path}: cannot read the {what}: {_why(e)}") from None
 
 
-def read_text_file(path: Path, what: str, error: type[Exception]) -> str:
-    """:func:`read_bytes_file` decoded as UTF-8 (a UTF-8 byte-order mark is dropped), else ``error``."""
+def read_user_text(path: Path, what: str, error: type[Exception]) -> Decoded:
+    """The text of ``path`` and the encoding it was saved in, else ``error`` naming the path and why it is not
+    text."""
     raw = read_bytes_file(path, what, error)
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: the {what} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        return decode_text(raw)
+    except NotText as e:
+        raise error(f"{path}: the {what} is not readable text: {e}") from None
+
+
+def read_text_file(path: Path, what: str, error: type[Exception]) -> str:
+    """:func:`read_user_text` without the encoding."""
+    return read_user_text(path, what, error).text
 
 
 def check_apart(out: Path, flag: str, inputs: dict[str, Path | None], error: type[Exception]) -> None:
@@ -59,3 +70,23 @@ def check_apart(out: Path, flag: str, inputs: dict[str, Path | None], error: typ
             continue
         raise error(f"{flag} {out}: {why} the input {name} {given}; ragsweep never writes where it reads: choose "
                     f"a {flag} outside every input")
+
+
+def write_text_atomic(out: Path, text: str) -> None:
+    """Write ``out`` whole or not at all: a temporary file beside it, renamed over it. Missing parent folders are
+    created, and removed again when the write fails, so a failure leaves nothing behind."""
+    out = Path(out)
+    missing = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        for p in missing:  # innermost first; only folders this call made, and only while still empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
+        raise

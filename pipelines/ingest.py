@@ -6,7 +6,9 @@ Contract:
   folder (``guides/intro.md``); a JSONL row keeps its own id. Hidden files and folders are ignored.
 - A file that cannot be used (unsupported kind, encrypted or broken PDF, binary junk, empty, undecodable, a bad
   JSONL row) is *skipped with a reason*, never raised; identical texts are kept once (the others are skipped as
-  duplicates of the first, in path order).
+  duplicates of the first, in path order). Two different texts with one id (in one file or two) are an error
+  naming both places. Text files are decoded by :func:`text_decode.decode_text` (any common encoding; each
+  document's ``encoding`` is in the manifest). A sub-folder ``ingest`` wrote earlier is skipped, never re-read.
 - :func:`write_dataset` writes ``corpus.jsonl`` and ``manifest.json`` into a new folder at once (a temporary
   folder renamed into place): an error leaves nothing half-written.
 - :func:`cached_corpus` is the same for ``dataset.corpus: FOLDER``: the corpus is parsed once per content
@@ -29,6 +31,7 @@ from typing import Any
 
 from ragsweep.pipelines.data import DatasetError
 from ragsweep.pipelines.extract import EXTRACTORS, Unreadable
+from ragsweep.pipelines.text_decode import NotText, decode_text, text_lines
 
 MANIFEST = "manifest.json"
 CORPUS = "corpus.jsonl"
@@ -67,23 +70,30 @@ def libraries() -> dict[str, str]:
     return out
 
 
-def _files(folder: Path) -> Iterator[Path]:
+def _files(folder: Path, own: list[Path] | None = None) -> Iterator[Path]:
+    """Every non-hidden file under ``folder`` in path order; a folder ``ragsweep ingest`` wrote (its manifest) is
+    not walked into but appended to ``own``: an earlier output is never read back as a source."""
     for root, dirs, files in os.walk(folder):
+        if own is not None and Path(root) != folder and _written_by_ingest(Path(root)):
+            own.append(Path(root))
+            dirs[:] = []
+            continue
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if not name.startswith("."):
                 yield Path(root) / name
 
 
-def _jsonl_rows(path: Path, rel: str, out: Ingested) -> list[tuple[str, dict[str, str]]]:
-    """Rows of a corpus-layout JSONL file; a bad row is skipped with its line number."""
+def _jsonl_rows(path: Path, rel: str, out: Ingested) -> tuple[list[tuple[str, dict[str, str]]], str | None]:
+    """Rows of a corpus-layout JSONL file (any encoding) and its encoding; a bad row is skipped with its line
+    number."""
     rows = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        out.skipped.append(Skipped(rel, f"not UTF-8 JSONL ({e.reason} at byte {e.start})"))
-        return []
-    for n, line in enumerate(lines, 1):
+        decoded = decode_text(path.read_bytes())
+    except NotText as e:
+        out.skipped.append(Skipped(rel, f"not a readable JSONL file: {e}"))
+        return [], None
+    for n, line in enumerate(text_lines(decoded.text), 1):
         if not line.strip():
             continue
         try:
@@ -96,28 +106,31 @@ def _jsonl_rows(path: Path, rel: str, out: Ingested) -> list[tuple[str, dict[str
             continue
         rows.append((f"{rel}:{n}", {"id": row["id"], "title": str(row.get("title") or row["id"]),
                                     "text": row["text"]}))
-    return rows
+    return rows, decoded.encoding
 
 
 def ingest_folder(folder: Path, progress: Callable[[int, str], None] | None = None) -> Ingested:
-    """Read every usable file under ``folder`` (see the module docstring); ``progress(files_done, path)``."""
+    """Read every usable file under ``folder`` (see the module docstring); ``progress(files_done, path)``.
+    Raises DatasetError naming both places when two documents share an id (with different texts)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
     out = Ingested(str(folder.resolve()))
     seen_text: dict[str, str] = {}  # sha256 of the text -> the id that has it
-    seen_ids: set[str] = set()
-    for i, path in enumerate(_files(folder), 1):
+    seen_ids: dict[str, str] = {}  # id -> where it was read (file[:line])
+    own: list[Path] = []
+    for i, path in enumerate(_files(folder, own), 1):
         rel = path.relative_to(folder).as_posix()
         if progress is not None:
             progress(i, rel)
         kind = path.suffix.lower()
-        candidates: list[tuple[str, dict[str, str]]] = []
+        encoding: str | None = None
         try:
             if kind == ".jsonl":
-                candidates = _jsonl_rows(path, rel, out)
+                candidates, encoding = _jsonl_rows(path, rel, out)
             elif kind in EXTRACTORS:
                 extracted = EXTRACTORS.get(kind)(path)
+                encoding = extracted.encoding
                 candidates = [(rel, {"id": rel, "title": extracted.title, "text": extracted.text})]
             else:
                 known = ", ".join([*EXTRACTORS.names(), ".jsonl"])
@@ -141,12 +154,16 @@ def ingest_folder(folder: Path, progress: Callable[[int, str], None] | None = No
                 out.skipped.append(Skipped(where, f"duplicate of {seen_text[digest]}"))
                 continue
             if doc["id"] in seen_ids:
-                out.skipped.append(Skipped(where, f"duplicate id {doc['id']!r}"))
-                continue
+                raise DatasetError(f"{folder}: document id {doc['id']!r} is used twice, by {seen_ids[doc['id']]} and "
+                                   f"{where}, with different texts; ids must be unique across the corpus: rename one")
             seen_text[digest] = doc["id"]
-            seen_ids.add(doc["id"])
+            seen_ids[doc["id"]] = where
             out.docs.append(doc)
-            out.read.append({"path": where, "file": rel, "id": doc["id"], "kind": kind, "chars": len(doc["text"])})
+            out.read.append({"path": where, "file": rel, "id": doc["id"], "kind": kind, "chars": len(doc["text"]),
+                             "encoding": encoding})
+    for p in own:
+        out.skipped.append(Skipped(p.relative_to(folder).as_posix() + "/", "a dataset folder ragsweep ingest wrote "
+                                   "(an earlier output, not a source): not read"))
     return out
 
 

@@ -162,12 +162,12 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(gq)
     gq.add_argument("--corpus", type=Path, required=True, help="corpus.jsonl (e.g. written by ragsweep ingest)")
     gq.add_argument("--out", type=Path, required=True, help="questions.jsonl to write (resumed if it exists)")
-    gq.add_argument("--n", type=int, default=200, help="questions to generate (default 200)")
+    gq.add_argument("--n", type=_number(int, 1), default=200, help="questions to generate (default 200)")
     gq.add_argument("--seed", type=int, default=0, help="seed of the candidate spans and the model (default 0)")
     gq.add_argument("--kinds", default="factoid=0.6,multi_sentence=0.2,unanswerable=0.2",
                     help="kinds and their weights (default factoid=0.6,multi_sentence=0.2,unanswerable=0.2)")
-    gq.add_argument("--max-overlap", type=float, default=0.5, help="drop a question containing more than this "
-                    "fraction of its answer's words (default 0.5)")
+    gq.add_argument("--max-overlap", type=_number(float, 0, 1), default=0.5, help="drop a question containing more "
+                    "than this fraction of its answer's words, 0 to 1 (default 0.5)")
     gq.add_argument("--check-answerable", action="store_true", help="ask the model to answer each question from "
                     "its passage and drop those it gets wrong (for a capable model; off by default on CPU)")
     gq.add_argument("--overwrite", action="store_true", help="start again instead of resuming OUT")
@@ -202,8 +202,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="folder with corpus.jsonl and questions.jsonl (default: the config's dataset)")
     cal.add_argument("--labels", type=Path,
                      help='JSON lines {"id": question id, "answer": "...", "label": 0..1[, "contexts": [...]]}')
-    cal.add_argument("--questions", type=int, default=16, help="questions to sample (default 16)")
-    cal.add_argument("--repeats", type=int, default=2, help="times each verdict is asked (default 2)")
+    cal.add_argument("--questions", type=_number(int, 1), default=16, help="questions to sample (default 16)")
+    cal.add_argument("--repeats", type=_number(int, 1), default=2, help="times each verdict is asked (default 2)")
     cal.add_argument("--seed", type=int, default=0, help="seed of the question sample")
     cal.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store)")
 
@@ -211,6 +211,23 @@ def _parser() -> argparse.ArgumentParser:
                        description="Print (or write) the JSON Schema of the experiment config, for editors.")
     c.add_argument("--output", type=Path, help="write to this file instead of stdout")
     return parser
+
+
+def _number(kind: type[int] | type[float], low: float | None = None, high: float | None = None) -> Any:
+    """argparse type: a ``kind`` number in ``[low, high]`` (either end open when None); argparse names the flag
+    in its error (exit 2)."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if value != value or (low is not None and value < low) or (high is not None and value > high):
+            span = (f"from {low:g} to {high:g}" if low is not None and high is not None
+                    else f"at least {low:g}" if low is not None else f"at most {high:g}")
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {span}")
+        return value
+    parse.__name__ = kind.__name__  # argparse says "invalid int value" on a ValueError it sees
+    return parse
 
 
 def _port(text: str) -> int:
@@ -267,6 +284,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if getattr(args, "config_source", None):
         log.info(f"config: {args.config} (from {args.config_source}; --config chooses another)")
     if args.tracking_uri is None and os.environ.get(TRACKING_ENV):
+        from ragsweep.search.tracking.checks import check_tracking_uri
+
+        _check_flag(TRACKING_ENV, os.environ[TRACKING_ENV], check_tracking_uri)  # blamed on the variable
         overrides["tracking_uri"] = os.environ[TRACKING_ENV]
         log.info(f"MLflow tracking URI from {TRACKING_ENV} (--tracking-uri overrides it)")
     cfg = _load(args, overrides)
@@ -286,6 +306,10 @@ def _cmd_ask(args: argparse.Namespace) -> int:
     from ragsweep.search.promotion.champion import load_champion
     from ragsweep.search.promotion.registry import PromotionError
 
+    if not args.question.strip():
+        from ragsweep.search.config import ConfigError
+
+        raise ConfigError("the question is empty: ragsweep ask 'your question'")
     uri, name = _model_location(args)
     t0 = time.perf_counter()
     try:

@@ -698,8 +698,13 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> Experime
         line = yaml_error_line(e)
         where = f"line {line}: " if line else ""
         raise ConfigError(f"{path}: {where}invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the config file is empty (no keys, or only comments): start from "
+                          "configs/default.yaml; docs/config.md lists every key")
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        kind = {list: "a list", str: "a single string", int: "a number", float: "a number", bool: "true/false"}
+        raise ConfigError(f"{path}: expected a mapping of keys (dataset:, space:, ...) at the top level, got "
+                          f"{kind.get(type(data), type(data).__name__)}")
     flags: dict[tuple[str, ...], str] = {}
     for flag, value in (overrides or {}).items():
         if value is not None:

@@ -65,6 +65,9 @@ class QuestionPlan:
         return bool(self.holdout_ids)
 
 
+MIN_SEARCH_QUESTIONS = 4  # fewer search questions than this after a held-out split cannot tell configurations apart
+
+
 def _fits(cfg: ExperimentConfig, key: str, asked: int | None, available: int, what: str) -> None:
     """A count the user set (not a default, which is capped) must not exceed what the dataset has."""
     if asked is not None and key in cfg.search.model_fields_set and asked > available:
@@ -92,6 +95,10 @@ def plan_questions(cfg: ExperimentConfig, dataset: Dataset) -> QuestionPlan:
     else:
         return QuestionPlan(tuple(q.id for q in seeded_order(dataset.questions, s.seed, s.questions_per_trial)),
                             (), (), "off (dataset.holdout: 0)", _screen_ids(cfg, dataset.questions))
+    if d.holdout_file is None and len(held) >= 2 and len(pool) < MIN_SEARCH_QUESTIONS:
+        raise DatasetError(f"dataset.holdout: {d.holdout:g} holds out {len(held)} of {len(dataset.questions)} "
+                           f"questions and leaves {len(pool)} to search; a search compares configurations on at "
+                           f"least {MIN_SEARCH_QUESTIONS}: lower dataset.holdout (0.25 is typical)")
     if len(held) >= 2 and len(pool) >= 1:
         _fits(cfg, "questions_per_trial", s.questions_per_trial, len(pool), "questions left to search after the "
               f"held-out split ({source})")

@@ -35,7 +35,7 @@ from ragsweep.judges.scoring import DETERMINISTIC_METRICS, aggregate, objective,
 from ragsweep.pipelines.data import Dataset, load_dataset
 from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.console import logger
-from ragsweep.search.tracking.runs import TAG_KIND
+from ragsweep.search.tracking.runs import TAG_KIND, run_of_kind
 from ragsweep.search.tracking.tracker import RunRef, Tracker
 
 METRICS = DETERMINISTIC_METRICS
@@ -136,8 +136,8 @@ def registered_model(client: MlflowClient, name: str, alias: str) -> Target:
 def trial_configuration(client: MlflowClient, run_id: str, corpus: Path, index_cache: Path) -> Target:
     """The configuration a trial run answered with (its ``config.json``), rebuilt here as the champion would be,
     on ``corpus`` (the search's corpus: it must be the one the trial's index was built from)."""
+    run = run_of_kind(client, run_id, "trial", "--run", EvaluationError)
     try:
-        run = client.get_run(run_id)
         spec = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
     except mlflow.exceptions.MlflowException as e:
         raise EvaluationError(f"trial run {run_id}: no configuration to evaluate ({e.message})") from None

@@ -25,6 +25,7 @@ from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.config import PromotionSettings
 from ragsweep.search.promotion.champion import CHAMPION, SIGNATURE
 from ragsweep.search.promotion.gates import Candidate, Decision, Gate, evaluate
+from ragsweep.search.tracking.runs import run_of_kind
 
 CHALLENGER = "challenger"
 TAG_DECISION = "ragsweep.decision"  # champion | challenger | rolled_back
@@ -152,10 +153,7 @@ class Promotion:
 def promote_search(client: MlflowClient, settings: PromotionSettings, weights: dict[str, float],
                    search_run_id: str, model_name: str, force: bool = False) -> Promotion:
     """Re-run the gates for the version a finished search registered (``ragsweep promote --run``)."""
-    try:
-        run = client.get_run(search_run_id)
-    except MlflowException as e:
-        raise PromotionError(f"no search run {search_run_id}: {e.message}") from e
+    run = run_of_kind(client, search_run_id, "search", "--run", PromotionError)
     version = run.data.tags.get("ragsweep.promotion.version") or run.data.tags.get("champion_version")
     trial = run.data.tags.get("best_trial_run_id")
     if not version or not trial:

@@ -94,8 +94,10 @@ def _resume_state(out: Path, settings: Settings, overwrite: bool) -> tuple[int, 
     """(next candidate, questions already kept, counts) for ``out``; refuses a file made with other settings."""
     state_path, _ = _paths(out)
     if overwrite:
-        for p in (out, state_path):
-            p.unlink(missing_ok=True)
+        if out.exists() and not state_path.exists():
+            raise DatasetError(f"{out}: exists and was not written by generate-questions (no {state_path.name}); "
+                               "--overwrite replaces only its own files: choose another --out")
+        return 0, 0, {}
     if not out.exists():
         return 0, 0, {}
     if not state_path.exists():
@@ -122,7 +124,6 @@ def generate(corpus_path: Path, out: Path, n: int, endpoint: ModelEndpoint, *, s
     from ragsweep.pipelines.data import file_digest
 
     settings = Settings(file_digest(corpus_path), n, seed, kinds, endpoint.model, max_overlap, check_answerable)
-    out.parent.mkdir(parents=True, exist_ok=True)
     start, kept, counts = _resume_state(out, settings, overwrite)
     if kept >= n:
         print(f"{out}: already has {kept} questions (of --n {n}): nothing to do")
@@ -144,11 +145,18 @@ def generate(corpus_path: Path, out: Path, n: int, endpoint: ModelEndpoint, *, s
     limit = n * MAX_ATTEMPTS_PER_QUESTION
     seq = islice(candidates(docs, kinds, seed), start, limit)
     t0 = time.perf_counter()
-    state_path, _ = _paths(out)
+    # --overwrite writes a new set beside the old one and renames it over it once done: an interrupted or failed
+    # run leaves the old set as it was
+    work = out.with_name(f".{out.name}.new") if overwrite else out
+    state_path, _ = _paths(work)
+    if overwrite:
+        for p in (work, state_path):  # an earlier interrupted --overwrite's files: ours
+            p.unlink(missing_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": endpoint.model, "seed": seed, "prompt_version": PROMPT_VERSION}
     with serve(endpoint, None, log_dir, seed) as eps, Progress("generate-questions", n, "questions",
                                                                every_s=10) as bar, \
-            open(out, "a", encoding="utf-8") as f:
+            open(work, "a", encoding="utf-8") as f:
         bar.update(kept)
         client = eps.generator.client(None)
         meta["model"] = eps.generator.model
@@ -176,6 +184,10 @@ def generate(corpus_path: Path, out: Path, n: int, endpoint: ModelEndpoint, *, s
                                       "counts": {"kept": per_kind, "dropped": dict(filters.dropped),
                                                  "candidates": next_candidate}})
     counts = {"kept": per_kind, "dropped": dict(filters.dropped), "candidates": next_candidate}
+    if work != out:
+        if state_path.exists():
+            os.replace(state_path, _paths(out)[0])
+        os.replace(work, out)
     report = _report(out, settings, counts, kept, time.perf_counter() - t0)
     if kept < n:
         print(f"{out}: stopped at {kept} of {n} questions after {next_candidate} candidates (the corpus or model "

@@ -7,26 +7,35 @@ Contract:
 - :func:`apply_review` reads the edited CSV back: ``decision`` is ``accept`` (or empty: kept as generated),
   ``reject`` (dropped) or ``edit`` (the edited question and/or answer replace the generated ones). An edited
   answer must occur in the question's passage: its span is found there, so ``answer_spans`` stay exact. A bad
-  row (unknown decision or id, an edited answer not in the passage) is an error naming the file and line, and
-  nothing is written.
+  row (unknown decision or id, an edited answer not in the passage, one id decided two ways) is an error naming
+  the file and line(s), and nothing is written.
+- The CSV may come back from any spreadsheet: any encoding :func:`~ragsweep.pipelines.text_decode.decode_text`
+  reads (UTF-8 with or without a byte-order mark, UTF-16, cp1252...), separated by ``,``, ``;`` or tabs (sniffed),
+  column names in any case.
+- Both read the questions file through the dataset loader first, so a malformed row is an error naming its line.
+- Outputs are written whole or not at all (:func:`~ragsweep.pipelines.files.write_text_atomic`).
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ragsweep.pipelines.data import DatasetError, load_corpus, read_jsonl
+from ragsweep.pipelines.data import DatasetError, load_corpus, load_questions, read_jsonl
+from ragsweep.pipelines.files import read_user_text, write_text_atomic
 
 COLUMNS = ("id", "kind", "question", "answer", "passage", "decision", "edited_question", "edited_answer")
 DECISIONS = ("", "accept", "reject", "edit")
 
 
-def _rows(questions: Path) -> list[dict[str, Any]]:
+def _rows(questions: Path, docs: dict[str, Any]) -> list[dict[str, Any]]:
+    """The raw rows of a questions file, after the dataset loader has checked every one (errors name the line)."""
+    load_questions(questions, docs)
     return [obj for _, obj in read_jsonl(questions, "questions file")]
 
 
@@ -45,25 +54,26 @@ def _passage(row: dict[str, Any], text: str) -> tuple[str, int]:
 
 def export(questions: Path, corpus: Path, out: Path) -> int:
     """Write the review table (``.csv`` or ``.html`` by ``out``'s suffix); returns the number of rows."""
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".html", ".htm"):
+        raise DatasetError(f"--out {out}: the review file must end in .csv (to edit) or .html (to read)")
     docs = load_corpus(corpus)
     table = []
-    for row in _rows(questions):
+    for row in _rows(questions, docs):
         doc_id = (row.get("generated") or {}).get("source_doc") or next(iter(row.get("gold_doc_ids") or []), None)
         passage = _passage(row, docs[doc_id].text)[0] if doc_id in docs else ""
         kind = (row.get("generated") or {}).get("kind", "answerable" if row.get("answerable", True) else "unanswerable")
         table.append({"id": row["id"], "kind": kind, "question": row["question"],
                       "answer": " | ".join(row.get("answers") or []) or "(unanswerable)", "passage": passage,
                       "decision": "", "edited_question": "", "edited_answer": ""})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".csv":
-        with open(out, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS)
-            w.writeheader()
-            w.writerows(table)
-    elif out.suffix.lower() in (".html", ".htm"):
-        out.write_text(_html(table, questions.name), encoding="utf-8")
+    if suffix == ".csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(table)
+        write_text_atomic(out, buf.getvalue())
     else:
-        raise DatasetError(f"{out}: the review file must end in .csv (to edit) or .html (to read)")
+        write_text_atomic(out, _html(table, questions.name))
     return len(table)
 
 
@@ -86,22 +96,8 @@ def _html(table: list[dict[str, str]], title: str) -> str:
 def apply_review(questions: Path, corpus: Path, reviewed: Path, out: Path) -> Counter[str]:
     """Write ``out`` (questions.jsonl) from ``questions`` and the reviewer's CSV; returns counts per decision."""
     docs = load_corpus(corpus)
-    rows = {r["id"]: r for r in _rows(questions)}
-    decided: dict[str, dict[str, str]] = {}
-    with open(reviewed, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("id", "decision") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetError(f"{reviewed}: no column {', '.join(missing)} (export a review file first)")
-        for line in reader:
-            where = f"{reviewed}:{reader.line_num}"
-            qid = (line.get("id") or "").strip()
-            if qid not in rows:
-                raise DatasetError(f"{where}: unknown question id {qid!r}")
-            decision = (line.get("decision") or "").strip().lower()
-            if decision not in DECISIONS:
-                raise DatasetError(f"{where}: decision {decision!r} is not one of accept, reject, edit (or empty)")
-            decided[qid] = {**line, "decision": decision, "where": where}
+    rows = {r["id"]: r for r in _rows(questions, docs)}
+    decided = read_decisions(reviewed, set(rows))
     counts: Counter[str] = Counter()
     kept = []
     for qid, row in rows.items():
@@ -117,12 +113,47 @@ def apply_review(questions: Path, corpus: Path, reviewed: Path, out: Path) -> Co
         kept.append(row)
     if not kept:
         raise DatasetError(f"{reviewed}: every question was rejected: nothing to write")
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in kept:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(out)
+    write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in kept))
     return counts
+
+
+def read_decisions(reviewed: Path, ids: set[str]) -> dict[str, dict[str, str]]:
+    """Question id -> its row of the reviewed CSV (``decision`` lower-cased, ``where`` = file:line); DatasetError
+    naming the line for an unknown id or decision, and both lines for an id decided two ways."""
+    text = read_user_text(reviewed, "review file", DatasetError).text
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:8192], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel  # one column, or too little text to tell: the default
+    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    header = [h.strip().lower() for h in next(reader, [])]
+    missing = [c for c in ("id", "decision") if c not in header]
+    if missing:
+        raise DatasetError(f"{reviewed}: no column {', '.join(missing)} in its first line {header[:8]} (export a "
+                           "review file first; columns may be separated by , ; or tabs)")
+    decided: dict[str, dict[str, str]] = {}
+    for cells in reader:
+        if not any(c.strip() for c in cells):
+            continue
+        line = dict(zip(header, cells, strict=False))
+        where = f"{reviewed}:{reader.line_num}"
+        qid = (line.get("id") or "").strip()
+        if qid not in ids:
+            raise DatasetError(f"{where}: unknown question id {qid!r}")
+        decision = (line.get("decision") or "").strip().lower()
+        if decision not in DECISIONS:
+            raise DatasetError(f"{where}: decision {decision!r} is not one of accept, reject, edit (or empty)")
+        row = {**line, "decision": decision, "where": where}
+        earlier = decided.get(qid)
+        if earlier is not None and _decision(earlier) != _decision(row):
+            raise DatasetError(f"{where}: question {qid!r} is decided again ({decision or 'empty'}), differently "
+                               f"from {earlier['where']} ({earlier['decision'] or 'empty'}): keep one line per id")
+        decided.setdefault(qid, row)
+    return decided
+
+
+def _decision(row: dict[str, str]) -> tuple[str, str, str]:
+    return (row["decision"], (row.get("edited_question") or "").strip(), (row.get("edited_answer") or "").strip())
 
 
 def _edited(row: dict[str, Any], d: dict[str, str], docs: dict[str, Any]) -> dict[str, Any]:

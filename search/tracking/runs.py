@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.data import Dataset
@@ -141,6 +143,32 @@ def local_store_path(uri: str) -> Path | None:
     if uri.startswith("file:"):
         return Path(urlsplit(uri).path)
     return Path(uri).expanduser() if "://" not in uri else None
+
+
+KIND_NAMES = {"search": "search run (a search's parent run)", "trial": "trial run", "evaluation": "evaluation run",
+              "calibration": "judge calibration run", "testset": "question-generation run",
+              "champion_holdout": "champion held-out run"}
+
+
+def run_of_kind(client: MlflowClient, run_id: str, want: str, flag: str, error: type[Exception]) -> Run:
+    """The run ``run_id`` if it is a ragsweep run of kind ``want`` (tag ``ragsweep.kind``), else ``error`` naming
+    ``flag``, what the run really is and, for a search/trial mix-up, the run id that was meant."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise error(f"{flag} {run_id}: no such run in this tracking store ({e.message})") from None
+    tags = run.data.tags
+    kind = tags.get(TAG_KIND)
+    if kind == want:
+        return run
+    what = KIND_NAMES.get(kind or "", f"run of kind {kind!r}") if kind else "run ragsweep did not record (no " \
+        f"{TAG_KIND} tag)"
+    hint = ""
+    if kind == "trial" and want == "search" and tags.get(PARENT_TAG):
+        hint = f"; its search run is {tags[PARENT_TAG]}"
+    elif kind == "search" and want == "trial" and tags.get("best_trial_run_id"):
+        hint = f"; its best trial run is {tags['best_trial_run_id']}"
+    raise error(f"{flag} {run_id}: is a {what}, not a {KIND_NAMES[want]}{hint}")
 
 
 def default_tracking_uri(storage_dir: Path) -> str:

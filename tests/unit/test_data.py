@@ -65,11 +65,27 @@ def test_bad_json_line_reports_line(tiny_dataset: tuple[Path, Path]) -> None:
         load_dataset(corpus, questions)
 
 
-def test_non_utf8_reports_line(tiny_dataset: tuple[Path, Path]) -> None:
+def test_broken_utf8_reports_line(tiny_dataset: tuple[Path, Path]) -> None:
+    """A UTF-8 file with one broken byte is broken UTF-8 (named by line), not a legacy code page for the whole file."""
     corpus, questions = tiny_dataset
-    corpus.write_bytes(corpus.read_bytes() + b'{"id": "d3", "text": "caf\xe9"}\n')
-    with pytest.raises(DatasetError, match=r"corpus.jsonl:3: not valid UTF-8"):
+    corpus.write_bytes(corpus.read_bytes() + '{"id": "d3", "text": "café "}\n'.encode() + b'{"id": "d4", "text": "\xe9"}\n')
+    with pytest.raises(DatasetError, match=r"corpus.jsonl: the corpus file is not readable text: broken UTF-8 at "
+                                           r"line 4"):
         load_dataset(corpus, questions)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-32", "cp1252"])
+def test_dataset_files_in_any_encoding(tiny_dataset: tuple[Path, Path], encoding: str) -> None:
+    """A byte-order mark, UTF-16/32 or a legacy code page: every row read, accents intact (the BOM once lost row 1)."""
+    corpus, questions = tiny_dataset
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    rows.append({"id": "d9", "text": "Les crêpes du café sont très bonnes."})
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    corpus.write_bytes(text.encode(encoding))
+    questions.write_bytes(questions.read_text().encode(encoding))
+    ds = load_dataset(corpus, questions)
+    assert ds.corpus["d9"].text == "Les crêpes du café sont très bonnes."
+    assert [q.id for q in ds.questions] == ["q1", "q2", "q3"]
 
 
 def test_missing_file(tmp_path: Path) -> None:

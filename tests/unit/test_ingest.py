@@ -55,7 +55,7 @@ def _bad_folder(root: Path) -> Path:
     (folder / "noise.txt").write_bytes(bytes(range(128, 256)) * 8)  # no encoding makes text of it
     (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     (folder / "rows.jsonl").write_text('{"id": "r1", "text": "A fine row of text."}\nnot json\n{"id": 5, "text": "x"}\n'
-                                       '{"id": "r1", "text": "Same id, other text."}\n')
+                                       '{"id": "r1", "text": "A fine row of text."}\n')
     (folder / ".hidden.txt").write_text("never read")
     (folder / "ok.txt").write_text("A usable document about rivers and their deltas.")
     return folder
@@ -73,7 +73,7 @@ def test_bad_files_are_skipped_with_a_reason_each(tmp_path: Path) -> None:
     assert reasons["image.png"].startswith("unsupported kind .png")
     assert reasons["rows.jsonl:2"].startswith("invalid JSON")
     assert reasons["rows.jsonl:3"].startswith("not a corpus row")
-    assert reasons["rows.jsonl:4"] == "duplicate id 'r1'"
+    assert reasons["rows.jsonl:4"] == "duplicate of r1"  # the same text again: kept once
     assert ".hidden.txt" not in reasons
     assert sorted(d["id"] for d in got.docs) == ["ok.txt", "r1"]
 
@@ -180,3 +180,63 @@ def test_overwrite_replaces_only_a_dataset_ingest_wrote(tmp_path: Path, capsys: 
     assert main(["ingest", str(SAMPLE), "--out", str(ds)]) == 0
     assert main(["ingest", str(SAMPLE), "--out", str(ds), "--overwrite"]) == 0  # its own: replaced
     assert (ds / "corpus.jsonl").is_file()
+
+
+@pytest.mark.parametrize("second", ["b.jsonl", "same.jsonl"])
+def test_an_id_twice_is_an_error_naming_both_places(tmp_path: Path, second: str) -> None:
+    """Two texts with one id, in two files or in one, once dropped one document silently."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "x", "text": "first text"}) + "\n")
+    extra = json.dumps({"id": "x", "text": "second text"}) + "\n"
+    if second == "same.jsonl":
+        with open(tmp_path / "in" / "a.jsonl", "a") as f:
+            f.write(extra)
+        places = ("a.jsonl:1", "a.jsonl:2")
+    else:
+        (tmp_path / "in" / second).write_text(extra)
+        places = ("a.jsonl:1", "b.jsonl:1")
+    with pytest.raises(DatasetError, match=f"document id 'x' is used twice, by {places[0]} and {places[1]}"):
+        ingest_folder(tmp_path / "in")
+    (tmp_path / "in" / "guide.md").write_text("# Guide\n\nText.\n")  # a file's id is its path: a row may clash
+    (tmp_path / "in" / "a.jsonl").write_text(json.dumps({"id": "guide.md", "text": "other"}) + "\n")
+    (tmp_path / "in" / second).unlink(missing_ok=True)
+    with pytest.raises(DatasetError, match="'guide.md' is used twice, by a.jsonl:1 and guide.md"):
+        ingest_folder(tmp_path / "in")
+
+
+ENCODED = [("utf-8-sig", "utf-8-sig"), ("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be"),
+           ("utf-32", "utf-32"), ("cp1252", "cp1252"), ("latin-1", "cp1252")]
+
+
+@pytest.mark.parametrize(("codec", "recorded"), ENCODED)
+def test_text_in_any_encoding_is_read_and_recorded(tmp_path: Path, codec: str, recorded: str) -> None:
+    """UTF-16 was skipped as binary, cp1252 garbled ("crêpes" -> "crępes"), a BOM cost a JSONL file its first row."""
+    text = "Les crêpes du café sont très bonnes, naïve façade."
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "menu.txt").write_bytes((text + "\n").encode(codec))
+    (tmp_path / "in" / "menu.md").write_bytes(f"# Menu\n\n{text} Deux.\n".encode(codec))
+    rows = "".join(json.dumps({"id": f"r{i}", "text": f"{text} {i}"}, ensure_ascii=False) + "\n" for i in range(3))
+    (tmp_path / "in" / "rows.jsonl").write_bytes(rows.encode(codec))
+    got = ingest_folder(tmp_path / "in")
+    assert not got.skipped
+    texts = {d["id"]: d["text"] for d in got.docs}
+    assert texts["menu.txt"] == text and texts["menu.md"] == f"Menu\n\n{text} Deux." and texts["r0"] == f"{text} 0"
+    assert {r["encoding"] for r in got.read} == {recorded}
+    write_dataset(got, tmp_path / "ds")
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert {r["encoding"] for r in manifest["read"]} == {recorded}
+
+
+def test_an_earlier_output_inside_the_folder_is_not_read_back(tmp_path: Path) -> None:
+    """An old --out inside the input (from before --out was checked) held a stale corpus.jsonl that came back as
+    a source and made the edited file a "duplicate id"."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The first version.")
+    write_dataset(ingest_folder(docs), tmp_path / "out")
+    (tmp_path / "out").rename(docs / "out")
+    (docs / "a.txt").write_text("The edited version.")
+    got = ingest_folder(docs)
+    assert [d["text"] for d in got.docs] == ["The edited version."]
+    assert [(s.path, s.reason.split(" (")[0]) for s in got.skipped] == [("out/", "a dataset folder ragsweep ingest "
+                                                                          "wrote")]
