@@ -106,6 +106,8 @@ def _jsonl_rows(path: Path, rel: str, out: Ingested) -> tuple[list[tuple[str, di
             continue
         rows.append((f"{rel}:{n}", {"id": row["id"], "title": str(row.get("title") or row["id"]),
                                     "text": row["text"]}))
+    if not decoded.text.strip():
+        out.skipped.append(Skipped(rel, "no text (an empty file)"))
     return rows, decoded.encoding
 
 
@@ -183,13 +185,28 @@ def write_dataset(ingested: Ingested, out: Path, *, overwrite: bool = False) -> 
                 f.write(json.dumps(doc, ensure_ascii=False) + "\n")
         (tmp / MANIFEST).write_text(json.dumps(ingested.manifest(), indent=2, ensure_ascii=False) + "\n",
                                     encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
+        _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put the finished folder ``new`` at ``out``. An old ``out`` (checked by :func:`check_out` to be ingest's own)
+    is renamed aside first and removed only once ``new`` is in place; if the second rename fails it is put back."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}-old-", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old / out.name, out)
+        old.rmdir()
+        raise
+    shutil.rmtree(old)
 
 
 def check_out(out: Path, overwrite: bool = False) -> None:

@@ -4,6 +4,11 @@ Contract: the key is a hash of what determines the answer (model fingerprint, me
 JSON schema), never the server URL or API key, so a restarted server on another port, another replica or a
 re-run of the search hits the same entries. Backed by one sqlite file (WAL mode), which several processes on
 one node can share; on a multi-node cluster each node keeps its own file unless the path is on shared storage.
+
+With ``redact`` (the search's ``mlflow.redact`` masks), nothing personal reaches the file: the key is a hash of the
+request (never its text), and a reply that ``redact`` would change (it holds an e-mail, a phone number, a pattern's
+match) is kept in this process's memory only, unmasked, so every metric is computed on the real reply; other
+replies are stored as usual.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ragsweep.pipelines.chat import ChatRequest, ChatResponse
@@ -45,8 +51,10 @@ def request_key(model_fingerprint: str, req: ChatRequest) -> str:
 class RequestCache:
     """Thread-safe within a process; safe across processes through sqlite's own locking."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redact: Callable[[str], str] | None = None) -> None:
         self.path = Path(path)
+        self.redact = redact
+        self._private: dict[str, ChatResponse] = {}  # replies holding personal data: never on disk
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
@@ -55,6 +63,10 @@ class RequestCache:
         self._conn.commit()
 
     def get(self, key: str) -> ChatResponse | None:
+        if key in self._private:
+            r = self._private[key]
+            return ChatResponse(r.text, r.prompt_tokens, r.completion_tokens, r.latency_s, cached=True,
+                                started_at=time.time())
         with self._lock:
             row = self._conn.execute(
                 "SELECT text, prompt_tokens, completion_tokens, latency_s FROM responses WHERE key = ?", (key,)
@@ -64,6 +76,9 @@ class RequestCache:
         return ChatResponse(row[0], row[1], row[2], row[3], cached=True, started_at=time.time())
 
     def put(self, key: str, resp: ChatResponse) -> None:
+        if self.redact is not None and self.redact(resp.text) != resp.text:
+            self._private[key] = resp
+            return
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
@@ -80,5 +95,5 @@ class RequestCache:
             self._conn.close()
 
     # Pickled into Ray workers as a path; each process opens its own connection.
-    def __reduce__(self) -> tuple[type[RequestCache], tuple[Path]]:
-        return (RequestCache, (self.path,))
+    def __reduce__(self) -> tuple[type[RequestCache], tuple[Path, Callable[[str], str] | None]]:
+        return (RequestCache, (self.path, self.redact))

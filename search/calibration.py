@@ -57,9 +57,9 @@ def run_calibration(cfg: ExperimentConfig, *, dataset_dir: Path | None = None, l
     preflight(endpoint)
 
     storage = cfg.storage_dir
-    storage.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri or cfg.mlflow.tracking_uri or default_tracking_uri(storage)
-    check_tracking(uri)  # before the judge server starts
+    check_tracking(uri)  # before the judge server starts, and before a folder is made: a refusal leaves none
+    storage.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     exp_id = ensure_experiment(uri, f"{cfg.mlflow.experiment}-judges", storage)
     with mlflow.start_run(experiment_id=exp_id, run_name="judge-calibration",

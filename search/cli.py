@@ -555,7 +555,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(config_json_schema(), indent=2)
     if args.output:
-        args.output.write_text(text + "\n")
+        from ragsweep.pipelines.files import write_text_atomic
+
+        write_text_atomic(args.output, text + "\n")
     else:
         print(text)
     return 0

@@ -263,11 +263,20 @@ class Session:
         return DETERMINISTIC_METRICS + tuple(j.name for j in self.judges)
 
 
+def request_cache(ctx: SearchContext) -> RequestCache | None:
+    """The shared request cache (``llm.cache``); with ``mlflow.redact`` on, replies holding personal data stay out
+    of its file (:mod:`ragsweep.pipelines.llm_cache`)."""
+    if not ctx.llm_cache_path:
+        return None
+    redact = ctx.config.mlflow.redact
+    return RequestCache(ctx.llm_cache_path, Redactor(redact) if redact is not None else None)
+
+
 def open_session(params: TrialParams, ctx: SearchContext) -> Session:
     """Build the pipeline for ``params`` (index from the cache) and the clients of the shared servers."""
     cfg = ctx.config
     t_start = time.perf_counter()
-    cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
+    cache = request_cache(ctx)
     # Look the servers up by actor name: a restarted or replaced replica is found where it is now.
     generator = ctx.endpoints.generator_for(params.generator).resolved().client(cache)
     built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,

@@ -79,10 +79,19 @@ def start_mlflow_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
         pytest.fail(str(e))
 
 
+class ServerUri(str):
+    """A tracking server's URI that also knows the folder the server keeps everything in (``root``)."""
+
+    root: Path
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The tests' shared tracking server; yields its URI."""
-    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    root = tmp_path_factory.mktemp("mlflow")
+    proc, address = start_mlflow_server(root)
+    uri = ServerUri(address)
+    uri.root = root
     yield uri
     proc.terminate()
     proc.wait(timeout=30)

@@ -107,15 +107,15 @@ def oracle_answers(cfg: Any, ctx: Any, trials: Sequence[Any], question_ids: Sequ
     ``question_ids`` (the search questions). Empty when ``search.oracle`` is off; a failure is said, not raised:
     the ceiling informs the user and decides nothing."""
     from ragsweep.judges.scoring import objective
-    from ragsweep.pipelines.llm_cache import RequestCache
     from ragsweep.search.assemble import prompt_for
     from ragsweep.search.space import TrialParams
+    from ragsweep.search.trial import request_cache
 
     if not cfg.search.oracle or not trials:
         return {}
     by_id = {q.id: q for q in ctx.dataset.questions}
     questions = [by_id[i] for i in question_ids]
-    cache = RequestCache(ctx.llm_cache_path) if ctx.llm_cache_path else None
+    cache = request_cache(ctx)
     out: dict[Pair, dict[str, float]] = {}
     for t in trials:
         params = TrialParams.from_sampled(t.params)

@@ -1,8 +1,10 @@
 """Trace sampling and redaction in a real 2-trial search (llama.cpp, Ray, `mlflow server`).
 
-Every question, every document and the prompt template carry a planted e-mail address; with ``redact: true`` it
+Every question, every document and the prompt template carry a planted e-mail address; with ``mlflow.redact`` it
 must appear in no logged text (traces, answers.jsonl, the answers table, prompt.txt, the prompt registry),
-while the masked form does. With ``trace_sample_rate: 0.5`` each trial traces exactly the questions the sampler
+while the masked form does. The questions also carry a card number and a phone number, which must appear in no
+file the search left, under storage_dir (request cache, retrieval cache, logs, Ray results) or in the tracking
+server's store. With ``trace_sample_rate: 0.5`` each trial traces exactly the questions the sampler
 picks, the same ones in both trials.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -25,6 +28,7 @@ from tests.integration.test_search_e2e import _run, _runs
 pytestmark = pytest.mark.integration
 
 EMAIL = "jane.doe@example.org"
+CARD, PHONE = "4111 1111 1111 1111", "+44 20 7946 0958"  # only in the questions: the corpus may be kept as given
 RATE = 0.5
 
 
@@ -37,7 +41,7 @@ def redacted_search(tmp_path_factory: pytest.TempPathFactory, xquad_slice, mlflo
     for d in docs:
         d["text"] += f" Corrections to {EMAIL}."
     for q in qs:
-        q["question"] += f" (asked by {EMAIL})"
+        q["question"] += f" (asked by {EMAIL}, card {CARD}, phone {PHONE})"
     templates = {name: {"system": t.system + f" Support: {EMAIL}.", "user": t.user}
                  for name, t in load_templates(None).items()}
     (tmp / "prompts.yaml").write_text(yaml.safe_dump(templates))
@@ -51,16 +55,16 @@ search: {{num_samples: 2, max_concurrent_trials: 2, questions_per_trial: 8, shar
           sampler: grid}}
 judges: {{suite: [correctness], reason_chars: 60}}
 mlflow: {{tracking_uri: "{mlflow_server}", experiment: redact, model_name: redact-model, trace_sample_rate: {RATE},
-         redact: true}}
+         redact: {{emails: true, phones: true, patterns: ['(?:\\d[ -]?){{13,16}}']}}}}
 storage_dir: {tmp / "runs"}
 """)
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return mlflow_server
+    return mlflow_server, tmp / "runs"
 
 
-def test_each_trial_traces_the_sampled_questions(redacted_search: str) -> None:
-    uri = redacted_search
+def test_each_trial_traces_the_sampled_questions(redacted_search: tuple[str, Path]) -> None:
+    uri, _ = redacted_search
     _, children = _runs(uri, "redact")
     assert len(children) == 2
     client = MlflowClient(uri)
@@ -79,8 +83,8 @@ def test_each_trial_traces_the_sampled_questions(redacted_search: str) -> None:
     assert traced[0] == traced[1]
 
 
-def test_the_planted_email_is_in_no_logged_text(redacted_search: str, tmp_path: Path) -> None:
-    uri = redacted_search
+def test_the_planted_email_is_in_no_logged_text(redacted_search: tuple[str, Path], tmp_path: Path) -> None:
+    uri, _ = redacted_search
     _, children = _runs(uri, "redact")
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
@@ -100,3 +104,12 @@ def test_the_planted_email_is_in_no_logged_text(redacted_search: str, tmp_path: 
     # The questions, contexts and prompt were logged, masked.
     assert any(w.endswith("answers.jsonl") for w in masked) and any(w.startswith("trace") for w in masked)
     assert "registered prompt" in masked and any(w.endswith("prompt.txt") for w in masked)
+
+
+def test_no_file_it_left_holds_the_planted_personal_data(redacted_search: tuple[Any, Path]) -> None:
+    """The request cache once kept the raw replies (which echo the questions' card numbers) in llm-cache.sqlite."""
+    uri, storage = redacted_search
+    files = [p for root in (storage, uri.root) for p in root.rglob("*") if p.is_file()]
+    assert any(p.name == "llm-cache.sqlite" for p in files) and len(files) > 20
+    leaks = [f"{value} in {p}" for p in files for value in (CARD, PHONE) if value.encode() in p.read_bytes()]
+    assert not leaks, leaks

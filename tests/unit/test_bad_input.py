@@ -160,6 +160,19 @@ def _empty_embedder(root: Path) -> list[str]:
     return _yaml(f"pipeline: {{embedder: {root / 'emb'}}}")(root)
 
 
+def _holdout(fraction: float) -> Callable[[Path], list[str]]:
+    def setup(root: Path) -> list[str]:
+        text = (root / "exp.yaml").read_text().replace("questions.jsonl}", f"questions.jsonl, holdout: {fraction}}}")
+        (root / "exp.yaml").write_text(text)
+        return []
+    return setup
+
+
+def _empty_config(root: Path) -> list[str]:
+    (root / "exp.yaml").write_text("# to be written\n\n")
+    return []
+
+
 def _flags(*flags: str) -> Callable[[Path], list[str]]:
     return lambda root: list(flags)
 
@@ -208,6 +221,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
     ("api-key-env-missing", _missing_api_key, ("RAGSWEEP_TEST_NO_SUCH_KEY",)),
     ("flag-num-samples-negative", _flags("--num-samples", "-3"), ("--num-samples",)),
     ("flag-tracking-uri-scheme", _flags("--tracking-uri", "foo://x"), ("--tracking-uri", "foo")),
+    ("holdout-leaves-too-few", _holdout(0.9), ("dataset.holdout", "0.9", "leaves 1 to search")),
+    ("config-empty", _empty_config, ("exp.yaml", "is empty")),
 ]
 
 
@@ -284,3 +299,57 @@ def test_serve_refuses_a_taken_or_impossible_port_before_loading(project: Path, 
             main(["serve", "--port", bad])
         assert exit_.value.code == 2
         assert "argument --port" in capsys.readouterr().err
+
+
+def test_an_environment_variable_is_blamed_by_its_name(project: Path, tripwires: None,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """MLFLOW_TRACKING_URI=foo://x was reported as the flag --tracking-uri, which the user never gave."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "foo://x")
+    for command in (["search"], ["ask", "What do cats do?"]):
+        assert main([*command, "--config", str(project / "exp.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert "MLFLOW_TRACKING_URI" in err and "--tracking-uri" not in err.split("MLFLOW_TRACKING_URI")[0], err
+
+
+def test_an_empty_question_is_refused_before_the_champion_loads(project: Path, tripwires: None,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    for question in ("", "   "):
+        assert main(["ask", question, "--config", str(project / "exp.yaml")]) == 2
+        assert "the question is empty" in capsys.readouterr().err
+    assert not (project / "runs").exists()
+
+
+@pytest.mark.parametrize(("flag", "value", "words"), [("--max-overlap", "5", "from 0 to 1"),
+                                                      ("--max-overlap", "nan", "from 0 to 1"),
+                                                      ("--n", "0", "at least 1"), ("--n", "x", "not an integer")])
+def test_generate_questions_flags_are_range_checked(project: Path, tripwires: None, capsys: pytest.CaptureFixture[str],
+                                                    flag: str, value: str, words: str) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["generate-questions", "--config", str(project / "exp.yaml"), "--corpus", str(project / "corpus.jsonl"),
+              "--out", str(project / "q" / "new.jsonl"), flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and words in err, err
+    assert not (project / "q").exists()
+
+
+def test_a_run_of_the_wrong_kind_is_named_for_what_it_is(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """promote --run <trial run> called it a search run; evaluate --run <search run> called it a trial run."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / 'runs' / 'mlflow.db'}"
+    (project / "runs").mkdir()
+    client = MlflowClient(uri)
+    exp = client.create_experiment("kinds")
+    search = client.create_run(exp, tags={"ragsweep.kind": "search"}).info.run_id
+    trial = client.create_run(exp, tags={"ragsweep.kind": "trial", "mlflow.parentRunId": search}).info.run_id
+    client.set_tag(search, "best_trial_run_id", trial)
+    cfg = ["--config", str(project / "exp.yaml"), "--tracking-uri", uri]
+    assert main(["promote", "--run", trial, *cfg]) == 2
+    assert f"--run {trial}: is a trial run, not a search run (a search's parent run); its search run is {search}" \
+        in capsys.readouterr().err
+    assert main(["evaluate", "--run", search, "--questions", str(project / "questions.jsonl"), *cfg]) == 2
+    assert f"--run {search}: is a search run (a search's parent run), not a trial run; its best trial run is " \
+        f"{trial}" in capsys.readouterr().err
+    assert len(client.search_runs([exp])) == 2  # no evaluation run was opened

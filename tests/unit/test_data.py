@@ -68,7 +68,8 @@ def test_bad_json_line_reports_line(tiny_dataset: tuple[Path, Path]) -> None:
 def test_broken_utf8_reports_line(tiny_dataset: tuple[Path, Path]) -> None:
     """A UTF-8 file with one broken byte is broken UTF-8 (named by line), not a legacy code page for the whole file."""
     corpus, questions = tiny_dataset
-    corpus.write_bytes(corpus.read_bytes() + '{"id": "d3", "text": "café "}\n'.encode() + b'{"id": "d4", "text": "\xe9"}\n')
+    tail = '{"id": "d3", "text": "café "}\n'.encode() + b'{"id": "d4", "text": "\xe9"}\n'
+    corpus.write_bytes(corpus.read_bytes() + tail)
     with pytest.raises(DatasetError, match=r"corpus.jsonl: the corpus file is not readable text: broken UTF-8 at "
                                            r"line 4"):
         load_dataset(corpus, questions)

@@ -1,6 +1,7 @@
-"""Property-based fuzzing of the loaders (Hypothesis): whatever a config or a dataset line holds, loading it either
-succeeds or raises the one bad-input error, whose message names the file (and the line or field) — never another
-exception type. Examples are bounded and derandomised for CI; ``RAGSWEEP_FUZZ_EXAMPLES=5000`` searches harder."""
+"""Property-based fuzzing of the loaders (Hypothesis): whatever a config, a dataset line, a document folder for
+ingest or a reviewed CSV holds, loading it either succeeds or raises the one bad-input error, whose message names
+the file (and the line or field) — never another exception type. Examples are bounded and derandomised for CI;
+``RAGSWEEP_FUZZ_EXAMPLES=5000`` searches harder."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from hypothesis import strategies as st
 
 from ragsweep.pipelines.data import load_dataset
 from ragsweep.pipelines.errors import BadInput
+from ragsweep.pipelines.ingest import ingest_folder
+from ragsweep.pipelines.text_decode import NotText, decode_text
 from ragsweep.search.cli import main
 from ragsweep.search.config import load_config
+from ragsweep.search.questions.review import DECISIONS, read_decisions
 
 EXAMPLES = int(os.environ.get("RAGSWEEP_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -134,3 +138,72 @@ def test_dataset_lines_load_or_name_file_and_line(corpus_rows: list[Any], questi
             assert isinstance(q.answerable, bool) and all(isinstance(a, str) for a in q.answers)
             assert q.answerable or not q.answers
             assert set(q.gold_doc_ids) <= set(ds.corpus)
+
+
+@FUZZ
+@given(raw=st.one_of(st.binary(max_size=300), st.builds(lambda t, enc: t.encode(enc, "replace"), st.text(max_size=80),
+                                                        st.sampled_from(["utf-8", "utf-16", "utf-16-le", "cp1252",
+                                                                         "latin-1", "utf-32", "cp1251"]))))
+def test_any_bytes_decode_or_are_refused_as_not_text(raw: bytes) -> None:
+    """The one text reader (ingest, loaders, review): text, or NotText with a reason; never another exception."""
+    try:
+        decoded = decode_text(raw)
+    except NotText as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    bad = sum(1 for c in decoded.text if c == "\ufffd" or (ord(c) < 32 and c not in "\n\r\t\f"))
+    assert bad <= 0.01 * max(1, len(decoded.text))
+
+
+printable = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=80)
+
+
+@FUZZ
+@given(text=printable, codec=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]))
+def test_unicode_text_with_a_mark_or_in_utf8_comes_back_exactly(text: str, codec: str) -> None:
+    assert decode_text(text.encode(codec)).text == text
+
+
+kinds = st.sampled_from([".txt", ".md", ".html", ".jsonl", ".pdf", ".csv", ""])
+contents = st.one_of(st.binary(max_size=200), printable.map(str.encode),
+                     st.lists(st.one_of(st.just(DOC), st.builds(lambda o: {**DOC, **o}, objects)), max_size=3)
+                     .map(lambda rows: "".join(_line(r) + "\n" for r in rows).encode()))
+
+
+@FUZZ
+@given(files=st.lists(st.tuples(kinds, contents), min_size=1, max_size=5))
+def test_ingest_of_any_files_reads_or_skips_each_with_a_reason(files: list[tuple[str, bytes]]) -> None:
+    """Every file is read or skipped with a reason; the only error is an id used twice (naming both places)."""
+    with tempfile.TemporaryDirectory() as d:
+        folder = Path(d) / "in"
+        folder.mkdir()
+        for i, (kind, data) in enumerate(files):
+            (folder / f"f{i}{kind}").write_bytes(data)
+        try:
+            got = ingest_folder(folder)
+        except BadInput as e:
+            assert "is used twice, by " in str(e), e
+            return
+        accounted = {r["file"] for r in got.read} | {s.path.split(":")[0] for s in got.skipped}
+        assert accounted == {f"f{i}{kind}" for i, (kind, _) in enumerate(files)}
+        assert all(s.reason for s in got.skipped)
+
+
+csv_cells = st.one_of(st.sampled_from(["q1", "q2", "accept", "reject", "edit", "", "ID", "Decision", "nope"]),
+                      st.text(max_size=10))
+
+
+@FUZZ
+@given(rows=st.lists(st.lists(csv_cells, min_size=1, max_size=4), max_size=5),
+       sep=st.sampled_from([",", ";", "\t"]), codec=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "cp1252"]))
+def test_a_review_file_of_any_cells_reads_or_names_file_and_line(rows: list[list[str]], sep: str, codec: str) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "review.csv"
+        text = "\n".join(sep.join(r) for r in [["id", "decision", "edited_question"], *rows]) + "\n"
+        path.write_bytes(text.encode(codec, "replace"))
+        try:
+            decided = read_decisions(path, {"q1", "q2"})
+        except BadInput as e:
+            _assert_clean(e, path)
+            return
+        assert set(decided) <= {"q1", "q2"} and all(v["decision"] in DECISIONS for v in decided.values())
