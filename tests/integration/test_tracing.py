@@ -41,7 +41,8 @@ def redacted_search(tmp_path_factory: pytest.TempPathFactory, xquad_slice, mlflo
     for d in docs:
         d["text"] += f" Corrections to {EMAIL}."
     for q in qs:
-        q["question"] += f" (asked by {EMAIL}, card {CARD}, phone {PHONE})"
+        # a question about the card makes the model echo it: its reply is what the request cache would store
+        q["question"] += f" What card number was given? (asked by {EMAIL}, card {CARD}, phone {PHONE})"
     templates = {name: {"system": t.system + f" Support: {EMAIL}.", "user": t.user}
                  for name, t in load_templates(None).items()}
     (tmp / "prompts.yaml").write_text(yaml.safe_dump(templates))
@@ -111,5 +112,6 @@ def test_no_file_it_left_holds_the_planted_personal_data(redacted_search: tuple[
     uri, storage = redacted_search
     files = [p for root in (storage, uri.root) for p in root.rglob("*") if p.is_file()]
     assert any(p.name == "llm-cache.sqlite" for p in files) and len(files) > 20
-    leaks = [f"{value} in {p}" for p in files for value in (CARD, PHONE) if value.encode() in p.read_bytes()]
+    # the card's first 12 digits: SmolLM echoes "4111 1111 1111" (a reply the redactor masks, as a phone number)
+    leaks = [f"{value} in {p}" for p in files for value in (CARD[:14], PHONE) if value.encode() in p.read_bytes()]
     assert not leaks, leaks

@@ -76,6 +76,27 @@ def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> No
     assert again.get("missing") is None and len(again) == 1
 
 
+def test_a_redacting_request_cache_keeps_personal_replies_off_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With mlflow.redact on, a reply the masks would change is served from memory, unmasked, and never written."""
+    import pickle
+
+    from ragsweep.pipelines.llm import ChatResponse
+    from ragsweep.pipelines.llm_cache import RequestCache
+    from ragsweep.search.config import RedactSettings
+    from ragsweep.search.tracking.redact import Redactor
+
+    cache = RequestCache(tmp_path / "c.sqlite", Redactor(RedactSettings()))
+    cache.put("private", ChatResponse("Write to jane.doe@example.org", 3, 2, 0.5))
+    cache.put("plain", ChatResponse("Paris", 3, 1, 0.5))
+    hit = cache.get("private")
+    assert hit is not None and hit.text == "Write to jane.doe@example.org"  # metrics see the real reply
+    cache.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"jane.doe" not in stored and b"Paris" in stored
+    again = pickle.loads(pickle.dumps(RequestCache(tmp_path / "c.sqlite", Redactor(RedactSettings()))))
+    assert again.redact is not None and again.get("private") is None and again.get("plain") is not None
+
+
 def test_merge_intervals_counts_overlap_once() -> None:
     from ragsweep.pipelines.llm import ClientStats, merge_intervals
 
