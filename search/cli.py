@@ -207,6 +207,13 @@ def _parser() -> argparse.ArgumentParser:
     cal.add_argument("--seed", type=int, default=0, help="seed of the question sample")
     cal.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's store)")
 
+    it = sub.add_parser("init", help="write a starter config and the bundled samples into a new folder",
+                        description="Write DIR/config.yaml (the default search, every key documented in "
+                                    "docs/config.md), DIR/data/xquad_en (the sample corpus and questions it searches) "
+                                    "and DIR/data/mixed_docs (documents to try `ragsweep ingest` on). DIR must be new "
+                                    "or empty: nothing is overwritten.")
+    it.add_argument("dir", type=Path, help="the folder to write (new or empty)")
+
     c = sub.add_parser("config-schema", help="print the JSON Schema of the experiment YAML",
                        description="Print (or write) the JSON Schema of the experiment config, for editors.")
     c.add_argument("--output", type=Path, help="write to this file instead of stdout")
@@ -284,7 +291,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if getattr(args, "config_source", None):
         log.info(f"config: {args.config} (from {args.config_source}; --config chooses another)")
     if args.tracking_uri is None and os.environ.get(TRACKING_ENV):
-        from ragsweep.search.tracking.checks import check_tracking_uri
+        from ragsweep.search.schema import check_tracking_uri
 
         _check_flag(TRACKING_ENV, os.environ[TRACKING_ENV], check_tracking_uri)  # blamed on the variable
         overrides["tracking_uri"] = os.environ[TRACKING_ENV]
@@ -358,7 +365,7 @@ def _model_location(args: argparse.Namespace) -> tuple[str, str]:
     import mlflow
 
     from ragsweep.search.promotion.champion import INDEX_CACHE_ENV
-    from ragsweep.search.tracking.checks import check_model_name, check_tracking_uri
+    from ragsweep.search.schema import check_model_name, check_tracking_uri
     from ragsweep.search.tracking.runs import check_tracking, default_tracking_uri, hide_credentials, require_store
 
     uri, name = args.tracking_uri or os.environ.get(TRACKING_ENV) or None, args.model_name
@@ -550,6 +557,38 @@ def _cmd_judges(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    import shutil
+
+    from ragsweep.search.config import ConfigError
+
+    target: Path = args.dir
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConfigError(f"{target}: exists and is not an empty folder; ragsweep init writes only into a new or "
+                          "empty folder: choose another")
+    source = project_config()
+    data = source.parent.parent / "data"
+    text = source.read_text(encoding="utf-8").replace("../data/", "data/")  # the samples sit beside config.yaml
+    text = text.replace("Relative paths are relative to this file.", "Relative paths are relative to this file "
+                        "(written by `ragsweep init`).")
+    made = not target.exists()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("xquad_en", "mixed_docs"):
+            shutil.copytree(data / name, target / "data" / name)
+        (target / "config.yaml").write_text(text, encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(target / "data", ignore_errors=True)  # ours: the folder was checked empty
+        (target / "config.yaml").unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    print(f"{target}: config.yaml, data/xquad_en ({sum(1 for _ in (target / 'data' / 'xquad_en').iterdir())} files) "
+          f"and data/mixed_docs\nnext: ragsweep validate --config {target / 'config.yaml'}\n"
+          f"      ragsweep search --config {target / 'config.yaml'}")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from ragsweep.search.config import config_json_schema
 
@@ -567,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # run URLs are in the summary instead
+    # Ray folds identical worker lines into "[repeated 2x across cluster]": two trials building two indexes printed
+    # one line. Read when ray is first imported, so set before any import of it.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # The config names the experiment and every run is addressed by id; an inherited "current" experiment or run
     # (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID to child processes) would only send writes astray.
     for name in IMPLICIT_MLFLOW_ENV:
@@ -583,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"search": _cmd_search, "ask": _cmd_ask, "validate": _cmd_validate, "ingest": _cmd_ingest,
                 "generate-questions": _cmd_generate, "review": _cmd_review, "config-schema": _cmd_schema,
                 "judges": _cmd_judges, "serve": _cmd_serve, "promote": _cmd_promote, "rollback": _cmd_rollback,
-                "evaluate": _cmd_evaluate}
+                "evaluate": _cmd_evaluate, "init": _cmd_init}
 
     def say(message: str) -> None:
         print(f"ragsweep {args.command}: {SECRETS.mask(message)}", file=sys.stderr)

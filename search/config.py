@@ -41,16 +41,17 @@ from ragsweep.pipelines.secrets import MASK, SECRETS
 from ragsweep.pipelines.stores import STORES
 from ragsweep.pipelines.yaml_lines import key_lines, load_yaml, yaml_error_line
 from ragsweep.search.registries import ENGINES, SAMPLERS, SCHEDULERS, SELECTION_RULES
-from ragsweep.search.schema import Strict as _Strict
-from ragsweep.search.serving.gpu_fit import GPU_MEMORY_GB
-from ragsweep.search.space import SearchSpace, baseline_point, grid_points
-from ragsweep.search.tracking.checks import (
+from ragsweep.search.schema import (
+    Strict as _Strict,
+)
+from ragsweep.search.schema import (
     check_experiment_name,
     check_http_url,
     check_model_name,
     check_storage_uri,
     check_tracking_uri,
 )
+from ragsweep.search.space import SearchSpace, baseline_point, grid_points
 
 if TYPE_CHECKING:  # mypy sees plain names; pydantic validates them against the registries
     EngineName: TypeAlias = str
@@ -206,6 +207,11 @@ class ModelEndpoint(_Strict):
             raise ValueError("engine 'vllm' needs model: a local model folder or a model id")
         return self
 
+
+
+# GPU memory in GB (as sold) by the names clouds and NVIDIA's GPU feature discovery use (serving.gpu_fit reads it).
+GPU_MEMORY_GB = {"T4": 16, "A10G": 24, "L4": 24, "A10": 24, "L40S": 48, "A100-40GB": 40, "A100-80GB": 80,
+                 "H100": 80, "H200": 141}
 
 class GpuSettings(_Strict):
     """The GPUs that vLLM servers run on, for the fit check before a search (``ragsweep validate`` prints it)."""

@@ -78,7 +78,9 @@ from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE, RunRef, Tr
 # TUNE_FUNCTION_THREAD_TIMEOUT_S: a trial the scheduler stops still flushes its traces, logs their feedback and
 # closes its run; Tune reuses the worker for the next trial only if that ends within this time (default 2 s).
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-              "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
+              "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
+              # trials end MLflow runs: no "View run ... at: URL" line per trial on the user's console
+              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 TAG_RESUMED = "ragsweep.resumed"  # times a search run was resumed

@@ -1,7 +1,7 @@
 """``ragsweep generate-questions``: synthetic questions with exact answer spans, from the shared generator server.
 
 Contract: :func:`generate` checks its inputs (corpus, output, resume state) before starting a server; then
-asks the server for questions over the seeded candidates of ``pipelines.qgen`` in batches, filters them, and
+asks the server for questions over the seeded candidates of ``questions.qgen`` in batches, filters them, and
 appends kept rows to ``out`` (ragsweep's questions.jsonl layout) as it goes. Its state (``<out>.state.json``:
 the settings, the next candidate, the counts) is replaced atomically after every batch, so a run that stops is
 resumed by running the same command again; other settings against an existing file are refused. The report
@@ -23,7 +23,8 @@ from typing import Any
 from ragsweep.pipelines.data import DatasetError, Document, load_corpus, load_dataset
 from ragsweep.pipelines.llm import LLMClient
 from ragsweep.pipelines.progress import Progress
-from ragsweep.pipelines.qgen import (
+from ragsweep.search.config import ModelEndpoint
+from ragsweep.search.questions.qgen import (
     KINDS,
     PROMPT_VERSION,
     Candidate,
@@ -34,7 +35,6 @@ from ragsweep.pipelines.qgen import (
     prompt_for,
     question_row,
 )
-from ragsweep.search.config import ModelEndpoint
 from ragsweep.search.serving.engines import preflight
 from ragsweep.search.serving.servers import serve
 from ragsweep.search.tracking.runs import TAG_KIND, check_tracking, ensure_experiment

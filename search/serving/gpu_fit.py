@@ -22,36 +22,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-
-class ModelEndpoint(Protocol):
-    """What the fit reads of ``config.ModelEndpoint`` (a Protocol: config imports this module)."""
-
-    engine: str
-    model: str
-    replicas: int
-    gpu_memory_utilization: float
-    max_model_len: int | None
-    extra_args: list[str]
-
-    @property
-    def gpus_per_replica(self) -> float: ...
-
-
-class ExperimentConfig(Protocol):
-    """What the fit reads of ``config.ExperimentConfig``: ``llm`` (its servers(), gpu)."""
-
-    @property
-    def llm(self) -> Any: ...
+from ragsweep.search.config import GPU_MEMORY_GB, ExperimentConfig, ModelEndpoint
 
 GB = 1e9
 OVERHEAD_GB = 1.5  # CUDA context, activations at vLLM's default batch budget, CUDA graphs: measured ~1-2 GB
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "auto": 2}
-
-# GPU memory in GB (as sold) by the names clouds and NVIDIA's GPU feature discovery use.
-GPU_MEMORY_GB = {"T4": 16, "A10G": 24, "L4": 24, "A10": 24, "L40S": 48, "A100-40GB": 40, "A100-80GB": 80,
-                 "H100": 80, "H200": 141}
 
 # Where a GPU type is named outside ragsweep's config: AWS instance families (cluster.yaml) and the
 # `nvidia.com/gpu.product` label of NVIDIA's GPU feature discovery (k8s/gpu-nodes.yaml).

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.data import Dataset
 from ragsweep.pipelines.errors import BadInput
-from ragsweep.search.tracking.checks import mask_uri
+from ragsweep.search.schema import mask_uri
 from ragsweep.search.tracking.tracker import PARENT_TAG, Tracker
 
 logger = logging.getLogger("ragsweep.tracking")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import islice
 
 from ragsweep.pipelines.data import Document
-from ragsweep.pipelines.qgen import Candidate, Filters, candidates, parse_question, sentences
+from ragsweep.search.questions.qgen import Candidate, Filters, candidates, parse_question, sentences
 
 DOCS = [Document("a", "Apollo", "Apollo 11 landed on 20 July 1969 in the Sea of Tranquility. The crew of three "
                  "returned to\nEarth safely after eight days, a line wrapped as PDF text wraps.\n\nIt ended the "
