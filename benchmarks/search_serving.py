@@ -19,8 +19,8 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from ragsweep.search.config import load_config  # noqa: E402
-from ragsweep.search.driver import SearchOutcome, run_search  # noqa: E402
+from ragsweep.search.config import load_config
+from ragsweep.search.driver import SearchOutcome, run_search
 
 REPO = Path(__file__).resolve().parents[1]
 

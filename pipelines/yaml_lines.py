@@ -47,7 +47,7 @@ StrictLoader.add_implicit_resolver("tag:yaml.org,2002:bool", _BOOL, list("tTfF")
 
 def load_yaml(text: str) -> Any:
     """``text`` parsed by :class:`StrictLoader`."""
-    return yaml.load(text, Loader=StrictLoader)  # noqa: S506  # StrictLoader is a SafeLoader
+    return yaml.load(text, Loader=StrictLoader)  # StrictLoader is a SafeLoader
 
 
 def yaml_error_line(err: yaml.YAMLError) -> int | None:

@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted; servers stopped and runs closed")
         return 130
-    except Exception as e:  # the reason is also on the MLflow parent run (FAILED)
+    except Exception as e:  # noqa: BLE001 - any failure of a search exits 1 with its reason (also on the parent run)
         say(f"failed: {type(e).__name__}: {e}")
         return 1
 

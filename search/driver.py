@@ -271,7 +271,7 @@ def _close_failed(tracker: Tracker, exp_id: str, pid: str, reason: str, status: 
     try:
         close_children(tracker.client, exp_id, pid)
         tracker.fail(pid, reason, status)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - whatever MLflow raised, the search's own failure is what is reported
         raise TrackingLost(
             f"search {status.lower()}: {reason[:1500]}\nMLflow at {tracker.uri} also stopped answering "
             f"({type(e).__name__}: {str(e)[:300]}), so search run {pid} could not be marked {status} and its open "

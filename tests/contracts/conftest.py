@@ -59,10 +59,10 @@ class _Scripted:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._send({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 outer.bodies.append(req)
                 self._send(outer.reply(req))

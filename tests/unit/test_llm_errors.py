@@ -34,7 +34,7 @@ def scripted() -> Iterator[tuple[str, Script]]:
     script = Script()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status, headers, body = script.steps[min(script.count, len(script.steps) - 1)]
             script.count += 1
