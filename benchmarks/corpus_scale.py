@@ -99,8 +99,9 @@ class _Synthetic:
 
         out = np.zeros((len(texts), self.proj.shape[1]), dtype=np.float32)
         for i, text in enumerate(texts):
-            ids, counts = np.unique([zlib.crc32(w.encode()) % self.buckets for w in text.lower().split()],
-                                    return_counts=True)
+            ids, counts = np.unique(
+                [zlib.crc32(w.encode()) % self.buckets for w in text.lower().split()], return_counts=True
+            )
             if len(ids):
                 out[i] = np.sqrt(counts).astype(np.float32) @ self.proj[ids]
         norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -154,8 +155,11 @@ def step_store(folder: str, store: str, n_queries: int) -> dict[str, Any]:
     modes = {
         "dense": [StoreQuery((Leg(DENSE, d.tolist(), K),), K) for d in dense_q],
         "bm25": [StoreQuery((Leg(SPARSE, s, K),), K) for s in sparse_q if s.indices],
-        "hybrid": [StoreQuery((Leg(DENSE, d.tolist(), 2 * K), Leg(SPARSE, s, 2 * K)), K)
-                   for d, s in zip(dense_q, sparse_q, strict=True) if s.indices],
+        "hybrid": [
+            StoreQuery((Leg(DENSE, d.tolist(), 2 * K), Leg(SPARSE, s, 2 * K)), K)
+            for d, s in zip(dense_q, sparse_q, strict=True)
+            if s.indices
+        ],
     }
     out: dict[str, Any] = {"open_s": open_s}
     for mode, queries in modes.items():
@@ -192,8 +196,10 @@ def step_scan(folder: str, n_queries: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     dense = np.asarray(art.dense)
     n = len(art.chunks)
-    csr = sp.csr_matrix((np.asarray(art.sparse_data), np.asarray(art.sparse_indices), np.asarray(art.sparse_indptr)),
-                        shape=(n, int(np.asarray(art.sparse_indices).max()) + 1))
+    csr = sp.csr_matrix(
+        (np.asarray(art.sparse_data), np.asarray(art.sparse_indices), np.asarray(art.sparse_indptr)),
+        shape=(n, int(np.asarray(art.sparse_indices).max()) + 1),
+    )
     tok = art.tokenizer()
     open_s = time.perf_counter() - t0
     words = (_questions() * (n_queries // 10 + 1))[:n_queries]
@@ -206,8 +212,13 @@ def step_scan(folder: str, n_queries: int) -> dict[str, Any]:
         top_d = np.argpartition(-d, 2 * K)[: 2 * K]
         lat_d.append(time.perf_counter() - t)
         t = time.perf_counter()
-        ids = sorted({i for i in tok.tokenize([w], update_vocab=False, return_as="ids", show_progress=False)[0]
-                      if i < csr.shape[1]})
+        ids = sorted(
+            {
+                i
+                for i in tok.tokenize([w], update_vocab=False, return_as="ids", show_progress=False)[0]
+                if i < csr.shape[1]
+            }
+        )
         qv = np.zeros(csr.shape[1], dtype=np.float32)
         qv[ids] = 1.0
         s = csr @ qv
@@ -222,8 +233,12 @@ def step_scan(folder: str, n_queries: int) -> dict[str, Any]:
 
 
 def _child(*args: str) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, __file__, "--step", *args], capture_output=True, text=True,
-                          env={**__import__("os").environ, "RAGSWEEP_PROGRESS": "0"})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--step", *args],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "RAGSWEEP_PROGRESS": "0"},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"step {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -241,17 +256,22 @@ def main() -> None:
     args = ap.parse_args()
     if args.step:
         kind, *rest = args.step
-        fn = {"build": lambda: step_build(rest[0], int(rest[1]), rest[2]),
-              "store": lambda: step_store(rest[0], rest[1], int(rest[2])),
-              "scan": lambda: step_scan(rest[0], int(rest[1]))}[kind]
+        fn = {
+            "build": lambda: step_build(rest[0], int(rest[1]), rest[2]),
+            "store": lambda: step_store(rest[0], rest[1], int(rest[2])),
+            "scan": lambda: step_scan(rest[0], int(rest[1])),
+        }[kind]
         print(json.dumps(fn()))
         return
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="ragsweep-scale-") as tmp:
-        print(f"## Embedding throughput: {args.embed_chunks:,} real chunks of <= 600 characters, build_index end "
-              "to end\n")
-        print("| backend | build s | chunks/s | vs torch | max abs diff vs torch | top-5 chunks shared with torch "
-              "(300 questions) |")
+        print(
+            f"## Embedding throughput: {args.embed_chunks:,} real chunks of <= 600 characters, build_index end to end\n"
+        )
+        print(
+            "| backend | build s | chunks/s | vs torch | max abs diff vs torch | top-5 chunks shared with torch "
+            "(300 questions) |"
+        )
         print("|---|---|---|---|---|---|")
         torch_rate, torch_vecs, torch_top5 = None, None, None
         for backend in args.backends if args.embed_chunks else []:
@@ -267,11 +287,16 @@ def main() -> None:
             torch_vecs = vecs if torch_vecs is None else torch_vecs
             torch_top5 = r["top5"] if torch_top5 is None else torch_top5
             shared = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(r["top5"], torch_top5, strict=True)])
-            print(f"| {backend} | {r['seconds']:.1f} | {rate:,.0f} | {rate / torch_rate:.2f}x | "
-                  f"{float(np.abs(vecs - torch_vecs).max()):.2e} | {shared:.3f} |", flush=True)
+            print(
+                f"| {backend} | {r['seconds']:.1f} | {rate:,.0f} | {rate / torch_rate:.2f}x | "
+                f"{float(np.abs(vecs - torch_vecs).max()):.2e} | {shared:.3f} |",
+                flush=True,
+            )
         print("\n## Scale (synthetic embeddings; see the docstring)\n")
-        print("| chunks | store | build s | build chunks/s | build peak MB | open s (new process) | trial private MB "
-              "(RSS incl. shared maps) | dense p50/p95 ms | bm25 p50/p95 ms | hybrid p50/p95 ms | dense recall@10 |")
+        print(
+            "| chunks | store | build s | build chunks/s | build peak MB | open s (new process) | trial private MB "
+            "(RSS incl. shared maps) | dense p50/p95 ms | bm25 p50/p95 ms | hybrid p50/p95 ms | dense recall@10 |"
+        )
         print("|---|---|---|---|---|---|---|---|---|---|---|")
         for n in args.sizes:
             folder = Path(tmp) / f"idx-{n}"
@@ -282,24 +307,41 @@ def main() -> None:
             writes: dict[str, float] = {}
             for store, label in (("edge", "edge, exact (default)"), (f"edge:{args.ef}", f"edge, hnsw_ef {args.ef}")):
                 write = _child("store", str(folder), store, str(args.queries))["open_s"]  # the first open writes it
-                rows.append((label, _child("store", str(folder), store, str(args.queries)),
-                             f"{b['seconds']:.0f} + shard {write:.0f}"))
+                rows.append(
+                    (
+                        label,
+                        _child("store", str(folder), store, str(args.queries)),
+                        f"{b['seconds']:.0f} + shard {write:.0f}",
+                    )
+                )
                 writes[label] = write
             if n_chunks <= args.local_max:
-                rows.append(("qdrant-memory (old)", _child("store", str(folder), "qdrant-memory", str(args.queries)),
-                             f"{b['seconds']:.0f}"))
+                rows.append(
+                    (
+                        "qdrant-memory (old)",
+                        _child("store", str(folder), "qdrant-memory", str(args.queries)),
+                        f"{b['seconds']:.0f}",
+                    )
+                )
             rows.append(("numpy/scipy scan", _child("scan", str(folder), str(args.queries)), f"{b['seconds']:.0f}"))
             for name, r, build in rows:
+
                 def ms(key: str, r: dict[str, Any] = r) -> str:
                     return f"{r[key][0]:.2f} / {r[key][1]:.2f}"
 
                 total = b["seconds"] + writes.get(name, 0.0)
-                print(f"| {n_chunks:,} | {name} | {build} | {n_chunks / total:,.0f} | {build_mb:,.0f} | "
-                      f"{r['open_s']:.2f} | {r['private_mb']:,.0f} ({r['peak_mb'] - r['base_mb']:,.0f}) | "
-                      f"{ms('dense_ms')} | {ms('bm25_ms')} | {ms('hybrid_ms')} | {r['recall']:.3f} |", flush=True)
+                print(
+                    f"| {n_chunks:,} | {name} | {build} | {n_chunks / total:,.0f} | {build_mb:,.0f} | "
+                    f"{r['open_s']:.2f} | {r['private_mb']:,.0f} ({r['peak_mb'] - r['base_mb']:,.0f}) | "
+                    f"{ms('dense_ms')} | {ms('bm25_ms')} | {ms('hybrid_ms')} | {r['recall']:.3f} |",
+                    flush=True,
+                )
             disk = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-            print(f"|  | on disk: {disk / 2**20:,.0f} MB ({disk / n_chunks:,.0f} bytes/chunk); build peak "
-                  f"{build_mb * 2**20 / n_chunks:,.0f} bytes/chunk |||||||||", flush=True)
+            print(
+                f"|  | on disk: {disk / 2**20:,.0f} MB ({disk / n_chunks:,.0f} bytes/chunk); build peak "
+                f"{build_mb * 2**20 / n_chunks:,.0f} bytes/chunk |||||||||",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,14 @@ def main() -> int:
     ap.add_argument("--scheduler", choices=["asha", "fifo"], help="override search.scheduler")
     args = ap.parse_args()
     storage = Path(tempfile.mkdtemp(prefix="ragsweep-bench-"))
-    cfg = load_config(args.config, {"storage_dir": str(storage), "num_samples": args.num_samples,
-                                    "max_concurrent_trials": args.max_concurrent_trials})
+    cfg = load_config(
+        args.config,
+        {
+            "storage_dir": str(storage),
+            "num_samples": args.num_samples,
+            "max_concurrent_trials": args.max_concurrent_trials,
+        },
+    )
     if args.scheduler:
         cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"scheduler": args.scheduler})})
     out = run_search(cfg, args.config)
@@ -66,9 +72,11 @@ def main() -> int:
     rows += [("held-out confirmation (finalists, baseline, champion)", confirm)]
     rows += [("framework overhead (Ray, MLflow, LangGraph, Tune)", overhead)]
     answered = sum(int(m["n_questions"]) for m in trials)
-    print(f"\nDefault search: {len(trials)} trials, {answered} questions answered in all "
-          f"(up to {cfg.search.questions_per_trial} each), scheduler {cfg.search.scheduler}, "
-          f"max_concurrent_trials={cfg.search.max_concurrent_trials}, measured mean concurrency {concurrency:.2f}")
+    print(
+        f"\nDefault search: {len(trials)} trials, {answered} questions answered in all "
+        f"(up to {cfg.search.questions_per_trial} each), scheduler {cfg.search.scheduler}, "
+        f"max_concurrent_trials={cfg.search.max_concurrent_trials}, measured mean concurrency {concurrency:.2f}"
+    )
     print(f"{'stage':<52}{'seconds':>10}{'share':>9}")
     for name, v in rows:
         print(f"{name:<52}{v:>10.1f}{v / total:>9.1%}")
@@ -77,17 +85,23 @@ def main() -> int:
 
     builds = [json.loads(line) for line in (storage / "index-cache" / "builds.jsonl").read_text().splitlines()]
     keys = {m["index_key"] for m in trials}
-    print(f"\nIndex cache: {len(keys)} distinct index configs, {len(builds)} embedding passes over the corpus "
-          f"({'equal' if len(keys) == len(builds) else 'NOT equal'})")
+    print(
+        f"\nIndex cache: {len(keys)} distinct index configs, {len(builds)} embedding passes over the corpus "
+        f"({'equal' if len(keys) == len(builds) else 'NOT equal'})"
+    )
     u = out.usage
     held = u.get("total.holdout.llm.generator.requests", 0.0) + u.get("total.holdout.llm.judge.requests", 0.0)
-    print(f"LLM requests sent: {u['total.llm.generator.requests'] + u['total.llm.judge.requests'] + held:.0f} "
-          f"(generator {u['total.llm.generator.requests']:.0f}, judge {u['total.llm.judge.requests']:.0f}, "
-          f"held-out confirmation {held:.0f}); "
-          f"{out.n_trials - out.n_failed - len(out.trials)} of {out.n_trials} trials stopped early")
+    print(
+        f"LLM requests sent: {u['total.llm.generator.requests'] + u['total.llm.judge.requests'] + held:.0f} "
+        f"(generator {u['total.llm.generator.requests']:.0f}, judge {u['total.llm.judge.requests']:.0f}, "
+        f"held-out confirmation {held:.0f}); "
+        f"{out.n_trials - out.n_failed - len(out.trials)} of {out.n_trials} trials stopped early"
+    )
     print(f"Best objective {out.best_objective:.4f}: {out.best_params}")
-    print(f"Target: total < 600 s -> {'met' if total < 600 else 'MISSED'}; "
-          f"overhead < 10% -> {'met' if overhead / total < 0.10 else 'MISSED'} ({overhead / total:.1%})")
+    print(
+        f"Target: total < 600 s -> {'met' if total < 600 else 'MISSED'}; "
+        f"overhead < 10% -> {'met' if overhead / total < 0.10 else 'MISSED'} ({overhead / total:.1%})"
+    )
     return 0
 
 

@@ -35,8 +35,15 @@ def generate(n: int) -> None:
     from ragsweep.search.questions.generate import report_table
 
     cfg = load_config(REPO / "configs" / "default.yaml")
-    report = gen(REPO / "data" / "xquad_en" / "corpus.jsonl", GENERATED, n, cfg.llm.generator, seed=0,
-                 kinds={"factoid": 0.75, "multi_sentence": 0.25}, log_dir=Path("/tmp/ragsweep-qgen-logs"))
+    report = gen(
+        REPO / "data" / "xquad_en" / "corpus.jsonl",
+        GENERATED,
+        n,
+        cfg.llm.generator,
+        seed=0,
+        kinds={"factoid": 0.75, "multi_sentence": 0.25},
+        log_dir=Path("/tmp/ragsweep-qgen-logs"),
+    )
     print(report_table(report))
 
 
@@ -47,11 +54,16 @@ def replay() -> int:
     human, generated = Table.load(TABLE), Table.load(GEN_TABLE)
     keys = sorted(set(human.rows) & set(generated.rows))
     weights = {"token_f1": 0.7, "recall_at_k": 0.3}
-    print(f"{len(keys)} configurations; human: {human.n_questions} XQuAD questions; generated: "
-          f"{generated.n_questions} questions from the same corpus")
+    print(
+        f"{len(keys)} configurations; human: {human.n_questions} XQuAD questions; generated: "
+        f"{generated.n_questions} questions from the same corpus"
+    )
     rows = []
-    for metric_weights, label in ((weights, "objective (0.7 F1 + 0.3 recall)"), ({"token_f1": 1.0}, "token F1"),
-                                  ({"recall_at_k": 1.0}, "recall@k")):
+    for metric_weights, label in (
+        (weights, "objective (0.7 F1 + 0.3 recall)"),
+        ({"token_f1": 1.0}, "token F1"),
+        ({"recall_at_k": 1.0}, "recall@k"),
+    ):
         h = np.array([human.objective(k, human.questions, metric_weights) for k in keys])
         g = np.array([generated.objective(k, generated.questions, metric_weights) for k in keys])
         rho, p_rho = spearmanr(h, g)
@@ -59,10 +71,13 @@ def replay() -> int:
         best_h = int(np.argmax(h))
         top3_g = set(np.argsort(-g)[:3].tolist())
         rows.append((label, rho, p_rho, tau, best_h in top3_g, h, g))
-        print(f"{label:34} Spearman rho {rho:+.2f} (p {p_rho:.3f})  Kendall tau {tau:+.2f}  human best in "
-              f"generated top 3: {'yes' if best_h in top3_g else 'no'}")
+        print(
+            f"{label:34} Spearman rho {rho:+.2f} (p {p_rho:.3f})  Kendall tau {tau:+.2f}  human best in "
+            f"generated top 3: {'yes' if best_h in top3_g else 'no'}"
+        )
     _, _, _, _, _, h, g = rows[0]
     print()
+
     def short(key: str) -> str:
         p = json.loads(key)
         return f"chunk {p['chunk_size']}/{p['chunk_overlap']}, {p['retriever']}, top_k {p['top_k']}, {p['prompt']}"

@@ -61,20 +61,31 @@ def build(config: Path = CONFIG, table: Path = TABLE, overrides: dict[str, Any] 
         path = mlflow.artifacts.download_artifacts(run_id=t["run_id"], artifact_path="answers.jsonl")
         answers = [json.loads(line) for line in Path(path).read_text().splitlines()]
         m = t["metrics"]
-        rows.append({
-            "params": {k: t["params"][k] for k in KEYS},
-            "questions": [a["id"] for a in answers],
-            "scores": {name: [a["scores"].get(name) for a in answers] for name in SCORES},
-            # Cost per question: generator tokens (prompt + completion) and seconds.
-            "tokens": [a["prompt_tokens"] + a["completion_tokens"] for a in answers],
-            "latency_s": [round(a["latency_s"], 4) for a in answers],
-            # Calls this configuration needs on an empty request cache: one generator + one judge call per question.
-            "calls_per_question": 2,
-            "requests_sent": m["llm.generator.requests"] + m["llm.judge.requests"],
-        })
+        rows.append(
+            {
+                "params": {k: t["params"][k] for k in KEYS},
+                "questions": [a["id"] for a in answers],
+                "scores": {name: [a["scores"].get(name) for a in answers] for name in SCORES},
+                # Cost per question: generator tokens (prompt + completion) and seconds.
+                "tokens": [a["prompt_tokens"] + a["completion_tokens"] for a in answers],
+                "latency_s": [round(a["latency_s"], 4) for a in answers],
+                # Calls this configuration needs on an empty request cache: one generator + one judge call per question.
+                "calls_per_question": 2,
+                "requests_sent": m["llm.generator.requests"] + m["llm.judge.requests"],
+            }
+        )
     table.parent.mkdir(parents=True, exist_ok=True)
-    table.write_text(json.dumps({"config": str(config.relative_to(REPO)), "objective": cfg.objective.weights,
-                                 "questions_file": str(cfg.dataset.questions), "rows": rows}, indent=1))
+    table.write_text(
+        json.dumps(
+            {
+                "config": str(config.relative_to(REPO)),
+                "objective": cfg.objective.weights,
+                "questions_file": str(cfg.dataset.questions),
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {table} ({len(rows)} configurations)")
     return 0
 
@@ -120,8 +131,9 @@ class Table:
         from ragsweep.judges.scoring import aggregate, objective
 
         rows = self.scores(key, qids).values()
-        return objective(aggregate(({k: np.nan if v is None else v for k, v in r.items()} for r in rows),
-                                   list(weights)), weights)
+        return objective(
+            aggregate(({k: np.nan if v is None else v for k, v in r.items()} for r in rows), list(weights)), weights
+        )
 
     def tokens(self, key: str, qids: Sequence[str]) -> float:
         vals = self.rows[key]["tokens"]

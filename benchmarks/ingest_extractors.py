@@ -19,10 +19,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "data" / "mixed_docs" / "docs"
-SOURCE = {json.loads(line)["title"]: json.loads(line)["text"] for line in
-          (REPO / "data" / "xquad_en" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
-CASES = {"web/oxygen.html": "Oxygen", "web/packet_switching.html": "Packet switching",
-         "oxygen, div soup.html": "Oxygen", "apollo_program.pdf": "Apollo program"}
+SOURCE = {
+    json.loads(line)["title"]: json.loads(line)["text"]
+    for line in (REPO / "data" / "xquad_en" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+}
+CASES = {
+    "web/oxygen.html": "Oxygen",
+    "web/packet_switching.html": "Packet switching",
+    "oxygen, div soup.html": "Oxygen",
+    "apollo_program.pdf": "Apollo program",
+}
 
 
 def div_soup(tmp: Path) -> Path:
@@ -90,9 +96,12 @@ def ragsweep_extract(path: Path) -> str:  # what `ragsweep ingest` runs (pipelin
 
 
 EXTRACTORS: dict[str, list[tuple[str, Callable[[Path], str]]]] = {
-    ".html": [("ragsweep (furniture cut, then trafilatura)", ragsweep_extract),
-              ("trafilatura", html_trafilatura), ("selectolax (tags stripped)", html_selectolax),
-              ("all text (no cleaning)", html_all_text)],
+    ".html": [
+        ("ragsweep (furniture cut, then trafilatura)", ragsweep_extract),
+        ("trafilatura", html_trafilatura),
+        ("selectolax (tags stripped)", html_selectolax),
+        ("all text (no cleaning)", html_all_text),
+    ],
     ".pdf": [("ragsweep (pypdfium2)", ragsweep_extract), ("pypdf", pdf_pypdf), ("pypdfium2", pdf_pypdfium2)],
 }
 

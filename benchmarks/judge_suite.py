@@ -82,19 +82,27 @@ def main() -> int:
     finally:
         server.stop()
     names = ", ".join(j.name.removeprefix("judge_") for j in judges)
-    print(f"\nDefault judge suite ({names}; faithfulness_calls {settings.faithfulness_calls}, reason_chars "
-          f"{settings.reason_chars}), SmolLM2-135M on llama.cpp (CPU), {args.questions} xquad_en questions per k")
-    print(f"{'k':>3}{'calls/question':>16}{'Ragas (k+6)':>13}{'ratio':>8}{'tokens/question':>17}{'s/question':>12}"
-          f"{'unusable':>10}{'repaired':>10}")
+    print(
+        f"\nDefault judge suite ({names}; faithfulness_calls {settings.faithfulness_calls}, reason_chars "
+        f"{settings.reason_chars}), SmolLM2-135M on llama.cpp (CPU), {args.questions} xquad_en questions per k"
+    )
+    print(
+        f"{'k':>3}{'calls/question':>16}{'Ragas (k+6)':>13}{'ratio':>8}{'tokens/question':>17}{'s/question':>12}"
+        f"{'unusable':>10}{'repaired':>10}"
+    )
     for k, calls, tokens, ragas, spq, failed, repaired in rows:
-        print(f"{k:>3}{calls:>16.2f}{ragas:>13}{calls / ragas:>7.2f}x{tokens:>17.0f}{spq:>12.2f}{failed:>10}"
-              f"{repaired:>10}")
+        print(
+            f"{k:>3}{calls:>16.2f}{ragas:>13}{calls / ragas:>7.2f}x{tokens:>17.0f}{spq:>12.2f}{failed:>10}"
+            f"{repaired:>10}"
+        )
     n_verdicts = len(items) * len(judges)
     print(f"\nThroughput at k={args.throughput_k}, {n_verdicts} verdicts:")
     print(f"{'mode':<44}{'seconds':>9}{'verdicts/s':>12}{'speed-up':>10}")
     print(f"{'one request at a time (concurrency 1)':<44}{single_s:>9.1f}{n_verdicts / single_s:>12.2f}{1.0:>9.2f}x")
-    for mode, secs in (("one batch per round, concurrency 1", serial_s),
-                       ("one batch per round, concurrency 2", batch_s)):
+    for mode, secs in (
+        ("one batch per round, concurrency 1", serial_s),
+        ("one batch per round, concurrency 2", batch_s),
+    ):
         print(f"{mode:<44}{secs:>9.1f}{n_verdicts / secs:>12.2f}{single_s / secs:>9.2f}x")
     return 0
 

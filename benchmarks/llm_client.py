@@ -21,8 +21,9 @@ from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
 
 
 def _requests(n: int, max_tokens: int) -> list[ChatRequest]:
-    return [ChatRequest((("user", f"Write one sentence about the number {i}."),), max_tokens=max_tokens)
-            for i in range(n)]
+    return [
+        ChatRequest((("user", f"Write one sentence about the number {i}."),), max_tokens=max_tokens) for i in range(n)
+    ]
 
 
 def main() -> int:
@@ -38,8 +39,13 @@ def main() -> int:
         plain = openai.OpenAI(base_url=server.base_url, api_key="x")
         t0, tokens = time.perf_counter(), 0
         for r in reqs:
-            resp = plain.chat.completions.create(model=server.model_id, max_tokens=r.max_tokens, temperature=0,
-                                                 seed=0, messages=[{"role": a, "content": b} for a, b in r.messages])
+            resp = plain.chat.completions.create(
+                model=server.model_id,
+                max_tokens=r.max_tokens,
+                temperature=0,
+                seed=0,
+                messages=[{"role": a, "content": b} for a, b in r.messages],
+            )
             tokens += resp.usage.completion_tokens if resp.usage else 0
         base_s = time.perf_counter() - t0
         rows = [("plain sequential loop", base_s, tokens)]

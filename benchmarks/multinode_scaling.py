@@ -34,8 +34,17 @@ def _config(tmp: Path, base: Path, uri: str, nodes: int, trials: int, questions:
     raw = yaml.safe_load(base.read_text())
     for key in ("corpus", "questions"):
         raw["dataset"][key] = str((base.parent / raw["dataset"][key]).resolve())
-    raw["search"].update({"num_samples": trials, "max_concurrent_trials": nodes, "questions_per_trial": questions,
-                          "shard_size": questions, "scheduler": "fifo", "sampler": "random", "seed": 0})
+    raw["search"].update(
+        {
+            "num_samples": trials,
+            "max_concurrent_trials": nodes,
+            "questions_per_trial": questions,
+            "shard_size": questions,
+            "scheduler": "fifo",
+            "sampler": "random",
+            "seed": 0,
+        }
+    )
     raw.setdefault("llm", {})["cache"] = False
     raw["mlflow"] = {"tracking_uri": uri, "experiment": f"bench-nodes-{nodes}", "model_name": f"bench-nodes-{nodes}"}
     raw["storage_dir"] = str(tmp / f"runs-{nodes}")
@@ -63,9 +72,16 @@ def _measure(tmp: Path, base: Path, uri: str, nodes: int, trials: int, questions
     m = parent.data.metrics
     builds = [r.data.metrics["index_build_s"] for r in done if r.data.metrics.get("index_cache_hit") == 0.0]
     reads = [r.data.metrics["index_s"] for r in done if r.data.metrics.get("index_cache_hit") == 1.0]
-    return {"nodes": nodes, "trials": len(done), "trials_s": m["time.trials_s"], "job_s": wall,
-            "busy_s": m["server.generator.busy_s"], "builds": builds, "reads": reads,
-            "per_node": Counter(labels.get(r.data.tags.get(TAG_NODE_ID, ""), "?") for r in done)}
+    return {
+        "nodes": nodes,
+        "trials": len(done),
+        "trials_s": m["time.trials_s"],
+        "job_s": wall,
+        "busy_s": m["server.generator.busy_s"],
+        "builds": builds,
+        "reads": reads,
+        "per_node": Counter(labels.get(r.data.tags.get(TAG_NODE_ID, ""), "?") for r in done),
+    }
 
 
 def main() -> int:
@@ -82,26 +98,36 @@ def main() -> int:
         rows = [_measure(tmp, args.config.resolve(), uri, n, args.trials, args.questions) for n in args.nodes]
     finally:
         server.terminate()
-    print(f"\n{args.trials} trials x {args.questions} questions of {args.config.name} (FIFO, LLM cache off), one "
-          "llama.cpp server (SmolLM2-135M, CPU) on the head; 1 CPU per node and per trial")
-    print(f"{'nodes':>5}{'trials':>7}{'trials s':>10}{'trials/h':>10}{'vs 1 node':>10}{'LLM busy s':>11}"
-          f"{'LLM util':>9}{'job s':>8}  trials per node")
+    print(
+        f"\n{args.trials} trials x {args.questions} questions of {args.config.name} (FIFO, LLM cache off), one "
+        "llama.cpp server (SmolLM2-135M, CPU) on the head; 1 CPU per node and per trial"
+    )
+    print(
+        f"{'nodes':>5}{'trials':>7}{'trials s':>10}{'trials/h':>10}{'vs 1 node':>10}{'LLM busy s':>11}"
+        f"{'LLM util':>9}{'job s':>8}  trials per node"
+    )
     base = None
     for r in rows:
         per_hour = 3600 * r["trials"] / r["trials_s"]
         base = base or per_hour
-        print(f"{r['nodes']:>5}{r['trials']:>7}{r['trials_s']:>10.1f}{per_hour:>10.1f}{per_hour / base:>9.2f}x"
-              f"{r['busy_s']:>11.1f}{r['busy_s'] / r['trials_s']:>9.0%}{r['job_s']:>8.1f}  "
-              + ", ".join(f"{k}: {v}" for k, v in sorted(r["per_node"].items())))
-    print("(trials/h over the trial phase; LLM util = server busy time / trial-phase wall; job s = ray job submit "
-          "to exit, with server start and registration)")
+        print(
+            f"{r['nodes']:>5}{r['trials']:>7}{r['trials_s']:>10.1f}{per_hour:>10.1f}{per_hour / base:>9.2f}x"
+            f"{r['busy_s']:>11.1f}{r['busy_s'] / r['trials_s']:>9.0%}{r['job_s']:>8.1f}  "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(r["per_node"].items()))
+        )
+    print(
+        "(trials/h over the trial phase; LLM util = server busy time / trial-phase wall; job s = ray job submit "
+        "to exit, with server start and registration)"
+    )
     builds = [b for r in rows for b in r["builds"]]
     reads = [b for r in rows for b in r["reads"]]
     if builds:
         # what a node without a shared storage_dir pays once per distinct index its trials need
         read = f"{sum(reads) / len(reads):.2f} s" if reads else "n/a"
-        print(f"index per node: build (cache miss) {sum(builds) / len(builds):.2f} s mean over {len(builds)}, "
-              f"read (cache hit) {read} over {len(reads)}")
+        print(
+            f"index per node: build (cache miss) {sum(builds) / len(builds):.2f} s mean over {len(builds)}, "
+            f"read (cache hit) {read} over {len(reads)}"
+        )
     return 0
 
 

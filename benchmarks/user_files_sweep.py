@@ -63,11 +63,21 @@ def _first_line(proc: subprocess.CompletedProcess[str]) -> str:
 def _config(tmp: Path, external: bool = True, **extra: object) -> Path:
     """A config on the bundled sample; ``external``: its LLM endpoint is a closed port (nothing may call it),
     else the bundled llama.cpp model (validate starts no server)."""
-    llm = {"generator": {"engine": "external", "model": "x", "base_url": "http://127.0.0.1:9/v1"}} if external \
+    llm = (
+        {"generator": {"engine": "external", "model": "x", "base_url": "http://127.0.0.1:9/v1"}}
+        if external
         else {"generator": {"engine": "llama.cpp", "model": "default"}}
-    cfg = {"dataset": {"corpus": str(SAMPLE / "corpus.jsonl"), "questions": str(SAMPLE / "questions.jsonl"),
-                       **extra.pop("dataset", {})},  # type: ignore[dict-item]
-           "llm": llm, "storage_dir": str(tmp / "runs"), **extra}
+    )
+    cfg = {
+        "dataset": {
+            "corpus": str(SAMPLE / "corpus.jsonl"),
+            "questions": str(SAMPLE / "questions.jsonl"),
+            **extra.pop("dataset", {}),
+        },  # type: ignore[dict-item]
+        "llm": llm,
+        "storage_dir": str(tmp / "runs"),
+        **extra,
+    }
     path = tmp / "config.yaml"
     path.write_text(json.dumps(cfg))  # JSON is YAML
     return path
@@ -107,19 +117,35 @@ def ingest_into_child(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[s
 def questions_over_corpus(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]]) -> Outcome:
     corpus = tmp / "corpus.jsonl"
     corpus.write_bytes((SAMPLE / "corpus.jsonl").read_bytes())
-    p = rs("generate-questions", "--config", _config(tmp), "--corpus", corpus, "--out", corpus, "--overwrite",
-           "--tracking-uri", "none", "--n", "2")
+    p = rs(
+        "generate-questions",
+        "--config",
+        _config(tmp),
+        "--corpus",
+        corpus,
+        "--out",
+        corpus,
+        "--overwrite",
+        "--tracking-uri",
+        "none",
+        "--n",
+        "2",
+    )
     kept = corpus.exists() and corpus.read_bytes() == (SAMPLE / "corpus.jsonl").read_bytes()
     return _outcome(p, "" if kept and p.returncode == 2 else ("corpus deleted" if not kept else "not refused"))
 
 
-def _ingest_one(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]], name: str,
-                data: bytes) -> tuple[subprocess.CompletedProcess[str], str]:
+def _ingest_one(
+    tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]], name: str, data: bytes
+) -> tuple[subprocess.CompletedProcess[str], str]:
     (tmp / "in").mkdir()
     (tmp / "in" / name).write_bytes(data)
     p = rs("ingest", tmp / "in", "--out", tmp / "out")
-    rows = [json.loads(x) for x in (tmp / "out" / "corpus.jsonl").read_text().splitlines()] \
-        if (tmp / "out" / "corpus.jsonl").exists() else []
+    rows = (
+        [json.loads(x) for x in (tmp / "out" / "corpus.jsonl").read_text().splitlines()]
+        if (tmp / "out" / "corpus.jsonl").exists()
+        else []
+    )
     return p, " ".join(r["text"] for r in rows)
 
 
@@ -157,23 +183,44 @@ def ids_across_files(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[st
 def _review_set(tmp: Path) -> tuple[Path, Path]:
     corpus, questions = tmp / "corpus.jsonl", tmp / "questions.jsonl"
     corpus.write_text(json.dumps({"id": "d1", "text": "Paris is the capital of France."}) + "\n")
-    qs = [{"id": f"q{i}", "question": f"What is the capital {i}?", "answers": ["Paris"], "answerable": True,
-           "gold_doc_ids": ["d1"], "answer_spans": [{"doc_id": "d1", "start": 0, "end": 5}]} for i in (1, 2)]
+    qs = [
+        {
+            "id": f"q{i}",
+            "question": f"What is the capital {i}?",
+            "answers": ["Paris"],
+            "answerable": True,
+            "gold_doc_ids": ["d1"],
+            "answer_spans": [{"doc_id": "d1", "start": 0, "end": 5}],
+        }
+        for i in (1, 2)
+    ]
     questions.write_text("".join(json.dumps(q) + "\n" for q in qs))
     return corpus, questions
 
 
-def _review_import(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]], csv_bytes: bytes) -> \
-        subprocess.CompletedProcess[str]:
+def _review_import(
+    tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]], csv_bytes: bytes
+) -> subprocess.CompletedProcess[str]:
     corpus, questions = _review_set(tmp)
     (tmp / "review.csv").write_bytes(csv_bytes)
-    return rs("review", "import", "--questions", questions, "--corpus", corpus, "--reviewed", tmp / "review.csv",
-              "--out", tmp / "reviewed.jsonl")
+    return rs(
+        "review",
+        "import",
+        "--questions",
+        questions,
+        "--corpus",
+        corpus,
+        "--reviewed",
+        tmp / "review.csv",
+        "--out",
+        tmp / "reviewed.jsonl",
+    )
 
 
 def review_cp1252(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]]) -> Outcome:
-    p = _review_import(tmp, rs, "id,decision,edited_question\nq1,edit,Où est la capitale?\nq2,accept,\n"
-                       .encode("cp1252"))
+    p = _review_import(
+        tmp, rs, "id,decision,edited_question\nq1,edit,Où est la capitale?\nq2,accept,\n".encode("cp1252")
+    )
     text = (tmp / "reviewed.jsonl").read_text() if (tmp / "reviewed.jsonl").exists() else ""
     return _outcome(p, "" if p.returncode == 0 and "Où est" in text else "refused or garbled")
 
@@ -198,8 +245,21 @@ def review_no_question(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[
 
 
 def max_overlap(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]]) -> Outcome:
-    p = rs("generate-questions", "--config", _config(tmp), "--corpus", SAMPLE / "corpus.jsonl", "--out",
-           tmp / "q.jsonl", "--max-overlap", "5", "--tracking-uri", "none", "--n", "2")
+    p = rs(
+        "generate-questions",
+        "--config",
+        _config(tmp),
+        "--corpus",
+        SAMPLE / "corpus.jsonl",
+        "--out",
+        tmp / "q.jsonl",
+        "--max-overlap",
+        "5",
+        "--tracking-uri",
+        "none",
+        "--n",
+        "2",
+    )
     return _outcome(p, "" if p.returncode == 2 and "--max-overlap" in p.stderr else "not range-checked")
 
 
@@ -236,10 +296,31 @@ def leaves_folders(tmp: Path, rs: Callable[..., subprocess.CompletedProcess[str]
     return _outcome(p, "" if not (tmp / "newdir").exists() else "left newdir/sub behind")
 
 
-CASES = [Case(f.__name__, f) for f in (
-    ingest_into_itself, ingest_into_parent, ingest_into_child, questions_over_corpus, markdown_wrapped, utf16_text,
-    cp1252_text, jsonl_bom, ids_across_files, review_cp1252, review_semicolon, review_conflict, review_no_question,
-    max_overlap, holdout_unset_qpt, holdout_with_qpt, ask_empty, tracking_env, empty_config, leaves_folders)]
+CASES = [
+    Case(f.__name__, f)
+    for f in (
+        ingest_into_itself,
+        ingest_into_parent,
+        ingest_into_child,
+        questions_over_corpus,
+        markdown_wrapped,
+        utf16_text,
+        cp1252_text,
+        jsonl_bom,
+        ids_across_files,
+        review_cp1252,
+        review_semicolon,
+        review_conflict,
+        review_no_question,
+        max_overlap,
+        holdout_unset_qpt,
+        holdout_with_qpt,
+        ask_empty,
+        tracking_env,
+        empty_config,
+        leaves_folders,
+    )
+]
 
 
 def main() -> int:
@@ -259,11 +340,18 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
 
-            def rs(*argv: object, env: dict[str, str] | None = None, tmp: Path = tmp) -> \
-                    subprocess.CompletedProcess[str]:
+            def rs(
+                *argv: object, env: dict[str, str] | None = None, tmp: Path = tmp
+            ) -> subprocess.CompletedProcess[str]:
                 code = "import sys; from ragsweep.search.cli import main; sys.exit(main(sys.argv[1:]))"
-                return subprocess.run([sys.executable, "-c", code, *map(str, argv)], cwd=tmp, text=True,
-                                      capture_output=True, env={**base_env, **(env or {})}, timeout=600)
+                return subprocess.run(
+                    [sys.executable, "-c", code, *map(str, argv)],
+                    cwd=tmp,
+                    text=True,
+                    capture_output=True,
+                    env={**base_env, **(env or {})},
+                    timeout=600,
+                )
 
             out = case.run(tmp, rs)
         bad += bool(out.bad)

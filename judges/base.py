@@ -143,14 +143,16 @@ def reason_of(obj: Any) -> str:
     return r.strip() if isinstance(r, str) else ""
 
 
-def run_judges(client: LLMClient, judges: Sequence[LLMJudge],
-               items: Sequence[JudgeItem]) -> dict[str, list[JudgeResult]]:
+def run_judges(
+    client: LLMClient, judges: Sequence[LLMJudge], items: Sequence[JudgeItem]
+) -> dict[str, list[JudgeResult]]:
     """Every judge's result for every item, in item order. Raises LLMError only if the endpoint fails for good."""
     return run_judge_sets(client, [(j, items) for j in judges])
 
 
-def run_judge_sets(client: LLMClient,
-                   sets: Sequence[tuple[LLMJudge, Sequence[JudgeItem]]]) -> dict[str, list[JudgeResult]]:
+def run_judge_sets(
+    client: LLMClient, sets: Sequence[tuple[LLMJudge, Sequence[JudgeItem]]]
+) -> dict[str, list[JudgeResult]]:
     """Like :func:`run_judges`, each judge on its own items; all requests of a round still go out together."""
     results: dict[str, list[JudgeResult | None]] = {j.name: [None] * len(items) for j, items in sets}
     spent: dict[tuple[str, int], JudgeResult] = {}  # tokens, calls and repair flag so far, per (judge, item)
@@ -168,10 +170,15 @@ def run_judge_sets(client: LLMClient,
         following: list[tuple[str, int, Step]] = []
         for (name, i, step), (parsed, error, raw, usage) in zip(pending, outcomes, strict=True):
             acc = spent[(name, i)]
-            acc = replace(acc, prompt_tokens=acc.prompt_tokens + usage.prompt_tokens,
-                          completion_tokens=acc.completion_tokens + usage.completion_tokens,
-                          latency_s=acc.latency_s + usage.latency_s, calls=acc.calls + usage.calls,
-                          repaired=acc.repaired or usage.repaired, exchanges=acc.exchanges + usage.exchanges)
+            acc = replace(
+                acc,
+                prompt_tokens=acc.prompt_tokens + usage.prompt_tokens,
+                completion_tokens=acc.completion_tokens + usage.completion_tokens,
+                latency_s=acc.latency_s + usage.latency_s,
+                calls=acc.calls + usage.calls,
+                repaired=acc.repaired or usage.repaired,
+                exchanges=acc.exchanges + usage.exchanges,
+            )
             spent[(name, i)] = acc
             if error:
                 results[name][i] = replace(acc, reason=error, raw=raw)
@@ -192,8 +199,14 @@ def _ask(client: LLMClient, steps: Sequence[Step]) -> list[tuple[Any, str, str, 
     out: list[tuple[Any, str, str, JudgeResult]] = []
     bad: list[int] = []
     for k, (step, resp) in enumerate(zip(steps, responses, strict=True)):
-        usage = JudgeResult(math.nan, prompt_tokens=resp.prompt_tokens, completion_tokens=resp.completion_tokens,
-                            latency_s=resp.latency_s, calls=1, exchanges=((step.request, resp),))
+        usage = JudgeResult(
+            math.nan,
+            prompt_tokens=resp.prompt_tokens,
+            completion_tokens=resp.completion_tokens,
+            latency_s=resp.latency_s,
+            calls=1,
+            exchanges=((step.request, resp),),
+        )
         try:
             out.append((step.read(decode(resp.text)), "", "", usage))
         except VerdictError as e:
@@ -205,14 +218,27 @@ def _ask(client: LLMClient, steps: Sequence[Step]) -> list[tuple[Any, str, str, 
     repairs = []
     for k in bad:
         req, (_, error, raw, _) = steps[k].request, out[k]
-        repairs.append(replace(req, messages=(*req.messages, ("assistant", raw or "(empty)"),
-                                              ("user", _REPAIR.format(error=error, shape=steps[k].shape)))))
+        repairs.append(
+            replace(
+                req,
+                messages=(
+                    *req.messages,
+                    ("assistant", raw or "(empty)"),
+                    ("user", _REPAIR.format(error=error, shape=steps[k].shape)),
+                ),
+            )
+        )
     for k, req, resp in zip(bad, repairs, client.complete(repairs), strict=True):
         first = out[k][3]
-        usage = replace(first, prompt_tokens=first.prompt_tokens + resp.prompt_tokens,
-                        completion_tokens=first.completion_tokens + resp.completion_tokens,
-                        latency_s=first.latency_s + resp.latency_s, calls=2, repaired=True,
-                        exchanges=first.exchanges + ((req, resp),))
+        usage = replace(
+            first,
+            prompt_tokens=first.prompt_tokens + resp.prompt_tokens,
+            completion_tokens=first.completion_tokens + resp.completion_tokens,
+            latency_s=first.latency_s + resp.latency_s,
+            calls=2,
+            repaired=True,
+            exchanges=first.exchanges + ((req, resp),),
+        )
         try:
             out[k] = (steps[k].read(decode(resp.text)), "", "", usage)
         except VerdictError as e:

@@ -37,8 +37,9 @@ _STATEMENT_CHARS = 200
 
 
 def _request(system: str, user: str, schema: dict[str, Any], max_tokens: int) -> ChatRequest:
-    return ChatRequest(messages=(("system", system), ("user", user)), temperature=0.0, max_tokens=max_tokens,
-                       json_schema=schema)
+    return ChatRequest(
+        messages=(("system", system), ("user", user)), temperature=0.0, max_tokens=max_tokens, json_schema=schema
+    )
 
 
 def _passages(contexts: Sequence[str], chars: int) -> str:
@@ -70,8 +71,12 @@ class _SingleVerdictJudge(LLMJudge):
 
     def _step(self, user: str, verdict_tokens: int, shape: str, read: Any, finish: Any) -> Step:
         reason = ', "reason": "..."}' if self.reason_chars else "}"
-        return Step(_request(self._SYSTEM, user, self.schema, budget(verdict_tokens, self.reason_chars)),
-                    "{" + shape + reason, read=read, finish=finish)
+        return Step(
+            _request(self._SYSTEM, user, self.schema, budget(verdict_tokens, self.reason_chars)),
+            "{" + shape + reason,
+            read=read,
+            finish=finish,
+        )
 
 
 class CorrectnessJudge(_SingleVerdictJudge):
@@ -79,9 +84,11 @@ class CorrectnessJudge(_SingleVerdictJudge):
 
     name = "judge_correctness"
     reads = ("question", "answer", "gold")
-    _SYSTEM = ("You grade answers to questions. Compare the candidate answer with the reference answers. The "
-               "candidate is correct if it gives the same answer as one of the references; extra words are fine if "
-               "they do not contradict it. Reply in JSON.")
+    _SYSTEM = (
+        "You grade answers to questions. Compare the candidate answer with the reference answers. The "
+        "candidate is correct if it gives the same answer as one of the references; extra words are fine if "
+        "they do not contradict it. Reply in JSON."
+    )
     _USER = "Question: {question}\nReference answers: {gold}\nCandidate answer: {answer}"
     _VERDICT = {"correct": {"type": "boolean"}}
 
@@ -91,9 +98,13 @@ class CorrectnessJudge(_SingleVerdictJudge):
         if not item.answer.strip():
             return JudgeResult(0.0, "empty answer")
         user = self._USER.format(question=item.question, gold=" | ".join(item.gold), answer=item.answer)
-        return self._step(user, 12, '"correct": true or false',
-                          read=lambda o: (field(o, "correct", bool, "true or false"), reason_of(o)),
-                          finish=lambda p: (float(p[0]), p[1]))
+        return self._step(
+            user,
+            12,
+            '"correct": true or false',
+            read=lambda o: (field(o, "correct", bool, "true or false"), reason_of(o)),
+            finish=lambda p: (float(p[0]), p[1]),
+        )
 
 
 class AnswerRelevanceJudge(_SingleVerdictJudge):
@@ -101,17 +112,24 @@ class AnswerRelevanceJudge(_SingleVerdictJudge):
 
     name = "judge_answer_relevance"
     reads = ("question", "answer")
-    _SYSTEM = ("You rate how well an answer addresses a question, not whether it is true. Score 5: it answers "
-               "exactly what was asked. 4: it answers it with unneeded extra text. 3: it answers part of it. "
-               "2: it is on the topic but does not answer. 1: it is unrelated, empty or evasive. Reply in JSON.")
+    _SYSTEM = (
+        "You rate how well an answer addresses a question, not whether it is true. Score 5: it answers "
+        "exactly what was asked. 4: it answers it with unneeded extra text. 3: it answers part of it. "
+        "2: it is on the topic but does not answer. 1: it is unrelated, empty or evasive. Reply in JSON."
+    )
     _USER = "Question: {question}\nAnswer: {answer}"
     _VERDICT = {"score": {"type": "integer", "enum": [1, 2, 3, 4, 5]}}
 
     def start(self, item: JudgeItem) -> Step | JudgeResult:
         if not item.answer.strip():
             return JudgeResult(0.0, "empty answer")
-        return self._step(self._USER.format(question=item.question, answer=item.answer), 10, '"score": 1 to 5',
-                          read=lambda o: (int_score(o, 1, 5), reason_of(o)), finish=lambda p: ((p[0] - 1) / 4, p[1]))
+        return self._step(
+            self._USER.format(question=item.question, answer=item.answer),
+            10,
+            '"score": 1 to 5',
+            read=lambda o: (int_score(o, 1, 5), reason_of(o)),
+            finish=lambda p: ((p[0] - 1) / 4, p[1]),
+        )
 
 
 class ContextPrecisionJudge(LLMJudge):
@@ -123,8 +141,10 @@ class ContextPrecisionJudge(LLMJudge):
 
     name = "judge_context_precision"
     reads = ("question", "contexts", "gold")
-    _SYSTEM = ("You check retrieved passages for a question. For each passage, in order, say whether it contains "
-               "information needed to answer the question{with_ref}. Reply in JSON with one true/false per passage.")
+    _SYSTEM = (
+        "You check retrieved passages for a question. For each passage, in order, say whether it contains "
+        "information needed to answer the question{with_ref}. Reply in JSON with one true/false per passage."
+    )
     _USER = "Question: {question}\n{ref}Passages:\n{passages}"
 
     def __init__(self, reason_chars: int = 0, context_chars: int = 1200) -> None:
@@ -132,8 +152,10 @@ class ContextPrecisionJudge(LLMJudge):
         self.context_chars = context_chars
 
     def _schema(self, k: int) -> dict[str, Any]:
-        return object_schema({"relevant": {"type": "array", "items": {"type": "boolean"}, "minItems": k,
-                                           "maxItems": k}}, self.reason_chars)
+        return object_schema(
+            {"relevant": {"type": "array", "items": {"type": "boolean"}, "minItems": k, "maxItems": k}},
+            self.reason_chars,
+        )
 
     def prompt_parts(self) -> Sequence[str]:
         return (self._SYSTEM, self._USER, json.dumps(self._schema(0)), str(self.context_chars))
@@ -145,11 +167,15 @@ class ContextPrecisionJudge(LLMJudge):
         system = self._SYSTEM.format(with_ref=" (the reference answer shows what is needed)" if item.gold else "")
         ref = f"Reference answer: {' | '.join(item.gold)}\n" if item.gold else ""
         user = self._USER.format(question=item.question, ref=ref, passages=_passages(item.contexts, self.context_chars))
-        return Step(_request(system, user, self._schema(k), budget(4 + 3 * k, self.reason_chars)),
-                    '{"relevant": [' + ", ".join(["true or false"] * k) + "]"
-                    + (', "reason": "..."}' if self.reason_chars else "}"),
-                    read=lambda o: (_bools(o, "relevant", k), reason_of(o)),
-                    finish=lambda p: (average_precision(p[0]), p[1] or _marks(p[0])))
+        return Step(
+            _request(system, user, self._schema(k), budget(4 + 3 * k, self.reason_chars)),
+            '{"relevant": ['
+            + ", ".join(["true or false"] * k)
+            + "]"
+            + (', "reason": "..."}' if self.reason_chars else "}"),
+            read=lambda o: (_bools(o, "relevant", k), reason_of(o)),
+            finish=lambda p: (average_precision(p[0]), p[1] or _marks(p[0])),
+        )
 
 
 def average_precision(relevant: Sequence[bool]) -> float:
@@ -175,13 +201,19 @@ class FaithfulnessJudge(LLMJudge):
 
     name = "judge_faithfulness"
     reads = ("answer", "contexts")
-    _SYSTEM_ONE = ("You check whether an answer is supported by passages. Split the answer into short standalone "
-                   f"statements (at most {MAX_STATEMENTS}). For each, say whether the passages support it. "
-                   "Reply in JSON.")
-    _SYSTEM_SPLIT = (f"Split the answer into short standalone statements (at most {MAX_STATEMENTS}), each one "
-                     "claim, keeping names and numbers. Reply in JSON.")
-    _SYSTEM_VERIFY = ("You check statements against passages. For each statement, in order, say whether the "
-                      "passages support it. Reply in JSON with one true/false per statement.")
+    _SYSTEM_ONE = (
+        "You check whether an answer is supported by passages. Split the answer into short standalone "
+        f"statements (at most {MAX_STATEMENTS}). For each, say whether the passages support it. "
+        "Reply in JSON."
+    )
+    _SYSTEM_SPLIT = (
+        f"Split the answer into short standalone statements (at most {MAX_STATEMENTS}), each one "
+        "claim, keeping names and numbers. Reply in JSON."
+    )
+    _SYSTEM_VERIFY = (
+        "You check statements against passages. For each statement, in order, say whether the "
+        "passages support it. Reply in JSON with one true/false per statement."
+    )
     _USER = "Question: {question}\nPassages:\n{passages}\nAnswer: {answer}"
     _USER_SPLIT = "Question: {question}\nAnswer: {answer}"
     _USER_VERIFY = "Passages:\n{passages}\nStatements:\n{statements}"
@@ -192,22 +224,47 @@ class FaithfulnessJudge(LLMJudge):
         self.calls_per_item = calls
         self.context_chars = context_chars
         text = {"type": "string", "maxLength": _STATEMENT_CHARS}
-        self.schema_one = {"type": "object", "required": ["statements"], "properties": {"statements": {
-            "type": "array", "minItems": 1, "maxItems": MAX_STATEMENTS, "items": {
-                "type": "object", "required": ["statement", "supported"],
-                "properties": {"statement": text, "supported": {"type": "boolean"}}}}}}
-        self.schema_split = {"type": "object", "required": ["statements"], "properties": {"statements": {
-            "type": "array", "minItems": 1, "maxItems": MAX_STATEMENTS, "items": text}}}
+        self.schema_one = {
+            "type": "object",
+            "required": ["statements"],
+            "properties": {
+                "statements": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_STATEMENTS,
+                    "items": {
+                        "type": "object",
+                        "required": ["statement", "supported"],
+                        "properties": {"statement": text, "supported": {"type": "boolean"}},
+                    },
+                }
+            },
+        }
+        self.schema_split = {
+            "type": "object",
+            "required": ["statements"],
+            "properties": {"statements": {"type": "array", "minItems": 1, "maxItems": MAX_STATEMENTS, "items": text}},
+        }
 
     def _verify_schema(self, n: int) -> dict[str, Any]:
-        return {"type": "object", "required": ["supported"], "properties": {"supported": {
-            "type": "array", "items": {"type": "boolean"}, "minItems": n, "maxItems": n}}}
+        return {
+            "type": "object",
+            "required": ["supported"],
+            "properties": {"supported": {"type": "array", "items": {"type": "boolean"}, "minItems": n, "maxItems": n}},
+        }
 
     def prompt_parts(self) -> Sequence[str]:
         if self.calls_per_item == 1:
             return (self._SYSTEM_ONE, self._USER, json.dumps(self.schema_one), str(self.context_chars))
-        return (self._SYSTEM_SPLIT, self._USER_SPLIT, json.dumps(self.schema_split), self._SYSTEM_VERIFY,
-                self._USER_VERIFY, json.dumps(self._verify_schema(0)), str(self.context_chars))
+        return (
+            self._SYSTEM_SPLIT,
+            self._USER_SPLIT,
+            json.dumps(self.schema_split),
+            self._SYSTEM_VERIFY,
+            self._USER_VERIFY,
+            json.dumps(self._verify_schema(0)),
+            str(self.context_chars),
+        )
 
     def start(self, item: JudgeItem) -> Step | JudgeResult:
         if declined(item.answer):
@@ -218,22 +275,31 @@ class FaithfulnessJudge(LLMJudge):
         per_statement = _STATEMENT_CHARS // 2 + 12
         if self.calls_per_item == 1:
             user = self._USER.format(question=item.question, passages=passages, answer=item.answer)
-            return Step(_request(self._SYSTEM_ONE, user, self.schema_one, 8 + MAX_STATEMENTS * per_statement),
-                        '{"statements": [{"statement": "...", "supported": true or false}, ...]}',
-                        read=_statement_verdicts, finish=_supported_fraction)
+            return Step(
+                _request(self._SYSTEM_ONE, user, self.schema_one, 8 + MAX_STATEMENTS * per_statement),
+                '{"statements": [{"statement": "...", "supported": true or false}, ...]}',
+                read=_statement_verdicts,
+                finish=_supported_fraction,
+            )
         user = self._USER_SPLIT.format(question=item.question, answer=item.answer)
-        return Step(_request(self._SYSTEM_SPLIT, user, self.schema_split, 8 + MAX_STATEMENTS * per_statement),
-                    '{"statements": ["...", ...]}', read=_statements,
-                    finish=lambda statements: self._verify(statements, passages))
+        return Step(
+            _request(self._SYSTEM_SPLIT, user, self.schema_split, 8 + MAX_STATEMENTS * per_statement),
+            '{"statements": ["...", ...]}',
+            read=_statements,
+            finish=lambda statements: self._verify(statements, passages),
+        )
 
     def _verify(self, statements: list[str], passages: str) -> Step:
         n = len(statements)
-        user = self._USER_VERIFY.format(passages=passages,
-                                        statements="\n".join(f"{i}. {s}" for i, s in enumerate(statements, 1)))
-        return Step(_request(self._SYSTEM_VERIFY, user, self._verify_schema(n), 8 + 3 * n),
-                    '{"supported": [' + ", ".join(["true or false"] * n) + "]}",
-                    read=lambda o: list(zip(statements, _bools(o, "supported", n), strict=True)),
-                    finish=_supported_fraction)
+        user = self._USER_VERIFY.format(
+            passages=passages, statements="\n".join(f"{i}. {s}" for i, s in enumerate(statements, 1))
+        )
+        return Step(
+            _request(self._SYSTEM_VERIFY, user, self._verify_schema(n), 8 + 3 * n),
+            '{"supported": [' + ", ".join(["true or false"] * n) + "]}",
+            read=lambda o: list(zip(statements, _bools(o, "supported", n), strict=True)),
+            finish=_supported_fraction,
+        )
 
 
 def _statements(obj: Any) -> list[str]:
@@ -255,8 +321,9 @@ def _statement_verdicts(obj: Any) -> list[tuple[str, bool]]:
 def _supported_fraction(verdicts: list[tuple[str, bool]]) -> tuple[float, str]:
     unsupported = [s for s, ok in verdicts if not ok]
     n = len(verdicts)
-    reason = (f"{n - len(unsupported)} of {n} statements supported"
-              + (f"; unsupported: {'; '.join(unsupported)}" if unsupported else ""))
+    reason = f"{n - len(unsupported)} of {n} statements supported" + (
+        f"; unsupported: {'; '.join(unsupported)}" if unsupported else ""
+    )
     return (n - len(unsupported)) / n, reason
 
 
@@ -266,11 +333,24 @@ def _doc(cls: type) -> str:
 
 # The built-in judges by config name (judges.suite); each builds from the judges settings (reason_chars, ...).
 JUDGES: Registry[Callable[[Any], LLMJudge]] = Registry("built-in judge")
-JUDGES.add("correctness", _doc(CorrectnessJudge), lambda c: CorrectnessJudge(c.reason_chars),
-           metric=CorrectnessJudge.name)
-JUDGES.add("faithfulness", _doc(FaithfulnessJudge),
-           lambda c: FaithfulnessJudge(c.faithfulness_calls, c.context_chars), metric=FaithfulnessJudge.name)
-JUDGES.add("answer_relevance", _doc(AnswerRelevanceJudge), lambda c: AnswerRelevanceJudge(c.reason_chars),
-           metric=AnswerRelevanceJudge.name)
-JUDGES.add("context_precision", _doc(ContextPrecisionJudge),
-           lambda c: ContextPrecisionJudge(c.reason_chars, c.context_chars), metric=ContextPrecisionJudge.name)
+JUDGES.add(
+    "correctness", _doc(CorrectnessJudge), lambda c: CorrectnessJudge(c.reason_chars), metric=CorrectnessJudge.name
+)
+JUDGES.add(
+    "faithfulness",
+    _doc(FaithfulnessJudge),
+    lambda c: FaithfulnessJudge(c.faithfulness_calls, c.context_chars),
+    metric=FaithfulnessJudge.name,
+)
+JUDGES.add(
+    "answer_relevance",
+    _doc(AnswerRelevanceJudge),
+    lambda c: AnswerRelevanceJudge(c.reason_chars),
+    metric=AnswerRelevanceJudge.name,
+)
+JUDGES.add(
+    "context_precision",
+    _doc(ContextPrecisionJudge),
+    lambda c: ContextPrecisionJudge(c.reason_chars, c.context_chars),
+    metric=ContextPrecisionJudge.name,
+)

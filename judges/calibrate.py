@@ -52,10 +52,17 @@ class JudgeCalibration:
     reasons: list[str] = field(default_factory=list)  # per item, first repeat: rationale or why there is no value
 
     def row(self) -> dict[str, object]:
-        return {"judge": self.judge, "n": self.n, "nan": self.nan, "accuracy": _r(self.accuracy),
-                "spearman": _r(self.spearman), "self-consistency": _r(self.consistency),
-                "calls/answer": _r(self.calls_per_answer, 2), "tokens/answer": _r(self.tokens_per_answer, 0),
-                "prompt": self.prompt_version}
+        return {
+            "judge": self.judge,
+            "n": self.n,
+            "nan": self.nan,
+            "accuracy": _r(self.accuracy),
+            "spearman": _r(self.spearman),
+            "self-consistency": _r(self.consistency),
+            "calls/answer": _r(self.calls_per_answer, 2),
+            "tokens/answer": _r(self.tokens_per_answer, 0),
+            "prompt": self.prompt_version,
+        }
 
 
 def _r(x: float, digits: int = 3) -> float | None:
@@ -126,10 +133,15 @@ def load_labels(path: Path, ds: Dataset) -> list[LabelledItem]:
     return out
 
 
-def calibrate(client_factory: Callable[[], LLMClient], judges: Sequence[LLMJudge], ds: Dataset,
-              qs: Sequence[Question], labels: Sequence[LabelledItem] = (), repeats: int = 2,
-              progress: Callable[[str], None] = lambda _: None) -> tuple[list[JudgeCalibration],
-                                                                         dict[str, list[LabelledItem]]]:
+def calibrate(
+    client_factory: Callable[[], LLMClient],
+    judges: Sequence[LLMJudge],
+    ds: Dataset,
+    qs: Sequence[Question],
+    labels: Sequence[LabelledItem] = (),
+    repeats: int = 2,
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[list[JudgeCalibration], dict[str, list[LabelledItem]]]:
     """Each judge's calibration, and the items it was run on. ``client_factory`` gives an uncached client."""
     items = {j.name: calibration_items(ds, qs, j) + [x for x in labels if "answer" in j.reads] for j in judges}
     runs: list[dict[str, list[JudgeResult]]] = []
@@ -140,8 +152,9 @@ def calibrate(client_factory: Callable[[], LLMClient], judges: Sequence[LLMJudge
     return [_summarise(j, items[j.name], [run[j.name] for run in runs]) for j in judges], items
 
 
-def _summarise(judge: LLMJudge, items: Sequence[LabelledItem],
-               runs: Sequence[Sequence[JudgeResult]]) -> JudgeCalibration:
+def _summarise(
+    judge: LLMJudge, items: Sequence[LabelledItem], runs: Sequence[Sequence[JudgeResult]]
+) -> JudgeCalibration:
     values = np.array([[r.value for r in run] for run in runs], dtype=float)  # repeats x items
     truth = np.array([x.truth for x in items], dtype=float)
     first = values[0]
@@ -155,9 +168,16 @@ def _summarise(judge: LLMJudge, items: Sequence[LabelledItem],
     consistency = float(np.mean(spread == 0)) if spread.size else math.nan
     judged = [r for r in runs[0] if not r.skipped]
     return JudgeCalibration(
-        judge=judge.name, prompt_version=judge.prompt_version, n=len(items), nan=int((~ok).sum()),
-        accuracy=accuracy, spearman=spearman, consistency=consistency,
+        judge=judge.name,
+        prompt_version=judge.prompt_version,
+        n=len(items),
+        nan=int((~ok).sum()),
+        accuracy=accuracy,
+        spearman=spearman,
+        consistency=consistency,
         max_spread=float(spread.max()) if spread.size else math.nan,
         calls_per_answer=sum(r.calls for r in judged) / max(1, len(judged)),
         tokens_per_answer=sum(r.prompt_tokens + r.completion_tokens for r in judged) / max(1, len(judged)),
-        values=values.tolist(), reasons=[r.reason for r in runs[0]])
+        values=values.tolist(),
+        reasons=[r.reason for r in runs[0]],
+    )

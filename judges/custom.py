@@ -85,8 +85,9 @@ class CustomJudgeSpec(_Strict):
             raise ValueError(f"reads lists a field twice: {self.reads}")
         for n, ex in enumerate(self.examples):
             if not self.scale.min <= ex.score <= self.scale.max:
-                raise ValueError(f"examples.{n}.score {ex.score} is outside the scale "
-                                 f"{self.scale.min}..{self.scale.max}")
+                raise ValueError(
+                    f"examples.{n}.score {ex.score} is outside the scale {self.scale.min}..{self.scale.max}"
+                )
             missing = [f for f in self.reads if getattr(ex, f) is None]
             if missing:
                 raise ValueError(f"examples.{n} lacks {', '.join(missing)} (the judge reads {', '.join(self.reads)})")
@@ -104,8 +105,9 @@ def load_spec(path: Path) -> CustomJudgeSpec:
         data = load_yaml(text)
     except yaml.YAMLError as e:
         line = yaml_error_line(e)
-        raise ValueError(f"{path}: {f'line {line}: ' if line else ''}invalid YAML: "
-                         f"{getattr(e, 'problem', None) or e}") from None
+        raise ValueError(
+            f"{path}: {f'line {line}: ' if line else ''}invalid YAML: {getattr(e, 'problem', None) or e}"
+        ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping (name, definition, grading_prompt, ...)")
     try:
@@ -121,8 +123,12 @@ def load_spec(path: Path) -> CustomJudgeSpec:
         raise ValueError(f"{path}: invalid judge: " + "; ".join(problems)) from None
 
 
-_FIELD_LABELS = {"question": "Question", "answer": "Answer", "contexts": "Retrieved passages",
-                 "gold": "Reference answers"}
+_FIELD_LABELS = {
+    "question": "Question",
+    "answer": "Answer",
+    "contexts": "Retrieved passages",
+    "gold": "Reference answers",
+}
 
 
 def _show(name: str, value: Any) -> str:
@@ -146,12 +152,16 @@ class CustomJudge(LLMJudge):
         lo, hi = spec.scale.min, spec.scale.max
         self.schema = object_schema({"score": {"type": "integer", "enum": list(range(lo, hi + 1))}}, reason_chars)
         examples = "".join(
-            f"\n\nExample {n}:\n" + self._fields({f: getattr(ex, f) for f in self.reads})
+            f"\n\nExample {n}:\n"
+            + self._fields({f: getattr(ex, f) for f in self.reads})
             + f"\nScore: {ex.score}\nJustification: {ex.justification}"
-            for n, ex in enumerate(spec.examples, start=1))
-        self.system = (f"You are an impartial judge. You grade the metric {spec.name!r}.\nDefinition: "
-                       f"{spec.definition.strip()}\nGrading rubric (integer score from {lo} to {hi}):\n"
-                       f"{spec.grading_prompt.strip()}{examples}\n\nReply in JSON with the score.")
+            for n, ex in enumerate(spec.examples, start=1)
+        )
+        self.system = (
+            f"You are an impartial judge. You grade the metric {spec.name!r}.\nDefinition: "
+            f"{spec.definition.strip()}\nGrading rubric (integer score from {lo} to {hi}):\n"
+            f"{spec.grading_prompt.strip()}{examples}\n\nReply in JSON with the score."
+        )
 
     def _fields(self, values: dict[str, Any]) -> str:
         return "\n".join(f"{_FIELD_LABELS[f]}: {_show(f, values[f])}" for f in self.reads)
@@ -164,11 +174,22 @@ class CustomJudge(LLMJudge):
             return skip(NO_GOLD)
         if "contexts" in self.reads and not item.contexts:
             return skip(NO_CONTEXTS)
-        values = {"question": item.question, "answer": item.answer, "gold": item.gold,
-                  "contexts": [c[: self.context_chars] for c in item.contexts]}
+        values = {
+            "question": item.question,
+            "answer": item.answer,
+            "gold": item.gold,
+            "contexts": [c[: self.context_chars] for c in item.contexts],
+        }
         lo, hi = self.spec.scale.min, self.spec.scale.max
-        req = ChatRequest(messages=(("system", self.system), ("user", self._fields(values))), temperature=0.0,
-                          max_tokens=budget(10, self.reason_chars), json_schema=self.schema)
-        return Step(req, f'{{"score": {lo} to {hi}' + (', "reason": "..."}' if self.reason_chars else "}"),
-                    read=lambda o: (int_score(o, lo, hi), reason_of(o)),
-                    finish=lambda p: ((p[0] - lo) / (hi - lo), p[1]))
+        req = ChatRequest(
+            messages=(("system", self.system), ("user", self._fields(values))),
+            temperature=0.0,
+            max_tokens=budget(10, self.reason_chars),
+            json_schema=self.schema,
+        )
+        return Step(
+            req,
+            f'{{"score": {lo} to {hi}' + (', "reason": "..."}' if self.reason_chars else "}"),
+            read=lambda o: (int_score(o, lo, hi), reason_of(o)),
+            finish=lambda p: ((p[0] - lo) / (hi - lo), p[1]),
+        )

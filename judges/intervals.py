@@ -28,8 +28,9 @@ OBJECTIVE = "objective"
 
 def _matrix(rows: Sequence[Scores], names: Sequence[str]) -> np.ndarray:
     """rows x names, None as NaN."""
-    return np.array([[math.nan if (v := r.get(n)) is None else float(v) for n in names] for r in rows],
-                    dtype=float).reshape(len(rows), len(names))
+    return np.array(
+        [[math.nan if (v := r.get(n)) is None else float(v) for n in names] for r in rows], dtype=float
+    ).reshape(len(rows), len(names))
 
 
 def _resampled_means(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -56,8 +57,14 @@ def _indices(n: int, samples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(samples, n))
 
 
-def intervals(rows: Sequence[Scores], names: Sequence[str], weights: Mapping[str, float],
-              confidence: float = 0.95, samples: int = 2000, seed: int = 0) -> dict[str, tuple[float, float]]:
+def intervals(
+    rows: Sequence[Scores],
+    names: Sequence[str],
+    weights: Mapping[str, float],
+    confidence: float = 0.95,
+    samples: int = 2000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
     """``{metric: (low, high)}`` for each of ``names`` and for ``"objective"`` (the weighted sum of ``weights``);
     NaN bounds with fewer than two questions (no spread to resample)."""
     names = list(dict.fromkeys([*names, *weights]))
@@ -89,12 +96,20 @@ class PairedDifference:
         return "better" if self.low > 0 else "worse" if self.high < 0 else "tied"
 
     def describe(self) -> str:
-        return (f"{self.mean:+.4f} on {self.n} shared questions, {self.confidence:.0%} CI "
-                f"[{self.low:+.4f}, {self.high:+.4f}]: {self.verdict}")
+        return (
+            f"{self.mean:+.4f} on {self.n} shared questions, {self.confidence:.0%} CI "
+            f"[{self.low:+.4f}, {self.high:+.4f}]: {self.verdict}"
+        )
 
 
-def paired_difference(a: Mapping[str, Scores], b: Mapping[str, Scores], weights: Mapping[str, float],
-                      confidence: float = 0.95, samples: int = 2000, seed: int = 0) -> PairedDifference:
+def paired_difference(
+    a: Mapping[str, Scores],
+    b: Mapping[str, Scores],
+    weights: Mapping[str, float],
+    confidence: float = 0.95,
+    samples: int = 2000,
+    seed: int = 0,
+) -> PairedDifference:
     """Paired bootstrap of ``objective(a) - objective(b)`` over the question ids in both ``a`` and ``b``
     (question id -> scores); each resample draws the same questions for both."""
     shared = sorted(set(a) & set(b))
@@ -102,15 +117,19 @@ def paired_difference(a: Mapping[str, Scores], b: Mapping[str, Scores], weights:
     if not shared:
         return PairedDifference(0, math.nan, math.nan, math.nan, confidence, math.nan, math.nan)
     ma, mb = _matrix([a[q] for q in shared], names), _matrix([b[q] for q in shared], names)
-    point_a = weighted_objective(dict(zip(names, _resampled_means(ma, np.arange(len(shared))[None, :])[0],
-                                          strict=True)), weights)
-    point_b = weighted_objective(dict(zip(names, _resampled_means(mb, np.arange(len(shared))[None, :])[0],
-                                          strict=True)), weights)
+    point_a = weighted_objective(
+        dict(zip(names, _resampled_means(ma, np.arange(len(shared))[None, :])[0], strict=True)), weights
+    )
+    point_b = weighted_objective(
+        dict(zip(names, _resampled_means(mb, np.arange(len(shared))[None, :])[0], strict=True)), weights
+    )
     if len(shared) < 2:
-        return PairedDifference(len(shared), float(point_a - point_b), math.nan, math.nan, confidence, float(point_a),
-                                float(point_b))
+        return PairedDifference(
+            len(shared), float(point_a - point_b), math.nan, math.nan, confidence, float(point_a), float(point_b)
+        )
     idx = _indices(len(shared), samples, seed)
-    diffs = _objective(_resampled_means(ma, idx), names, weights) - _objective(_resampled_means(mb, idx), names,
-                                                                                weights)
+    diffs = _objective(_resampled_means(ma, idx), names, weights) - _objective(
+        _resampled_means(mb, idx), names, weights
+    )
     lo, hi = _percentiles(diffs, confidence)
     return PairedDifference(len(shared), float(point_a - point_b), lo, hi, confidence, float(point_a), float(point_b))

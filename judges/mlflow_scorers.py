@@ -66,16 +66,22 @@ def _gold(expectations: Any) -> tuple[str, ...]:
 
 def to_item(inputs: Any, outputs: Any, expectations: Any = None) -> JudgeItem:
     """An MLflow evaluation row as a judge item (see the module docstring for the keys read)."""
-    return JudgeItem(question=_text(inputs, ("question", "query", "input")),
-                     answer=_text(outputs, ("answer", "response")), gold=_gold(expectations),
-                     contexts=_contexts(outputs))
+    return JudgeItem(
+        question=_text(inputs, ("question", "query", "input")),
+        answer=_text(outputs, ("answer", "response")),
+        gold=_gold(expectations),
+        contexts=_contexts(outputs),
+    )
 
 
 def as_scorer(judge: LLMJudge, client: LLMClient) -> Scorer:
     def evaluate(inputs: Any = None, outputs: Any = None, expectations: Any = None) -> Feedback:
         [res] = run_judges(client, [judge], [to_item(inputs, outputs, expectations)])[judge.name]
-        meta = {"prompt_version": judge.prompt_version, "calls": str(res.calls),
-                "higher_is_better": str(judge.higher_is_better).lower()}
+        meta = {
+            "prompt_version": judge.prompt_version,
+            "calls": str(res.calls),
+            "higher_is_better": str(judge.higher_is_better).lower(),
+        }
         if math.isnan(res.value):
             return Feedback(name=judge.name, error=res.reason or "no verdict", metadata=meta)
         return Feedback(name=judge.name, value=res.value, rationale=res.reason or None, metadata=meta)

@@ -92,4 +92,3 @@ class ChunkFile(Sequence[Chunk]):
         with open(self.folder / CHUNKS, encoding="utf-8") as f:
             for line in f:
                 yield Chunk(**json.loads(line))
-

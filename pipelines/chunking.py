@@ -44,8 +44,9 @@ def _cut_point(text: str, hi: int, limit: int, min_end: int) -> int:
     return limit
 
 
-def _char_ranges(text: str, lo: int, hi: int, chunk_size: int, chunk_overlap: int,
-                 token_end: Callable[[int], int] | None = None) -> list[tuple[int, int]]:
+def _char_ranges(
+    text: str, lo: int, hi: int, chunk_size: int, chunk_overlap: int, token_end: Callable[[int], int] | None = None
+) -> list[tuple[int, int]]:
     """The character chunker over ``text[lo:hi]``; ``token_end(start)`` caps a chunk's end (token-aware)."""
     ranges: list[tuple[int, int]] = []
     start = lo
@@ -77,8 +78,11 @@ def _check(chunk_size: int, chunk_overlap: int) -> None:
 CHUNKERS: Registry[Callable[[str, int, int, str], list[tuple[int, int]]]] = Registry("chunker")
 
 
-@CHUNKERS.register("chars", "up to chunk_size characters, ending on a paragraph, sentence or word boundary when "
-                   "one lies in the last half (default)")
+@CHUNKERS.register(
+    "chars",
+    "up to chunk_size characters, ending on a paragraph, sentence or word boundary when "
+    "one lies in the last half (default)",
+)
 def _chars(text: str, chunk_size: int, chunk_overlap: int, embedder: str) -> list[tuple[int, int]]:
     return _char_ranges(text, 0, len(text), chunk_size, chunk_overlap)
 
@@ -131,8 +135,11 @@ def _pack(text: str, units: list[tuple[int, int]], chunk_size: int, chunk_overla
     return ranges
 
 
-@CHUNKERS.register("sentence", "whole sentences packed up to chunk_size characters (a longer sentence is cut by "
-                   "characters); the overlap is whole sentences")
+@CHUNKERS.register(
+    "sentence",
+    "whole sentences packed up to chunk_size characters (a longer sentence is cut by "
+    "characters); the overlap is whole sentences",
+)
 def _sentence(text: str, chunk_size: int, chunk_overlap: int, embedder: str) -> list[tuple[int, int]]:
     return _pack(text, sentence_spans(text), chunk_size, chunk_overlap)
 
@@ -140,8 +147,11 @@ def _sentence(text: str, chunk_size: int, chunk_overlap: int, embedder: str) -> 
 _HEADING = re.compile(r"^#{1,6}[ \t]+\S", re.MULTILINE)
 
 
-@CHUNKERS.register("markdown", "Markdown sections: a chunk never spans a heading; each section is cut by the "
-                   "character chunker (a document without headings is one section)")
+@CHUNKERS.register(
+    "markdown",
+    "Markdown sections: a chunk never spans a heading; each section is cut by the "
+    "character chunker (a document without headings is one section)",
+)
 def _markdown(text: str, chunk_size: int, chunk_overlap: int, embedder: str) -> list[tuple[int, int]]:
     bounds = [m.start() for m in _HEADING.finditer(text) if m.start() > 0]
     out: list[tuple[int, int]] = []
@@ -173,8 +183,11 @@ def _tokenizer(embedder: str) -> tuple[Any, int]:
     return tok, max_len
 
 
-@CHUNKERS.register("token", "the character chunker, capped at the embedder's max sequence length in its own "
-                   "tokens, so no chunk is cut short when it is embedded")
+@CHUNKERS.register(
+    "token",
+    "the character chunker, capped at the embedder's max sequence length in its own "
+    "tokens, so no chunk is cut short when it is embedded",
+)
 def _token(text: str, chunk_size: int, chunk_overlap: int, embedder: str) -> list[tuple[int, int]]:
     tok, max_len = _tokenizer(embedder)
     ends = [end for _, end in tok.encode(text, add_special_tokens=False).offsets]
@@ -187,16 +200,18 @@ def _token(text: str, chunk_size: int, chunk_overlap: int, embedder: str) -> lis
     return _char_ranges(text, 0, len(text), chunk_size, chunk_overlap, token_end)
 
 
-def chunk_document(doc: Document, chunk_size: int, chunk_overlap: int, chunker: str = "chars",
-                   embedder: str = "default") -> list[tuple[int, int]]:
+def chunk_document(
+    doc: Document, chunk_size: int, chunk_overlap: int, chunker: str = "chars", embedder: str = "default"
+) -> list[tuple[int, int]]:
     """Character ranges ``(start, end)`` of at most ``chunk_size`` chars, overlapping by about ``chunk_overlap``,
     cut by ``chunker`` (:data:`CHUNKERS`; ``token`` reads ``embedder``'s tokenizer)."""
     _check(chunk_size, chunk_overlap)
     return CHUNKERS.get(chunker)(doc.text, chunk_size, chunk_overlap, embedder)
 
 
-def chunk_corpus(docs: Iterable[Document], chunk_size: int, chunk_overlap: int, chunker: str = "chars",
-                 embedder: str = "default") -> list[Chunk]:
+def chunk_corpus(
+    docs: Iterable[Document], chunk_size: int, chunk_overlap: int, chunker: str = "chars", embedder: str = "default"
+) -> list[Chunk]:
     chunks: list[Chunk] = []
     for doc in docs:
         for start, end in chunk_document(doc, chunk_size, chunk_overlap, chunker, embedder):

@@ -41,8 +41,11 @@ def as_retrieved(items: Sequence[T]) -> list[T]:
     return list(items)
 
 
-@ORDERS.register("ends", "best chunks at both ends of the context, the weakest in the middle (models read the "
-                 "middle of a long context least: Liu et al. 2023, 'Lost in the Middle')")
+@ORDERS.register(
+    "ends",
+    "best chunks at both ends of the context, the weakest in the middle (models read the "
+    "middle of a long context least: Liu et al. 2023, 'Lost in the Middle')",
+)
 def best_at_ends(items: Sequence[T]) -> list[T]:
     """Ranks 1, 3, 5, ... from the front, then ..., 4, 2 back to the end: ranks 1 and 2 are first and last."""
     return list(items[0::2]) + list(items[1::2])[::-1]

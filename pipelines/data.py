@@ -141,8 +141,10 @@ def _field(obj: dict[str, Any], key: str, kind: type, where: str, default: Any =
     value = obj[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         got = "null" if value is None else _JSON_NAMES.get(type(value), type(value).__name__)
-        raise DatasetError(f"{where}: field {key!r} must be {_JSON_NAMES.get(kind, kind.__name__)}, got {got} "
-                           f"({json.dumps(value)[:40]})")
+        raise DatasetError(
+            f"{where}: field {key!r} must be {_JSON_NAMES.get(kind, kind.__name__)}, got {got} "
+            f"({json.dumps(value)[:40]})"
+        )
     return value
 
 
@@ -188,8 +190,10 @@ def load_questions(path: Path, corpus: dict[str, Document]) -> list[Question]:
         if answerable and not answers:
             raise DatasetError(f"{where}: answerable question {qid!r} has no gold answers")
         if not answerable and answers:
-            raise DatasetError(f"{where}: question {qid!r} is marked unanswerable but has gold answers {answers[:3]}: "
-                               "remove the answers or set answerable to true")
+            raise DatasetError(
+                f"{where}: question {qid!r} is marked unanswerable but has gold answers {answers[:3]}: "
+                "remove the answers or set answerable to true"
+            )
         gold_doc_ids = _strings(obj, "gold_doc_ids", where)
         for doc_id in gold_doc_ids:
             if doc_id not in corpus:
@@ -197,9 +201,7 @@ def load_questions(path: Path, corpus: dict[str, Document]) -> list[Question]:
         spans = []
         for i, span in enumerate(_field(obj, "answer_spans", list, where, [])):
             spans.append(_check_span(span, corpus, f"{where}: answer_spans[{i}]"))
-        questions.append(
-            Question(qid, text, tuple(answers), answerable, tuple(gold_doc_ids), tuple(spans))
-        )
+        questions.append(Question(qid, text, tuple(answers), answerable, tuple(gold_doc_ids), tuple(spans)))
     if not questions:
         raise DatasetError(f"{path}: no questions")
     return questions
@@ -219,8 +221,7 @@ def _check_span(span: Any, corpus: dict[str, Document], where: str) -> AnswerSpa
     text = _field(span, "text", str, where, None)
     if text is not None and doc_text[start:end] != text:
         raise DatasetError(
-            f"{where}: span text {text!r} does not match {doc_id!r}[{start}:{end}] = "
-            f"{doc_text[start:end]!r}"
+            f"{where}: span text {text!r} does not match {doc_id!r}[{start}:{end}] = {doc_text[start:end]!r}"
         )
     return AnswerSpan(doc_id, start, end)
 

@@ -59,8 +59,9 @@ def check_model_folder(path: Path, what: str) -> Path:
         kind = "is a file, not a model folder" if path.is_file() else "no such folder"
         raise EmbedderError(f"{what}: {kind}: {path} (models are never downloaded: name a local model folder)")
     if not any((path / name).is_file() for name in ("modules.json", "config.json")):
-        raise EmbedderError(f"{what}: {path} is not a sentence-transformers model folder (it has neither "
-                            "modules.json nor config.json)")
+        raise EmbedderError(
+            f"{what}: {path} is not a sentence-transformers model folder (it has neither modules.json nor config.json)"
+        )
     return path.resolve()
 
 
@@ -78,8 +79,9 @@ def load_local_model(kind: Literal["SentenceTransformer", "CrossEncoder"], path:
 class Embedder:
     """Normalised float32 embeddings; cosine similarity = dot product."""
 
-    def __init__(self, spec: str = DEFAULT_EMBEDDER, batch_size: int = 64, backend: str = "torch",
-                 cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, spec: str = DEFAULT_EMBEDDER, batch_size: int = 64, backend: str = "torch", cache_dir: Path | None = None
+    ) -> None:
         if backend not in BACKENDS:
             raise EmbedderError(f"embedder backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         self.spec = spec
@@ -103,8 +105,9 @@ class Embedder:
         if self.backend != "torch" and self._onnx is None:
             from ragsweep.pipelines.embed_onnx import onnx_encoder
 
-            self._onnx = onnx_encoder(self.model, self.path, self.cache_dir, self.backend == "onnx-int8",
-                                      self.batch_size)
+            self._onnx = onnx_encoder(
+                self.model, self.path, self.cache_dir, self.backend == "onnx-int8", self.batch_size
+            )
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embed search texts (a model with query/passage prefixes gets its query prefix; these have none)."""

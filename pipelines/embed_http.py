@@ -38,8 +38,10 @@ class EmbeddingEndpoint:
     @property
     def vectors_key(self) -> str:
         """What the vectors depend on (not the URL, key or batching: the same model elsewhere gives the same)."""
-        blob = json.dumps({k: v for k, v in asdict(self).items()
-                           if k in ("model", "query_prefix", "passage_prefix", "input_type")}, sort_keys=True)
+        blob = json.dumps(
+            {k: v for k, v in asdict(self).items() if k in ("model", "query_prefix", "passage_prefix", "input_type")},
+            sort_keys=True,
+        )
         return f"endpoint:{self.model}:{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
 
 
@@ -73,7 +75,7 @@ class EndpointEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         step = self.batch_size
-        return np.concatenate([self._post(texts[i:i + step], kind) for i in range(0, len(texts), step)])
+        return np.concatenate([self._post(texts[i : i + step], kind) for i in range(0, len(texts), step)])
 
     def _post(self, texts: list[str], kind: str) -> np.ndarray:
         ep = self.endpoint
@@ -100,8 +102,13 @@ class EndpointEmbedder:
 AnyEmbedder = Embedder | EndpointEmbedder
 
 
-def make_embedder(name: str, endpoints: Mapping[str, EmbeddingEndpoint], batch_size: int = 64,
-                  backend: str = "torch", cache_dir: Path | None = None) -> AnyEmbedder:
+def make_embedder(
+    name: str,
+    endpoints: Mapping[str, EmbeddingEndpoint],
+    batch_size: int = 64,
+    backend: str = "torch",
+    cache_dir: Path | None = None,
+) -> AnyEmbedder:
     """The embedder ``name`` means: an endpoint of ``endpoints``, else ``default`` or a local model folder."""
     if name in endpoints:
         return EndpointEmbedder(name, endpoints[name])

@@ -58,8 +58,16 @@ def _export(model: Any, target: Path, int8: bool) -> None:
             return self.hf(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
     with torch.no_grad():
-        torch.onnx.export(_ByName(), tuple(sample[n] for n in names), str(tmp), input_names=names,
-                          output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            _ByName(),
+            tuple(sample[n] for n in names),
+            str(tmp),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -69,8 +77,9 @@ def _export(model: Any, target: Path, int8: bool) -> None:
         tmp.rename(target)
 
 
-def onnx_encoder(model: Any, model_dir: Path, cache_dir: Path, int8: bool,
-                 batch_size: int = 64) -> Callable[[list[str]], np.ndarray]:
+def onnx_encoder(
+    model: Any, model_dir: Path, cache_dir: Path, int8: bool, batch_size: int = 64
+) -> Callable[[list[str]], np.ndarray]:
     """An ONNX Runtime twin of the loaded sentence-transformers ``model`` (from ``model_dir``)."""
     import onnxruntime as ort
 
@@ -92,9 +101,10 @@ def onnx_encoder(model: Any, model_dir: Path, cache_dir: Path, int8: bool,
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths pad least
         out: np.ndarray | None = None
         for lo in range(0, len(texts), batch_size):
-            idx = order[lo:lo + batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len,
-                            return_tensors="np")
+            idx = order[lo : lo + batch_size]
+            enc = tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=max_len, return_tensors="np"
+            )
             hidden = session.run(None, {n: enc[n].astype(np.int64) for n in INPUTS if n in wanted})[0]
             if pooling == "cls":
                 vec = hidden[:, 0]

@@ -24,8 +24,9 @@ class _EmbedBatch:
     def __init__(self, spec: str, batch_size: int, backend: str, cache_dir: str | None) -> None:
         import ray
 
-        self.embedder = Embedder(spec, batch_size=batch_size, backend=backend,
-                                 cache_dir=Path(cache_dir) if cache_dir else None)
+        self.embedder = Embedder(
+            spec, batch_size=batch_size, backend=backend, cache_dir=Path(cache_dir) if cache_dir else None
+        )
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -72,8 +73,9 @@ WAIT_FOR_EMBEDDERS_S = 300  # an autoscaling cluster may have to add the node fi
 class RayEncoder:
     block = 32_768  # texts per call: each call starts an actor pool, so calls are few and large
 
-    def __init__(self, spec: str, batch_size: int, gpus: float = 0.0, backend: str = "torch",
-                 cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, spec: str, batch_size: int, gpus: float = 0.0, backend: str = "torch", cache_dir: Path | None = None
+    ) -> None:
         self.spec, self.batch_size, self.gpus, self.backend = spec, batch_size, gpus, backend
         self.cache_dir = str(cache_dir) if cache_dir else None
         self.nodes: set[str] = set()
@@ -101,14 +103,22 @@ class RayEncoder:
 
         ds = ray.data.from_items([{"i": i, "text": t} for i, t in enumerate(texts)])
         out = ds.map_batches(
-            _EmbedBatch, fn_constructor_kwargs={"spec": self.spec, "batch_size": self.batch_size,
-                                               "backend": self.backend, "cache_dir": self.cache_dir},
+            _EmbedBatch,
+            fn_constructor_kwargs={
+                "spec": self.spec,
+                "batch_size": self.batch_size,
+                "backend": self.backend,
+                "cache_dir": self.cache_dir,
+            },
             # A fixed pool of `workers` embedders (`concurrency=n` may autoscale between 1 and n, and one embedder
             # then did all the work of a small build)
-            batch_size=self.batch_size * 4, compute=ray.data.ActorPoolStrategy(size=len(nodes)), num_gpus=self.gpus,
+            batch_size=self.batch_size * 4,
+            compute=ray.data.ActorPoolStrategy(size=len(nodes)),
+            num_gpus=self.gpus,
             # No CPU reservation: the trial that builds holds its own slot and waits for this, and on a busy
             # machine a reservation would wait for a slot that only this build can free.
-            num_cpus=0, ray_remote_args_fn=_OnePerNode(nodes),
+            num_cpus=0,
+            ray_remote_args_fn=_OnePerNode(nodes),
         )
         vecs: np.ndarray | None = None
         for batch in out.iter_batches(batch_format="numpy", batch_size=None):

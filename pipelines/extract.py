@@ -139,8 +139,12 @@ def extract_html(path: Path) -> Extracted:
     for el in tree.xpath("//nav|//header|//footer|//aside|//script|//style|//noscript|//form|//template"):
         el.drop_tree()
     _unwrap(tree)
-    text = trafilatura.extract(lxml.html.tostring(tree, encoding="unicode"), include_comments=False,
-                               include_tables=True, favor_recall=True) or ""
+    text = (
+        trafilatura.extract(
+            lxml.html.tostring(tree, encoding="unicode"), include_comments=False, include_tables=True, favor_recall=True
+        )
+        or ""
+    )
     title = (meta.title if meta is not None and meta.title else "") or _first_line_title(text, path)
     return Extracted(title, _clean(text), decoded.encoding)
 

@@ -68,8 +68,10 @@ def check_apart(out: Path, flag: str, inputs: dict[str, Path | None], error: typ
             why = "holds"
         else:
             continue
-        raise error(f"{flag} {out}: {why} the input {name} {given}; ragsweep never writes where it reads: choose "
-                    f"a {flag} outside every input")
+        raise error(
+            f"{flag} {out}: {why} the input {name} {given}; ragsweep never writes where it reads: choose "
+            f"a {flag} outside every input"
+        )
 
 
 def write_text_atomic(out: Path, text: str) -> None:

@@ -112,38 +112,63 @@ class RagPipeline:
         t0, wall0 = time.perf_counter(), time.time()
         p = self.params
         texts, costs = TRANSFORMS.get(p.query_transform)(
-            state["questions"], self.llm, TransformSettings(seed=p.seed, multi_query_n=p.multi_query_n))
-        return {"search_texts": texts, "transform_costs": costs, "timings": {"transform_s": time.perf_counter() - t0},
-                "stages": {"transform": (wall0, time.time())}}
+            state["questions"], self.llm, TransformSettings(seed=p.seed, multi_query_n=p.multi_query_n)
+        )
+        return {
+            "search_texts": texts,
+            "transform_costs": costs,
+            "timings": {"transform_s": time.perf_counter() - t0},
+            "stages": {"transform": (wall0, time.time())},
+        }
 
     def _retrieve(self, state: RagState) -> RagState:
         t0, wall0 = time.perf_counter(), time.time()
         k = max(self.params.rerank_candidates, self.params.top_k) if self.reranker else self.params.top_k
         hits = self.retriever.retrieve(state["questions"], k, state.get("search_texts"))
-        return {"hits": hits, "candidates": hits, "timings": {"retrieve_s": time.perf_counter() - t0},
-                "stages": {"retrieve": (wall0, time.time())}}
+        return {
+            "hits": hits,
+            "candidates": hits,
+            "timings": {"retrieve_s": time.perf_counter() - t0},
+            "stages": {"retrieve": (wall0, time.time())},
+        }
 
     def _rerank(self, state: RagState) -> RagState:
         assert self.reranker is not None
         t0, wall0 = time.perf_counter(), time.time()
         pairs = zip(state["questions"], state["hits"], strict=True)
         hits = [self.reranker.rerank(q, h, self.params.top_k) for q, h in pairs]
-        return {"hits": hits, "timings": {"rerank_s": time.perf_counter() - t0},
-                "stages": {"rerank": (wall0, time.time())}}
+        return {
+            "hits": hits,
+            "timings": {"rerank_s": time.perf_counter() - t0},
+            "stages": {"rerank": (wall0, time.time())},
+        }
 
     def _generate(self, state: RagState) -> RagState:
         t0, wall0 = time.perf_counter(), time.time()
         order = ORDERS.get(self.params.context_order)
-        kept = [hits[:fit_budget([h.chunk.text for h in hits], self.params.context_budget)] for hits in state["hits"]]
-        messages = [self.prompt.render(q, [h.chunk.text for h in order(hits)])
-                    for q, hits in zip(state["questions"], kept, strict=True)]
+        kept = [hits[: fit_budget([h.chunk.text for h in hits], self.params.context_budget)] for hits in state["hits"]]
+        messages = [
+            self.prompt.render(q, [h.chunk.text for h in order(hits)])
+            for q, hits in zip(state["questions"], kept, strict=True)
+        ]
         wall1 = time.time()
-        requests = [ChatRequest(messages=m, temperature=self.params.temperature, max_tokens=self.params.max_tokens,
-                                seed=self.params.seed) for m in messages]
+        requests = [
+            ChatRequest(
+                messages=m,
+                temperature=self.params.temperature,
+                max_tokens=self.params.max_tokens,
+                seed=self.params.seed,
+            )
+            for m in messages
+        ]
         responses = self.llm.complete(requests)
-        return {"hits": kept, "responses": responses, "messages": messages,
-                "timings": {"generate_s": time.perf_counter() - t0},
-                "stages": {"prompt": (wall0, wall1), "generate": (wall1, time.time())}}
+        return {
+            "hits": kept,
+            "responses": responses,
+            "messages": messages,
+            "timings": {"generate_s": time.perf_counter() - t0},
+            "stages": {"prompt": (wall0, wall1), "generate": (wall1, time.time())},
+        }
 
     def answer(self, questions: Sequence[str]) -> tuple[list[Answer], dict[str, float]]:
         """Answer a batch; also return seconds spent per node for this batch."""
@@ -155,12 +180,23 @@ class RagPipeline:
         costs = out.get("transform_costs") or [TransformCost() for _ in questions]
         texts = out.get("search_texts") or [[q] for q in questions]
         answers = [
-            Answer(q, r.text.strip(), hits, r.prompt_tokens + c.prompt_tokens,
-                   r.completion_tokens + c.completion_tokens, r.latency_s + c.seconds + pre, candidates=cands,
-                   messages=m, response=r, stages=dict(out["stages"]), search_texts=list(st),
-                   llm_calls=1 + c.calls)
-            for q, hits, cands, m, r, c, st in zip(questions, out["hits"], out["candidates"], out["messages"],
-                                                   out["responses"], costs, texts, strict=True)
+            Answer(
+                q,
+                r.text.strip(),
+                hits,
+                r.prompt_tokens + c.prompt_tokens,
+                r.completion_tokens + c.completion_tokens,
+                r.latency_s + c.seconds + pre,
+                candidates=cands,
+                messages=m,
+                response=r,
+                stages=dict(out["stages"]),
+                search_texts=list(st),
+                llm_calls=1 + c.calls,
+            )
+            for q, hits, cands, m, r, c, st in zip(
+                questions, out["hits"], out["candidates"], out["messages"], out["responses"], costs, texts, strict=True
+            )
         ]
         return answers, dict(timings)
 

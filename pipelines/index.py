@@ -101,8 +101,9 @@ class IndexCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def get_or_build(self, spec: IndexSpec, corpus: dict[str, Document], embedder: TextEmbedder,
-                     encode: Encode | None = None) -> IndexArtifacts:
+    def get_or_build(
+        self, spec: IndexSpec, corpus: dict[str, Document], embedder: TextEmbedder, encode: Encode | None = None
+    ) -> IndexArtifacts:
         """The index for ``spec``, built first when missing; ``encode`` replaces ``embedder.encode`` (e.g. the
         Ray Data embedder of :mod:`.embed_ray`) and must give the same vectors."""
         folder = self.root / spec.key
@@ -113,16 +114,30 @@ class IndexCache:
                 n = build_index(spec, corpus, encode or embedder.encode, embedder.dim, folder)
                 built, seconds = True, time.perf_counter() - t0
                 with open(self.root / "builds.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"key": spec.key, **asdict(spec), "seconds": round(seconds, 3),
-                                        "chunks": n, "pid": os.getpid(), "time": time.time()}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "key": spec.key,
+                                **asdict(spec),
+                                "seconds": round(seconds, 3),
+                                "chunks": n,
+                                "pid": os.getpid(),
+                                "time": time.time(),
+                            }
+                        )
+                        + "\n"
+                    )
         return _read(folder, spec.key, built, seconds)
 
 
 def build_index(spec: IndexSpec, corpus: dict[str, Document], encode: Encode, dim: int, folder: Path) -> int:
     """Write the index for ``spec`` to ``folder`` (atomically: a temp sibling renamed); returns its chunk count."""
     # Only (doc, start, end) triples are held for the whole corpus; text is sliced a block at a time.
-    ranges = [(doc, s, e) for doc in corpus.values()
-              for s, e in chunk_document(doc, spec.chunk_size, spec.chunk_overlap, spec.chunker, spec.embedder)]
+    ranges = [
+        (doc, s, e)
+        for doc in corpus.values()
+        for s, e in chunk_document(doc, spec.chunk_size, spec.chunk_overlap, spec.chunker, spec.embedder)
+    ]
     n = len(ranges)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{spec.key}-"))
     try:
@@ -133,10 +148,11 @@ def build_index(spec: IndexSpec, corpus: dict[str, Document], encode: Encode, di
         step = int(getattr(encode, "block", BLOCK))
         with Progress(f"index {spec.key} (chunk_size {spec.chunk_size})", n, "chunks") as bar:
             for lo in range(0, n, step):
-                block = [Chunk(i, doc.id, s, e, doc.text[s:e])
-                         for i, (doc, s, e) in enumerate(ranges[lo:lo + step], lo)]
+                block = [
+                    Chunk(i, doc.id, s, e, doc.text[s:e]) for i, (doc, s, e) in enumerate(ranges[lo : lo + step], lo)
+                ]
                 texts = [c.text for c in block]
-                dense[lo:lo + len(block)] = encode(texts)
+                dense[lo : lo + len(block)] = encode(texts)
                 token_ids.extend(tok.tokenize(texts, update_vocab=True, return_as="ids", show_progress=False))
                 writer.write(block)
                 bar.update(len(block))
@@ -187,9 +203,15 @@ def _read(folder: Path, key: str, built: bool, seconds: float) -> IndexArtifacts
     else:
         sparse = {name: np.load(folder / f"sparse_{name}.npy", mmap_mode="r") for name in ("indptr", "indices", "data")}
     return IndexArtifacts(
-        key=key, folder=folder, chunks=ChunkFile(folder), dense=np.load(folder / "dense.npy", mmap_mode="r"),
-        sparse_indptr=sparse["indptr"], sparse_indices=sparse["indices"], sparse_data=sparse["data"],
-        built=built, build_seconds=seconds,
+        key=key,
+        folder=folder,
+        chunks=ChunkFile(folder),
+        dense=np.load(folder / "dense.npy", mmap_mode="r"),
+        sparse_indptr=sparse["indptr"],
+        sparse_indices=sparse["indices"],
+        sparse_data=sparse["data"],
+        built=built,
+        build_seconds=seconds,
     )
 
 
@@ -203,8 +225,9 @@ class IndexHandle:
     key: str
 
 
-def open_index(art: IndexArtifacts, url: str | None = None, store: str = "edge",
-               hnsw_ef: int | None = None) -> IndexHandle:
+def open_index(
+    art: IndexArtifacts, url: str | None = None, store: str = "edge", hnsw_ef: int | None = None
+) -> IndexHandle:
     """Open ``art`` in the named vector store (:data:`.stores.STORES`), or in the Qdrant server at ``url``;
     ``hnsw_ef`` makes Edge's dense search approximate (HNSW), else it is exact."""
     return IndexHandle(open_store(art, store, url, hnsw_ef), art.chunks, art.tokenizer(), art.key)

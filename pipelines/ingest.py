@@ -54,10 +54,16 @@ class Ingested:
     skipped: list[Skipped] = field(default_factory=list)
 
     def manifest(self) -> dict[str, Any]:
-        return {"source": self.source, "files_read": len({r["file"] for r in self.read}),
-                "documents": len(self.docs), "characters": sum(len(d["text"]) for d in self.docs),
-                "skipped_files": len(self.skipped), "libraries": libraries(),
-                "read": self.read, "skipped": [asdict(s) for s in self.skipped]}
+        return {
+            "source": self.source,
+            "files_read": len({r["file"] for r in self.read}),
+            "documents": len(self.docs),
+            "characters": sum(len(d["text"]) for d in self.docs),
+            "skipped_files": len(self.skipped),
+            "libraries": libraries(),
+            "read": self.read,
+            "skipped": [asdict(s) for s in self.skipped],
+        }
 
 
 def libraries() -> dict[str, str]:
@@ -104,8 +110,7 @@ def _jsonl_rows(path: Path, rel: str, out: Ingested) -> tuple[list[tuple[str, di
         if not isinstance(row, dict) or not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str):
             out.skipped.append(Skipped(f"{rel}:{n}", 'not a corpus row: needs string "id" and "text"'))
             continue
-        rows.append((f"{rel}:{n}", {"id": row["id"], "title": str(row.get("title") or row["id"]),
-                                    "text": row["text"]}))
+        rows.append((f"{rel}:{n}", {"id": row["id"], "title": str(row.get("title") or row["id"]), "text": row["text"]}))
     if not decoded.text.strip():
         out.skipped.append(Skipped(rel, "no text (an empty file)"))
     return rows, decoded.encoding
@@ -156,16 +161,30 @@ def ingest_folder(folder: Path, progress: Callable[[int, str], None] | None = No
                 out.skipped.append(Skipped(where, f"duplicate of {seen_text[digest]}"))
                 continue
             if doc["id"] in seen_ids:
-                raise DatasetError(f"{folder}: document id {doc['id']!r} is used twice, by {seen_ids[doc['id']]} and "
-                                   f"{where}, with different texts; ids must be unique across the corpus: rename one")
+                raise DatasetError(
+                    f"{folder}: document id {doc['id']!r} is used twice, by {seen_ids[doc['id']]} and "
+                    f"{where}, with different texts; ids must be unique across the corpus: rename one"
+                )
             seen_text[digest] = doc["id"]
             seen_ids[doc["id"]] = where
             out.docs.append(doc)
-            out.read.append({"path": where, "file": rel, "id": doc["id"], "kind": kind, "chars": len(doc["text"]),
-                             "encoding": encoding})
+            out.read.append(
+                {
+                    "path": where,
+                    "file": rel,
+                    "id": doc["id"],
+                    "kind": kind,
+                    "chars": len(doc["text"]),
+                    "encoding": encoding,
+                }
+            )
     for p in own:
-        out.skipped.append(Skipped(p.relative_to(folder).as_posix() + "/", "a dataset folder ragsweep ingest wrote "
-                                   "(an earlier output, not a source): not read"))
+        out.skipped.append(
+            Skipped(
+                p.relative_to(folder).as_posix() + "/",
+                "a dataset folder ragsweep ingest wrote (an earlier output, not a source): not read",
+            )
+        )
     return out
 
 
@@ -183,8 +202,9 @@ def write_dataset(ingested: Ingested, out: Path, *, overwrite: bool = False) -> 
         with open(tmp / CORPUS, "w", encoding="utf-8") as f:
             for doc in ingested.docs:
                 f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-        (tmp / MANIFEST).write_text(json.dumps(ingested.manifest(), indent=2, ensure_ascii=False) + "\n",
-                                    encoding="utf-8")
+        (tmp / MANIFEST).write_text(
+            json.dumps(ingested.manifest(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -217,8 +237,10 @@ def check_out(out: Path, overwrite: bool = False) -> None:
         if not overwrite:
             raise DatasetError(f"{out}: exists and is not empty (choose another --out, or pass --overwrite)")
         if not _written_by_ingest(out):
-            raise DatasetError(f"{out}: exists and is not a dataset folder ragsweep ingest wrote (no {MANIFEST} of "
-                               "its own); --overwrite replaces only those: choose another --out")
+            raise DatasetError(
+                f"{out}: exists and is not a dataset folder ragsweep ingest wrote (no {MANIFEST} of "
+                "its own); --overwrite replaces only those: choose another --out"
+            )
     parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
     if not os.access(parent, os.W_OK):
         raise DatasetError(f"{out}: cannot write in {parent}")
@@ -258,6 +280,8 @@ def cached_corpus(folder: Path, cache_root: Path, say: Callable[[str], None] = p
     ingested = ingest_folder(folder)
     write_dataset(ingested, target, overwrite=True)
     m = ingested.manifest()
-    say(f"corpus: {folder} parsed in {time.perf_counter() - t0:.1f} s: {m['documents']} documents, "
-        f"{m['characters']:,} characters, {m['skipped_files']} skipped (see {target / MANIFEST})")
+    say(
+        f"corpus: {folder} parsed in {time.perf_counter() - t0:.1f} s: {m['documents']} documents, "
+        f"{m['characters']:,} characters, {m['skipped_files']} skipped (see {target / MANIFEST})"
+    )
     return target / CORPUS

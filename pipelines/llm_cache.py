@@ -41,9 +41,16 @@ def cacheable(req: ChatRequest) -> bool:
 
 def request_key(model_fingerprint: str, req: ChatRequest) -> str:
     blob = json.dumps(
-        {"model": model_fingerprint, "messages": req.messages, "temperature": req.temperature,
-         "max_tokens": req.max_tokens, "seed": req.seed, "schema": req.json_schema},
-        sort_keys=True, ensure_ascii=False,
+        {
+            "model": model_fingerprint,
+            "messages": req.messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+            "seed": req.seed,
+            "schema": req.json_schema,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -65,8 +72,9 @@ class RequestCache:
     def get(self, key: str) -> ChatResponse | None:
         if key in self._private:
             r = self._private[key]
-            return ChatResponse(r.text, r.prompt_tokens, r.completion_tokens, r.latency_s, cached=True,
-                                started_at=time.time())
+            return ChatResponse(
+                r.text, r.prompt_tokens, r.completion_tokens, r.latency_s, cached=True, started_at=time.time()
+            )
         with self._lock:
             row = self._conn.execute(
                 "SELECT text, prompt_tokens, completion_tokens, latency_s FROM responses WHERE key = ?", (key,)

@@ -39,8 +39,9 @@ class Progress:
         if _enabled() and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, unit=f" {self.unit}", desc=self.label, dynamic_ncols=True,
-                             smoothing=0.1, leave=True)
+            self._bar = tqdm(
+                total=self.total, unit=f" {self.unit}", desc=self.label, dynamic_ncols=True, smoothing=0.1, leave=True
+            )
         return self
 
     def update(self, n: int) -> None:

@@ -58,8 +58,10 @@ def _check_slots(path: Path, name: str, user: str) -> None:
         raise PromptError(f"{path}: template {name!r}: user text has an unpaired brace ({e}); {literal}") from None
     other = sorted({f for f in fields if f not in ("question", "context")})
     if other:
-        raise PromptError(f"{path}: template {name!r}: user text has placeholder(s) {', '.join(other)}; only "
-                          f"{{question}} and {{context}} are filled; {literal}")
+        raise PromptError(
+            f"{path}: template {name!r}: user text has placeholder(s) {', '.join(other)}; only "
+            f"{{question}} and {{context}} are filled; {literal}"
+        )
     for slot in ("question", "context"):
         if slot not in fields:
             raise PromptError(f"{path}: template {name!r}: user text lacks {{{slot}}}")
@@ -71,8 +73,9 @@ def _load_file(path: Path) -> dict[str, PromptTemplate]:
         data = load_yaml(text)
     except yaml.YAMLError as e:
         line = yaml_error_line(e)
-        raise PromptError(f"{path}: {f'line {line}: ' if line else ''}invalid YAML: "
-                          f"{getattr(e, 'problem', None) or e}") from None
+        raise PromptError(
+            f"{path}: {f'line {line}: ' if line else ''}invalid YAML: {getattr(e, 'problem', None) or e}"
+        ) from None
     if not isinstance(data, dict):
         raise PromptError(f"{path}: expected a mapping of template name -> {{system, user}}")
     out = {}

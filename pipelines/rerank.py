@@ -30,5 +30,9 @@ class CrossEncoderReranker:
 # A reranker's target is its class, built from pipeline.reranker_model (None: keep the retriever's order).
 RERANKERS: Registry[type[CrossEncoderReranker] | None] = Registry("reranker")
 RERANKERS.add("none", "keep the retriever's top_k as they are", None, needs_model=False)
-RERANKERS.add("cross_encoder", "retrieve rerank_candidates chunks, keep the top_k a local cross-encoder scores best "
-              "(pipeline.reranker_model)", CrossEncoderReranker, needs_model=True)
+RERANKERS.add(
+    "cross_encoder",
+    "retrieve rerank_candidates chunks, keep the top_k a local cross-encoder scores best (pipeline.reranker_model)",
+    CrossEncoderReranker,
+    needs_model=True,
+)

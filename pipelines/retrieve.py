@@ -39,11 +39,12 @@ def _bm25(dense: Dense, sparse: Sparse, k: int) -> list[Leg]:
     return _legs(Leg(SPARSE, sparse, k) if sparse is not None else None)
 
 
-@RETRIEVERS.register("hybrid", "dense and BM25 candidates (2k each) fused by reciprocal rank", dense=True,
-                     sparse=True)
+@RETRIEVERS.register("hybrid", "dense and BM25 candidates (2k each) fused by reciprocal rank", dense=True, sparse=True)
 def _hybrid(dense: Dense, sparse: Sparse, k: int) -> list[Leg]:
-    return _legs(Leg(DENSE, dense, 2 * k) if dense is not None else None,
-                 Leg(SPARSE, sparse, 2 * k) if sparse is not None else None)
+    return _legs(
+        Leg(DENSE, dense, 2 * k) if dense is not None else None,
+        Leg(SPARSE, sparse, 2 * k) if sparse is not None else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ class Retriever:
         unique = sorted(set(ids))  # unique indices; BM25 counts each query term once
         return SparseVec(unique, [1.0] * len(unique))
 
-    def retrieve(self, questions: Sequence[str], k: int,
-                 search_texts: Sequence[Sequence[str]] | None = None) -> list[list[Hit]]:
+    def retrieve(
+        self, questions: Sequence[str], k: int, search_texts: Sequence[Sequence[str]] | None = None
+    ) -> list[list[Hit]]:
         """``search_texts[i]``: what to search with for question i (default: the question itself)."""
         if not questions:
             return []
@@ -93,9 +95,14 @@ class Retriever:
         legs = [[leg for _ in ts for leg in next(per_text)] for ts in texts]
         asked = [i for i, ls in enumerate(legs) if ls]  # a question with no leg has no hits
         fuse = self.fusion
-        answers = self.index.store.query_batch([
-            StoreQuery(tuple(Leg(leg.using, leg.vector, leg.limit, fuse.weight(leg)) for leg in legs[i]), k, fuse.rrf_k)
-            for i in asked])
+        answers = self.index.store.query_batch(
+            [
+                StoreQuery(
+                    tuple(Leg(leg.using, leg.vector, leg.limit, fuse.weight(leg)) for leg in legs[i]), k, fuse.rrf_k
+                )
+                for i in asked
+            ]
+        )
         out: list[list[Hit]] = [[] for _ in questions]
         chunks = self.index.chunks
         for i, hits in zip(asked, answers, strict=True):

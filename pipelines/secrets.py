@@ -31,8 +31,13 @@ PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),  # AWS access key id
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), MASK),  # JWT
     (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{MASK}"),
-    (re.compile(r"(?i)(\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)[\"']?"
-                r"\s*[:=]\s*[\"']?)[^\s\"',;}&]+"), rf"\1{MASK}"),
+    (
+        re.compile(
+            r"(?i)(\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)[\"']?"
+            r"\s*[:=]\s*[\"']?)[^\s\"',;}&]+"
+        ),
+        rf"\1{MASK}",
+    ),
     (re.compile(r"(://[^/\s:@]+):[^/\s@]+@"), rf"\1:{MASK}@"),  # scheme://user:password@host
 )
 

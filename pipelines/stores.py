@@ -122,10 +122,18 @@ def fused_batch(queries: Sequence[StoreQuery], nearest: Callable[[list[tuple[Leg
 
 # A store's target opens one built index: (artifacts, hnsw_ef: None = exact dense search) -> VectorStore.
 STORES: Registry[Callable[[BuiltIndex, int | None], VectorStore]] = Registry("vector store")
-STORES.add("edge", "Qdrant Edge: the Qdrant engine in-process over a shard on disk, built once per index and "
-           "opened memory-mapped by every trial (default)", "ragsweep.pipelines.stores:open_edge")
-STORES.add("qdrant-memory", "qdrant-client local mode: pure Python, every trial re-inserts the index (reference "
-           "for tests and benchmarks; slow above 20,000 chunks)", "ragsweep.pipelines.stores:open_qdrant_memory")
+STORES.add(
+    "edge",
+    "Qdrant Edge: the Qdrant engine in-process over a shard on disk, built once per index and "
+    "opened memory-mapped by every trial (default)",
+    "ragsweep.pipelines.stores:open_edge",
+)
+STORES.add(
+    "qdrant-memory",
+    "qdrant-client local mode: pure Python, every trial re-inserts the index (reference "
+    "for tests and benchmarks; slow above 20,000 chunks)",
+    "ragsweep.pipelines.stores:open_qdrant_memory",
+)
 
 
 def csr_rows(art: BuiltIndex, lo: int, hi: int) -> list[SparseVec | None]:
@@ -145,12 +153,14 @@ class EdgeStore:
     @staticmethod
     def _query(leg: Leg) -> qe.Query:
         vec = leg.vector
-        return qe.Query.Nearest(qe.SparseVector(vec.indices, vec.values) if isinstance(vec, SparseVec) else vec,
-                                using=leg.using)
+        return qe.Query.Nearest(
+            qe.SparseVector(vec.indices, vec.values) if isinstance(vec, SparseVec) else vec, using=leg.using
+        )
 
     def _nearest(self, searches: list[tuple[Leg, int]]) -> list[Hits]:
-        batch = qe.QueryBatchRequest([qe.QueryRequest(limit=limit, query=self._query(leg), params=self.params)
-                                      for leg, limit in searches])
+        batch = qe.QueryBatchRequest(
+            [qe.QueryRequest(limit=limit, query=self._query(leg), params=self.params) for leg, limit in searches]
+        )
         return [[(int(p.id), float(p.score)) for p in r] for r in self.shard.query_batch(batch)]
 
     def query_batch(self, queries: Sequence[StoreQuery]) -> list[Hits]:
@@ -164,12 +174,16 @@ def write_edge_shard(art: BuiltIndex, target: Path, hnsw: bool = False, batch_si
     try:
         config = qe.EdgeConfig(
             # Cached = memory-mapped through the page cache: trials on one machine share one copy.
-            vectors={DENSE: qe.EdgeVectorParams(size=int(art.dense.shape[1]), distance=qe.Distance.Cosine,
-                                                memory=qe.Memory.Cached)},
+            vectors={
+                DENSE: qe.EdgeVectorParams(
+                    size=int(art.dense.shape[1]), distance=qe.Distance.Cosine, memory=qe.Memory.Cached
+                )
+            },
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(memory=qe.Memory.Cached)},
             wal_enabled=False,  # written once, then only read: no WAL lets many processes open it at once
-            hnsw_config=qe.HnswIndexConfig(m=HNSW_M if hnsw else 0, ef_construct=HNSW_EF_CONSTRUCT,
-                                           full_scan_threshold=10_000),
+            hnsw_config=qe.HnswIndexConfig(
+                m=HNSW_M if hnsw else 0, ef_construct=HNSW_EF_CONSTRUCT, full_scan_threshold=10_000
+            ),
         )
         shard = qe.EdgeShard.create(str(tmp / EDGE_FOLDER), config)
         n = len(art.chunks)
@@ -180,7 +194,8 @@ def write_edge_shard(art: BuiltIndex, target: Path, hnsw: bool = False, batch_si
                 points = []
                 for i, sparse in zip(range(lo, hi), csr_rows(art, lo, hi), strict=True):
                     vector: dict[str, list[float] | qe.SparseVector | list[list[float]]] = {
-                        DENSE: np.asarray(art.dense[i]).tolist()}
+                        DENSE: np.asarray(art.dense[i]).tolist()
+                    }
                     if sparse is not None:
                         vector[SPARSE] = qe.SparseVector(sparse.indices, sparse.values)
                     points.append(qe.Point(i, vector))
@@ -264,8 +279,7 @@ def open_qdrant(art: BuiltIndex, url: str | None, batch_size: int = 256) -> Qdra
     return QdrantStore(client, name)
 
 
-def open_store(art: BuiltIndex, store: str = "edge", url: str | None = None,
-               hnsw_ef: int | None = None) -> VectorStore:
+def open_store(art: BuiltIndex, store: str = "edge", url: str | None = None, hnsw_ef: int | None = None) -> VectorStore:
     """``url`` (a Qdrant server) wins over ``store``: a cluster's trials share the server's collection."""
     if url:
         return open_qdrant(art, url)

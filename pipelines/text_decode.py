@@ -34,8 +34,10 @@ class Decoded:
 
 
 BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
-    (codecs.BOM_UTF32_LE, "utf-32-le", "utf-32"), (codecs.BOM_UTF32_BE, "utf-32-be", "utf-32"),
-    (codecs.BOM_UTF8, "utf-8", "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16-le", "utf-16"),
+    (codecs.BOM_UTF32_LE, "utf-32-le", "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "utf-32"),
+    (codecs.BOM_UTF8, "utf-8", "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16-be", "utf-16"),
 )
 TIE_ORDER = ("cp1252", "latin_1", "iso8859_15")  # the commonest legacy files: Windows "ANSI" in the West
@@ -47,7 +49,7 @@ def decode_text(raw: bytes) -> Decoded:
     """``raw`` as text (see the module docstring for the rule), else :class:`NotText`."""
     for bom, codec, name in BOMS:
         if raw.startswith(bom):
-            return _checked(_strict(raw[len(bom):], codec, name), name)
+            return _checked(_strict(raw[len(bom) :], codec, name), name)
     if b"\x00" in raw:  # (NUL is valid UTF-8, so UTF-16 of ASCII text would pass as UTF-8 with NULs)
         wide = _wide_unicode(raw)
         if wide is None:
@@ -60,8 +62,10 @@ def decode_text(raw: bytes) -> Decoded:
     if _UTF8_MULTIBYTE.search(raw):
         line = raw.count(b"\n", 0, utf8_error.start) + 1
         col = utf8_error.start - (raw.rfind(b"\n", 0, utf8_error.start) + 1)
-        raise NotText(f"broken UTF-8 at line {line}, byte {col} of the line ({utf8_error.reason}); the rest of the "
-                      "file is UTF-8: fix or re-save that line")
+        raise NotText(
+            f"broken UTF-8 at line {line}, byte {col} of the line ({utf8_error.reason}); the rest of the "
+            "file is UTF-8: fix or re-save that line"
+        )
     return _legacy(raw)
 
 
@@ -79,7 +83,7 @@ def _wide_unicode(raw: bytes) -> str | None:
         return None
     n = len(sample)
     if len(sample) % 4 == 0:
-        quads = [sample[i:i + 4] for i in range(0, n, 4)]
+        quads = [sample[i : i + 4] for i in range(0, n, 4)]
         if sum(q[1:] == b"\0\0\0" for q in quads) > 0.6 * len(quads):
             return "utf-32-le"
         if sum(q[:3] == b"\0\0\0" for q in quads) > 0.6 * len(quads):

@@ -41,37 +41,54 @@ SearchTexts = list[list[str]]
 Transform = Callable[[Sequence[str], ChatClient, TransformSettings], tuple[SearchTexts, list[TransformCost]]]
 TRANSFORMS: Registry[Transform] = Registry("query transformation")
 
-_HYDE = ("You write short encyclopedia passages.",
-         "Write one short passage (two or three sentences) that answers the question.\n"
-         "Question: {question}\nPassage:")
-_MULTI = ("You rephrase search queries.",
-          "Write {n} different rephrasings of the question below, one per line, without numbering or any other "
-          "text.\nQuestion: {question}")
-_REWRITE = ("You turn questions into search queries.",
-            "Rewrite the question as one clear, self-contained search query. Reply with the query only.\n"
-            "Question: {question}")
+_HYDE = (
+    "You write short encyclopedia passages.",
+    "Write one short passage (two or three sentences) that answers the question.\nQuestion: {question}\nPassage:",
+)
+_MULTI = (
+    "You rephrase search queries.",
+    "Write {n} different rephrasings of the question below, one per line, without numbering or any other "
+    "text.\nQuestion: {question}",
+)
+_REWRITE = (
+    "You turn questions into search queries.",
+    "Rewrite the question as one clear, self-contained search query. Reply with the query only.\nQuestion: {question}",
+)
 
 
-def _ask(questions: Sequence[str], llm: ChatClient, settings: TransformSettings, prompt: tuple[str, str],
-         **fields: object) -> tuple[list[str], list[TransformCost]]:
+def _ask(
+    questions: Sequence[str], llm: ChatClient, settings: TransformSettings, prompt: tuple[str, str], **fields: object
+) -> tuple[list[str], list[TransformCost]]:
     system, user = prompt
-    requests = [ChatRequest(messages=(("system", system), ("user", user.format(question=q, **fields))),
-                            temperature=0.0, max_tokens=settings.max_tokens, seed=settings.seed) for q in questions]
+    requests = [
+        ChatRequest(
+            messages=(("system", system), ("user", user.format(question=q, **fields))),
+            temperature=0.0,
+            max_tokens=settings.max_tokens,
+            seed=settings.seed,
+        )
+        for q in questions
+    ]
     responses: list[ChatResponse] = llm.complete(requests)
-    return ([r.text.strip() for r in responses],
-            [TransformCost(1, r.prompt_tokens, r.completion_tokens, r.latency_s) for r in responses])
+    return (
+        [r.text.strip() for r in responses],
+        [TransformCost(1, r.prompt_tokens, r.completion_tokens, r.latency_s) for r in responses],
+    )
 
 
 @TRANSFORMS.register("none", "search with the question as asked (no LLM call)", llm_calls=0)
-def _none(questions: Sequence[str], llm: ChatClient, settings: TransformSettings
-          ) -> tuple[SearchTexts, list[TransformCost]]:
+def _none(
+    questions: Sequence[str], llm: ChatClient, settings: TransformSettings
+) -> tuple[SearchTexts, list[TransformCost]]:
     return [[q] for q in questions], [TransformCost() for _ in questions]
 
 
-@TRANSFORMS.register("hyde", "search with the question and a hypothetical answer passage the generator writes "
-                     "(HyDE), fused", llm_calls=1)
-def _hyde(questions: Sequence[str], llm: ChatClient, settings: TransformSettings
-          ) -> tuple[SearchTexts, list[TransformCost]]:
+@TRANSFORMS.register(
+    "hyde", "search with the question and a hypothetical answer passage the generator writes (HyDE), fused", llm_calls=1
+)
+def _hyde(
+    questions: Sequence[str], llm: ChatClient, settings: TransformSettings
+) -> tuple[SearchTexts, list[TransformCost]]:
     passages, cost = _ask(questions, llm, settings, _HYDE)
     return [[q, p] if p else [q] for q, p in zip(questions, passages, strict=True)], cost
 
@@ -93,18 +110,22 @@ def paraphrases(reply: str, question: str, n: int) -> list[str]:
     return out
 
 
-@TRANSFORMS.register("multi_query", "search with the question and up to pipeline.multi_query_n paraphrases "
-                     "(one LLM call), all fused", llm_calls=1)
-def _multi_query(questions: Sequence[str], llm: ChatClient, settings: TransformSettings
-                 ) -> tuple[SearchTexts, list[TransformCost]]:
+@TRANSFORMS.register(
+    "multi_query",
+    "search with the question and up to pipeline.multi_query_n paraphrases (one LLM call), all fused",
+    llm_calls=1,
+)
+def _multi_query(
+    questions: Sequence[str], llm: ChatClient, settings: TransformSettings
+) -> tuple[SearchTexts, list[TransformCost]]:
     replies, cost = _ask(questions, llm, settings, _MULTI, n=settings.multi_query_n)
     return [[q, *paraphrases(r, q, settings.multi_query_n)] for q, r in zip(questions, replies, strict=True)], cost
 
 
-@TRANSFORMS.register("rewrite", "search with one clarified query the generator rewrites the question into",
-                     llm_calls=1)
-def _rewrite(questions: Sequence[str], llm: ChatClient, settings: TransformSettings
-             ) -> tuple[SearchTexts, list[TransformCost]]:
+@TRANSFORMS.register("rewrite", "search with one clarified query the generator rewrites the question into", llm_calls=1)
+def _rewrite(
+    questions: Sequence[str], llm: ChatClient, settings: TransformSettings
+) -> tuple[SearchTexts, list[TransformCost]]:
     replies, cost = _ask(questions, llm, settings, _REWRITE)
     firsts = [next((line.strip().strip('"') for line in r.splitlines() if line.strip()), "") for r in replies]
     return [[f or q] for q, f in zip(questions, firsts, strict=True)], cost

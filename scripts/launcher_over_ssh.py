@@ -84,8 +84,10 @@ def start_sshd(work: Path) -> subprocess.Popen[bytes]:
     host_key = work / "ssh_host_ed25519_key"
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
     conf = work / "sshd_config"
-    conf.write_text(f"Port 22\nListenAddress 127.0.0.1\nHostKey {host_key}\nPasswordAuthentication no\n"
-                    f"PubkeyAuthentication yes\nAllowUsers {USER}\nUsePAM no\nPidFile {work}/sshd.pid\n")
+    conf.write_text(
+        f"Port 22\nListenAddress 127.0.0.1\nHostKey {host_key}\nPasswordAuthentication no\n"
+        f"PubkeyAuthentication yes\nAllowUsers {USER}\nUsePAM no\nPidFile {work}/sshd.pid\n"
+    )
     Path("/run/sshd").mkdir(exist_ok=True)
     proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-f", str(conf), "-E", str(work / "sshd.log")])
     time.sleep(1)
@@ -99,8 +101,13 @@ def cluster_config(work: Path, project: Path) -> Path:
     cfg = yaml.safe_load((REPO / "cluster.yaml").read_text())
     cfg["provider"] = {"type": "local", "head_ip": "127.0.0.1", "worker_ips": []}
     cfg["auth"] = {"ssh_user": USER, "ssh_private_key": str(work / "id_ed25519")}
-    for key in ("available_node_types", "head_node_type", "max_workers", "upscaling_speed",
-                "idle_timeout_minutes"):  # cloud-only fields: Ray refuses them for on-premise clusters
+    for key in (
+        "available_node_types",
+        "head_node_type",
+        "max_workers",
+        "upscaling_speed",
+        "idle_timeout_minutes",
+    ):  # cloud-only fields: Ray refuses them for on-premise clusters
         cfg.pop(key, None)
     cfg["file_mounts"] = {"~/ragsweep": str(project)}
     cfg["setup_commands"] = [c for c in cfg["setup_commands"] if "pip install" not in c]
@@ -128,8 +135,13 @@ def main() -> int:
     home = user_home(work)
     sshd = start_sshd(work)
     project = work / "project"  # what file_mounts copies: this checkout, with a CPU experiment as configs/gpu.yaml
-    shutil.copytree(REPO, project, ignore=shutil.ignore_patterns(".venv*", ".git", "ragsweep-runs", "__pycache__",
-                                                                   ".mypy_cache", ".ruff_cache", ".typecheck"))
+    shutil.copytree(
+        REPO,
+        project,
+        ignore=shutil.ignore_patterns(
+            ".venv*", ".git", "ragsweep-runs", "__pycache__", ".mypy_cache", ".ruff_cache", ".typecheck"
+        ),
+    )
     (project / "configs" / "gpu.yaml").write_text(TINY)
     config = cluster_config(work, project)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -145,8 +157,12 @@ def main() -> int:
             if out.returncode != 0:
                 sys.exit(f"`{name}` failed ({out.returncode})")
         text = out.stdout + out.stderr
-        for expected in ("(from RAGSWEEP_CONFIG", "MLflow tracking URI from MLFLOW_TRACKING_URI",
-                         "joined Ray cluster auto (RAGSWEEP_RAY_ADDRESS)", "champion"):
+        for expected in (
+            "(from RAGSWEEP_CONFIG",
+            "MLflow tracking URI from MLFLOW_TRACKING_URI",
+            "joined Ray cluster auto (RAGSWEEP_RAY_ADDRESS)",
+            "champion",
+        ):
             if expected not in text:
                 sys.exit(f"`ray submit` output lacks {expected!r}")
     finally:
@@ -157,8 +173,11 @@ def main() -> int:
         remove_user()
         for p, mode in saved_modes.items():
             os.chmod(p, mode)
-    step("times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
-         + f", total {time.monotonic() - t0:.0f} s (home: {home})")
+    step(
+        "times: "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+        + f", total {time.monotonic() - t0:.0f} s (home: {home})"
+    )
     return 0
 
 

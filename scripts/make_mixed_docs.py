@@ -13,8 +13,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 ROOT = REPO / "data" / "mixed_docs"
 OUT = ROOT / "docs"  # the folder to ingest; README.md (attribution) stays outside it
-DOCS = {json.loads(line)["id"]: json.loads(line) for line in
-        (REPO / "data" / "xquad_en" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+DOCS = {
+    json.loads(line)["id"]: json.loads(line)
+    for line in (REPO / "data" / "xquad_en" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+}
 
 
 def paragraphs(doc_id: str) -> list[str]:
@@ -30,21 +32,24 @@ def markdown(doc_id: str, path: str) -> None:
 def html(doc_id: str, path: str) -> None:
     d = DOCS[doc_id]
     paras = "\n".join(f"    <p>{p}</p>" for p in paragraphs(doc_id))
-    (OUT / path).write_text(f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{d['title']}</title>
+    (OUT / path).write_text(
+        f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{d["title"]}</title>
 <style>body {{ font-family: serif; }} nav a {{ margin: 1em; }}</style>
 <script>window.analytics = {{track: function () {{ return "tracking pixel"; }}}};</script>
 </head><body>
 <nav><a href="/">Home</a> <a href="/about">About this site</a> <a href="/contact">Contact us</a></nav>
 <header><p>Site header: Encyclopedia mirror</p></header>
 <main><article>
-    <h1>{d['title']}</h1>
+    <h1>{d["title"]}</h1>
 {paras}
 </article></main>
 <footer><p>Copyright notice and cookie banner. Accept all cookies?</p></footer>
 <script>document.write("ad slot");</script>
 </body></html>
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
 
 
 def text(doc_id: str, path: str, encoding: str) -> None:
@@ -84,7 +89,8 @@ def main() -> None:
             d = DOCS[doc_id]
             f.write(json.dumps({"id": d["id"], "title": d["title"], "text": d["text"]}) + "\n")
     (OUT / "web" / "oxygen_copy.html").write_bytes((OUT / "web" / "oxygen.html").read_bytes())  # a duplicate
-    (ROOT / "README.md").write_text("""# mixed_docs (sample folder for `ragsweep ingest`)
+    (ROOT / "README.md").write_text(
+        """# mixed_docs (sample folder for `ragsweep ingest`)
 
 `docs/` holds nine Wikipedia articles in ten files from the bundled xquad_en corpus (`../xquad_en`), written as
 the kinds of files a team has: Markdown (`guides/`), HTML pages with navigation, styles and scripts (`web/`, one of them
@@ -95,7 +101,9 @@ twice), plain text in UTF-8 and Latin-1, a PDF, and a JSONL file in ragsweep's c
 
 License: CC BY-SA 4.0, as the source (`../xquad_en/LICENSE.txt`). The text is Wikipedia's, via SQuAD v1.1 and
 XQuAD (Artetxe, Ruder & Yogatama, ACL 2020; Rajpurkar et al., EMNLP 2016). Nobody on this project wrote it.
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
 
 
 if __name__ == "__main__":

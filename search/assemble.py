@@ -22,25 +22,40 @@ from ragsweep.search.space import INACTIVE_DEFAULTS, TrialParams
 
 def trial_embedder(params: TrialParams, settings: PipelineSettings, cache_root: Path | None = None) -> AnyEmbedder:
     """The trial's embedder (not loaded): its ``embedder`` param, else the search's ``pipeline.embedder``."""
-    return make_embedder(params.embedder or settings.embedder, settings.endpoints(), settings.embed_batch_size,
-                         settings.embed_backend, cache_root / "onnx" if cache_root else None)
+    return make_embedder(
+        params.embedder or settings.embedder,
+        settings.endpoints(),
+        settings.embed_batch_size,
+        settings.embed_backend,
+        cache_root / "onnx" if cache_root else None,
+    )
 
 
 def index_spec(params: TrialParams, settings: PipelineSettings, corpus_digest: str) -> IndexSpec:
-    return IndexSpec(corpus_digest, params.chunk_size, params.chunk_overlap,
-                     index_embedder_key(trial_embedder(params, settings)), params.chunker)
+    return IndexSpec(
+        corpus_digest,
+        params.chunk_size,
+        params.chunk_overlap,
+        index_embedder_key(trial_embedder(params, settings)),
+        params.chunker,
+    )
 
 
 def prompt_for(params: TrialParams, settings: PipelineSettings) -> PromptTemplate:
     return load_templates(settings.prompts_file)[params.prompt]
 
 
-def pipeline_spec(params: TrialParams, settings: PipelineSettings, generator: ModelEndpoint, seed: int,
-                  prompt: PromptTemplate) -> dict[str, Any]:
+def pipeline_spec(
+    params: TrialParams, settings: PipelineSettings, generator: ModelEndpoint, seed: int, prompt: PromptTemplate
+) -> dict[str, Any]:
     """Everything needed to rebuild a trial's pipeline (its config.json, and the champion's config)."""
-    return {"params": params.model_dump(), "pipeline": settings.model_dump(mode="json"),
-            "generator": loggable(generator), "seed": seed,
-            "prompt": {"name": prompt.name, "version": prompt.version, "system": prompt.system, "user": prompt.user}}
+    return {
+        "params": params.model_dump(),
+        "pipeline": settings.model_dump(mode="json"),
+        "generator": loggable(generator),
+        "seed": seed,
+        "prompt": {"name": prompt.name, "version": prompt.version, "system": prompt.system, "user": prompt.user},
+    }
 
 
 @dataclass
@@ -62,8 +77,14 @@ class RetrievalParts:
     timings: dict[str, float]  # seconds: embedder_load_s, index_s (build or read), qdrant_load_s (open in the store)
 
 
-def open_retrieval(params: TrialParams, settings: PipelineSettings, corpus: dict[str, Document], corpus_digest: str,
-                   cache: IndexCache, index: IndexArtifacts | None = None) -> RetrievalParts:
+def open_retrieval(
+    params: TrialParams,
+    settings: PipelineSettings,
+    corpus: dict[str, Document],
+    corpus_digest: str,
+    cache: IndexCache,
+    index: IndexArtifacts | None = None,
+) -> RetrievalParts:
     """The embedder (loaded now, once per process, so its cost is not hidden in the first query), the index (from
     the cache, or ``index`` when the caller has it built) opened in the vector store, and the reranker."""
     t0 = time.perf_counter()
@@ -77,8 +98,9 @@ def open_retrieval(params: TrialParams, settings: PipelineSettings, corpus: dict
     if settings.index_build == "ray" and isinstance(embedder, Embedder):  # an endpoint is already shared
         from ragsweep.pipelines.embed_ray import RayEncoder
 
-        encode = RayEncoder(embedder.spec, settings.embed_batch_size, settings.index_gpus,
-                            settings.embed_backend, cache.root / "onnx")
+        encode = RayEncoder(
+            embedder.spec, settings.embed_batch_size, settings.index_gpus, settings.embed_backend, cache.root / "onnx"
+        )
     art = index if index is not None else cache.get_or_build(spec, corpus, embedder, encode)
     t2 = time.perf_counter()
     handle = open_index(art, url=settings.qdrant_url, store=settings.vector_store, hnsw_ef=settings.hnsw_ef)
@@ -93,8 +115,10 @@ def open_retrieval(params: TrialParams, settings: PipelineSettings, corpus: dict
 
 def make_retriever(parts: RetrievalParts, params: TrialParams, embedder: Any = None) -> Retriever:
     """The configuration's retriever and fusion over ``parts`` (``embedder`` replaces the parts' own)."""
-    fusion = Fusion(INACTIVE_DEFAULTS["hybrid_weight"] if params.hybrid_weight is None else params.hybrid_weight,
-                    INACTIVE_DEFAULTS["rrf_k"] if params.rrf_k is None else params.rrf_k)
+    fusion = Fusion(
+        INACTIVE_DEFAULTS["hybrid_weight"] if params.hybrid_weight is None else params.hybrid_weight,
+        INACTIVE_DEFAULTS["rrf_k"] if params.rrf_k is None else params.rrf_k,
+    )
     return Retriever(parts.handle, embedder or parts.embedder, params.retriever, fusion)
 
 
@@ -116,8 +140,16 @@ def build_pipeline(
     prompt = prompt or prompt_for(params, settings)
     # rerank_candidates is sampled only with a reranker; without one GenerationParams' default is unused.
     extra = {"rerank_candidates": params.rerank_candidates} if params.rerank_candidates else {}
-    gen = GenerationParams(params.top_k, params.temperature, max_tokens or settings.max_tokens, seed=seed,
-                           query_transform=params.query_transform, context_order=params.context_order,
-                           context_budget=params.context_budget, multi_query_n=settings.multi_query_n, **extra)
+    gen = GenerationParams(
+        params.top_k,
+        params.temperature,
+        max_tokens or settings.max_tokens,
+        seed=seed,
+        query_transform=params.query_transform,
+        context_order=params.context_order,
+        context_budget=params.context_budget,
+        multi_query_n=settings.multi_query_n,
+        **extra,
+    )
     pipeline = RagPipeline(make_retriever(parts, params), generator, prompt, gen, parts.reranker)
     return Assembled(pipeline, parts.index, prompt, parts.timings)

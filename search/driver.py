@@ -77,10 +77,15 @@ from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE, RunRef, Tr
 # Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.
 # TUNE_FUNCTION_THREAD_TIMEOUT_S: a trial the scheduler stops still flushes its traces, logs their feedback and
 # closes its run; Tune reuses the worker for the next trial only if that ends within this time (default 2 s).
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-              "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
-              # trials end MLflow runs: no "View run ... at: URL" line per trial on the user's console
-              "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
+    # trials end MLflow runs: no "View run ... at: URL" line per trial on the user's console
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 TAG_RESUMED = "ragsweep.resumed"  # times a search run was resumed
@@ -193,11 +198,13 @@ def check_index_memory(cfg: ExperimentConfig) -> None:
             "chunks; "
             f"{builds} build(s) at once need about {per_build * builds / 2**30:.1f} GB, more than {where} "
             f"({limit / 2**30:.1f} GB). Raise the smallest chunk_size, lower search.max_concurrent_trials, or set "
-            "pipeline.index_memory_gb if this machine has the memory")
+            "pipeline.index_memory_gb if this machine has the memory"
+        )
 
 
-def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume: bool = False,
-               verbose: int = 0) -> SearchOutcome:
+def run_search(
+    cfg: ExperimentConfig, config_path: Path | None = None, *, resume: bool = False, verbose: int = 0
+) -> SearchOutcome:
     """Run a search; with ``resume``, continue the newest unfinished search of ``cfg.mlflow.experiment``.
 
     ``verbose`` > 0 adds Ray Tune's own progress output to ragsweep's trial table."""
@@ -233,12 +240,18 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     else:
         pid = tracker.start(exp_id, f"search-{dataset.name}", {TAG_KIND: "search"})
         n = n_trials(cfg)
-        capped = f" (num_samples {cfg.search.num_samples} capped: the space has {n} configurations)" \
-            if n < cfg.search.num_samples else ""
+        capped = (
+            f" (num_samples {cfg.search.num_samples} capped: the space has {n} configurations)"
+            if n < cfg.search.num_samples
+            else ""
+        )
         say(f"search run {pid}: {n} trials x {n_q} questions of {dataset.name!r}{capped}")
-        say(f"held-out confirmation: {len(plan.holdout_ids)} held-out questions for the best "
+        say(
+            f"held-out confirmation: {len(plan.holdout_ids)} held-out questions for the best "
             f"{cfg.search.finalists} trials, the baseline and the champion; held out: {plan.source}"
-            if plan.on else f"held-out confirmation: {plan.source}; the pick is judged on the search questions")
+            if plan.on
+            else f"held-out confirmation: {plan.source}; the pick is judged on the search questions"
+        )
     parent = RunRef(tracker, pid)
     ray_dir = found.ray_dir if found is not None else ray_dir_for(tune_root(cfg, storage), pid)
     log_file = add_log_file(storage / "logs" / f"search-{pid}.log")
@@ -246,11 +259,17 @@ def run_search(cfg: ExperimentConfig, config_path: Path | None = None, *, resume
     try:
         if found is None:
             _log_parent(parent, cfg, dataset, config_path)
-            parent.params({"holdout.source": plan.source, "holdout.n_questions": str(len(plan.holdout_ids)),
-                           "search.n_questions": str(len(plan.search_ids))})
+            parent.params(
+                {
+                    "holdout.source": plan.source,
+                    "holdout.n_questions": str(len(plan.holdout_ids)),
+                    "search.n_questions": str(len(plan.search_ids)),
+                }
+            )
             parent.tags({TAG_RAY_DIR: ray_dir})
-        outcome = _search(cfg, dataset, plan, uri, exp_id, parent, storage, ray_dir, restore=found is not None,
-                          verbose=verbose)
+        outcome = _search(
+            cfg, dataset, plan, uri, exp_id, parent, storage, ray_dir, restore=found is not None, verbose=verbose
+        )
         outcome.timings["total_s"] = time.perf_counter() - t_total
         parent.metrics({f"time.{k}": v for k, v in outcome.timings.items()})
         tracker.end(pid, "FINISHED")
@@ -276,22 +295,29 @@ def _close_failed(tracker: Tracker, exp_id: str, pid: str, reason: str, status: 
             f"search {status.lower()}: {reason[:1500]}\nMLflow at {tracker.uri} also stopped answering "
             f"({type(e).__name__}: {str(e)[:300]}), so search run {pid} could not be marked {status} and its open "
             f"trial runs could not be closed; the outcome, report and champion were not logged. Ray Tune's results "
-            f"are in {ray_dir}; run the search again with --resume once the server is back.") from None
+            f"are in {ray_dir}; run the search again with --resume once the server is back."
+        ) from None
 
 
 def _register_prompts(cfg: ExperimentConfig, parent: RunRef) -> dict[str, str]:
     """The searched templates in MLflow's prompt registry (a version per distinct text); logged on the parent."""
     templates = load_templates(cfg.pipeline.prompts_file)
-    uris = register_templates([templates[n] for n in cfg.space.prompt], cfg.mlflow.model_name,
-                              Redactor(cfg.mlflow.redact))
+    uris = register_templates(
+        [templates[n] for n in cfg.space.prompt], cfg.mlflow.model_name, Redactor(cfg.mlflow.redact)
+    )
     parent.params({f"prompt.{name}.uri": uri for name, uri in uris.items()})
     return uris
 
 
 def _log_parent(parent: RunRef, cfg: ExperimentConfig, dataset: Dataset, config_path: Path | None) -> None:
     parent.params(flatten(loggable(cfg)))
-    parent.params({"dataset.digest": dataset.digest, "dataset.n_docs": str(len(dataset.corpus)),
-                   "dataset.n_questions": str(len(dataset.questions))})
+    parent.params(
+        {
+            "dataset.digest": dataset.digest,
+            "dataset.n_docs": str(len(dataset.corpus)),
+            "dataset.n_questions": str(len(dataset.questions)),
+        }
+    )
     parent.tracker.dataset_inputs(parent.run_id, dataset, cfg.dataset.corpus, cfg.dataset.questions)
     tags = {"ragsweep.version": pkg_version("ragsweep"), "dataset.digest": dataset.digest}
     if config_path is not None:
@@ -303,8 +329,18 @@ def _log_parent(parent: RunRef, cfg: ExperimentConfig, dataset: Dataset, config_
     parent.tags(tags)
 
 
-def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: str, exp_id: str, parent: RunRef,
-            storage: Path, ray_dir: str, restore: bool, verbose: int = 0) -> SearchOutcome:
+def _search(
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    plan: QuestionPlan,
+    uri: str,
+    exp_id: str,
+    parent: RunRef,
+    storage: Path,
+    ray_dir: str,
+    restore: bool,
+    verbose: int = 0,
+) -> SearchOutcome:
     pid = parent.run_id
     import ray
     from ray import tune
@@ -314,23 +350,37 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # MLflow settings (retries, timeouts) reach the trials; an implicit experiment or run never does: theirs are named.
-    env = {**WORKER_ENV, **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH"))
-                            and k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")}}
+    env = {
+        **WORKER_ENV,
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("MLFLOW_", "RAY_AUTH"))
+            and k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+        },
+    }
     # "local" starts a Ray of our own even when another search's local Ray is running on this machine (plain
     # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address, RAY_ADDRESS or
     # RAGSWEEP_RAY_ADDRESS (cluster.yaml sets it on the head) says so.
     address = ray_target(cfg)
-    ray.init(address=address or "local", include_dashboard=False, ignore_reinit_error=True,
-             runtime_env={"env_vars": env}, logging_level=logging.WARNING)
+    ray.init(
+        address=address or "local",
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": env},
+        logging_level=logging.WARNING,
+    )
     timings["ray_init_s"] = time.perf_counter() - t0
     try:
         trial_cfg, trial_uri = cfg, uri
         if address is not None:
             trial_cfg, trial_uri, notes = for_other_nodes(cfg, uri, driver_node_ip())
             nodes = [n for n in ray.nodes() if n.get("Alive")]
-            say(f"joined Ray cluster {address} ({ray_target_source(cfg)}): {len(nodes)} node(s), "
+            say(
+                f"joined Ray cluster {address} ({ray_target_source(cfg)}): {len(nodes)} node(s), "
                 f"{ray.cluster_resources().get('CPU', 0):g} CPUs; trials retried up to {retries(cfg)} time(s) if "
-                "their node goes away")
+                "their node goes away"
+            )
             for note in notes:
                 say(note)
         staging = _stage(cfg, dataset, plan, parent, timings)
@@ -339,17 +389,36 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
         # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them. The
         # random suffix keeps actor names unique if a dead driver's actors outlive it (resume).
         searched = {n: cfg.llm.generators[n] for n in cfg.space.generator or []}
-        with serve(cfg.llm.generator, cfg.llm.judge, storage / "logs", seed=cfg.search.seed,
-                   ray_prefix=f"ragsweep-{pid[:8]}-{uuid.uuid4().hex[:6]}",
-                   public=address is not None, generators=searched) as endpoints:
+        with serve(
+            cfg.llm.generator,
+            cfg.llm.judge,
+            storage / "logs",
+            seed=cfg.search.seed,
+            ray_prefix=f"ragsweep-{pid[:8]}-{uuid.uuid4().hex[:6]}",
+            public=address is not None,
+            generators=searched,
+        ) as endpoints:
             timings["server_start_s"] = time.perf_counter() - t0
             question_ids = plan.search_ids
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
-            ctx = SearchContext(trial_cfg, dataset, question_ids, endpoints, trial_uri, exp_id, pid,
-                                cfg.index_cache, llm_cache, env, _register_prompts(cfg, parent),
-                                plan.held_out, plan.screen_ids)
-            trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                            {"cpu": cfg.search.cpus_per_trial})
+            ctx = SearchContext(
+                trial_cfg,
+                dataset,
+                question_ids,
+                endpoints,
+                trial_uri,
+                exp_id,
+                pid,
+                cfg.index_cache,
+                llm_cache,
+                env,
+                _register_prompts(cfg, parent),
+                plan.held_out,
+                plan.screen_ids,
+            )
+            trainable = tune.with_resources(
+                tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.search.cpus_per_trial}
+            )
             if not verbose:  # Tune's legacy output engine is silent at verbose=0; the new one still prints a banner
                 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
             if restore:
@@ -361,19 +430,23 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
                     trainable,
                     # reuse_actors: a finished trial's worker process runs the next one, keeping imports and
                     # the loaded embedder (several seconds per trial on a small CPU machine).
-                    tune_config=tune.TuneConfig(search_alg=build_searcher(cfg, len(question_ids), candidates),
-                                                scheduler=build_scheduler(cfg, len(question_ids),
-                                                                          BaselineMatcher(baseline(cfg))),
-                                                num_samples=n_trials(cfg, candidates),
-                                                max_concurrent_trials=cfg.search.max_concurrent_trials,
-                                                reuse_actors=True, time_budget_s=cfg.search.time_budget_s),
+                    tune_config=tune.TuneConfig(
+                        search_alg=build_searcher(cfg, len(question_ids), candidates),
+                        scheduler=build_scheduler(cfg, len(question_ids), BaselineMatcher(baseline(cfg))),
+                        num_samples=n_trials(cfg, candidates),
+                        max_concurrent_trials=cfg.search.max_concurrent_trials,
+                        reuse_actors=True,
+                        time_budget_s=cfg.search.time_budget_s,
+                    ),
                     run_config=tune.RunConfig(
-                        name=ray_dir.rsplit("/", 1)[1], storage_path=ray_dir.rsplit("/", 1)[0],
+                        name=ray_dir.rsplit("/", 1)[1],
+                        storage_path=ray_dir.rsplit("/", 1)[0],
                         # on a cluster a trial fails when its node goes away: retried, it reuses its MLflow run
-                        failure_config=tune.FailureConfig(max_failures=retries(cfg)), verbose=1 if verbose else 0,
-                        callbacks=[TrialTable(varying_keys(cfg.space), n_trials(cfg, candidates),
-                                              len(question_ids))],
-                        stop=LLMCallBudget(cfg.search.max_llm_calls) if cfg.search.max_llm_calls else None),
+                        failure_config=tune.FailureConfig(max_failures=retries(cfg)),
+                        verbose=1 if verbose else 0,
+                        callbacks=[TrialTable(varying_keys(cfg.space), n_trials(cfg, candidates), len(question_ids))],
+                        stop=LLMCallBudget(cfg.search.max_llm_calls) if cfg.search.max_llm_calls else None,
+                    ),
                 )
             t0 = time.perf_counter()
             try:
@@ -386,21 +459,32 @@ def _search(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, uri: st
                 confirmed = _confirm(cfg, ctx, found, plan, uri, exp_id, pid) if plan.on else None
                 timings["confirm_s"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                oracle = oracle_answers(cfg, ctx, finalists(found.completed, cfg.search.finalists), plan.search_ids,
-                                        say)
+                oracle = oracle_answers(
+                    cfg, ctx, finalists(found.completed, cfg.search.finalists), plan.search_ids, say
+                )
                 timings["oracle_s"] = time.perf_counter() - t0
             finally:
                 _log_servers(parent, endpoints)
-        outcome = _finish(cfg, parent, grid, found, confirmed, plan, exp_id, timings,
-                          FreeEvidence(staging, oracle, endpoints.generator.model))
+        outcome = _finish(
+            cfg,
+            parent,
+            grid,
+            found,
+            confirmed,
+            plan,
+            exp_id,
+            timings,
+            FreeEvidence(staging, oracle, endpoints.generator.model),
+        )
     finally:
         if address is None:
             ray.shutdown()
     return outcome
 
 
-def _stage(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, parent: RunRef,
-           timings: dict[str, float]) -> Staging | None:
+def _stage(
+    cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, parent: RunRef, timings: dict[str, float]
+) -> Staging | None:
     """The retrieval screen of a two-stage search (logged on the parent run); None for a joint search."""
     if cfg.search.strategy != "two_stage":
         return None
@@ -408,16 +492,23 @@ def _stage(cfg: ExperimentConfig, dataset: Dataset, plan: QuestionPlan, parent: 
     staging = stage(cfg, dataset, plan.screen_ids, baseline(cfg), cfg.index_cache)
     timings["screen_s"] = time.perf_counter() - t0
     if not staging.has_gold:
-        say("retrieval screen: no search question has retrieval gold (answer spans or gold_doc_ids), so retrieval "
-            "cannot be ranked without answers; every key is searched jointly (search.strategy: joint)")
+        say(
+            "retrieval screen: no search question has retrieval gold (answer spans or gold_doc_ids), so retrieval "
+            "cannot be ranked without answers; every key is searched jointly (search.strategy: joint)"
+        )
         parent.tags({"ragsweep.screen": "no retrieval gold: joint search"})
         return None
     for line in staging.lines():
         say(line)
     parent.json(staging.as_json(), "screen/retrieval.json")
-    parent.metrics({"screen.n_configurations": float(len(staging.result.screened)),
-                    "screen.n_front": float(len(staging.front)), "screen.n_candidates": float(len(staging.candidates)),
-                    "screen.best_recall": staging.best_recall.recall})
+    parent.metrics(
+        {
+            "screen.n_configurations": float(len(staging.result.screened)),
+            "screen.n_front": float(len(staging.front)),
+            "screen.n_candidates": float(len(staging.candidates)),
+            "screen.best_recall": staging.best_recall.recall,
+        }
+    )
     return staging
 
 
@@ -425,8 +516,13 @@ def _log_servers(parent: RunRef, endpoints: Endpoints) -> None:
     """Restart counts (metrics) and lifecycle events (servers.json) of the server actors, on the parent run."""
     from ragsweep.search.serving.actors import replica_statuses
 
-    names = list(dict.fromkeys(endpoints.generator.actor_names + endpoints.judge.actor_names
-                               + tuple(n for ep in endpoints.generators.values() for n in ep.actor_names)))
+    names = list(
+        dict.fromkeys(
+            endpoints.generator.actor_names
+            + endpoints.judge.actor_names
+            + tuple(n for ep in endpoints.generators.values() for n in ep.actor_names)
+        )
+    )
     try:
         statuses = replica_statuses(names)
     except Exception as e:  # noqa: BLE001 - a dead actor must not hide the search's own outcome
@@ -475,9 +571,17 @@ def _records(grid: Any, n_questions: int) -> tuple[list[TrialRecord], list[str],
         last.append(m)
         done = m.get("n_questions") == n_questions and math.isfinite(m.get("objective", math.nan))
         params = {k: v for k, v in dict(r.config).items() if v is not None and k != STAGED}
-        records.append(TrialRecord(str(m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else "")),
-                                   m["mlflow_run_id"], params, "completed" if done else "stopped_early",
-                                   float(m.get("objective", math.nan)), int(m.get("n_questions", 0)), m))
+        records.append(
+            TrialRecord(
+                str(m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else "")),
+                m["mlflow_run_id"],
+                params,
+                "completed" if done else "stopped_early",
+                float(m.get("objective", math.nan)),
+                int(m.get("n_questions", 0)),
+                m,
+            )
+        )
     return records, errors, last
 
 
@@ -496,8 +600,9 @@ class Collected:
         return [r for r in self.records if r.status == "completed"]
 
 
-def _collect(cfg: ExperimentConfig, grid: Any, question_ids: tuple[str, ...], pid: str, exp_id: str, uri: str,
-             resumed: bool) -> Collected:
+def _collect(
+    cfg: ExperimentConfig, grid: Any, question_ids: tuple[str, ...], pid: str, exp_id: str, uri: str, resumed: bool
+) -> Collected:
     """Read Tune's results and make every trial run agree with them (status, tags, FINISHED)."""
     client = MlflowClient(uri)
     records, errors, last = _records(grid, len(question_ids))
@@ -512,8 +617,10 @@ def _collect(cfg: ExperimentConfig, grid: Any, question_ids: tuple[str, ...], pi
         r.name = client.get_run(r.run_id).info.run_name or r.name
     stopped = sum(r.status == "stopped_early" for r in records)
     if stopped:
-        say(f"{stopped} trial(s) stopped early by the scheduler; only trials that answered all "
-            f"{len(question_ids)} questions compete for champion")
+        say(
+            f"{stopped} trial(s) stopped early by the scheduler; only trials that answered all "
+            f"{len(question_ids)} questions compete for champion"
+        )
     return Collected(records, errors, last, question_ids, _mark_baseline(cfg, records, client))
 
 
@@ -528,15 +635,19 @@ def _champion_job(cfg: ExperimentConfig, client: MlflowClient, exp_id: str, pid:
         prompt_for(tp, cfg.pipeline)  # its template must exist in this search's templates
     except Exception as e:  # noqa: BLE001 - an older or foreign champion: say why it is not confirmed
         return None, f"champion v{champ.version}'s configuration cannot run here ({type(e).__name__}: {e})"
-    run = client.create_run(exp_id, run_name=f"champion-v{champ.version}-holdout",
-                            tags={PARENT_TAG: pid, TAG_KIND: "champion_holdout", TAG_CHAMPION_OF: champ.version})
+    run = client.create_run(
+        exp_id,
+        run_name=f"champion-v{champ.version}-holdout",
+        tags={PARENT_TAG: pid, TAG_KIND: "champion_holdout", TAG_CHAMPION_OF: champ.version},
+    )
     for k, v in flatten(tp.model_dump()).items():
         client.log_param(run.info.run_id, k, v)
     return Job(run.info.run_id, tp.model_dump()), f"champion v{champ.version}"
 
 
-def _confirm(cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPlan, uri: str, exp_id: str,
-             pid: str) -> Confirmed:
+def _confirm(
+    cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPlan, uri: str, exp_id: str, pid: str
+) -> Confirmed:
     """The finalists, the baseline and the champion's configuration answer the held-out questions."""
     client = MlflowClient(uri)
     picked = finalists(found.completed, cfg.search.finalists)
@@ -552,9 +663,12 @@ def _confirm(cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPl
     champ_job, champ_note = _champion_job(cfg, client, exp_id, pid)
     if champ_job is not None:
         jobs.append(champ_job)
-    say(f"confirming {len(jobs)} configuration(s) on {len(plan.holdout_ids)} held-out questions: "
-        f"{len(picked)} finalist(s)" + (", the baseline" if with_base else "")
-        + (f", {champ_note}" if champ_job is not None else f" ({champ_note})"))
+    say(
+        f"confirming {len(jobs)} configuration(s) on {len(plan.holdout_ids)} held-out questions: "
+        f"{len(picked)} finalist(s)"
+        + (", the baseline" if with_base else "")
+        + (f", {champ_note}" if champ_job is not None else f" ({champ_note})")
+    )
     racing = {t.run_id for t in picked} if cfg.search.race_batch else None
     done, errors, race = confirm_all(jobs, ctx, plan.holdout_ids, racing, retries=retries(cfg), say=say)
     for run_id, err in errors.items():
@@ -564,24 +678,45 @@ def _confirm(cfg: ExperimentConfig, ctx: Any, found: Collected, plan: QuestionPl
     for r in found.records:
         if r.run_id in done:
             r.metrics.update({f"{HOLDOUT}{k}": v for k, v in done[r.run_id].metrics.items()})
-    return Confirmed(done, errors, [t.run_id for t in picked], champ_job.run_id if champ_job else None,
-                     champ_note, race if racing else None)
+    return Confirmed(
+        done,
+        errors,
+        [t.run_id for t in picked],
+        champ_job.run_id if champ_job else None,
+        champ_note,
+        race if racing else None,
+    )
 
 
-def _evidence(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None,
-              trials: list[TrialRecord]) -> tuple[list[Evidence], dict[str, float], str]:
+def _evidence(
+    cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None, trials: list[TrialRecord]
+) -> tuple[list[Evidence], dict[str, float], str]:
     """What finalists are compared on: held-out answers when confirmed, else the search's per-question objectives."""
     if confirmed is not None:
         out = []
         for t in trials:
             c = confirmed.done.get(t.run_id)
             if c is not None:
-                out.append(Evidence(t, c.scores, c.metrics["objective"], c.metrics["tokens_per_question"],
-                                    c.metrics["latency_p95_s"]))
+                out.append(
+                    Evidence(
+                        t,
+                        c.scores,
+                        c.metrics["objective"],
+                        c.metrics["tokens_per_question"],
+                        c.metrics["latency_p95_s"],
+                    )
+                )
         return out, cfg.objective.weights, "held-out"
-    out = [Evidence(t, _search_scores(t, found.question_ids), t.objective,
-                    float(t.metrics.get("tokens_per_question", math.nan)),
-                    float(t.metrics.get("latency_p95_s", math.nan))) for t in trials]
+    out = [
+        Evidence(
+            t,
+            _search_scores(t, found.question_ids),
+            t.objective,
+            float(t.metrics.get("tokens_per_question", math.nan)),
+            float(t.metrics.get("latency_p95_s", math.nan)),
+        )
+        for t in trials
+    ]
     return out, {"objective": 1.0}, "search"
 
 
@@ -600,8 +735,17 @@ class FreeEvidence:
     generator: str = ""  # the search's generator model, for the headroom sentence
 
 
-def _finish(cfg: ExperimentConfig, parent: RunRef, grid: Any, found: Collected, confirmed: Confirmed | None,
-            plan: QuestionPlan, exp_id: str, timings: dict[str, float], free: FreeEvidence) -> SearchOutcome:
+def _finish(
+    cfg: ExperimentConfig,
+    parent: RunRef,
+    grid: Any,
+    found: Collected,
+    confirmed: Confirmed | None,
+    plan: QuestionPlan,
+    exp_id: str,
+    timings: dict[str, float],
+    free: FreeEvidence,
+) -> SearchOutcome:
     """Record outcomes, pick the winner by the selection rule, write the report, register the champion."""
     uri, pid = parent.tracker.uri, parent.run_id
     usage = _record_outcomes(parent, cfg, grid, found, confirmed)
@@ -612,13 +756,25 @@ def _finish(cfg: ExperimentConfig, parent: RunRef, grid: Any, found: Collected, 
     summary.names = {r.run_id: r.name for r in found.records}
     if confirmed is not None and confirmed.race is not None:
         race = confirmed.race
-        parent.metrics({"race.questions_used": float(race.answered), "race.rounds": float(race.rounds),
-                        "race.dropped": float(len(race.dropped))})
+        parent.metrics(
+            {
+                "race.questions_used": float(race.answered),
+                "race.rounds": float(race.rounds),
+                "race.dropped": float(len(race.dropped)),
+            }
+        )
     if summary.headroom is not None:
         h = summary.headroom
-        parent.metrics({"headroom.oracle_objective": h.oracle, "headroom.winner_objective": h.winner,
-                        "headroom.gap": h.gap.mean, "headroom.gap_ci_low": h.gap.low,
-                        "headroom.gap_ci_high": h.gap.high, "headroom.best_recall": h.best_recall})
+        parent.metrics(
+            {
+                "headroom.oracle_objective": h.oracle,
+                "headroom.winner_objective": h.winner,
+                "headroom.gap": h.gap.mean,
+                "headroom.gap_ci_low": h.gap.low,
+                "headroom.gap_ci_high": h.gap.high,
+                "headroom.best_recall": h.best_recall,
+            }
+        )
     t0 = time.perf_counter()
     lines = _report(parent, cfg, found.records, summary)
     timings["report_s"] = time.perf_counter() - t0
@@ -633,15 +789,38 @@ def _finish(cfg: ExperimentConfig, parent: RunRef, grid: Any, found: Collected, 
         say(line)
     if version is not None:
         say(f"registered {cfg.mlflow.model_name} version {version} as @{alias}")
-    trials = sorted(({"params": r.params, "objective": r.objective, "run_id": r.run_id, "metrics": r.metrics}
-                     for r in found.completed), key=lambda t: float(t["objective"]), reverse=True)  # type: ignore[arg-type]
-    return SearchOutcome(uri, exp_id, pid, winner.run_id if winner else None, winner.params if winner else {},
-                         winner.objective if winner else math.nan, cfg.mlflow.model_name, version, alias, len(grid),
-                         len(found.errors), timings, trials, usage, found.last, found.records, lines)
+    trials = sorted(
+        (
+            {"params": r.params, "objective": r.objective, "run_id": r.run_id, "metrics": r.metrics}
+            for r in found.completed
+        ),
+        key=lambda t: float(t["objective"]),  # type: ignore[arg-type]
+        reverse=True,
+    )
+    return SearchOutcome(
+        uri,
+        exp_id,
+        pid,
+        winner.run_id if winner else None,
+        winner.params if winner else {},
+        winner.objective if winner else math.nan,
+        cfg.mlflow.model_name,
+        version,
+        alias,
+        len(grid),
+        len(found.errors),
+        timings,
+        trials,
+        usage,
+        found.last,
+        found.records,
+        lines,
+    )
 
 
-def _headroom(cfg: ExperimentConfig, found: Collected, winner: TrialRecord | None,
-              free: FreeEvidence) -> Headroom | None:
+def _headroom(
+    cfg: ExperimentConfig, found: Collected, winner: TrialRecord | None, free: FreeEvidence
+) -> Headroom | None:
     """The winner against the oracle ceiling of its generator and prompt, and against the best retrieval found."""
     if winner is None:
         return None
@@ -659,32 +838,49 @@ def _headroom(cfg: ExperimentConfig, found: Collected, winner: TrialRecord | Non
         best_recall, best_label = float(top.metrics["retrieval.recall_at_k"]), f"trial {top.name}"
     s = cfg.search
     mine = {q: {"objective": v["objective"]} for q, v in _search_scores(winner, found.question_ids).items()}
-    return headroom({q: {"objective": v} for q, v in oracle.items()}, mine, {"objective": 1.0},
-                    float(winner.metrics.get("retrieval.recall_at_k", math.nan)), best_recall, best_label,
-                    s.confidence, s.bootstrap_samples, s.seed)
+    return headroom(
+        {q: {"objective": v} for q, v in oracle.items()},
+        mine,
+        {"objective": 1.0},
+        float(winner.metrics.get("retrieval.recall_at_k", math.nan)),
+        best_recall,
+        best_label,
+        s.confidence,
+        s.bootstrap_samples,
+        s.seed,
+    )
 
 
-def _record_outcomes(parent: RunRef, cfg: ExperimentConfig, grid: Any, found: Collected,
-                     confirmed: Confirmed | None) -> dict[str, float]:
+def _record_outcomes(
+    parent: RunRef, cfg: ExperimentConfig, grid: Any, found: Collected, confirmed: Confirmed | None
+) -> dict[str, float]:
     """Trial counts and search-wide LLM usage on the parent run; returns the usage totals."""
     stopped = [r for r in found.records if r.status == "stopped_early"]
     usage = _usage_totals(grid, cfg)
     if confirmed is not None:
         usage.update(_confirm_usage(confirmed))
-    parent.metrics({"n_trials": float(len(grid)), "n_failed_trials": float(len(found.errors)),
-                    "n_stopped_early": float(len(stopped)), **usage})
+    parent.metrics(
+        {
+            "n_trials": float(len(grid)),
+            "n_failed_trials": float(len(found.errors)),
+            "n_stopped_early": float(len(stopped)),
+            **usage,
+        }
+    )
     if found.errors:
         say(f"{len(found.errors)} trial(s) failed; first error: {found.errors[0]}")
     return usage
 
 
-def _choose(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None, plan: QuestionPlan,
-            link: str) -> Summary:
+def _choose(
+    cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None, plan: QuestionPlan, link: str
+) -> Summary:
     """The winner (selection rule on the finalists' evidence, or the Pareto rule with a cost objective) and its
     margin over the baseline, as the report's summary."""
     s, completed, base = cfg.search, found.completed, found.baseline
-    picked = [r for r in found.records if confirmed is not None and r.run_id in confirmed.finalists] or \
-        finalists(completed, s.finalists)
+    picked = [r for r in found.records if confirmed is not None and r.run_id in confirmed.finalists] or finalists(
+        completed, s.finalists
+    )
     if confirmed is not None and confirmed.race is not None:  # a finalist the race dropped is out of the pick
         picked = [r for r in picked if r.run_id not in confirmed.race.dropped] or picked
     evidence, weights, on = _evidence(cfg, found, confirmed, picked)
@@ -692,24 +888,35 @@ def _choose(cfg: ExperimentConfig, found: Collected, confirmed: Confirmed | None
     if cfg.objective.cost is not None:
         winner, reason = choose(completed, cfg.objective)
     elif evidence:
-        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on,
-                           s.min_saving)
+        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on, s.min_saving)
         winner, reason = selection.pick, selection.reason
     else:  # no finalist could answer the held-out questions: fall back to the search questions, and say so
         evidence, weights, on = _evidence(cfg, found, None, picked)
-        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on,
-                           s.min_saving)
+        selection = select(evidence, weights, s.selection, s.confidence, s.bootstrap_samples, s.seed, on, s.min_saving)
         winner, reason = selection.pick, selection.reason + " (no held-out answers: every confirmation failed)"
     margin = None
     if winner is not None and base is not None and base.status == "completed" and winner.run_id != base.run_id:
         both, mw, margin_on = _evidence(cfg, found, confirmed, [winner, base])
         if len(both) < 2:  # the baseline's confirmation failed: compare on the search questions
             both, mw, margin_on = _evidence(cfg, found, None, [winner, base])
-        margin = (paired_difference(both[0].scores, both[1].scores, mw, s.confidence, s.bootstrap_samples, s.seed),
-                  margin_on)
+        margin = (
+            paired_difference(both[0].scores, both[1].scores, mw, s.confidence, s.bootstrap_samples, s.seed),
+            margin_on,
+        )
     front = pareto_front(completed, cfg.objective.cost) if cfg.objective.cost else []
-    return Summary(winner, reason, base, front, link, finalists=evidence, selection=selection, evidence_on=on,
-                   margin=margin, holdout=plan, confirmed=confirmed)
+    return Summary(
+        winner,
+        reason,
+        base,
+        front,
+        link,
+        finalists=evidence,
+        selection=selection,
+        evidence_on=on,
+        margin=margin,
+        holdout=plan,
+        confirmed=confirmed,
+    )
 
 
 def _report(parent: RunRef, cfg: ExperimentConfig, records: list[TrialRecord], summary: Summary) -> list[str]:
@@ -721,24 +928,47 @@ def _report(parent: RunRef, cfg: ExperimentConfig, records: list[TrialRecord], s
     parent.metrics({f"importance.{k}": v for k, v in imp.items()})
     _log_selection(parent, summary)
     if summary.front:
-        parent.json({"cost": cfg.objective.cost, "front": [
-            {"run_id": t.run_id, "trial": t.name, "objective": t.objective,
-             "cost": t.metrics.get(cfg.objective.cost or ""), "params": t.params} for t in summary.front]},
-            "report/pareto_front.json")
+        parent.json(
+            {
+                "cost": cfg.objective.cost,
+                "front": [
+                    {
+                        "run_id": t.run_id,
+                        "trial": t.name,
+                        "objective": t.objective,
+                        "cost": t.metrics.get(cfg.objective.cost or ""),
+                        "params": t.params,
+                    }
+                    for t in summary.front
+                ],
+            },
+            "report/pareto_front.json",
+        )
     return lines
 
 
-def _promote(parent: RunRef, cfg: ExperimentConfig, winner: TrialRecord, reason: str,
-             confirmed: Confirmed | None) -> tuple[str, str, str]:
+def _promote(
+    parent: RunRef, cfg: ExperimentConfig, winner: TrialRecord, reason: str, confirmed: Confirmed | None
+) -> tuple[str, str, str]:
     """Register the winner as a model version, let the gates decide its alias; (version, alias, console line)."""
     client, pid = parent.tracker.client, parent.run_id
-    decision, previous = decide(client, cfg.promotion, cfg.objective.weights, winner.run_id, winner.name,
-                                cfg.mlflow.model_name, holdout=_holdout_refs(confirmed, winner))
-    version = register_version(winner.run_id, _champion_spec(cfg, winner.params), cfg.dataset.corpus,
-                               cfg.mlflow.model_name,
-                               {TAG_SEARCH: pid, "objective": f"{winner.objective:.6f}", "trial": winner.name,
-                                "promotion_rule": reason},
-                               index_folder=_index_folder(cfg, winner.params))
+    decision, previous = decide(
+        client,
+        cfg.promotion,
+        cfg.objective.weights,
+        winner.run_id,
+        winner.name,
+        cfg.mlflow.model_name,
+        holdout=_holdout_refs(confirmed, winner),
+    )
+    version = register_version(
+        winner.run_id,
+        _champion_spec(cfg, winner.params),
+        cfg.dataset.corpus,
+        cfg.mlflow.model_name,
+        {TAG_SEARCH: pid, "objective": f"{winner.objective:.6f}", "trial": winner.name, "promotion_rule": reason},
+        index_folder=_index_folder(cfg, winner.params),
+    )
     alias = record(client, cfg.mlflow.model_name, version, decision, previous, pid)
     parent.tags({"best_trial_run_id": winner.run_id})
     prompt_uri = client.get_run(winner.run_id).data.params.get("prompt.uri")
@@ -762,13 +992,22 @@ def _holdout_refs(confirmed: Confirmed | None, winner: TrialRecord) -> HoldoutRe
 def _log_selection(parent: RunRef, summary: Summary) -> None:
     """The selection and the margin over the baseline, as parent-run metrics and tags (every number with its CI)."""
     if summary.selection is not None:
-        parent.tags({"ragsweep.selection.best_run_id": summary.selection.best.run_id,
-                     "ragsweep.selection.tied_run_ids": ",".join(summary.selection.tied),
-                     "ragsweep.selection.on": summary.evidence_on})
+        parent.tags(
+            {
+                "ragsweep.selection.best_run_id": summary.selection.best.run_id,
+                "ragsweep.selection.tied_run_ids": ",".join(summary.selection.tied),
+                "ragsweep.selection.on": summary.evidence_on,
+            }
+        )
     if summary.margin is not None:
         d, on = summary.margin
-        parent.metrics({"margin_over_baseline": d.mean, "margin_over_baseline_ci_low": d.low,
-                        "margin_over_baseline_ci_high": d.high})  # non-finite ends are skipped
+        parent.metrics(
+            {
+                "margin_over_baseline": d.mean,
+                "margin_over_baseline_ci_low": d.low,
+                "margin_over_baseline_ci_high": d.high,
+            }
+        )  # non-finite ends are skipped
         parent.tags({"ragsweep.margin_over_baseline": d.verdict, "ragsweep.margin_over_baseline.on": on})
     w = summary.winner
     if w is not None and f"{HOLDOUT}objective" in w.metrics:
@@ -811,8 +1050,10 @@ def _discard_orphans(client: MlflowClient, exp_id: str, pid: str, reported: set[
         client.delete_run(r.info.run_id)
     if orphans:
         client.set_tag(pid, "ragsweep.discarded_runs", ",".join(r.info.run_id for r in orphans)[:5000])
-        say(f"discarded {len(orphans)} MLflow run(s) of trials the dead driver started after Ray Tune's last "
-            "state save (other trials ran in their place)")
+        say(
+            f"discarded {len(orphans)} MLflow run(s) of trials the dead driver started after Ray Tune's last "
+            "state save (other trials ran in their place)"
+        )
 
 
 def _mark_baseline(cfg: ExperimentConfig, records: list[TrialRecord], client: MlflowClient) -> TrialRecord | None:
@@ -877,5 +1118,6 @@ def _champion_spec(cfg: ExperimentConfig, params: dict[str, Any]) -> dict[str, A
     from ragsweep.search.space import TrialParams
 
     tp = TrialParams.from_sampled(params)
-    return pipeline_spec(tp, cfg.pipeline, cfg.llm.generator_for(tp.generator), cfg.search.seed,
-                         prompt_for(tp, cfg.pipeline))
+    return pipeline_spec(
+        tp, cfg.pipeline, cfg.llm.generator_for(tp.generator), cfg.search.seed, prompt_for(tp, cfg.pipeline)
+    )

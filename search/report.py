@@ -30,13 +30,34 @@ from ragsweep.search.space import PARAM_NAMES, distributions
 
 TOP = 10
 # Metrics shown in the leaderboard besides the objective, when present.
-SHOWN_METRICS = ("objective_ci_low", "objective_ci_high", f"{HOLDOUT}objective", f"{HOLDOUT}objective_ci_low",
-                 f"{HOLDOUT}objective_ci_high", "token_f1", "token_f1_ci_low", "token_f1_ci_high",
-                 f"{HOLDOUT}token_f1", "recall_at_k", "recall_at_k_ci_low", "recall_at_k_ci_high",
-                 f"{HOLDOUT}recall_at_k", "retrieval.recall_at_k", "retrieval.recall_at_k_ci_low",
-                 "retrieval.recall_at_k_ci_high", "retrieval.mrr", "retrieval.context_tokens", "mrr", "exact_match",
-                 *JUDGE_METRICS, "latency_p95_s",
-                 "tokens_per_question", f"{HOLDOUT}tokens_per_question", "llm.generator.requests", "llm.judge.requests")
+SHOWN_METRICS = (
+    "objective_ci_low",
+    "objective_ci_high",
+    f"{HOLDOUT}objective",
+    f"{HOLDOUT}objective_ci_low",
+    f"{HOLDOUT}objective_ci_high",
+    "token_f1",
+    "token_f1_ci_low",
+    "token_f1_ci_high",
+    f"{HOLDOUT}token_f1",
+    "recall_at_k",
+    "recall_at_k_ci_low",
+    "recall_at_k_ci_high",
+    f"{HOLDOUT}recall_at_k",
+    "retrieval.recall_at_k",
+    "retrieval.recall_at_k_ci_low",
+    "retrieval.recall_at_k_ci_high",
+    "retrieval.mrr",
+    "retrieval.context_tokens",
+    "mrr",
+    "exact_match",
+    *JUDGE_METRICS,
+    "latency_p95_s",
+    "tokens_per_question",
+    f"{HOLDOUT}tokens_per_question",
+    "llm.generator.requests",
+    "llm.judge.requests",
+)
 
 
 @dataclass
@@ -63,8 +84,13 @@ def leaderboard(trials: list[TrialRecord]) -> pd.DataFrame:
     """Completed trials by objective (best first), then trials stopped early by how far they got."""
     rows = []
     for t in trials:
-        row: dict[str, Any] = {"trial": t.name, "status": t.status, "baseline": t.baseline,
-                               "n_questions": t.n_questions, "objective": round(t.objective, 4)}
+        row: dict[str, Any] = {
+            "trial": t.name,
+            "status": t.status,
+            "baseline": t.baseline,
+            "n_questions": t.n_questions,
+            "objective": round(t.objective, 4),
+        }
         row.update({k: t.params.get(k) for k in PARAM_NAMES})
         row.update({k: round(float(t.metrics[k]), 4) for k in SHOWN_METRICS if _finite(t.metrics.get(k))})
         row["run_id"] = t.run_id
@@ -97,9 +123,14 @@ def _study(trials: list[TrialRecord], cfg: ExperimentConfig) -> Any:
             if all(math.isfinite(v) for v in values):
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=d, values=values))
                 continue
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=d,
-                                                  state=optuna.trial.TrialState.PRUNED,
-                                                  intermediate_values={t.n_questions: t.objective}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=d,
+                state=optuna.trial.TrialState.PRUNED,
+                intermediate_values={t.n_questions: t.objective},
+            )
+        )
     return study
 
 
@@ -177,8 +208,10 @@ def finalist_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
         return []
     conf = f"{cfg.search.confidence:.0%} CI"
     if s.evidence_on == "held-out" and s.holdout is not None:
-        head = (f"finalists: search objective on {len(s.holdout.search_ids)} questions -> held-out objective on "
-                f"{len(s.holdout.holdout_ids)} questions the search never saw ({conf}):")
+        head = (
+            f"finalists: search objective on {len(s.holdout.search_ids)} questions -> held-out objective on "
+            f"{len(s.holdout.holdout_ids)} questions the search never saw ({conf}):"
+        )
     else:
         head = f"finalists (no held-out questions: compared on the search questions, {conf}):"
     lines = [head]
@@ -192,11 +225,14 @@ def finalist_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
             versus = "best"
         else:
             d = s.selection.versus_best[e.trial.run_id]
-            versus = f"vs best {-d.mean:+.4f} [{-d.high:+.4f}, {-d.low:+.4f}] " + \
-                ("tied" if d.verdict == "tied" else "worse")
+            versus = f"vs best {-d.mean:+.4f} [{-d.high:+.4f}, {-d.low:+.4f}] " + (
+                "tied" if d.verdict == "tied" else "worse"
+            )
         mark = "*" if s.winner is not None and e.trial.run_id == s.winner.run_id else " "
-        lines.append(f" {mark} {e.trial.name}: {_ci(m, 'objective')}{held}; {e.tokens_per_question:.0f} tokens/q, "
-                     f"p95 {e.latency_p95_s:.2f} s" + (f"; {versus}" if versus else ""))
+        lines.append(
+            f" {mark} {e.trial.name}: {_ci(m, 'objective')}{held}; {e.tokens_per_question:.0f} tokens/q, "
+            f"p95 {e.latency_p95_s:.2f} s" + (f"; {versus}" if versus else "")
+        )
     if s.confirmed is not None:
         champ = s.confirmed.champion_run_id
         if champ is not None and champ in s.confirmed.done:
@@ -214,19 +250,26 @@ def evidence_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
     lines = []
     race = s.confirmed.race if s.confirmed is not None else None
     if race is not None:
-        how = (f"decided after {race.answered} of {race.total} held-out questions ({race.rounds} round(s) of "
-               f"{cfg.search.race_batch})" if race.answered < race.total else
-               f"all {race.total} held-out questions used ({race.rounds} round(s)): the finalists left are tied")
+        how = (
+            f"decided after {race.answered} of {race.total} held-out questions ({race.rounds} round(s) of "
+            f"{cfg.search.race_batch})"
+            if race.answered < race.total
+            else f"all {race.total} held-out questions used ({race.rounds} round(s)): the finalists left are tied"
+        )
         lines.append(f"held-out race: {how}")
         for run_id, d in race.dropped.items():
             name = s.names.get(run_id, run_id[:8])
-            lines.append(f"   dropped {name} after {race.dropped_at[run_id]} questions: {-d.mean:+.4f} vs the best, "
-                         f"{d.confidence:.0%} CI [{-d.high:+.4f}, {-d.low:+.4f}]")
+            lines.append(
+                f"   dropped {name} after {race.dropped_at[run_id]} questions: {-d.mean:+.4f} vs the best, "
+                f"{d.confidence:.0%} CI [{-d.high:+.4f}, {-d.low:+.4f}]"
+            )
     if s.staging is not None:
         st = s.staging
-        lines.append(f"retrieval screen: {len(st.result.screened)} configurations scored on {st.result.n_questions} "
-                     f"search questions with no LLM call; trials tried {len(st.candidates)} of them (the "
-                     f"recall-vs-context-tokens front and the baseline's)")
+        lines.append(
+            f"retrieval screen: {len(st.result.screened)} configurations scored on {st.result.n_questions} "
+            f"search questions with no LLM call; trials tried {len(st.candidates)} of them (the "
+            f"recall-vs-context-tokens front and the baseline's)"
+        )
     if s.headroom is not None:
         lines += s.headroom.lines(s.generator or str(cfg.llm.generator.model))
     return lines
@@ -244,10 +287,14 @@ def _margin_line(s: Summary) -> str:
     d, on = s.margin
     where = f"on {d.n} {on} questions"
     if d.verdict == "tied":
-        return (f"  margin over baseline {b.name}: {d.mean:+.4f} {where}, {d.confidence:.0%} CI "
-                f"[{d.low:+.4f}, {d.high:+.4f}]: tied (the interval includes 0)")
-    return (f"  margin over baseline {b.name}: {d.mean:+.4f} {where}, {d.confidence:.0%} CI [{d.low:+.4f}, "
-            f"{d.high:+.4f}]: {'better' if d.verdict == 'better' else 'worse'} than the baseline")
+        return (
+            f"  margin over baseline {b.name}: {d.mean:+.4f} {where}, {d.confidence:.0%} CI "
+            f"[{d.low:+.4f}, {d.high:+.4f}]: tied (the interval includes 0)"
+        )
+    return (
+        f"  margin over baseline {b.name}: {d.mean:+.4f} {where}, {d.confidence:.0%} CI [{d.low:+.4f}, "
+        f"{d.high:+.4f}]: {'better' if d.verdict == 'better' else 'worse'} than the baseline"
+    )
 
 
 def summary_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
@@ -263,8 +310,9 @@ def summary_lines(s: Summary, cfg: ExperimentConfig) -> list[str]:
     lines += finalist_lines(s, cfg)
     lines += evidence_lines(s, cfg)
     if cfg.objective.cost is not None:
-        front = ", ".join(f"{t.name} ({t.objective:.3f}, {float(t.metrics.get(cfg.objective.cost, math.nan)):.3g})"
-                          for t in s.front)
+        front = ", ".join(
+            f"{t.name} ({t.objective:.3f}, {float(t.metrics.get(cfg.objective.cost, math.nan)):.3g})" for t in s.front
+        )
         lines.append(f"Pareto front (objective, {cfg.objective.cost}): {front or 'empty'}")
     lines.append(f"MLflow: {s.tracking_link}")
     return lines
@@ -294,7 +342,8 @@ def write_report(trials: list[TrialRecord], summary: Summary, cfg: ExperimentCon
 def _html(lines: list[str], top: pd.DataFrame, imp: dict[str, float], pngs: list[Path], notes: list[str]) -> str:
     imgs = "".join(
         f'<h2>{html.escape(p.stem.replace("_", " "))}</h2><img alt="{html.escape(p.stem)}" '
-        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs
+        f'src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
+        for p in pngs
     )
     imp_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.3f}</td></tr>" for k, v in imp.items())
     note_items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)

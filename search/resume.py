@@ -45,8 +45,12 @@ def find_resumable(client: MlflowClient, cfg: ExperimentConfig, uri: str) -> Res
     exp = client.get_experiment_by_name(name)
     if exp is None:
         raise ResumeError(f"--resume {name}: no MLflow experiment of that name in {uri}")
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=20)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{TAG_KIND}` = 'search'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
     unfinished = [r for r in runs if r.info.status != "FINISHED"]
     if not unfinished:
         latest = f"; the latest search run {runs[0].info.run_id} finished" if runs else ""
@@ -54,13 +58,21 @@ def find_resumable(client: MlflowClient, cfg: ExperimentConfig, uri: str) -> Res
     run = unfinished[0]
     ray_dir = run.data.tags.get(TAG_RAY_DIR) or ray_dir_for(tune_root(cfg, cfg.storage_dir), run.info.run_id)
     if not tune.Tuner.can_restore(ray_dir):
-        raise ResumeError(f"--resume {name}: search run {run.info.run_id} has no Ray Tune state at {ray_dir} "
-                          "(it may have died before its first trial started); start a new search instead")
-    changed = [k for k, v in flatten(cfg.model_dump(mode="json")).items()
-               if k in run.data.params and not k.startswith(_IGNORED) and run.data.params[k] != str(v)[:6000]]
+        raise ResumeError(
+            f"--resume {name}: search run {run.info.run_id} has no Ray Tune state at {ray_dir} "
+            "(it may have died before its first trial started); start a new search instead"
+        )
+    changed = [
+        k
+        for k, v in flatten(cfg.model_dump(mode="json")).items()
+        if k in run.data.params and not k.startswith(_IGNORED) and run.data.params[k] != str(v)[:6000]
+    ]
     if changed:
-        shown = ", ".join(f"{k} ({run.data.params[k]} -> {flatten(cfg.model_dump(mode='json'))[k]})"
-                          for k in changed[:5])
-        raise ResumeError(f"--resume {name}: the config differs from the one search run {run.info.run_id} "
-                          f"started with: {shown}; resume with the same config")
+        shown = ", ".join(
+            f"{k} ({run.data.params[k]} -> {flatten(cfg.model_dump(mode='json'))[k]})" for k in changed[:5]
+        )
+        raise ResumeError(
+            f"--resume {name}: the config differs from the one search run {run.info.run_id} "
+            f"started with: {shown}; resume with the same config"
+        )
     return Resumable(run.info.run_id, ray_dir, run.info.status)

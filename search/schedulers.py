@@ -41,8 +41,11 @@ class BaselineKeepingASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
-        if (action == TrialScheduler.STOP and self._protected(dict(trial.config))
-                and float(result.get(self._time_attr, 0)) < self._max_t):
+        if (
+            action == TrialScheduler.STOP
+            and self._protected(dict(trial.config))
+            and float(result.get(self._time_attr, 0)) < self._max_t
+        ):
             return TrialScheduler.CONTINUE
         return action
 
@@ -117,8 +120,15 @@ def asha(cfg: ExperimentConfig, max_questions: int, protected: Protected) -> Bas
     # Fidelity = questions answered: every trial answers the same questions in the same order, so trials
     # compared at a rung are compared on the same questions. With a cost objective too, ASHA ranks by quality.
     grace = min(cfg.search.grace_questions, max_questions)
-    return BaselineKeepingASHA(time_attr="n_questions", metric=OBJECTIVE, mode="max", max_t=max_questions,
-                               grace_period=grace, reduction_factor=cfg.search.reduction_factor, protected=protected)
+    return BaselineKeepingASHA(
+        time_attr="n_questions",
+        metric=OBJECTIVE,
+        mode="max",
+        max_t=max_questions,
+        grace_period=grace,
+        reduction_factor=cfg.search.reduction_factor,
+        protected=protected,
+    )
 
 
 def build_scheduler(cfg: ExperimentConfig, max_questions: int, protected: Protected) -> Any:

@@ -98,8 +98,9 @@ def check_tracking_uri(value: str) -> str:
     scheme = urlsplit(value).scheme.split("+")[0] if "://" in value or value.startswith("sqlite:") else ""
     known = sorted(s for s in _tracking_store_registry._registry if s)
     if scheme and scheme not in known:
-        raise ValueError(f"unknown tracking URI scheme {scheme!r} in {mask_uri(value)!r}; MLflow knows: "
-                         f"{', '.join(known)}")
+        raise ValueError(
+            f"unknown tracking URI scheme {scheme!r} in {mask_uri(value)!r}; MLflow knows: {', '.join(known)}"
+        )
     if scheme in ("http", "https"):
         check_http_url(value)
     return value
@@ -113,8 +114,10 @@ def check_storage_uri(value: str) -> str:
 
     scheme = urlsplit(value).scheme
     if scheme not in _PYARROW_SCHEMES and scheme not in known_implementations:
-        raise ValueError(f"unknown filesystem {scheme!r} in {mask_uri(value)!r}: use a path on shared storage or a "
-                         "URI such as s3://bucket/prefix or gs://bucket/prefix")
+        raise ValueError(
+            f"unknown filesystem {scheme!r} in {mask_uri(value)!r}: use a path on shared storage or a "
+            "URI such as s3://bucket/prefix or gs://bucket/prefix"
+        )
     if not urlsplit(value).netloc and scheme not in ("file", "local"):
         raise ValueError(f"{mask_uri(value)!r} names no bucket or host")
     return value

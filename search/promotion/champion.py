@@ -78,9 +78,18 @@ class RagChampion(PythonModel):
         index = read_index(Path(context.artifacts["index"])) if "index" in context.artifacts else None
         cache = IndexCache(Path(os.environ.get(INDEX_CACHE_ENV) or Path.home() / ".cache" / "ragsweep" / "index"))
         prompt = PromptTemplate(spec["prompt"]["name"], spec["prompt"]["system"], spec["prompt"]["user"])
-        built = build_pipeline(params, settings, load_corpus(corpus_path), file_digest(corpus_path), cache,
-                               endpoints.generator.client(), seed=spec.get("seed", 0), prompt=prompt, index=index,
-                               max_tokens=generator.max_tokens)
+        built = build_pipeline(
+            params,
+            settings,
+            load_corpus(corpus_path),
+            file_digest(corpus_path),
+            cache,
+            endpoints.generator.client(),
+            seed=spec.get("seed", 0),
+            prompt=prompt,
+            index=index,
+            max_tokens=generator.max_tokens,
+        )
         self.pipeline = built.pipeline
         self.timings = {"read_config_s": t1 - t0, "server_start_s": t2 - t1, **built.timings}
 
@@ -95,19 +104,39 @@ class RagChampion(PythonModel):
         t0 = time.perf_counter()
         answers, _ = self.pipeline.answer(questions)
         self.timings["answer_s"] = time.perf_counter() - t0
-        return pd.DataFrame({
-            "answer": [a.answer for a in answers],
-            "sources": [json.dumps([{"doc_id": h.chunk.doc_id, "start": h.chunk.start, "end": h.chunk.end,
-                                     "score": round(h.score, 4), "text": h.chunk.text} for h in a.hits])
-                        for a in answers],
-        })
+        return pd.DataFrame(
+            {
+                "answer": [a.answer for a in answers],
+                "sources": [
+                    json.dumps(
+                        [
+                            {
+                                "doc_id": h.chunk.doc_id,
+                                "start": h.chunk.start,
+                                "end": h.chunk.end,
+                                "score": round(h.score, 4),
+                                "text": h.chunk.text,
+                            }
+                            for h in a.hits
+                        ]
+                    )
+                    for a in answers
+                ],
+            }
+        )
 
     def close(self) -> None:
         self._stack.close()
 
 
-def register_version(run_id: str, champion_spec: dict[str, Any], corpus_path: Path, model_name: str,
-                     tags: dict[str, str], index_folder: Path | None = None) -> str:
+def register_version(
+    run_id: str,
+    champion_spec: dict[str, Any],
+    corpus_path: Path,
+    model_name: str,
+    tags: dict[str, str],
+    index_folder: Path | None = None,
+) -> str:
     """Log the pyfunc into ``run_id`` and register it under ``model_name`` (no alias); return the version.
 
     The model is logged from code (``champion_model.py``, no pickled object) with the pipeline's config, the corpus

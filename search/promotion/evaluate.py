@@ -61,15 +61,20 @@ class Evaluation:
 
     def lines(self) -> list[str]:
         lo, hi = self.ci["objective"]
-        out = [f"{self.model} on {self.n} questions: objective {self.metrics['objective']:.4f} [{lo:.4f}, {hi:.4f}]"
-               f" (95% CI); token_f1 {self.metrics.get('token_f1', math.nan):.4f}, "
-               f"recall_at_k {self.metrics.get('recall_at_k', math.nan):.4f}"]
+        out = [
+            f"{self.model} on {self.n} questions: objective {self.metrics['objective']:.4f} [{lo:.4f}, {hi:.4f}]"
+            f" (95% CI); token_f1 {self.metrics.get('token_f1', math.nan):.4f}, "
+            f"recall_at_k {self.metrics.get('recall_at_k', math.nan):.4f}"
+        ]
         if self.promoted is not None:
             p, plo, phi = self.promoted
             out.append(f"picked on its {self.promoted_on} score: {p:.4f} [{plo:.4f}, {phi:.4f}]")
             on = self.promoted_on
-            out.append(f"WARNING: it has dropped below the interval of its {on} score: start a new search"
-                       if self.dropped else f"not below its {on} score (the intervals overlap, or it is higher)")
+            out.append(
+                f"WARNING: it has dropped below the interval of its {on} score: start a new search"
+                if self.dropped
+                else f"not below its {on} score (the intervals overlap, or it is higher)"
+            )
         if self.ignored_weights:
             out.append(f"not computed here (LLM judges), weight ignored: {', '.join(self.ignored_weights)}")
         out.append(f"MLflow evaluation run {self.run_id}")
@@ -128,9 +133,14 @@ def registered_model(client: MlflowClient, name: str, alias: str) -> Target:
     """``models:/NAME@ALIAS``: loaded as MLflow serves it; its own corpus artifact."""
     version = _version(client, name, alias)
     uri = f"models:/{name}@{alias}"
-    return Target(f"{name}@{alias} (v{version.version})", f"evaluate-{name}-v{version.version}",
-                  _corpus_of(client, version), version.run_id, lambda: mlflow.pyfunc.load_model(uri),
-                  {"ragsweep.model": name, "ragsweep.model_version": str(version.version)})
+    return Target(
+        f"{name}@{alias} (v{version.version})",
+        f"evaluate-{name}-v{version.version}",
+        _corpus_of(client, version),
+        version.run_id,
+        lambda: mlflow.pyfunc.load_model(uri),
+        {"ragsweep.model": name, "ragsweep.model_version": str(version.version)},
+    )
 
 
 def trial_configuration(client: MlflowClient, run_id: str, corpus: Path, index_cache: Path) -> Target:
@@ -147,12 +157,16 @@ def trial_configuration(client: MlflowClient, run_id: str, corpus: Path, index_c
     from ragsweep.search.promotion.champion import RagChampion
     from ragsweep.search.space import TrialParams
 
-    key = index_spec(TrialParams.model_validate(spec["params"]),
-                     PipelineSettings.model_validate({**spec["pipeline"], "prompts_file": None}),
-                     file_digest(corpus)).key
+    key = index_spec(
+        TrialParams.model_validate(spec["params"]),
+        PipelineSettings.model_validate({**spec["pipeline"], "prompts_file": None}),
+        file_digest(corpus),
+    ).key
     if spec.get("index_key", key) != key:
-        raise EvaluationError(f"trial run {run_id} searched another corpus than {corpus} (index key "
-                              f"{spec['index_key']} != {key}): give the config of the search that ran it")
+        raise EvaluationError(
+            f"trial run {run_id} searched another corpus than {corpus} (index key "
+            f"{spec['index_key']} != {key}): give the config of the search that ran it"
+        )
 
     def load() -> Any:
         folder = Path(tempfile.mkdtemp(prefix="ragsweep-evaluate-"))
@@ -165,12 +179,20 @@ def trial_configuration(client: MlflowClient, run_id: str, corpus: Path, index_c
         return SimpleNamespace(predict=lambda frame: model.predict(None, frame))  # as pyfunc calls it
 
     name = run.info.run_name or run_id
-    return Target(f"trial {name} ({run_id[:8]})", f"evaluate-{name}", corpus, run_id, load,
-                  {"ragsweep.trial_run": run_id})
+    return Target(
+        f"trial {name} ({run_id[:8]})", f"evaluate-{name}", corpus, run_id, load, {"ragsweep.trial_run": run_id}
+    )
 
 
-def evaluate(target: Target, questions_path: Path, weights: Mapping[str, float], experiment: str,
-             confidence: float = 0.95, samples: int = 2000, seed: int = 0) -> Evaluation:
+def evaluate(
+    target: Target,
+    questions_path: Path,
+    weights: Mapping[str, float],
+    experiment: str,
+    confidence: float = 0.95,
+    samples: int = 2000,
+    seed: int = 0,
+) -> Evaluation:
     """Score ``target`` on ``questions_path``; record and return the evaluation (see the module contract)."""
     client = MlflowClient()
     dataset = load_dataset(target.corpus, questions_path)  # a bad file: DatasetError, before any run is opened
@@ -180,13 +202,25 @@ def evaluate(target: Target, questions_path: Path, weights: Mapping[str, float],
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
     tracker = Tracker.of(client)
-    run = RunRef(tracker, tracker.start(exp_id, target.run_name,
-                                        {TAG_KIND: "evaluation", **target.tags}))
+    run = RunRef(tracker, tracker.start(exp_id, target.run_name, {TAG_KIND: "evaluation", **target.tags}))
     try:
         log.info(f"loading {target.label} and answering {len(dataset.questions)} question(s) ...")
         rows = _answer(dataset, target.load())
-        result = _record(run, target.label, dataset, target.corpus, questions_path, rows, used, ignored, promoted,
-                         promoted_on, confidence, samples, seed)
+        result = _record(
+            run,
+            target.label,
+            dataset,
+            target.corpus,
+            questions_path,
+            rows,
+            used,
+            ignored,
+            promoted,
+            promoted_on,
+            confidence,
+            samples,
+            seed,
+        )
     except BaseException as e:
         tracker.fail(run.run_id, f"{type(e).__name__}: {e}")
         raise
@@ -198,32 +232,62 @@ def _answer(dataset: Dataset, model: Any) -> list[dict[str, Any]]:
     out = model.predict(pd.DataFrame({"question": [q.question for q in dataset.questions]}))
     rows = []
     for q, answer, sources in zip(dataset.questions, out["answer"], out["sources"], strict=True):
-        rows.append({"id": q.id, "question": q.question, "answer": answer, "gold": list(q.answers),
-                     "scores": score_answer(q, answer, _sources(sources)), "sources": json.loads(sources)})
+        rows.append(
+            {
+                "id": q.id,
+                "question": q.question,
+                "answer": answer,
+                "gold": list(q.answers),
+                "scores": score_answer(q, answer, _sources(sources)),
+                "sources": json.loads(sources),
+            }
+        )
     return rows
 
 
-def _record(run: RunRef, label: str, dataset: Dataset, corpus_path: Path, questions_path: Path,
-            rows: list[dict[str, Any]],
-            weights: Mapping[str, float], ignored: tuple[str, ...], promoted: tuple[float, float, float] | None,
-            promoted_on: str, confidence: float, samples: int, seed: int) -> Evaluation:
+def _record(
+    run: RunRef,
+    label: str,
+    dataset: Dataset,
+    corpus_path: Path,
+    questions_path: Path,
+    rows: list[dict[str, Any]],
+    weights: Mapping[str, float],
+    ignored: tuple[str, ...],
+    promoted: tuple[float, float, float] | None,
+    promoted_on: str,
+    confidence: float,
+    samples: int,
+    seed: int,
+) -> Evaluation:
     scores = [r["scores"] for r in rows]
     means = aggregate(scores, METRICS)
     means["objective"] = objective(means, weights)
     ci = intervals(scores, METRICS, weights, confidence, samples, seed)
     dropped = has_dropped(ci["objective"], promoted)
-    run.params({"model": label, "questions": str(questions_path), "n_questions": len(rows),
-                "weights": json.dumps(dict(weights)), "promoted_on": promoted_on})
+    run.params(
+        {
+            "model": label,
+            "questions": str(questions_path),
+            "n_questions": len(rows),
+            "weights": json.dumps(dict(weights)),
+            "promoted_on": promoted_on,
+        }
+    )
     run.tracker.dataset_inputs(run.run_id, dataset, corpus_path, questions_path)
     run.metrics(means)  # non-finite means (undefined) are skipped
     run.metrics({f"{k}_ci_{end}": v for k, (lo, hi) in ci.items() for end, v in (("low", lo), ("high", hi))})
     if promoted is not None:
-        run.metrics({"promoted_objective": promoted[0], "promoted_objective_ci_low": promoted[1],
-                     "promoted_objective_ci_high": promoted[2]})
+        run.metrics(
+            {
+                "promoted_objective": promoted[0],
+                "promoted_objective_ci_low": promoted[1],
+                "promoted_objective_ci_high": promoted[2],
+            }
+        )
     run.tags({"ragsweep.drift": "dropped" if dropped else "ok" if promoted is not None else "unknown"})
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "answers.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         run.artifact(path, "evaluation")
     return Evaluation(run.run_id, label, len(rows), means, ci, promoted, promoted_on, dropped, ignored)
-

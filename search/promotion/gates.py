@@ -65,49 +65,90 @@ def _floors(s: PromotionSettings, c: Candidate) -> list[Gate]:
     for name, floor in floors.items():
         v = float(c.metrics.get(name, math.nan))
         ok = math.isfinite(v) and v >= floor
-        gates.append(Gate(f"min_{name}", ok, f"{name} {v:.4f} {'>=' if ok else '<'} floor {floor:g}",
-                          {"value": v, "floor": floor}))
+        gates.append(
+            Gate(
+                f"min_{name}", ok, f"{name} {v:.4f} {'>=' if ok else '<'} floor {floor:g}", {"value": v, "floor": floor}
+            )
+        )
     if s.max_latency_p95_s is not None:
         v = float(c.metrics.get("latency_p95_s", math.nan))
         ok = math.isfinite(v) and v <= s.max_latency_p95_s
-        gates.append(Gate("max_latency_p95_s", ok,
-                          f"p95 latency {v:.3f} s {'<=' if ok else '>'} limit {s.max_latency_p95_s:g} s",
-                          {"value": v, "limit": s.max_latency_p95_s}))
+        gates.append(
+            Gate(
+                "max_latency_p95_s",
+                ok,
+                f"p95 latency {v:.3f} s {'<=' if ok else '>'} limit {s.max_latency_p95_s:g} s",
+                {"value": v, "limit": s.max_latency_p95_s},
+            )
+        )
     return gates
 
 
 def _versus(s: PromotionSettings, weights: Mapping[str, float], c: Candidate, champ: Candidate) -> list[Gate]:
     gates = []
     if champ.signature is not None and c.signature != champ.signature:
-        gates.append(Gate("signature", False, f"input/output signature differs from {champ.label}'s "
-                          f"({c.signature} vs {champ.signature}); clients of the champion would break"))
+        gates.append(
+            Gate(
+                "signature",
+                False,
+                f"input/output signature differs from {champ.label}'s "
+                f"({c.signature} vs {champ.signature}); clients of the champion would break",
+            )
+        )
     elif champ.signature is not None:
         gates.append(Gate("signature", True, f"same signature as {champ.label}"))
     if not s.compare_to_champion:
         return gates
     d = paired_difference(c.scores, champ.scores, weights, s.confidence, s.bootstrap_samples)
     if d.n < 2:
-        gates.append(Gate("beats_champion", False,
-                          f"only {d.n} question(s) answered by both this trial and {champ.label}: cannot "
-                          "compare (different dataset or question sample?); promote by hand with ragsweep promote "
-                          "--force", {"n": float(d.n)}))
+        gates.append(
+            Gate(
+                "beats_champion",
+                False,
+                f"only {d.n} question(s) answered by both this trial and {champ.label}: cannot "
+                "compare (different dataset or question sample?); promote by hand with ragsweep promote "
+                "--force",
+                {"n": float(d.n)},
+            )
+        )
         return gates
-    nums = {"n": float(d.n), "mean_diff": d.mean, "ci_low": d.low, "ci_high": d.high, "confidence": s.confidence,
-            "candidate_mean": d.a_objective, "champion_mean": d.b_objective}
+    nums = {
+        "n": float(d.n),
+        "mean_diff": d.mean,
+        "ci_low": d.low,
+        "ci_high": d.high,
+        "confidence": s.confidence,
+        "candidate_mean": d.a_objective,
+        "champion_mean": d.b_objective,
+    }
     ci = f"{s.confidence:.0%} CI [{d.low:+.4f}, {d.high:+.4f}]"
     if d.verdict == "better":
-        gates.append(Gate("beats_champion", True, f"better than {champ.label} by {d.mean:+.4f} on "
-                          f"{d.n} shared questions, {ci} excludes 0", nums))
+        gates.append(
+            Gate(
+                "beats_champion",
+                True,
+                f"better than {champ.label} by {d.mean:+.4f} on {d.n} shared questions, {ci} excludes 0",
+                nums,
+            )
+        )
     else:
-        verdict, where = ("worse than", "is below 0") if d.verdict == "worse" else ("not distinguishable from",
-                                                                                 "includes 0")
-        gates.append(Gate("beats_champion", False, f"{verdict} {champ.label}: mean difference {d.mean:+.4f} on "
-                          f"{d.n} shared questions, {ci} {where}", nums))
+        verdict, where = (
+            ("worse than", "is below 0") if d.verdict == "worse" else ("not distinguishable from", "includes 0")
+        )
+        gates.append(
+            Gate(
+                "beats_champion",
+                False,
+                f"{verdict} {champ.label}: mean difference {d.mean:+.4f} on {d.n} shared questions, {ci} {where}",
+                nums,
+            )
+        )
     return gates
 
 
-def evaluate(s: PromotionSettings, weights: Mapping[str, float], candidate: Candidate,
-             champion: Candidate | None) -> Decision:
+def evaluate(
+    s: PromotionSettings, weights: Mapping[str, float], candidate: Candidate, champion: Candidate | None
+) -> Decision:
     gates = _floors(s, candidate)
     if champion is not None:
         gates += _versus(s, weights, candidate, champion)

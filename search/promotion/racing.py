@@ -34,8 +34,14 @@ def objective_of(scores: Mapping[str, Scores], weights: Mapping[str, float]) -> 
     return objective(aggregate(rows, list(weights)), weights)
 
 
-def race_step(scores: Mapping[str, Mapping[str, Scores]], alive: list[str], weights: Mapping[str, float],
-              confidence: float, samples: int, seed: int = 0) -> Step:
+def race_step(
+    scores: Mapping[str, Mapping[str, Scores]],
+    alive: list[str],
+    weights: Mapping[str, float],
+    confidence: float,
+    samples: int,
+    seed: int = 0,
+) -> Step:
     """``scores``: run id -> question id -> metric -> value, for every running finalist."""
     best = max(alive, key=lambda r: objective_of(scores[r], weights))
     dropped = {}

@@ -62,8 +62,9 @@ class HoldoutRefs:
     champion_run_id: str | None
 
 
-def trial_candidate(client: MlflowClient, run_id: str, label: str, signature: dict[str, Any] | None,
-                    holdout: bool = False) -> Candidate:
+def trial_candidate(
+    client: MlflowClient, run_id: str, label: str, signature: dict[str, Any] | None, holdout: bool = False
+) -> Candidate:
     """A trial run's metrics and per-question scores (its answers.jsonl) as a gate candidate; with ``holdout``
     its held-out metrics (``holdout.*``) and held-out answers instead."""
     run = client.get_run(run_id)
@@ -87,9 +88,16 @@ def version_signature(model_name: str, version: str) -> dict[str, Any] | None:
     return info.signature.to_dict() if info.signature is not None else None
 
 
-def decide(client: MlflowClient, settings: PromotionSettings, weights: dict[str, float], run_id: str, label: str,
-           model_name: str, exclude_version: str | None = None,
-           holdout: HoldoutRefs | None = None) -> tuple[Decision, ModelVersion | None]:
+def decide(
+    client: MlflowClient,
+    settings: PromotionSettings,
+    weights: dict[str, float],
+    run_id: str,
+    label: str,
+    model_name: str,
+    exclude_version: str | None = None,
+    holdout: HoldoutRefs | None = None,
+) -> tuple[Decision, ModelVersion | None]:
     """The gates for trial ``run_id`` against the current champion (unless that is ``exclude_version``).
 
     With ``holdout`` the candidate is judged on its held-out answers and metrics, against the champion's
@@ -104,9 +112,13 @@ def decide(client: MlflowClient, settings: PromotionSettings, weights: dict[str,
     rival = None
     if champ is not None:
         rival_run = champ_held if on_holdout and champ_held is not None else (champ.run_id or "")
-        rival = trial_candidate(client, rival_run,
-                                f"champion v{champ.version}", version_signature(model_name, champ.version),
-                                holdout=on_holdout)
+        rival = trial_candidate(
+            client,
+            rival_run,
+            f"champion v{champ.version}",
+            version_signature(model_name, champ.version),
+            holdout=on_holdout,
+        )
     return evaluate(settings, weights, candidate, rival), champ
 
 
@@ -116,8 +128,15 @@ def _describe(decision: Decision, alias: str, forced: bool) -> str:
     return "\n".join([head, "", *lines]) if lines else head
 
 
-def record(client: MlflowClient, model_name: str, version: str, decision: Decision, previous: ModelVersion | None,
-           search_run_id: str | None, forced: bool = False) -> str:
+def record(
+    client: MlflowClient,
+    model_name: str,
+    version: str,
+    decision: Decision,
+    previous: ModelVersion | None,
+    search_run_id: str | None,
+    forced: bool = False,
+) -> str:
     """Set the alias the decision earns and write the decision everywhere; return the alias."""
     promote = decision.promoted or forced
     alias = CHAMPION if promote else CHALLENGER
@@ -127,8 +146,11 @@ def record(client: MlflowClient, model_name: str, version: str, decision: Decisi
     if promote and version in _holding(client, model_name, CHALLENGER):
         client.delete_registered_model_alias(model_name, CHALLENGER)  # it is not a challenger any more
     reason = ("forced by hand; gates: " if forced and not decision.promoted else "") + decision.reason
-    tags = {TAG_DECISION: alias, TAG_REASON: reason[:5000],
-            TAG_GATES: json.dumps([{"name": g.name, "passed": g.passed, **g.numbers} for g in decision.gates])[:5000]}
+    tags = {
+        TAG_DECISION: alias,
+        TAG_REASON: reason[:5000],
+        TAG_GATES: json.dumps([{"name": g.name, "passed": g.passed, **g.numbers} for g in decision.gates])[:5000],
+    }
     for k, v in tags.items():
         client.set_model_version_tag(model_name, version, k, v)
     client.update_model_version(model_name, version, description=_describe(decision, alias, forced))
@@ -136,9 +158,17 @@ def record(client: MlflowClient, model_name: str, version: str, decision: Decisi
         client.set_tag(search_run_id, "ragsweep.promotion.decision", alias)
         client.set_tag(search_run_id, "ragsweep.promotion.reason", reason[:5000])
         client.set_tag(search_run_id, "ragsweep.promotion.version", version)
-        client.log_dict(search_run_id, {**decision.as_dict(), "alias": alias, "version": version, "forced": forced,
-                                        "previous_champion": previous.version if previous else None},
-                        f"promotion/decision-v{version}.json")
+        client.log_dict(
+            search_run_id,
+            {
+                **decision.as_dict(),
+                "alias": alias,
+                "version": version,
+                "forced": forced,
+                "previous_champion": previous.version if previous else None,
+            },
+            f"promotion/decision-v{version}.json",
+        )
     return alias
 
 
@@ -150,21 +180,38 @@ class Promotion:
     previous: str | None  # the champion version before this decision
 
 
-def promote_search(client: MlflowClient, settings: PromotionSettings, weights: dict[str, float],
-                   search_run_id: str, model_name: str, force: bool = False) -> Promotion:
+def promote_search(
+    client: MlflowClient,
+    settings: PromotionSettings,
+    weights: dict[str, float],
+    search_run_id: str,
+    model_name: str,
+    force: bool = False,
+) -> Promotion:
     """Re-run the gates for the version a finished search registered (``ragsweep promote --run``)."""
     run = run_of_kind(client, search_run_id, "search", "--run", PromotionError)
     version = run.data.tags.get("ragsweep.promotion.version") or run.data.tags.get("champion_version")
     trial = run.data.tags.get("best_trial_run_id")
     if not version or not trial:
-        raise PromotionError(f"search run {search_run_id} registered no model version (did it finish? tags "
-                             "best_trial_run_id and ragsweep.promotion.version are missing)")
+        raise PromotionError(
+            f"search run {search_run_id} registered no model version (did it finish? tags "
+            "best_trial_run_id and ragsweep.promotion.version are missing)"
+        )
     champ = current_champion(client, model_name)
     if champ is not None and champ.version == version:
-        return Promotion(version, CHAMPION, Decision(True, (Gate("already", True, f"v{version} is the champion"),)),
-                         None)
-    decision, champ = decide(client, settings, weights, trial, f"v{version}", model_name, exclude_version=version,
-                             holdout=_search_holdout(client, run, trial, champ))
+        return Promotion(
+            version, CHAMPION, Decision(True, (Gate("already", True, f"v{version} is the champion"),)), None
+        )
+    decision, champ = decide(
+        client,
+        settings,
+        weights,
+        trial,
+        f"v{version}",
+        model_name,
+        exclude_version=version,
+        holdout=_search_holdout(client, run, trial, champ),
+    )
     alias = record(client, model_name, version, decision, champ, search_run_id, forced=force)
     return Promotion(version, alias, decision, champ.version if champ else None)
 
@@ -176,9 +223,14 @@ def _search_holdout(client: MlflowClient, search: Any, trial: str, champ: ModelV
         return None
     rival = None
     if champ is not None:
-        runs = client.search_runs([search.info.experiment_id], filter_string=(
-            f"tags.`mlflow.parentRunId` = '{search.info.run_id}' and tags.`ragsweep.kind` = 'champion_holdout' "
-            f"and tags.`ragsweep.champion_version` = '{champ.version}'"), max_results=1)
+        runs = client.search_runs(
+            [search.info.experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{search.info.run_id}' and tags.`ragsweep.kind` = 'champion_holdout' "
+                f"and tags.`ragsweep.champion_version` = '{champ.version}'"
+            ),
+            max_results=1,
+        )
         rival = runs[0].info.run_id if runs else None
     return HoldoutRefs(trial, rival)
 
@@ -190,8 +242,10 @@ def rollback(client: MlflowClient, model_name: str) -> tuple[str, str]:
         raise PromotionError(f"model {model_name!r} has no version with alias {CHAMPION!r}: nothing to roll back")
     previous = champ.tags.get(TAG_PREVIOUS)
     if not previous:
-        raise PromotionError(f"{model_name} v{champ.version} is the champion and replaced no earlier version "
-                             f"(tag {TAG_PREVIOUS} is not set): nothing to roll back to")
+        raise PromotionError(
+            f"{model_name} v{champ.version} is the champion and replaced no earlier version "
+            f"(tag {TAG_PREVIOUS} is not set): nothing to roll back to"
+        )
     client.set_registered_model_alias(model_name, CHAMPION, previous)
     client.set_model_version_tag(model_name, champ.version, TAG_DECISION, "rolled_back")
     client.set_model_version_tag(model_name, champ.version, TAG_REASON, f"rolled back to v{previous} by hand")

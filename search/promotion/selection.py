@@ -54,8 +54,7 @@ def pareto_front(trials: list[Trial], cost: str) -> list[Trial]:
     for t in trials:
         q, c = t.objective, _cost(t, cost)
         dominated = any(
-            (o.objective >= q and _cost(o, cost) <= c) and (o.objective > q or _cost(o, cost) < c)
-            for o in trials
+            (o.objective >= q and _cost(o, cost) <= c) and (o.objective > q or _cost(o, cost) < c) for o in trials
         )
         if not dominated:
             front.append(t)
@@ -75,8 +74,10 @@ def choose(trials: list[Trial], objective: Objective) -> tuple[Trial | None, str
     ok = [t for t in front if _cost(t, objective.cost) <= objective.max_cost]
     if not ok:
         cheapest = _cost(front[0], objective.cost)
-        return None, (f"no trial has {objective.cost} <= {objective.max_cost} (cheapest on the front: "
-                      f"{cheapest:.4g}); nothing promoted")
+        return None, (
+            f"no trial has {objective.cost} <= {objective.max_cost} (cheapest on the front: "
+            f"{cheapest:.4g}); nothing promoted"
+        )
     pick = max(ok, key=lambda t: t.objective)
     return pick, f"highest objective with {objective.cost} <= {objective.max_cost} on the Pareto front"
 
@@ -123,8 +124,16 @@ def saving(pick: Evidence, best: Evidence) -> float:
     return out
 
 
-def select(evidence: list[Evidence], weights: dict[str, float], rule: str, confidence: float, samples: int,
-           seed: int = 0, on: str = "held-out", min_saving: float = 0.2) -> Selection:
+def select(
+    evidence: list[Evidence],
+    weights: dict[str, float],
+    rule: str,
+    confidence: float,
+    samples: int,
+    seed: int = 0,
+    on: str = "held-out",
+    min_saving: float = 0.2,
+) -> Selection:
     """Pick among finalists by ``rule`` (``cheapest_tied`` or ``best``); ``weights`` combine ``evidence`` scores.
 
     With ``cheapest_tied`` a tied finalist replaces the best only if it saves at least ``min_saving`` of the best's
@@ -132,26 +141,38 @@ def select(evidence: list[Evidence], weights: dict[str, float], rule: str, confi
     if not evidence:
         raise ValueError("no finalist to select from")
     best = max(evidence, key=lambda e: e.objective)
-    versus = {e.trial.run_id: paired_difference(best.scores, e.scores, weights, confidence, samples, seed)
-              for e in evidence if e is not best}
+    versus = {
+        e.trial.run_id: paired_difference(best.scores, e.scores, weights, confidence, samples, seed)
+        for e in evidence
+        if e is not best
+    }
     tied = [best, *(e for e in evidence if e is not best and versus[e.trial.run_id].verdict == "tied")]
     tied_ids = tuple(e.trial.run_id for e in tied)
     if rule == "best" or len(tied) == 1:
-        why = (f"highest {on} objective" if rule == "best" else
-               f"highest {on} objective; no other finalist of {len(evidence)} is tied with it")
+        why = (
+            f"highest {on} objective"
+            if rule == "best"
+            else f"highest {on} objective; no other finalist of {len(evidence)} is tied with it"
+        )
         return Selection(best.trial, why, best.trial, versus, tied_ids)
     pick = min(tied, key=_cheapness)
     if pick is not best and saving(pick, best) < min_saving:
-        why = (f"highest {on} objective; the cheapest of the {len(tied)} finalists tied with it saves only "
-               f"{saving(pick, best):.0%} of its cost ({pick.tokens_per_question:.0f} vs "
-               f"{best.tokens_per_question:.0f} tokens/question), below search.min_saving {min_saving:.0%}")
+        why = (
+            f"highest {on} objective; the cheapest of the {len(tied)} finalists tied with it saves only "
+            f"{saving(pick, best):.0%} of its cost ({pick.tokens_per_question:.0f} vs "
+            f"{best.tokens_per_question:.0f} tokens/question), below search.min_saving {min_saving:.0%}"
+        )
         return Selection(best.trial, why, best.trial, versus, tied_ids)
     if pick is best:
-        why = (f"highest {on} objective and the cheapest of the {len(tied)} finalists tied with it "
-               f"({pick.tokens_per_question:.0f} tokens/question)")
+        why = (
+            f"highest {on} objective and the cheapest of the {len(tied)} finalists tied with it "
+            f"({pick.tokens_per_question:.0f} tokens/question)"
+        )
     else:
-        why = (f"cheapest of the {len(tied)} finalists tied with the best {on} objective at {confidence:.0%} "
-               f"({pick.tokens_per_question:.0f} vs {best.tokens_per_question:.0f} tokens/question, "
-               f"{saving(pick, best):.0%} less; "
-               f"{versus[pick.trial.run_id].describe()})")
+        why = (
+            f"cheapest of the {len(tied)} finalists tied with the best {on} objective at {confidence:.0%} "
+            f"({pick.tokens_per_question:.0f} vs {best.tokens_per_question:.0f} tokens/question, "
+            f"{saving(pick, best):.0%} less; "
+            f"{versus[pick.trial.run_id].describe()})"
+        )
     return Selection(pick.trial, why, best.trial, versus, tied_ids)

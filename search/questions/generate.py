@@ -57,9 +57,16 @@ class Settings:
     check_answerable: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {"corpus_digest": self.corpus_digest, "n": self.n, "seed": self.seed, "kinds": self.kinds,
-                "model": self.model, "max_overlap": self.max_overlap, "check_answerable": self.check_answerable,
-                "prompt_version": PROMPT_VERSION}
+        return {
+            "corpus_digest": self.corpus_digest,
+            "n": self.n,
+            "seed": self.seed,
+            "kinds": self.kinds,
+            "model": self.model,
+            "max_overlap": self.max_overlap,
+            "check_answerable": self.check_answerable,
+            "prompt_version": PROMPT_VERSION,
+        }
 
 
 def _paths(out: Path) -> tuple[Path, Path]:
@@ -95,27 +102,45 @@ def _resume_state(out: Path, settings: Settings, overwrite: bool) -> tuple[int, 
     state_path, _ = _paths(out)
     if overwrite:
         if out.exists() and not state_path.exists():
-            raise DatasetError(f"{out}: exists and was not written by generate-questions (no {state_path.name}); "
-                               "--overwrite replaces only its own files: choose another --out")
+            raise DatasetError(
+                f"{out}: exists and was not written by generate-questions (no {state_path.name}); "
+                "--overwrite replaces only its own files: choose another --out"
+            )
         return 0, 0, {}
     if not out.exists():
         return 0, 0, {}
     if not state_path.exists():
-        raise DatasetError(f"{out}: exists and was not written by generate-questions (no {state_path.name}); "
-                           "choose another --out, or pass --overwrite")
+        raise DatasetError(
+            f"{out}: exists and was not written by generate-questions (no {state_path.name}); "
+            "choose another --out, or pass --overwrite"
+        )
     state = json.loads(state_path.read_text(encoding="utf-8"))
     if state.get("settings") != settings.as_dict():
         changed = sorted(k for k, v in settings.as_dict().items() if state.get("settings", {}).get(k) != v)
-        raise DatasetError(f"{out}: was generated with other settings ({', '.join(changed)} differ); run the "
-                           "same command to resume it, or pass --overwrite to start again")
+        raise DatasetError(
+            f"{out}: was generated with other settings ({', '.join(changed)} differ); run the "
+            "same command to resume it, or pass --overwrite to start again"
+        )
     kept = sum(1 for line in out.read_text(encoding="utf-8").splitlines() if line.strip())
     return int(state["next_candidate"]), kept, state.get("counts", {})
 
 
-def generate(corpus_path: Path, out: Path, n: int, endpoint: ModelEndpoint, *, seed: int = 0,
-             kinds: dict[str, float] | None = None, max_overlap: float = 0.5, check_answerable: bool = False,
-             overwrite: bool = False, log_dir: Path, tracking_uri: str | None = None,
-             experiment: str = "ragsweep-testsets", storage_dir: Path | None = None) -> dict[str, Any]:
+def generate(
+    corpus_path: Path,
+    out: Path,
+    n: int,
+    endpoint: ModelEndpoint,
+    *,
+    seed: int = 0,
+    kinds: dict[str, float] | None = None,
+    max_overlap: float = 0.5,
+    check_answerable: bool = False,
+    overwrite: bool = False,
+    log_dir: Path,
+    tracking_uri: str | None = None,
+    experiment: str = "ragsweep-testsets",
+    storage_dir: Path | None = None,
+) -> dict[str, Any]:
     """Generate up to ``n`` questions into ``out`` (see the module docstring); returns the report."""
     if n < 1:
         raise DatasetError(f"--n must be at least 1, got {n}")
@@ -154,9 +179,11 @@ def generate(corpus_path: Path, out: Path, n: int, endpoint: ModelEndpoint, *, s
             p.unlink(missing_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": endpoint.model, "seed": seed, "prompt_version": PROMPT_VERSION}
-    with serve(endpoint, None, log_dir, seed) as eps, Progress("generate-questions", n, "questions",
-                                                               every_s=10) as bar, \
-            open(work, "a", encoding="utf-8") as f:
+    with (
+        serve(endpoint, None, log_dir, seed) as eps,
+        Progress("generate-questions", n, "questions", every_s=10) as bar,
+        open(work, "a", encoding="utf-8") as f,
+    ):
         bar.update(kept)
         client = eps.generator.client(None)
         meta["model"] = eps.generator.model
@@ -180,9 +207,14 @@ def generate(corpus_path: Path, out: Path, n: int, endpoint: ModelEndpoint, *, s
                 f.write(json.dumps(question_row(c, question, kept, meta), ensure_ascii=False) + "\n")
                 bar.update(1)
             f.flush()
-            _atomic_json(state_path, {"settings": settings.as_dict(), "next_candidate": next_candidate,
-                                      "counts": {"kept": per_kind, "dropped": dict(filters.dropped),
-                                                 "candidates": next_candidate}})
+            _atomic_json(
+                state_path,
+                {
+                    "settings": settings.as_dict(),
+                    "next_candidate": next_candidate,
+                    "counts": {"kept": per_kind, "dropped": dict(filters.dropped), "candidates": next_candidate},
+                },
+            )
     counts = {"kept": per_kind, "dropped": dict(filters.dropped), "candidates": next_candidate}
     if work != out:
         if state_path.exists():
@@ -190,17 +222,26 @@ def generate(corpus_path: Path, out: Path, n: int, endpoint: ModelEndpoint, *, s
         os.replace(work, out)
     report = _report(out, settings, counts, kept, time.perf_counter() - t0)
     if kept < n:
-        print(f"{out}: stopped at {kept} of {n} questions after {next_candidate} candidates (the corpus or model "
-              "gave no more that passed the filters)")
+        print(
+            f"{out}: stopped at {kept} of {n} questions after {next_candidate} candidates (the corpus or model "
+            "gave no more that passed the filters)"
+        )
     if tracking_uri and kept:
-        report["mlflow_run"] = _log(tracking_uri, experiment, storage_dir or out.parent, corpus_path, out, settings,
-                                    report)
+        report["mlflow_run"] = _log(
+            tracking_uri, experiment, storage_dir or out.parent, corpus_path, out, settings, report
+        )
         _atomic_json(_paths(out)[1], report)
     return report
 
 
-def _judge_batch(client: LLMClient, batch: list[Candidate], titles: dict[str, str], filters: Filters, seed: int,
-                 check_answerable: bool) -> list[tuple[Candidate, str]]:
+def _judge_batch(
+    client: LLMClient,
+    batch: list[Candidate],
+    titles: dict[str, str],
+    filters: Filters,
+    seed: int,
+    check_answerable: bool,
+) -> list[tuple[Candidate, str]]:
     replies = client.complete([prompt_for(c, titles[c.doc_id], seed) for c in batch])
     passed: list[tuple[Candidate, str]] = []
     for c, reply in zip(batch, replies, strict=True):
@@ -226,9 +267,15 @@ def _judge_batch(client: LLMClient, batch: list[Candidate], titles: dict[str, st
 
 
 def _report(out: Path, settings: Settings, counts: dict[str, Any], kept: int, seconds: float) -> dict[str, Any]:
-    report = {"questions": kept, "out": str(out), "settings": settings.as_dict(), "kept_per_kind": counts.get(
-        "kept", {}), "dropped": counts.get("dropped", {}), "candidates": counts.get("candidates", 0),
-        "seconds": round(seconds, 1)}
+    report = {
+        "questions": kept,
+        "out": str(out),
+        "settings": settings.as_dict(),
+        "kept_per_kind": counts.get("kept", {}),
+        "dropped": counts.get("dropped", {}),
+        "candidates": counts.get("candidates", 0),
+        "seconds": round(seconds, 1),
+    }
     _atomic_json(_paths(out)[1], report)
     return report
 
@@ -240,8 +287,9 @@ def report_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _log(uri: str, experiment: str, storage: Path, corpus_path: Path, out: Path, settings: Settings,
-         report: dict[str, Any]) -> str:
+def _log(
+    uri: str, experiment: str, storage: Path, corpus_path: Path, out: Path, settings: Settings, report: dict[str, Any]
+) -> str:
     """An MLflow run of kind ``testset``: the parameters, the report, and the set as an evaluation dataset (the
     name and digest trials log for the same files)."""
     tracker = Tracker(uri)

@@ -32,22 +32,31 @@ BOUNDARY = re.compile(r"(?<=[.!?])[\"\u201d)]?\s+(?=[A-Z0-9\"\u201c(])|\n\s*\n")
 # Answer spans a question can ask for: numbers (with their unit or era), dates, and capitalised names that do
 # not start the sentence. Longest first, so "12 May 1969" wins over "1969".
 SPAN_PATTERNS = (
-    re.compile(r"\b\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|"
-               r"December) \d{3,4}\b"),
-    re.compile(r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)"
-               r" \d{1,2}, \d{3,4}\b"),
-    re.compile(r"\b\d[\d,.]*(?: ?(?:%|percent|per cent|million|billion|thousand|km|miles|kg|tons|tonnes|"
-               r"years|meters|metres|feet|degrees))?\b"),
+    re.compile(
+        r"\b\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|"
+        r"December) \d{3,4}\b"
+    ),
+    re.compile(
+        r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+        r" \d{1,2}, \d{3,4}\b"
+    ),
+    re.compile(
+        r"\b\d[\d,.]*(?: ?(?:%|percent|per cent|million|billion|thousand|km|miles|kg|tons|tonnes|"
+        r"years|meters|metres|feet|degrees))?\b"
+    ),
     re.compile(r"(?<=[a-z,;:] )(?:[A-Z][\w'-]+(?: (?:of|the|de|von|van|and|for) | ))*[A-Z][\w'-]+"),
 )
 MIN_SENTENCE_CHARS = 40
 # Small models wrap their question in another one ("What is the answer to the question: Who ...?"): unwrap it.
 WRAPPER = re.compile(
-    r"^(?:what is the answer to (?:the|this) question|the question is|question)\s*[:,]?\s*[\"\u201c']?", re.I)
-STOPWORDS = frozenset("""what which who whom whose when where why how is are was were be been being do does did
+    r"^(?:what is the answer to (?:the|this) question|the question is|question)\s*[:,]?\s*[\"\u201c']?", re.I
+)
+STOPWORDS = frozenset(
+    """what which who whom whose when where why how is are was were be been being do does did
 the a an of in on at to for from by with and or not this that these those it its as into about than then there
 their they them he she his her has have had will would can could should may might one ones answer question text
-following sentence""".split())
+following sentence""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -133,12 +142,16 @@ def candidates(docs: list[Document], kinds: dict[str, float], seed: int) -> Iter
 def prompt_for(c: Candidate, title: str, seed: int, max_tokens: int = 48) -> ChatRequest:
     system = "You write exam questions about a text. Reply with the question only, on one line."
     if c.kind == "unanswerable":
-        user = (f"Topic: {title}\nText: {c.passage}\n\nWrite one question about {title} that this text does NOT "
-                "answer (ask about a detail it never mentions).\nQuestion:")
+        user = (
+            f"Topic: {title}\nText: {c.passage}\n\nWrite one question about {title} that this text does NOT "
+            "answer (ask about a detail it never mentions).\nQuestion:"
+        )
     else:
         need = " It must need both sentences." if c.kind == "multi_sentence" else ""
-        user = (f"Text: {c.passage}\nAnswer: {c.answer}\n\nWrite one question about the text whose answer is "
-                f'exactly "{c.answer}". Do not put the answer in the question.{need}\nQuestion:')
+        user = (
+            f"Text: {c.passage}\nAnswer: {c.answer}\n\nWrite one question about the text whose answer is "
+            f'exactly "{c.answer}". Do not put the answer in the question.{need}\nQuestion:'
+        )
     return ChatRequest((("system", system), ("user", user)), temperature=0.0, max_tokens=max_tokens, seed=seed)
 
 
@@ -146,7 +159,7 @@ def parse_question(reply: str) -> str | None:
     """The first line of ``reply`` that ends with '?', cleaned of labels and quotes; None if there is none."""
     for line in reply.strip().splitlines():
         q = re.sub(r"^\s*(?:\d+[.)]\s*|[-*]\s*|(?:question|q)\s*[:.-]\s*)", "", line.strip(), flags=re.I)
-        q = WRAPPER.sub("", q.strip()).strip().strip('"\u201c\u201d\'').strip()
+        q = WRAPPER.sub("", q.strip()).strip().strip("\"\u201c\u201d'").strip()
         if "?" in q:
             q = q[: q.index("?") + 1].strip()
             if 3 <= len(q.split()) <= 40:
@@ -156,9 +169,15 @@ def parse_question(reply: str) -> str | None:
 
 def answerable_request(question: str, passage: str, seed: int) -> ChatRequest:
     """Ask the model to answer ``question`` from ``passage`` alone (the answerability check)."""
-    return ChatRequest((("system", "Answer from the text only, in a few words."),
-                        ("user", f"Text: {passage}\nQuestion: {question}\nAnswer:")),
-                       temperature=0.0, max_tokens=24, seed=seed)
+    return ChatRequest(
+        (
+            ("system", "Answer from the text only, in a few words."),
+            ("user", f"Text: {passage}\nQuestion: {question}\nAnswer:"),
+        ),
+        temperature=0.0,
+        max_tokens=24,
+        seed=seed,
+    )
 
 
 @dataclass
@@ -205,11 +224,21 @@ class Filters:
 def question_row(c: Candidate, question: str, number: int, meta: dict[str, Any]) -> dict[str, Any]:
     """One line of questions.jsonl (ragsweep's dataset layout) for a kept candidate."""
     answerable = c.kind != "unanswerable"
-    row: dict[str, Any] = {"id": f"gen-{number:05d}", "question": question,
-                           "answers": [c.answer] if answerable else [], "answerable": answerable,
-                           "gold_doc_ids": [c.doc_id] if answerable else []}
+    row: dict[str, Any] = {
+        "id": f"gen-{number:05d}",
+        "question": question,
+        "answers": [c.answer] if answerable else [],
+        "answerable": answerable,
+        "gold_doc_ids": [c.doc_id] if answerable else [],
+    }
     if answerable:
         row["answer_spans"] = [{"doc_id": c.doc_id, "start": c.span_start, "end": c.span_end, "text": c.answer}]
-    row["generated"] = {"kind": c.kind, "candidate": c.index, "passage_start": c.passage_start,
-                        "passage_end": c.passage_start + len(c.passage), "source_doc": c.doc_id, **meta}
+    row["generated"] = {
+        "kind": c.kind,
+        "candidate": c.index,
+        "passage_start": c.passage_start,
+        "passage_end": c.passage_start + len(c.passage),
+        "source_doc": c.doc_id,
+        **meta,
+    }
     return row

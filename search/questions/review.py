@@ -43,12 +43,12 @@ def _passage(row: dict[str, Any], text: str) -> tuple[str, int]:
     """The passage a generated row came from (its offsets in ``generated``), else the text around its span."""
     gen = row.get("generated") or {}
     if "passage_start" in gen:
-        return text[gen["passage_start"]:gen["passage_end"]], gen["passage_start"]
+        return text[gen["passage_start"] : gen["passage_end"]], gen["passage_start"]
     spans = row.get("answer_spans") or []
     if spans:
         s, e = spans[0]["start"], spans[0]["end"]
         start = max(0, s - 200)
-        return text[start:min(len(text), e + 200)], start
+        return text[start : min(len(text), e + 200)], start
     return text[:400], 0
 
 
@@ -63,9 +63,18 @@ def export(questions: Path, corpus: Path, out: Path) -> int:
         doc_id = (row.get("generated") or {}).get("source_doc") or next(iter(row.get("gold_doc_ids") or []), None)
         passage = _passage(row, docs[doc_id].text)[0] if doc_id in docs else ""
         kind = (row.get("generated") or {}).get("kind", "answerable" if row.get("answerable", True) else "unanswerable")
-        table.append({"id": row["id"], "kind": kind, "question": row["question"],
-                      "answer": " | ".join(row.get("answers") or []) or "(unanswerable)", "passage": passage,
-                      "decision": "", "edited_question": "", "edited_answer": ""})
+        table.append(
+            {
+                "id": row["id"],
+                "kind": kind,
+                "question": row["question"],
+                "answer": " | ".join(row.get("answers") or []) or "(unanswerable)",
+                "passage": passage,
+                "decision": "",
+                "edited_question": "",
+                "edited_answer": "",
+            }
+        )
     if suffix == ".csv":
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS)
@@ -87,10 +96,12 @@ def _html(table: list[dict[str, str]], title: str) -> str:
 
     head = "".join(f"<th>{c}</th>" for c in COLUMNS[:5])
     body = "\n".join("<tr>" + "".join(cell(r, c) for c in COLUMNS[:5]) + "</tr>" for r in table)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Review: {html.escape(title)}</title>"
-            "<style>td{vertical-align:top;padding:4px;border-bottom:1px solid #ddd}mark{background:#ff0}</style>"
-            f"</head><body><h1>Review: {html.escape(title)}</h1><p>{len(table)} questions. Record decisions in the "
-            f"CSV export (accept, reject, edit).</p><table><tr>{head}</tr>\n{body}\n</table></body></html>\n")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Review: {html.escape(title)}</title>"
+        "<style>td{vertical-align:top;padding:4px;border-bottom:1px solid #ddd}mark{background:#ff0}</style>"
+        f"</head><body><h1>Review: {html.escape(title)}</h1><p>{len(table)} questions. Record decisions in the "
+        f"CSV export (accept, reject, edit).</p><table><tr>{head}</tr>\n{body}\n</table></body></html>\n"
+    )
 
 
 def apply_review(questions: Path, corpus: Path, reviewed: Path, out: Path) -> Counter[str]:
@@ -129,8 +140,10 @@ def read_decisions(reviewed: Path, ids: set[str]) -> dict[str, dict[str, str]]:
     header = [h.strip().lower() for h in next(reader, [])]
     missing = [c for c in ("id", "decision") if c not in header]
     if missing:
-        raise DatasetError(f"{reviewed}: no column {', '.join(missing)} in its first line {header[:8]} (export a "
-                           "review file first; columns may be separated by , ; or tabs)")
+        raise DatasetError(
+            f"{reviewed}: no column {', '.join(missing)} in its first line {header[:8]} (export a "
+            "review file first; columns may be separated by , ; or tabs)"
+        )
     decided: dict[str, dict[str, str]] = {}
     for cells in reader:
         if not any(c.strip() for c in cells):
@@ -146,8 +159,10 @@ def read_decisions(reviewed: Path, ids: set[str]) -> dict[str, dict[str, str]]:
         row = {**line, "decision": decision, "where": where}
         earlier = decided.get(qid)
         if earlier is not None and _decision(earlier) != _decision(row):
-            raise DatasetError(f"{where}: question {qid!r} is decided again ({decision or 'empty'}), differently "
-                               f"from {earlier['where']} ({earlier['decision'] or 'empty'}): keep one line per id")
+            raise DatasetError(
+                f"{where}: question {qid!r} is decided again ({decision or 'empty'}), differently "
+                f"from {earlier['where']} ({earlier['decision'] or 'empty'}): keep one line per id"
+            )
         decided.setdefault(qid, row)
     return decided
 
@@ -167,10 +182,11 @@ def _edited(row: dict[str, Any], d: dict[str, str], docs: dict[str, Any]) -> dic
         passage, offset = _passage(row, text)
         at = passage.find(new_answer)
         if at < 0:
-            raise DatasetError(f"{d['where']}: edited answer {new_answer!r} does not occur in the question's passage "
-                               f"(its span must be exact): copy it from the passage column")
+            raise DatasetError(
+                f"{d['where']}: edited answer {new_answer!r} does not occur in the question's passage "
+                f"(its span must be exact): copy it from the passage column"
+            )
         start = offset + at
         row["answers"] = [new_answer]
-        row["answer_spans"] = [{"doc_id": doc_id, "start": start, "end": start + len(new_answer),
-                                "text": new_answer}]
+        row["answer_spans"] = [{"doc_id": doc_id, "start": start, "end": start + len(new_answer), "text": new_answer}]
     return row

@@ -77,7 +77,7 @@ def _axis(spec: Any) -> list[Any]:
     if isinstance(spec, FloatRange):
         if spec.log:
             ratio = (spec.high / spec.low) ** (1 / (RANGE_VALUES - 1))
-            return [spec.low * ratio ** i for i in range(RANGE_VALUES)]
+            return [spec.low * ratio**i for i in range(RANGE_VALUES)]
         return [spec.low + i * (spec.high - spec.low) / (RANGE_VALUES - 1) for i in range(RANGE_VALUES)]
     return list(spec)
 
@@ -119,8 +119,9 @@ def index_count(points: Sequence[dict[str, Any]]) -> int:
     return len({_index_of(p) for p in points})
 
 
-def screen_points(space: SearchSpace, baseline: dict[str, Any] | None, seed: int, max_points: int,
-                  max_indexes: int) -> list[dict[str, Any]]:
+def screen_points(
+    space: SearchSpace, baseline: dict[str, Any] | None, seed: int, max_points: int, max_indexes: int
+) -> list[dict[str, Any]]:
     """The configurations a screen scores: the baseline's first, then a seeded sample within both caps."""
     points = all_points(space)
     rng = random.Random(seed)
@@ -146,8 +147,10 @@ def front(screened: Sequence[Screened]) -> list[Screened]:
     """The non-dominated configurations (recall up, tokens down), cheapest first; equal points kept once."""
     out: list[Screened] = []
     for s in screened:
-        dominated = any(o.recall >= s.recall and o.tokens <= s.tokens and (o.recall > s.recall or o.tokens < s.tokens)
-                        for o in screened)
+        dominated = any(
+            o.recall >= s.recall and o.tokens <= s.tokens and (o.recall > s.recall or o.tokens < s.tokens)
+            for o in screened
+        )
         if not dominated and not any(o.recall == s.recall and o.tokens == s.tokens for o in out):
             out.append(s)
     return sorted(out, key=lambda s: (s.tokens, -s.recall))
@@ -165,8 +168,9 @@ def steps(points: Sequence[Screened], confidence: float, samples: int, seed: int
         if not kept:
             kept.append(s)
             continue
-        d = paired_difference(_recall_scores(s), _recall_scores(kept[-1]), {"recall_at_k": 1.0}, confidence, samples,
-                              seed)
+        d = paired_difference(
+            _recall_scores(s), _recall_scores(kept[-1]), {"recall_at_k": 1.0}, confidence, samples, seed
+        )
         if d.verdict == "better":
             kept.append(s)
     return kept
@@ -186,8 +190,14 @@ def thin(points: list[Screened], n: int, confidence: float, samples: int, seed: 
     return reps
 
 
-def candidates(screened: Sequence[Screened], baseline: dict[str, Any] | None, confidence: float, samples: int,
-               seed: int, max_candidates: int | None = None) -> list[Screened]:
+def candidates(
+    screened: Sequence[Screened],
+    baseline: dict[str, Any] | None,
+    confidence: float,
+    samples: int,
+    seed: int,
+    max_candidates: int | None = None,
+) -> list[Screened]:
     """What the LLM stage tries: the front (thinned to its statistically distinct steps only when it has more than
     ``max_candidates`` points), and the baseline's configuration (the reference every margin is measured against)
     when it is not one of them."""

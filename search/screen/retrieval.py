@@ -57,21 +57,35 @@ def questions_digest(dataset_digest: str, question_ids: Sequence[str]) -> str:
 def cache_key(point: dict[str, Any], index_key: str, reranker_model: Any, qdigest: str) -> str:
     """A configuration on one question set: its index, the rest of its retrieval keys, the reranker's model."""
     rest = {k: v for k, v in point.items() if k not in INDEX_KEYS}
-    blob = json.dumps({"format": _FORMAT, "index": index_key, "point": rest, "questions": qdigest,
-                       "reranker_model": str(reranker_model) if point.get("reranker", "none") != "none" else None},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "format": _FORMAT,
+            "index": index_key,
+            "point": rest,
+            "questions": qdigest,
+            "reranker_model": str(reranker_model) if point.get("reranker", "none") != "none" else None,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def _row(q: Question, kept: Sequence[Hit]) -> Row:
     refs = [ChunkRef(h.chunk.doc_id, h.chunk.start, h.chunk.end) for h in kept]
-    return {"id": q.id, "recall_at_k": recall_at_k(refs, q), "mrr": mrr(refs, q), "ndcg_at_k": ndcg_at_k(refs, q),
-            "precision_at_k": precision_at_k(refs, q),
-            "context_tokens": float(sum(estimated_tokens(h.chunk.text) for h in kept))}
+    return {
+        "id": q.id,
+        "recall_at_k": recall_at_k(refs, q),
+        "mrr": mrr(refs, q),
+        "ndcg_at_k": ndcg_at_k(refs, q),
+        "precision_at_k": precision_at_k(refs, q),
+        "context_tokens": float(sum(estimated_tokens(h.chunk.text) for h in kept)),
+    }
 
 
-def evaluate(retriever: Retriever, reranker: Any, point: dict[str, Any], questions: Sequence[Question],
-             batch: int = 256) -> list[Row]:
+def evaluate(
+    retriever: Retriever, reranker: Any, point: dict[str, Any], questions: Sequence[Question], batch: int = 256
+) -> list[Row]:
     """Score ``point`` (its ``retriever``, fusion and index already in ``retriever``) on ``questions``."""
     top_k, budget = int(point["top_k"]), int(point.get("context_budget", 0))
     k = max(int(point.get("rerank_candidates") or 20), top_k) if reranker is not None else top_k
@@ -163,12 +177,23 @@ class RetrievalCache:
             seconds = time.perf_counter() - t0
             fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}-", suffix=".json")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"what": what, "rows": [{k: _finite(v) for k, v in r.items()} for r in rows]}, f,
-                          default=str)
+                json.dump({"what": what, "rows": [{k: _finite(v) for k, v in r.items()} for r in rows]}, f, default=str)
             os.replace(tmp, self.path(key))
             with open(self.root / "computed.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps({"key": key, "what": what, "questions": len(rows), "seconds": round(seconds, 3),
-                                    "pid": os.getpid(), "time": time.time()}, default=str) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "key": key,
+                            "what": what,
+                            "questions": len(rows),
+                            "seconds": round(seconds, 3),
+                            "pid": os.getpid(),
+                            "time": time.time(),
+                        },
+                        default=str,
+                    )
+                    + "\n"
+                )
         return Scored(key, rows, True, seconds)
 
 

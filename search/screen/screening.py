@@ -54,8 +54,13 @@ def _questions(dataset: Dataset, ids: tuple[str, ...]) -> list[Question]:
     return [by_id[i] for i in ids]
 
 
-def run_screen(cfg: ExperimentConfig, dataset: Dataset, question_ids: tuple[str, ...],
-               baseline: dict[str, Any] | None, index_cache: Path) -> ScreenResult:
+def run_screen(
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    question_ids: tuple[str, ...],
+    baseline: dict[str, Any] | None,
+    index_cache: Path,
+) -> ScreenResult:
     """Score every screened configuration of ``cfg.space`` on ``question_ids``."""
     log = logger("search")
     t0 = time.perf_counter()
@@ -72,8 +77,9 @@ def run_screen(cfg: ExperimentConfig, dataset: Dataset, question_ids: tuple[str,
     computed = 0
     for i, group in enumerate(groups.values(), 1):
         t1 = time.perf_counter()
-        parts = open_retrieval(point_params(group[0], _GEN_STUB), cfg.pipeline, dataset.corpus,
-                               dataset.corpus_digest, indexes)
+        parts = open_retrieval(
+            point_params(group[0], _GEN_STUB), cfg.pipeline, dataset.corpus, dataset.corpus_digest, indexes
+        )
         memo = memos.setdefault(parts.embedder.spec, QueryMemo(parts.embedder))
         if parts.reranker is not None:
             parts.reranker = RerankMemo(parts.reranker)
@@ -82,22 +88,40 @@ def run_screen(cfg: ExperimentConfig, dataset: Dataset, question_ids: tuple[str,
             computed += scored.computed
             out.append(Screened(p, scored.rows))
         index = label({k: v for k, v in group[0].items() if k in INDEX_KEYS})
-        log.info(f"retrieval screen: index {i}/{len(groups)} ({index}): {len(group)} configuration(s) on "
-                 f"{len(questions)} questions in {time.perf_counter() - t1:.1f} s")
+        log.info(
+            f"retrieval screen: index {i}/{len(groups)} ({index}): {len(group)} configuration(s) on "
+            f"{len(questions)} questions in {time.perf_counter() - t1:.1f} s"
+        )
     return ScreenResult(out, len(groups), len(questions), computed, time.perf_counter() - t0)
 
 
-def _score(cfg: ExperimentConfig, cache: RetrievalCache, parts: RetrievalParts, memo: QueryMemo,
-           point: dict[str, Any], questions: list[Question], qdigest: str) -> Scored:
+def _score(
+    cfg: ExperimentConfig,
+    cache: RetrievalCache,
+    parts: RetrievalParts,
+    memo: QueryMemo,
+    point: dict[str, Any],
+    questions: list[Question],
+    qdigest: str,
+) -> Scored:
     params = point_params(point, _GEN_STUB)
     key = cache_key(retrieval_point(params.model_dump()), parts.index.key, cfg.pipeline.reranker_model, qdigest)
     return cache.get_or_compute(
-        key, lambda: evaluate(make_retriever(parts, params, memo), parts.reranker, point, questions),
-        {"point": point, "index": parts.index.key})
+        key,
+        lambda: evaluate(make_retriever(parts, params, memo), parts.reranker, point, questions),
+        {"point": point, "index": parts.index.key},
+    )
 
 
-def trial_retrieval(params: TrialParams, cfg: ExperimentConfig, dataset: Dataset, question_ids: tuple[str, ...],
-                    retriever: Any, reranker: Any, index_key: str) -> Scored | None:
+def trial_retrieval(
+    params: TrialParams,
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    question_ids: tuple[str, ...],
+    retriever: Any,
+    reranker: Any,
+    index_key: str,
+) -> Scored | None:
     """One trial's retrieval rows on ``question_ids`` (from the cache, else computed now); None when its query
     transformation asks the LLM what to search with (retrieval is then not free)."""
     if params.query_transform != "none" or not question_ids:
@@ -105,8 +129,9 @@ def trial_retrieval(params: TrialParams, cfg: ExperimentConfig, dataset: Dataset
     point = retrieval_point(params.model_dump())
     key = cache_key(point, index_key, cfg.pipeline.reranker_model, questions_digest(dataset.digest, question_ids))
     questions = _questions(dataset, question_ids)
-    return retrieval_cache(cfg).get_or_compute(key, lambda: evaluate(retriever, reranker, point, questions),
-                                               {"point": point, "index": index_key})
+    return retrieval_cache(cfg).get_or_compute(
+        key, lambda: evaluate(retriever, reranker, point, questions), {"point": point, "index": index_key}
+    )
 
 
 @dataclass(frozen=True)
@@ -120,8 +145,11 @@ class Staging:
     @property
     def has_gold(self) -> bool:
         """Whether any screened question has retrieval gold (answer spans or gold documents) to rank by."""
-        return any(isinstance(r.get("recall_at_k"), float) and r["recall_at_k"] == r["recall_at_k"]
-                   for s in self.result.screened for r in s.rows)
+        return any(
+            isinstance(r.get("recall_at_k"), float) and r["recall_at_k"] == r["recall_at_k"]
+            for s in self.result.screened
+            for r in s.rows
+        )
 
     @property
     def by_label(self) -> dict[str, dict[str, Any]]:
@@ -133,28 +161,48 @@ class Staging:
 
     def lines(self) -> list[str]:
         r = self.result
-        out = [f"retrieval screen: {len(r.screened)} configurations on {r.n_indexes} index(es) x {r.n_questions} "
-               f"search questions, no LLM call ({r.computed} computed, {len(r.screened) - r.computed} cached) in "
-               f"{r.seconds:.1f} s; the recall-vs-context-tokens front has {len(self.front)}; the LLM trials try "
-               f"{len(self.candidates)}:"]
+        out = [
+            f"retrieval screen: {len(r.screened)} configurations on {r.n_indexes} index(es) x {r.n_questions} "
+            f"search questions, no LLM call ({r.computed} computed, {len(r.screened) - r.computed} cached) in "
+            f"{r.seconds:.1f} s; the recall-vs-context-tokens front has {len(self.front)}; the LLM trials try "
+            f"{len(self.candidates)}:"
+        ]
         out += [f"  recall {s.recall:.3f} at {s.tokens:.0f} tokens: {s.label}" for s in self.candidates]
         return out
 
     def as_json(self) -> dict[str, Any]:
         on_front = {s.label for s in self.front}
         chosen = {s.label for s in self.candidates}
-        return {"n_questions": self.result.n_questions, "configurations": [
-            {"label": s.label, "point": s.point, "recall": s.recall, "context_tokens": s.tokens,
-             "front": s.label in on_front, "candidate": s.label in chosen} for s in self.result.screened]}
+        return {
+            "n_questions": self.result.n_questions,
+            "configurations": [
+                {
+                    "label": s.label,
+                    "point": s.point,
+                    "recall": s.recall,
+                    "context_tokens": s.tokens,
+                    "front": s.label in on_front,
+                    "candidate": s.label in chosen,
+                }
+                for s in self.result.screened
+            ],
+        }
 
 
-def stage(cfg: ExperimentConfig, dataset: Dataset, question_ids: tuple[str, ...], baseline: dict[str, Any] | None,
-          index_cache: Path) -> Staging:
+def stage(
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    question_ids: tuple[str, ...],
+    baseline: dict[str, Any] | None,
+    index_cache: Path,
+) -> Staging:
     """Screen, then choose the LLM stage's candidates (:func:`.front.candidates`)."""
     from ragsweep.search.screen.front import candidates, front
 
     result = run_screen(cfg, dataset, question_ids, baseline, index_cache)
     s = cfg.search
-    return Staging(result, front(result.screened),
-                   candidates(result.screened, baseline, s.confidence, s.bootstrap_samples, s.seed,
-                              s.max_candidates))
+    return Staging(
+        result,
+        front(result.screened),
+        candidates(result.screened, baseline, s.confidence, s.bootstrap_samples, s.seed, s.max_candidates),
+    )

@@ -61,8 +61,12 @@ class ServerActor:
 
     def status(self) -> dict[str, Any]:
         proc = self.server.proc
-        return {"label": self.label, "restarts": self.restarts, "alive": proc is not None and proc.poll() is None,
-                "events": list(self.events)}
+        return {
+            "label": self.label,
+            "restarts": self.restarts,
+            "alive": proc is not None and proc.poll() is None,
+            "events": list(self.events),
+        }
 
     def stop(self) -> None:
         self._stopping.set()
@@ -83,8 +87,9 @@ class ServerActor:
                 self._event(f"exited with code {proc.returncode}; restart budget ({self.max_restarts}) spent")
                 return
             delay = min(2.0**self.restarts, 30.0)
-            self._event(f"exited with code {proc.returncode}; restart {self.restarts + 1}/{self.max_restarts} "
-                        f"in {delay:.0f}s")
+            self._event(
+                f"exited with code {proc.returncode}; restart {self.restarts + 1}/{self.max_restarts} in {delay:.0f}s"
+            )
             if self._stopping.wait(delay):
                 return
             self.restarts += 1
@@ -95,8 +100,9 @@ class ServerActor:
                 self._event(f"restart failed: {e}")
 
 
-def start_replicas(cfg: ModelEndpoint, role: str, log_dir: Path, seed: int, public: bool,
-                   name_prefix: str) -> tuple[list[Any], list[str], list[str], str]:
+def start_replicas(
+    cfg: ModelEndpoint, role: str, log_dir: Path, seed: int, public: bool, name_prefix: str
+) -> tuple[list[Any], list[str], list[str], str]:
     """Start ``cfg.replicas`` server actors; return (handles, names, base URLs, model fingerprint)."""
     import ray
 
@@ -110,14 +116,18 @@ def start_replicas(cfg: ModelEndpoint, role: str, log_dir: Path, seed: int, publ
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         placement["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-            ray.get_runtime_context().get_node_id(), soft=False)
+            ray.get_runtime_context().get_node_id(), soft=False
+        )
     handles: list[Any] = []
     names: list[str] = []
     for i in range(cfg.replicas):
         name = f"{name_prefix}-{role}-{i}"
         spec = ServerSpec(cfg, log_dir / f"{role}-{cfg.engine}-{i}.log", seed, public, f"{role}-{i}")
-        handles.append(actor_cls.options(name=name, num_cpus=cfg.num_cpus, num_gpus=num_gpus,
-                                         max_concurrency=4, **placement).remote(spec))
+        handles.append(
+            actor_cls.options(
+                name=name, num_cpus=cfg.num_cpus, num_gpus=num_gpus, max_concurrency=4, **placement
+            ).remote(spec)
+        )
         names.append(name)
     # Placement can wait for resources (e.g. GPUs an autoscaler adds); start-up itself has its own timeout.
     try:

@@ -62,7 +62,8 @@ def check_cluster(cfg: ExperimentConfig, tracking_uri: str) -> None:
     raise ConfigError(
         f"{source} is {address!r}: trials may run on other nodes, but mlflow.tracking_uri is {tracking_uri!r}, a "
         "file on this machine that other nodes cannot write to; start an MLflow tracking server (mlflow server "
-        "--host 0.0.0.0 --port 5000 ...) and set mlflow.tracking_uri / --tracking-uri to http://<host>:5000")
+        "--host 0.0.0.0 --port 5000 ...) and set mlflow.tracking_uri / --tracking-uri to http://<host>:5000"
+    )
 
 
 def reachable_uri(uri: str, node_ip: str) -> str:
@@ -77,8 +78,7 @@ def reachable_uri(uri: str, node_ip: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def for_other_nodes(cfg: ExperimentConfig, tracking_uri: str,
-                    node_ip: str) -> tuple[ExperimentConfig, str, list[str]]:
+def for_other_nodes(cfg: ExperimentConfig, tracking_uri: str, node_ip: str) -> tuple[ExperimentConfig, str, list[str]]:
     """The config and tracking URI that trials on other nodes get: loopback hosts in the tracking URI and in
     ``pipeline.qdrant_url`` replaced by ``node_ip`` (the driver's node); plus a console line per replacement."""
     notes = []
@@ -86,19 +86,25 @@ def for_other_nodes(cfg: ExperimentConfig, tracking_uri: str,
     if trial_uri != tracking_uri:
         try:  # the server may listen on loopback only: then nothing is gained by the node's address
             check_tracking(trial_uri)
-            notes.append(f"trials on other nodes log to {trial_uri} ({tracking_uri} is this node's loopback; "
-                         f"{node_ip} is this node's address in the Ray cluster)")
+            notes.append(
+                f"trials on other nodes log to {trial_uri} ({tracking_uri} is this node's loopback; "
+                f"{node_ip} is this node's address in the Ray cluster)"
+            )
         except TrackingUnreachable:
-            notes.append(f"MLflow does not answer at {trial_uri} ({node_ip} is this node's address in the Ray "
-                         f"cluster), so trials log to {tracking_uri}: only trials on this node can; start the "
-                         "server with --host 0.0.0.0 (or give a URI every node reaches) to use other nodes")
+            notes.append(
+                f"MLflow does not answer at {trial_uri} ({node_ip} is this node's address in the Ray "
+                f"cluster), so trials log to {tracking_uri}: only trials on this node can; start the "
+                "server with --host 0.0.0.0 (or give a URI every node reaches) to use other nodes"
+            )
             trial_uri = tracking_uri
     qdrant = cfg.pipeline.qdrant_url
     if qdrant and reachable_uri(qdrant, node_ip) != qdrant:
-        notes.append(f"trials on other nodes use Qdrant at {reachable_uri(qdrant, node_ip)} ({qdrant} is this "
-                     "node's loopback)")
-        cfg = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(
-            update={"qdrant_url": reachable_uri(qdrant, node_ip)})})
+        notes.append(
+            f"trials on other nodes use Qdrant at {reachable_uri(qdrant, node_ip)} ({qdrant} is this node's loopback)"
+        )
+        cfg = cfg.model_copy(
+            update={"pipeline": cfg.pipeline.model_copy(update={"qdrant_url": reachable_uri(qdrant, node_ip)})}
+        )
     return cfg, trial_uri, notes
 
 

@@ -56,8 +56,10 @@ def resolve_gguf(spec: str) -> Path:
     except OSError as e:
         raise ServingSetupError(f"model file {path} cannot be read: {e.strerror}") from None
     if magic != GGUF_MAGIC:
-        raise ServingSetupError(f"{path} is not a GGUF model file (it starts with {magic!r}, a GGUF file with "
-                                f"{GGUF_MAGIC!r}): llama.cpp loads GGUF files only (llm model setting {spec!r})")
+        raise ServingSetupError(
+            f"{path} is not a GGUF model file (it starts with {magic!r}, a GGUF file with "
+            f"{GGUF_MAGIC!r}): llama.cpp loads GGUF files only (llm model setting {spec!r})"
+        )
     return path.resolve()
 
 
@@ -80,8 +82,15 @@ class ManagedServer:
 
     engine: Engine = "llama.cpp"
 
-    def __init__(self, model_id: str, log_path: Path, startup_timeout_s: float = 180.0, host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        model_id: str,
+        log_path: Path,
+        startup_timeout_s: float = 180.0,
+        host: str = "127.0.0.1",
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ):
         self.model_id = model_id
         self.log_path = Path(log_path)
         self.startup_timeout_s = startup_timeout_s
@@ -120,15 +129,22 @@ class ManagedServer:
         log = open(self.log_path, "ab")
         # Own session: a terminal Ctrl-C reaches the driver, which then stops the server in order.
         # _die_with_parent: if whoever started it is killed outright, the server does not outlive it.
-        self.proc = subprocess.Popen([*self.command(self.port), *self.extra_args], stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **self.env},
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            [*self.command(self.port), *self.extra_args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **self.env},
+            preexec_fn=_die_with_parent,
+        )
         log.close()
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             if self.proc.poll() is not None:
-                raise ServerError(f"{self.engine} server for {self.model_id} exited with code "
-                                  f"{self.proc.returncode} during start-up; log {self.log_path}:\n{self._log_tail()}")
+                raise ServerError(
+                    f"{self.engine} server for {self.model_id} exited with code "
+                    f"{self.proc.returncode} during start-up; log {self.log_path}:\n{self._log_tail()}"
+                )
             try:
                 check_endpoint(self.base_url, timeout_s=2.0)
                 return
@@ -136,8 +152,10 @@ class ManagedServer:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise ServerError(f"{self.engine} server for {self.model_id} not healthy at {self.base_url} after "
-                                  f"{self.startup_timeout_s:.0f}s; log {self.log_path}:\n{self._log_tail()}")
+                raise ServerError(
+                    f"{self.engine} server for {self.model_id} not healthy at {self.base_url} after "
+                    f"{self.startup_timeout_s:.0f}s; log {self.log_path}:\n{self._log_tail()}"
+                )
             time.sleep(0.25)
 
     def _log_tail(self, n: int = 15) -> str:
@@ -162,9 +180,17 @@ class LlamaCppServer(ManagedServer):
 
     engine: Engine = "llama.cpp"
 
-    def __init__(self, model_path: Path, log_path: Path, *, n_ctx: int = 4096, n_threads: int | None = None,
-                 startup_timeout_s: float = 180.0, env: dict[str, str] | None = None,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        log_path: Path,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        startup_timeout_s: float = 180.0,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         super().__init__(model_path.stem, log_path, startup_timeout_s, env=env, extra_args=extra_args)
         self.model_path = model_path
         self.n_ctx = n_ctx
@@ -181,14 +207,35 @@ class LlamaCppServer(ManagedServer):
     @classmethod
     def from_endpoint(cls, cfg: ModelEndpoint, log_path: Path, seed: int) -> tuple[ManagedServer, str]:
         path = resolve_gguf(cfg.model)
-        server = cls(path, log_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, startup_timeout_s=cfg.startup_timeout_s,
-                     env=cfg.env, extra_args=cfg.extra_args)
+        server = cls(
+            path,
+            log_path,
+            n_ctx=cfg.n_ctx,
+            n_threads=cfg.n_threads,
+            startup_timeout_s=cfg.startup_timeout_s,
+            env=cfg.env,
+            extra_args=cfg.extra_args,
+        )
         return server, f"llama.cpp:{path.name}:{path.stat().st_size}"
 
     def command(self, port: int) -> list[str]:
-        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path),
-                "--model_alias", self.model_id, "--host", self.host, "--port", str(port),
-                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads)]
+        return [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.model_path),
+            "--model_alias",
+            self.model_id,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.n_threads),
+        ]
 
 
 class VllmServer(ManagedServer):
@@ -197,14 +244,24 @@ class VllmServer(ManagedServer):
 
     engine: Engine = "vllm"
 
-    def __init__(self, model: str, log_path: Path, *, gpu_memory_utilization: float = 0.9,
-                 max_model_len: int | None = None, seed: int = 0, startup_timeout_s: float = 900.0,
-                 env: dict[str, str] | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        log_path: Path,
+        *,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
+        seed: int = 0,
+        startup_timeout_s: float = 900.0,
+        env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         # Trial workers run with HF_HUB_OFFLINE=1 (nothing of ours downloads); a model id, not a folder, is meant
         # to be fetched by vLLM on first start, so its server gets the hub back unless the user's env says otherwise.
         hub = {} if Path(model).expanduser().exists() else {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
-        super().__init__(served_name(model), log_path, startup_timeout_s, env={**hub, **(env or {})},
-                         extra_args=extra_args)
+        super().__init__(
+            served_name(model), log_path, startup_timeout_s, env={**hub, **(env or {})}, extra_args=extra_args
+        )
         self.model = model
         self.gpu_memory_utilization = gpu_memory_utilization
         self.max_model_len = max_model_len
@@ -221,15 +278,36 @@ class VllmServer(ManagedServer):
 
     @classmethod
     def from_endpoint(cls, cfg: ModelEndpoint, log_path: Path, seed: int) -> tuple[ManagedServer, str]:
-        server = cls(cfg.model, log_path, gpu_memory_utilization=cfg.gpu_memory_utilization,
-                     max_model_len=cfg.max_model_len, seed=seed, startup_timeout_s=cfg.startup_timeout_s, env=cfg.env,
-                     extra_args=cfg.extra_args)
+        server = cls(
+            cfg.model,
+            log_path,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_model_len=cfg.max_model_len,
+            seed=seed,
+            startup_timeout_s=cfg.startup_timeout_s,
+            env=cfg.env,
+            extra_args=cfg.extra_args,
+        )
         return server, f"vllm:{cfg.model}"
 
     def command(self, port: int) -> list[str]:
-        cmd = ["vllm", "serve", self.model, "--host", self.host, "--port", str(port),
-               "--served-model-name", self.model_id, "--gpu-memory-utilization", str(self.gpu_memory_utilization),
-               "--seed", str(self.seed), "--generation-config", "vllm"]
+        cmd = [
+            "vllm",
+            "serve",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(port),
+            "--served-model-name",
+            self.model_id,
+            "--gpu-memory-utilization",
+            str(self.gpu_memory_utilization),
+            "--seed",
+            str(self.seed),
+            "--generation-config",
+            "vllm",
+        ]
         if self.max_model_len:
             cmd += ["--max-model-len", str(self.max_model_len)]
         return cmd

@@ -32,11 +32,25 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "fp8_e4m3": 
 
 # Where a GPU type is named outside ragsweep's config: AWS instance families (cluster.yaml) and the
 # `nvidia.com/gpu.product` label of NVIDIA's GPU feature discovery (k8s/gpu-nodes.yaml).
-AWS_FAMILY_GPU = {"g4dn": "T4", "g5": "A10G", "g6": "L4", "g6e": "L40S", "p4d": "A100-40GB", "p4de": "A100-80GB",
-                  "p5": "H100", "p5e": "H200"}
-GFD_PRODUCT_GPU = {"NVIDIA-A10G": "A10G", "NVIDIA-L4": "L4", "NVIDIA-L40S": "L40S", "Tesla-T4": "T4",
-                   "NVIDIA-A100-SXM4-40GB": "A100-40GB", "NVIDIA-A100-SXM4-80GB": "A100-80GB",
-                   "NVIDIA-H100-80GB-HBM3": "H100"}
+AWS_FAMILY_GPU = {
+    "g4dn": "T4",
+    "g5": "A10G",
+    "g6": "L4",
+    "g6e": "L40S",
+    "p4d": "A100-40GB",
+    "p4de": "A100-80GB",
+    "p5": "H100",
+    "p5e": "H200",
+}
+GFD_PRODUCT_GPU = {
+    "NVIDIA-A10G": "A10G",
+    "NVIDIA-L4": "L4",
+    "NVIDIA-L40S": "L40S",
+    "Tesla-T4": "T4",
+    "NVIDIA-A100-SXM4-40GB": "A100-40GB",
+    "NVIDIA-A100-SXM4-80GB": "A100-80GB",
+    "NVIDIA-H100-80GB-HBM3": "H100",
+}
 
 
 @dataclass(frozen=True)
@@ -100,11 +114,15 @@ class Fit:
         return None if self.shape is None else self.budget_gb >= self.needed_gb
 
     def line(self) -> str:
-        head = (f"{self.where} {self.model} (x{self.replicas}): {self.utilization:g} x {self.gpu_gb:g} GB = "
-                f"{self.budget_gb:.1f} GB")
+        head = (
+            f"{self.where} {self.model} (x{self.replicas}): {self.utilization:g} x {self.gpu_gb:g} GB = "
+            f"{self.budget_gb:.1f} GB"
+        )
         if self.shape is None:
-            return (f"{head}; not checked: {self.model!r} is not a local folder, not in the Hugging Face cache "
-                    "and not a known model")
+            return (
+                f"{head}; not checked: {self.model!r} is not a local folder, not in the Hugging Face cache "
+                "and not a known model"
+            )
         s = self.shape
         weights = s.weight_bytes / GB
         kv_gb = self.kv_per_token * self.max_model_len / GB
@@ -112,9 +130,11 @@ class Fit:
         if self.fits:
             room = (self.budget_gb - weights - OVERHEAD_GB) * GB / (self.kv_per_token * self.max_model_len)
             return f"{head} >= {parts} = {self.needed_gb:.1f} GB: fits, KV room for {room:.0f} full-length sequences"
-        return (f"{head} < {parts} = {self.needed_gb:.1f} GB: does NOT fit; raise gpu_memory_utilization (and "
-                f"num_gpus) to at least {min(1.0, self.needed_gb / self.gpu_gb):.2f}, lower max_model_len, or use a "
-                "GPU with more memory")
+        return (
+            f"{head} < {parts} = {self.needed_gb:.1f} GB: does NOT fit; raise gpu_memory_utilization (and "
+            f"num_gpus) to at least {min(1.0, self.needed_gb / self.gpu_gb):.2f}, lower max_model_len, or use a "
+            "GPU with more memory"
+        )
 
 
 def _hf_cache_folder(model: str) -> Path | None:
@@ -150,9 +170,15 @@ def _shape_from_folder(folder: Path) -> ModelShape | None:
     attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
     embeddings = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
     params = (layers * (attention + 3 * hidden * inter) + embeddings) / 1e9
-    return ModelShape(params, layers, kv_heads, head_dim,
-                      int(cfg.get("max_position_embeddings", 4096)), dtype if dtype in DTYPE_BYTES else "bfloat16",
-                      weights)
+    return ModelShape(
+        params,
+        layers,
+        kv_heads,
+        head_dim,
+        int(cfg.get("max_position_embeddings", 4096)),
+        dtype if dtype in DTYPE_BYTES else "bfloat16",
+        weights,
+    )
 
 
 def model_shape(model: str) -> ModelShape | None:
@@ -178,8 +204,13 @@ def local_gpu_gb() -> float | None:
     if shutil.which("nvidia-smi") is None:
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         return int(out.split()[0]) * 2**20 / GB
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -205,8 +236,16 @@ def endpoint_fit(ep: ModelEndpoint, where: str, gpu_gb: float) -> Fit:
         shape = ModelShape(**{**shape.__dict__, "dtype": dtype})
     if shape is not None and kv == "auto":
         kv = shape.dtype
-    return Fit(where, ep.model, ep.replicas, ep.gpu_memory_utilization, gpu_gb,
-               length or (shape.max_context if shape else 0), shape, kv if kv in DTYPE_BYTES else "bfloat16")
+    return Fit(
+        where,
+        ep.model,
+        ep.replicas,
+        ep.gpu_memory_utilization,
+        gpu_gb,
+        length or (shape.max_context if shape else 0),
+        shape,
+        kv if kv in DTYPE_BYTES else "bfloat16",
+    )
 
 
 def gpu_fit(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
@@ -217,14 +256,17 @@ def gpu_fit(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     if not endpoints:
         return [], []
     gb, source = gpu_memory_gb(cfg)
-    problems = [f"{w}: num_gpus {ep.gpus_per_replica:g} is below gpu_memory_utilization {ep.gpu_memory_utilization:g}"
-                "; Ray places servers by num_gpus, so set num_gpus >= gpu_memory_utilization"
-                for w, ep in endpoints if ep.gpus_per_replica < ep.gpu_memory_utilization]
+    problems = [
+        f"{w}: num_gpus {ep.gpus_per_replica:g} is below gpu_memory_utilization {ep.gpu_memory_utilization:g}"
+        "; Ray places servers by num_gpus, so set num_gpus >= gpu_memory_utilization"
+        for w, ep in endpoints
+        if ep.gpus_per_replica < ep.gpu_memory_utilization
+    ]
     if gb is None:
-        return ["GPU fit: not checked (set llm.gpu.type or llm.gpu.memory_gb, or run where nvidia-smi sees a GPU)"], \
-            problems
+        return [
+            "GPU fit: not checked (set llm.gpu.type or llm.gpu.memory_gb, or run where nvidia-smi sees a GPU)"
+        ], problems
     fits = [endpoint_fit(ep, w, gb) for w, ep in endpoints]
     lines = [f"GPU fit ({gb:g} GB per GPU, from {source}):", *(f"  {f.line()}" for f in fits)]
     problems += [f.line() for f in fits if f.fits is False]
     return lines, problems
-

@@ -54,9 +54,15 @@ class Endpoint:
 
     def client(self, cache: RequestCache | None = None) -> LLMClient:
         return LLMClient(
-            self.base_urls, self.model, engine=self.engine, api_key=self.api_key,
-            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, max_retries=self.max_retries,
-            cache=cache, model_fingerprint=self.model_fingerprint or f"{self.engine}:{self.model}",
+            self.base_urls,
+            self.model,
+            engine=self.engine,
+            api_key=self.api_key,
+            max_concurrency=self.max_concurrency,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            cache=cache,
+            model_fingerprint=self.model_fingerprint or f"{self.engine}:{self.model}",
         )
 
 
@@ -71,9 +77,15 @@ class Endpoints:
         return self.generator if name is None else self.generators[name]
 
 
-
-def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitStack, seed: int,
-           ray_prefix: str | None, public: bool) -> Endpoint:
+def _start(
+    cfg: ModelEndpoint,
+    log_dir: Path,
+    role: str,
+    stack: contextlib.ExitStack,
+    seed: int,
+    ray_prefix: str | None,
+    public: bool,
+) -> Endpoint:
     names: list[str] = []
     if ENGINES.get(cfg.engine) is None:  # an endpoint someone else runs: check it answers
         assert cfg.base_url is not None
@@ -96,14 +108,31 @@ def _start(cfg: ModelEndpoint, log_dir: Path, role: str, stack: contextlib.ExitS
             server.start()
             urls = [server.base_url]
         log.info(f"{role} server ready at {', '.join(urls)} in {time.perf_counter() - t0:.1f}s")
-    return Endpoint(tuple(urls), model, cfg.engine, api_key(cfg), cfg.max_concurrency, cfg.timeout_s,
-                    cfg.max_retries, fingerprint, tuple(names))
+    return Endpoint(
+        tuple(urls),
+        model,
+        cfg.engine,
+        api_key(cfg),
+        cfg.max_concurrency,
+        cfg.timeout_s,
+        cfg.max_retries,
+        fingerprint,
+        tuple(names),
+    )
 
 
 @contextlib.contextmanager
-def serve(generator: ModelEndpoint, judge: ModelEndpoint | None, log_dir: Path, seed: int = 0, *,
-          ray_prefix: str | None = None, public: bool = False, first_role: str = "generator",
-          generators: dict[str, ModelEndpoint] | None = None) -> Iterator[Endpoints]:
+def serve(
+    generator: ModelEndpoint,
+    judge: ModelEndpoint | None,
+    log_dir: Path,
+    seed: int = 0,
+    *,
+    ray_prefix: str | None = None,
+    public: bool = False,
+    first_role: str = "generator",
+    generators: dict[str, ModelEndpoint] | None = None,
+) -> Iterator[Endpoints]:
     """Start (or check) the generator and judge servers and stop them on exit, whatever the exit.
 
     With ``ray_prefix`` (Ray initialised) each server is a named Ray actor ``<prefix>-<role>-<i>``; without it,

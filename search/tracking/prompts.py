@@ -30,8 +30,9 @@ def _chat(t: PromptTemplate, redact: Callable[[str], str]) -> list[dict[str, str
     return [{"role": "system", "content": redact(t.system)}, {"role": "user", "content": user}]
 
 
-def register_templates(templates: Iterable[PromptTemplate], model_name: str,
-                       redact: Callable[[str], str] = str) -> dict[str, str]:
+def register_templates(
+    templates: Iterable[PromptTemplate], model_name: str, redact: Callable[[str], str] = str
+) -> dict[str, str]:
     """Template name -> ``prompts:/<name>/<version>``, registering a version only for a text not seen before.
 
     ``redact`` masks the registered text (``mlflow.redact``); the version tag stays the file text's hash."""
@@ -41,8 +42,12 @@ def register_templates(templates: Iterable[PromptTemplate], model_name: str,
         name = registry_name(model_name, t.name)
         version = _existing(client, name, t.version)
         if version is None:
-            pv = mlflow.genai.register_prompt(name, _chat(t, redact), commit_message=f"ragsweep template {t.name!r}",
-                                              tags={TAG_HASH: t.version, "ragsweep.template": t.name})
+            pv = mlflow.genai.register_prompt(
+                name,
+                _chat(t, redact),
+                commit_message=f"ragsweep template {t.name!r}",
+                tags={TAG_HASH: t.version, "ragsweep.template": t.name},
+            )
             version = int(pv.version)
         out[t.name] = f"prompts:/{name}/{version}"
     return out

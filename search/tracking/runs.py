@@ -69,17 +69,22 @@ def check_tracking(uri: str, timeout_s: float = 5.0, wait_s: float = 0.0) -> Non
         if problem is None or time.monotonic() >= deadline:
             break
         if time.monotonic() >= next_note:
-            logger.info("waiting for MLflow tracking server %s (%s), %.0f s left", shown, problem,
-                        deadline - time.monotonic())
+            logger.info(
+                "waiting for MLflow tracking server %s (%s), %.0f s left", shown, problem, deadline - time.monotonic()
+            )
             next_note += 10
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     waited = f" after waiting {wait_s:g} s (mlflow.wait_s)" if wait_s > 0 else ""
     if r is None:
-        raise TrackingUnreachable(f"MLflow tracking server {shown} is unreachable{waited} ({problem}); start it "
-                                  "(mlflow server --host ... --port ...) or fix mlflow.tracking_uri / --tracking-uri")
+        raise TrackingUnreachable(
+            f"MLflow tracking server {shown} is unreachable{waited} ({problem}); start it "
+            "(mlflow server --host ... --port ...) or fix mlflow.tracking_uri / --tracking-uri"
+        )
     if r.status_code != 200:
-        raise TrackingUnreachable(f"MLflow tracking server {shown} answered HTTP {r.status_code} on "
-                                  f"{mask_uri(url)}{waited}: is this an MLflow tracking server?")
+        raise TrackingUnreachable(
+            f"MLflow tracking server {shown} answered HTTP {r.status_code} on "
+            f"{mask_uri(url)}{waited}: is this an MLflow tracking server?"
+        )
     check_credentials(uri, timeout_s)
 
 
@@ -88,8 +93,11 @@ def check_credentials(uri: str, timeout_s: float = 5.0) -> None:
     ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` or ``_TOKEN``): a server with authentication (``mlflow server
     --app-name basic-auth``, or a proxy) that refuses them fails here, naming the variables, not in a trial."""
     env = os.environ
-    auth = ((env["MLFLOW_TRACKING_USERNAME"], env.get("MLFLOW_TRACKING_PASSWORD", ""))
-            if env.get("MLFLOW_TRACKING_USERNAME") else None)
+    auth = (
+        (env["MLFLOW_TRACKING_USERNAME"], env.get("MLFLOW_TRACKING_PASSWORD", ""))
+        if env.get("MLFLOW_TRACKING_USERNAME")
+        else None
+    )
     headers = {"Authorization": f"Bearer {env['MLFLOW_TRACKING_TOKEN']}"} if env.get("MLFLOW_TRACKING_TOKEN") else {}
     url = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
     try:
@@ -97,11 +105,18 @@ def check_credentials(uri: str, timeout_s: float = 5.0) -> None:
     except httpx.HTTPError:
         return  # /health answered: a transient failure here is MLflow's retries' business
     if r.status_code in (401, 403):
-        sent = ("the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD" if auth
-                else "the token in MLFLOW_TRACKING_TOKEN" if headers else "no credentials")
-        raise TrackingUnreachable(f"MLflow tracking server {mask_uri(uri)} refused {sent} (HTTP {r.status_code}): "
-                                  "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
-                                  "MLFLOW_TRACKING_TOKEN) to an account of that server")
+        sent = (
+            "the credentials in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+            if auth
+            else "the token in MLFLOW_TRACKING_TOKEN"
+            if headers
+            else "no credentials"
+        )
+        raise TrackingUnreachable(
+            f"MLflow tracking server {mask_uri(uri)} refused {sent} (HTTP {r.status_code}): "
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+            "MLFLOW_TRACKING_TOKEN) to an account of that server"
+        )
 
 
 @contextlib.contextmanager
@@ -131,8 +146,10 @@ def require_store(uri: str) -> None:
     commands that only read (ask, serve, promote, rollback, evaluate, resume) must not create an empty one."""
     path = local_store_path(uri)
     if path is not None and not path.exists():
-        raise TrackingUnreachable(f"no MLflow store at {path} (tracking URI {mask_uri(uri)}): run a search first, or "
-                                  "point --tracking-uri / mlflow.tracking_uri / storage_dir at the one it wrote")
+        raise TrackingUnreachable(
+            f"no MLflow store at {path} (tracking URI {mask_uri(uri)}): run a search first, or "
+            "point --tracking-uri / mlflow.tracking_uri / storage_dir at the one it wrote"
+        )
 
 
 def local_store_path(uri: str) -> Path | None:
@@ -145,9 +162,14 @@ def local_store_path(uri: str) -> Path | None:
     return Path(uri).expanduser() if "://" not in uri else None
 
 
-KIND_NAMES = {"search": "search run (a search's parent run)", "trial": "trial run", "evaluation": "evaluation run",
-              "calibration": "judge calibration run", "testset": "question-generation run",
-              "champion_holdout": "champion held-out run"}
+KIND_NAMES = {
+    "search": "search run (a search's parent run)",
+    "trial": "trial run",
+    "evaluation": "evaluation run",
+    "calibration": "judge calibration run",
+    "testset": "question-generation run",
+    "champion_holdout": "champion held-out run",
+}
 
 
 def run_of_kind(client: MlflowClient, run_id: str, want: str, flag: str, error: type[Exception]) -> Run:
@@ -161,8 +183,11 @@ def run_of_kind(client: MlflowClient, run_id: str, want: str, flag: str, error: 
     kind = tags.get(TAG_KIND)
     if kind == want:
         return run
-    what = KIND_NAMES.get(kind or "", f"run of kind {kind!r}") if kind else "run ragsweep did not record (no " \
-        f"{TAG_KIND} tag)"
+    what = (
+        KIND_NAMES.get(kind or "", f"run of kind {kind!r}")
+        if kind
+        else f"run ragsweep did not record (no {TAG_KIND} tag)"
+    )
     hint = ""
     if kind == "trial" and want == "search" and tags.get(PARENT_TAG):
         hint = f"; its search run is {tags[PARENT_TAG]}"

@@ -69,8 +69,16 @@ class ModelInfo:
 
 
 class TraceWriter:
-    def __init__(self, experiment_id: str, rate: float, redactor: Redactor, generator: ModelInfo,
-                 judge_model: str, judge_versions: dict[str, str], trial: str) -> None:
+    def __init__(
+        self,
+        experiment_id: str,
+        rate: float,
+        redactor: Redactor,
+        generator: ModelInfo,
+        judge_model: str,
+        judge_versions: dict[str, str],
+        trial: str,
+    ) -> None:
         self.experiment_id, self.rate, self.redact = experiment_id, rate, redactor
         self.generator, self.judge_model, self.trial = generator, judge_model, trial
         self.judge_versions = judge_versions
@@ -89,39 +97,88 @@ class TraceWriter:
         times = [s for s, _ in stages.values()] + ([ans.response.started_at] if ans.response else [])
         start = min(times) if times else time.time()
         # Span attributes take any JSON-serialisable value (MLflow's annotation says str).
-        attributes: dict[str, Any] = {"ragsweep.question_id": q.id, "ragsweep.trial": self.trial,
-                                      "ragsweep.gold": r.deep(list(q.answers)), "ragsweep.answerable": q.answerable,
-                                      "ragsweep.scores": {k: v for k, v in scores.items() if math.isfinite(v)}}
+        attributes: dict[str, Any] = {
+            "ragsweep.question_id": q.id,
+            "ragsweep.trial": self.trial,
+            "ragsweep.gold": r.deep(list(q.answers)),
+            "ragsweep.answerable": q.answerable,
+            "ragsweep.scores": {k: v for k, v in scores.items() if math.isfinite(v)},
+        }
         root = mlflow.start_span_no_context(
-            TRACE_NAME, span_type=SpanType.CHAIN, inputs={"question": r(q.question)}, attributes=attributes,
+            TRACE_NAME,
+            span_type=SpanType.CHAIN,
+            inputs={"question": r(q.question)},
+            attributes=attributes,
             tags={"ragsweep.question_id": q.id, "ragsweep.trial": self.trial},
-            experiment_id=self.experiment_id, start_time_ns=_ns(start))
+            experiment_id=self.experiment_id,
+            start_time_ns=_ns(start),
+        )
         end = start
         if "transform" in stages:  # the query transformation: what retrieval searched with
             a, b = stages["transform"]
-            span = mlflow.start_span_no_context("transform", span_type=SpanType.LLM, parent_span=root,
-                                                inputs={"question": r(q.question)}, start_time_ns=_ns(a))
+            span = mlflow.start_span_no_context(
+                "transform",
+                span_type=SpanType.LLM,
+                parent_span=root,
+                inputs={"question": r(q.question)},
+                start_time_ns=_ns(a),
+            )
             span.set_attributes({"ragsweep.llm_calls": ans.llm_calls - 1, "ragsweep.batch_window": True})
             span.end(outputs={"search_texts": [r(t) for t in ans.search_texts]}, end_time_ns=_ns(b))
             end = max(end, b)
         if "retrieve" in stages:
-            end = max(end, self._hits_span(root, "retrieve", SpanType.RETRIEVER, stages["retrieve"],
-                                           {"query": r(q.question), "search_texts": len(ans.search_texts) or 1,
-                                            "k": len(ans.candidates)}, ans.candidates))
+            end = max(
+                end,
+                self._hits_span(
+                    root,
+                    "retrieve",
+                    SpanType.RETRIEVER,
+                    stages["retrieve"],
+                    {"query": r(q.question), "search_texts": len(ans.search_texts) or 1, "k": len(ans.candidates)},
+                    ans.candidates,
+                ),
+            )
         if "rerank" in stages:
-            end = max(end, self._hits_span(root, "rerank", SpanType.RERANKER, stages["rerank"],
-                                           {"candidates": len(ans.candidates), "top_k": len(ans.hits)}, ans.hits))
+            end = max(
+                end,
+                self._hits_span(
+                    root,
+                    "rerank",
+                    SpanType.RERANKER,
+                    stages["rerank"],
+                    {"candidates": len(ans.candidates), "top_k": len(ans.hits)},
+                    ans.hits,
+                ),
+            )
         if "prompt" in stages:
             a, b = stages["prompt"]
-            span = mlflow.start_span_no_context("prompt", span_type=SpanType.PARSER, parent_span=root,
-                                                inputs={"contexts": len(ans.hits)}, start_time_ns=_ns(a))
+            span = mlflow.start_span_no_context(
+                "prompt",
+                span_type=SpanType.PARSER,
+                parent_span=root,
+                inputs={"contexts": len(ans.hits)},
+                start_time_ns=_ns(a),
+            )
             span.end(outputs={"messages": self._messages(ans.messages)}, end_time_ns=_ns(b))
             end = max(end, b)
         if ans.response is not None:
             g = self.generator
-            end = max(end, self._call(root, "generate", ans.messages, ans.response,
-                                      {"model": g.model, "engine": g.engine, "temperature": g.temperature,
-                                       "max_tokens": g.max_tokens, "seed": g.seed}))
+            end = max(
+                end,
+                self._call(
+                    root,
+                    "generate",
+                    ans.messages,
+                    ans.response,
+                    {
+                        "model": g.model,
+                        "engine": g.engine,
+                        "temperature": g.temperature,
+                        "max_tokens": g.max_tokens,
+                        "seed": g.seed,
+                    },
+                ),
+            )
         for name, v in verdicts.items():
             end = max(end, self._judge_span(root, name, v))
         root.end(outputs={"answer": r(ans.answer)}, end_time_ns=_ns(end))
@@ -149,50 +206,85 @@ class TraceWriter:
     def _messages(self, messages: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
         return [{"role": role, "content": self.redact(content)} for role, content in messages]
 
-    def _hits_span(self, root: Any, name: str, kind: str, window: tuple[float, float], inputs: dict[str, Any],
-                   hits: list[Hit]) -> float:
+    def _hits_span(
+        self, root: Any, name: str, kind: str, window: tuple[float, float], inputs: dict[str, Any], hits: list[Hit]
+    ) -> float:
         a, b = window
-        span = mlflow.start_span_no_context(name, span_type=kind, parent_span=root, inputs=inputs,
-                                            start_time_ns=_ns(a))
-        span.set_attributes({
-            "ragsweep.chunk_ids": [h.chunk.id for h in hits],
-            "ragsweep.doc_ids": [h.chunk.doc_id for h in hits],
-            "ragsweep.offsets": [[h.chunk.start, h.chunk.end] for h in hits],
-            "ragsweep.scores": [round(h.score, 6) for h in hits],
-            # The node ran once for the whole shard: its time window is the shard's.
-            "ragsweep.batch_window": True,
-        })
-        docs = [Document(page_content=self.redact(h.chunk.text), id=str(h.chunk.id),
-                         metadata={"doc_uri": h.chunk.doc_id, "chunk_id": h.chunk.id, "start": h.chunk.start,
-                                   "end": h.chunk.end, "score": h.score}).to_dict() for h in hits]
+        span = mlflow.start_span_no_context(name, span_type=kind, parent_span=root, inputs=inputs, start_time_ns=_ns(a))
+        span.set_attributes(
+            {
+                "ragsweep.chunk_ids": [h.chunk.id for h in hits],
+                "ragsweep.doc_ids": [h.chunk.doc_id for h in hits],
+                "ragsweep.offsets": [[h.chunk.start, h.chunk.end] for h in hits],
+                "ragsweep.scores": [round(h.score, 6) for h in hits],
+                # The node ran once for the whole shard: its time window is the shard's.
+                "ragsweep.batch_window": True,
+            }
+        )
+        docs = [
+            Document(
+                page_content=self.redact(h.chunk.text),
+                id=str(h.chunk.id),
+                metadata={
+                    "doc_uri": h.chunk.doc_id,
+                    "chunk_id": h.chunk.id,
+                    "start": h.chunk.start,
+                    "end": h.chunk.end,
+                    "score": h.score,
+                },
+            ).to_dict()
+            for h in hits
+        ]
         span.end(outputs=docs, end_time_ns=_ns(b))
         return b
 
-    def _call(self, parent: Any, name: str, messages: tuple[tuple[str, str], ...], resp: ChatResponse,
-              params: dict[str, Any]) -> float:
+    def _call(
+        self, parent: Any, name: str, messages: tuple[tuple[str, str], ...], resp: ChatResponse, params: dict[str, Any]
+    ) -> float:
         """A CHAT_MODEL span for one request; a cache hit is an instant span that keeps the original latency."""
         a = resp.started_at
         b = a if resp.cached else a + resp.latency_s
-        span = mlflow.start_span_no_context(name, span_type=SpanType.CHAT_MODEL, parent_span=parent,
-                                            inputs={"messages": self._messages(messages)}, start_time_ns=_ns(a))
-        span.set_attributes({
-            **params, "prompt_tokens": resp.prompt_tokens, "completion_tokens": resp.completion_tokens,
-            "latency_s": round(resp.latency_s, 4), "cached": resp.cached,
-            SpanAttributeKey.CHAT_USAGE: {"input_tokens": resp.prompt_tokens, "output_tokens": resp.completion_tokens,
-                                          "total_tokens": resp.prompt_tokens + resp.completion_tokens},
-        })
+        span = mlflow.start_span_no_context(
+            name,
+            span_type=SpanType.CHAT_MODEL,
+            parent_span=parent,
+            inputs={"messages": self._messages(messages)},
+            start_time_ns=_ns(a),
+        )
+        span.set_attributes(
+            {
+                **params,
+                "prompt_tokens": resp.prompt_tokens,
+                "completion_tokens": resp.completion_tokens,
+                "latency_s": round(resp.latency_s, 4),
+                "cached": resp.cached,
+                SpanAttributeKey.CHAT_USAGE: {
+                    "input_tokens": resp.prompt_tokens,
+                    "output_tokens": resp.completion_tokens,
+                    "total_tokens": resp.prompt_tokens + resp.completion_tokens,
+                },
+            }
+        )
         span.end(outputs={"content": self.redact(resp.text)}, end_time_ns=_ns(b))
         return b
 
     def _judge_span(self, root: Any, name: str, v: JudgeResult) -> float:
-        times = [(resp.started_at, resp.started_at + (0.0 if resp.cached else resp.latency_s))
-                 for _, resp in v.exchanges]
+        times = [
+            (resp.started_at, resp.started_at + (0.0 if resp.cached else resp.latency_s)) for _, resp in v.exchanges
+        ]
         a = min((s for s, _ in times), default=root.start_time_ns / 1e9)
         b = max((e for _, e in times), default=a)
-        span = mlflow.start_span_no_context(name, span_type=SpanType.EVALUATOR, parent_span=root,
-                                            inputs={"calls": v.calls}, start_time_ns=_ns(a))
-        span.set_attributes({"prompt_version": self.judge_versions.get(name, ""), "skipped": v.skipped,
-                             "repaired": v.repaired, "model": self.judge_model})
+        span = mlflow.start_span_no_context(
+            name, span_type=SpanType.EVALUATOR, parent_span=root, inputs={"calls": v.calls}, start_time_ns=_ns(a)
+        )
+        span.set_attributes(
+            {
+                "prompt_version": self.judge_versions.get(name, ""),
+                "skipped": v.skipped,
+                "repaired": v.repaired,
+                "model": self.judge_model,
+            }
+        )
         for req, resp in v.exchanges:
             self._call(span, "call", req.messages, resp, self._request_params(req))
         value = v.value if math.isfinite(v.value) else None
@@ -200,8 +292,12 @@ class TraceWriter:
         return b
 
     def _request_params(self, req: ChatRequest) -> dict[str, Any]:
-        return {"model": self.judge_model, "temperature": req.temperature, "max_tokens": req.max_tokens,
-                "seed": req.seed if req.seed is not None else -1}
+        return {
+            "model": self.judge_model,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+            "seed": req.seed if req.seed is not None else -1,
+        }
 
     # ---- feedback -------------------------------------------------------------------------------------
 
@@ -216,10 +312,21 @@ class TraceWriter:
         meta = {"prompt_version": self.judge_versions.get(name, ""), "calls": str(v.calls)}
         try:
             if v.failed:
-                mlflow.log_feedback(trace_id=trace_id, name=name, source=source, metadata=meta,
-                                    error=RuntimeError(self.redact(v.reason) or "no verdict"))
+                mlflow.log_feedback(
+                    trace_id=trace_id,
+                    name=name,
+                    source=source,
+                    metadata=meta,
+                    error=RuntimeError(self.redact(v.reason) or "no verdict"),
+                )
             else:
-                mlflow.log_feedback(trace_id=trace_id, name=name, value=v.value, source=source, metadata=meta,
-                                    rationale=self.redact(v.reason) or None)
+                mlflow.log_feedback(
+                    trace_id=trace_id,
+                    name=name,
+                    value=v.value,
+                    source=source,
+                    metadata=meta,
+                    rationale=self.redact(v.reason) or None,
+                )
         except Exception as e:
             raise RuntimeError(f"could not log feedback {name!r} on trace {trace_id}: {e}") from e

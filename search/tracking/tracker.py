@@ -51,8 +51,9 @@ class Tracker:
             raise RuntimeError("no active MLflow run")
         return cls(mlflow.get_tracking_uri()), run.info.run_id
 
-    def start(self, experiment_id: str, name: str, tags: Mapping[str, str] | None = None,
-              parent_id: str | None = None) -> str:
+    def start(
+        self, experiment_id: str, name: str, tags: Mapping[str, str] | None = None, parent_id: str | None = None
+    ) -> str:
         """A new RUNNING run; with ``parent_id`` it is that run's child (MLflow's nesting tag)."""
         all_tags = {**(tags or {}), **({PARENT_TAG: parent_id} if parent_id else {})}
         return str(self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id)
@@ -68,8 +69,11 @@ class Tracker:
 
     def metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), now, step)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and math.isfinite(float(v))
+        ]
         for i in range(0, len(items), BATCH):
             self.client.log_batch(run_id, metrics=items[i : i + BATCH])
 
@@ -91,8 +95,9 @@ class Tracker:
     def json(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.client.log_dict(run_id, SECRETS.deep(obj), artifact_file)
 
-    def dataset_inputs(self, run_id: str, dataset: Dataset, corpus_path: Path, questions_path: Path,
-                       n_used: int | None = None) -> None:
+    def dataset_inputs(
+        self, run_id: str, dataset: Dataset, corpus_path: Path, questions_path: Path, n_used: int | None = None
+    ) -> None:
         """Dataset lineage: the questions (context ``evaluation``, digest over both files) and the corpus (context
         ``corpus``) as MLflow dataset inputs with their name, digest and source path."""
         from mlflow.data.meta_dataset import MetaDataset
@@ -100,15 +105,21 @@ class Tracker:
 
         name = dataset.name or questions_path.parent.name
         questions = MetaDataset(  # type: ignore[abstract]  # MLflow's own dataset for a path and digest
-            LocalArtifactDatasetSource(str(questions_path)), name=name, digest=dataset.digest[:32])
+            LocalArtifactDatasetSource(str(questions_path)), name=name, digest=dataset.digest[:32]
+        )
         corpus = MetaDataset(  # type: ignore[abstract]
-            LocalArtifactDatasetSource(str(corpus_path)), name=f"{name}-corpus", digest=dataset.corpus_digest[:32])
+            LocalArtifactDatasetSource(str(corpus_path)), name=f"{name}-corpus", digest=dataset.corpus_digest[:32]
+        )
         used = {"questions_used": str(n_used)} if n_used is not None else {}
         q_tags = {"mlflow.data.context": "evaluation", "questions": str(len(dataset.questions)), **used}
         c_tags = {"mlflow.data.context": "corpus", "documents": str(len(dataset.corpus))}
-        self.client.log_inputs(run_id, datasets=[
-            DatasetInput(questions._to_mlflow_entity(), [InputTag(k, v) for k, v in q_tags.items()]),
-            DatasetInput(corpus._to_mlflow_entity(), [InputTag(k, v) for k, v in c_tags.items()])])
+        self.client.log_inputs(
+            run_id,
+            datasets=[
+                DatasetInput(questions._to_mlflow_entity(), [InputTag(k, v) for k, v in q_tags.items()]),
+                DatasetInput(corpus._to_mlflow_entity(), [InputTag(k, v) for k, v in c_tags.items()]),
+            ],
+        )
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

@@ -85,10 +85,18 @@ class _Scripted:
         else:
             text = "echo: " + last.strip().splitlines()[-1]
         prompt = sum(len(m["content"].split()) for m in req["messages"])
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": req["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": len(text.split()),
-                          "total_tokens": prompt + len(text.split())}}
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": req["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": len(text.split()),
+                "total_tokens": prompt + len(text.split()),
+            },
+        }
 
 
 @pytest.fixture(scope="session")
@@ -106,9 +114,19 @@ def garbage() -> Iterator[_Scripted]:
 
 
 # llama.cpp is the real server on every machine; vLLM runs only where a GPU and the vllm command exist.
-BACKENDS = ["scripted", pytest.param("llama.cpp", marks=pytest.mark.integration),
-            pytest.param("vllm", marks=[pytest.mark.integration, pytest.mark.skipif(
-                shutil.which("vllm") is None or shutil.which("nvidia-smi") is None, reason="needs a GPU and vllm")])]
+BACKENDS = [
+    "scripted",
+    pytest.param("llama.cpp", marks=pytest.mark.integration),
+    pytest.param(
+        "vllm",
+        marks=[
+            pytest.mark.integration,
+            pytest.mark.skipif(
+                shutil.which("vllm") is None or shutil.which("nvidia-smi") is None, reason="needs a GPU and vllm"
+            ),
+        ],
+    ),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -128,8 +146,11 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:  # p
 
     from ragsweep.search.serving.engines import VllmServer
 
-    server = VllmServer(os.environ.get("RAGSWEEP_VLLM_MODEL", "Qwen/Qwen2.5-0.5B-Instruct"),
-                        tmp_path_factory.mktemp("vllm") / "server.log", gpu_memory_utilization=0.5)
+    server = VllmServer(
+        os.environ.get("RAGSWEEP_VLLM_MODEL", "Qwen/Qwen2.5-0.5B-Instruct"),
+        tmp_path_factory.mktemp("vllm") / "server.log",
+        gpu_memory_utilization=0.5,
+    )
     server.start()
     yield server
     server.stop()

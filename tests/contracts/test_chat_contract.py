@@ -40,7 +40,8 @@ def test_an_empty_batch_sends_nothing(chat_backend: ChatBackend) -> None:
 def test_a_json_schema_is_honoured(chat_backend: ChatBackend) -> None:
     schema = {"type": "object", "properties": {"correct": {"type": "boolean"}}, "required": ["correct"]}
     out = _client(chat_backend).complete(
-        [ChatRequest((("user", "Is 2+2=4? Answer in JSON."),), max_tokens=16, json_schema=schema)])
+        [ChatRequest((("user", "Is 2+2=4? Answer in JSON."),), max_tokens=16, json_schema=schema)]
+    )
     assert isinstance(json.loads(out[0].text)["correct"], bool)
 
 

@@ -23,10 +23,21 @@ from ragsweep.pipelines.retrieve import RETRIEVERS, Retriever
 from ragsweep.pipelines.stores import STORES
 
 pytestmark = pytest.mark.integration
-BACKENDS = [*STORES.names(), pytest.param("qdrant-server", marks=pytest.mark.skipif(
-    not os.environ.get("RAGSWEEP_QDRANT_URL"), reason="set RAGSWEEP_QDRANT_URL to a Qdrant server"))]
-QUESTIONS = ["Who won Super Bowl 50?", "Where was the game played?", "What did the halftime show include?",
-             "the of and"]  # the last one: stop words only, no BM25 terms
+BACKENDS = [
+    *STORES.names(),
+    pytest.param(
+        "qdrant-server",
+        marks=pytest.mark.skipif(
+            not os.environ.get("RAGSWEEP_QDRANT_URL"), reason="set RAGSWEEP_QDRANT_URL to a Qdrant server"
+        ),
+    ),
+]
+QUESTIONS = [
+    "Who won Super Bowl 50?",
+    "Where was the game played?",
+    "What did the halftime show include?",
+    "the of and",
+]  # the last one: stop words only, no BM25 terms
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +45,8 @@ def built(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[Path, Pat
     ds = load_dataset(*xquad_slice)
     embedder = Embedder()
     art = IndexCache(tmp_path_factory.mktemp("idx")).get_or_build(
-        IndexSpec(ds.corpus_digest, 300, 0, "default"), ds.corpus, embedder)
+        IndexSpec(ds.corpus_digest, 300, 0, "default"), ds.corpus, embedder
+    )
     return art, embedder
 
 
@@ -78,7 +90,8 @@ def test_bm25_is_exact_top_k_by_weight(handle, built) -> None:  # type: ignore[n
     for question, hs in zip(QUESTIONS, retriever.retrieve(QUESTIONS, 5), strict=True):
         scores = _sparse_scores(art, retriever, question)
         assert [h.chunk.id for h in hs] == _top(scores, 5) or np.allclose(
-            [h.score for h in hs], sorted(scores[_top(scores, 5)], reverse=True), atol=1e-4)  # ties may swap
+            [h.score for h in hs], sorted(scores[_top(scores, 5)], reverse=True), atol=1e-4
+        )  # ties may swap
     assert retriever.retrieve(QUESTIONS[3:], 5) == [[]]  # no terms, no hits
 
 
@@ -146,11 +159,20 @@ def test_hits_are_the_same_in_every_process(built) -> None:  # type: ignore[no-u
     two processes. Qdrant orders tied RRF scores differently in each process; the store breaks ties by chunk id."""
     art, _ = built
     questions = [*QUESTIONS, "Which team won and where?", "Broncos Panthers Santa Clara"]
-    runs = [subprocess.run([sys.executable, "-c", _RETRIEVE_ALL, str(art.folder), "edge", json.dumps(questions)],
-                           capture_output=True, text=True, check=True, timeout=300).stdout for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _RETRIEVE_ALL, str(art.folder), "edge", json.dumps(questions)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1]
-    assert any(a[1] == b[1] for hs in json.loads(runs[0])["hybrid"] for a, b in zip(hs, hs[1:], strict=False)), \
+    assert any(a[1] == b[1] for hs in json.loads(runs[0])["hybrid"] for a, b in zip(hs, hs[1:], strict=False)), (
         "no tied fused scores: this test would not catch an unstable order"
+    )
 
 
 def test_edge_shard_is_written_once_and_opened_by_many(built) -> None:  # type: ignore[no-untyped-def]

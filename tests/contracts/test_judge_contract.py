@@ -19,13 +19,23 @@ from ragsweep.pipelines.llm import LLMClient
 from tests.contracts.conftest import ChatBackend
 
 OPTIONS = type("Options", (), {"reason_chars": 40, "context_chars": 300, "faithfulness_calls": 2})()
-CUSTOM = CustomJudgeSpec(name="concise", definition="The answer gives what was asked and nothing else.",
-                         grading_prompt="1: padded. 2: some extra words. 3: just the answer.",
-                         scale={"min": 1, "max": 3}, reads=["question", "answer"])  # type: ignore[arg-type]
+CUSTOM = CustomJudgeSpec(
+    name="concise",
+    definition="The answer gives what was asked and nothing else.",
+    grading_prompt="1: padded. 2: some extra words. 3: just the answer.",
+    scale={"min": 1, "max": 3},
+    reads=["question", "answer"],
+)  # type: ignore[arg-type]
 NAMES = [*JUDGES.names(), "custom"]
-ITEM = JudgeItem("Who won Super Bowl 50?", "The Denver Broncos.", ("Denver Broncos",),
-                 ("The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50.",
-                  "Levi's Stadium is in Santa Clara."))
+ITEM = JudgeItem(
+    "Who won Super Bowl 50?",
+    "The Denver Broncos.",
+    ("Denver Broncos",),
+    (
+        "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50.",
+        "Levi's Stadium is in Santa Clara.",
+    ),
+)
 
 
 def _judge(name: str) -> LLMJudge:

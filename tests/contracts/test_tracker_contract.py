@@ -19,8 +19,9 @@ STORES = ["sqlite", pytest.param("server", marks=pytest.mark.integration)]
 
 @pytest.fixture(params=STORES)
 def tracker(request: pytest.FixtureRequest, tmp_path: Path) -> Tracker:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else \
-        request.getfixturevalue("mlflow_server")
+    uri = (
+        f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else request.getfixturevalue("mlflow_server")
+    )
     return Tracker(uri)
 
 
@@ -55,8 +56,9 @@ def test_params_metrics_and_tags_respect_mlflow_limits(tracker: Tracker, experim
     assert data.tags["t"] == "3" and len(data.tags["note"]) == 5000
 
 
-def test_artifacts_and_dataset_inputs(tracker: Tracker, experiment: str, tmp_path: Path,
-                                      tiny_dataset: tuple[Path, Path]) -> None:
+def test_artifacts_and_dataset_inputs(
+    tracker: Tracker, experiment: str, tmp_path: Path, tiny_dataset: tuple[Path, Path]
+) -> None:
     run = RunRef(tracker, tracker.start(experiment, "files"))
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "x.txt").write_text("x")
@@ -64,8 +66,9 @@ def test_artifacts_and_dataset_inputs(tracker: Tracker, experiment: str, tmp_pat
     run.artifact(tmp_path / "one.txt", "single")
     run.artifacts(tmp_path / "folder", "many")
     run.json({"a": [1, 2]}, "report/d.json")
-    paths = {a.path for folder in ("single", "many", "report")
-             for a in tracker.client.list_artifacts(run.run_id, folder)}
+    paths = {
+        a.path for folder in ("single", "many", "report") for a in tracker.client.list_artifacts(run.run_id, folder)
+    }
     assert paths == {"single/one.txt", "many/x.txt", "report/d.json"}
     local = tracker.client.download_artifacts(run.run_id, "report/d.json", str(tmp_path))
     assert json.loads(Path(local).read_text()) == {"a": [1, 2]}

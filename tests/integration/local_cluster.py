@@ -37,9 +37,14 @@ def node_ip() -> str:
     return str(ray.util.get_node_ip_address())
 
 
-def start_mlflow(root: Path, host: str = "127.0.0.1", allowed_hosts: list[str] | None = None,
-                 timeout_s: float = 120, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_mlflow(
+    root: Path,
+    host: str = "127.0.0.1",
+    allowed_hosts: list[str] | None = None,
+    timeout_s: float = 120,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
     """A real ``mlflow server`` with a sqlite store and artifacts in ``root`` (its own process group).
 
     Returns the process and a loopback URI. ``host='0.0.0.0'`` plus ``allowed_hosts`` is how a cluster's head
@@ -48,13 +53,28 @@ def start_mlflow(root: Path, host: str = "127.0.0.1", allowed_hosts: list[str] |
     """
     port = free_port()
     log = open(root / "server.log", "wb")
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "art"),
-           "--workers", "1", *(extra_args or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "art"),
+        "--workers",
+        "1",
+        *(extra_args or []),
+    ]
     if allowed_hosts:
         cmd += ["--allowed-hosts", ",".join([*allowed_hosts, *(f"{h}:{port}" for h in allowed_hosts)])]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**ENV, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**ENV, **(env or {})}
+    )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while True:
@@ -94,8 +114,16 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def __enter__(self) -> LocalCluster:
-        _ray("start", "--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus:g}", "--num-gpus=0",
-             "--include-dashboard=true", f"--dashboard-port={self.dashboard_port}", "--disable-usage-stats")
+        _ray(
+            "start",
+            "--head",
+            f"--port={self.gcs_port}",
+            f"--num-cpus={self.head_cpus:g}",
+            "--num-gpus=0",
+            "--include-dashboard=true",
+            f"--dashboard-port={self.dashboard_port}",
+            "--disable-usage-stats",
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -104,9 +132,15 @@ class LocalCluster:
     def add_worker(self, label: str, cpus: float) -> None:
         port = free_port()
         # the marker resource tells this node apart in the GCS's node list
-        _ray("start", f"--address={self.address}", f"--num-cpus={cpus:g}", "--num-gpus=0",
-             f"--resources={json.dumps({self._marker(label): 1})}", f"--node-manager-port={port}",
-             "--disable-usage-stats")
+        _ray(
+            "start",
+            f"--address={self.address}",
+            f"--num-cpus={cpus:g}",
+            "--num-gpus=0",
+            f"--resources={json.dumps({self._marker(label): 1})}",
+            f"--node-manager-port={port}",
+            "--disable-usage-stats",
+        )
         self.workers[label] = port
         self.wait_for_nodes(1 + len(self.workers))
 
@@ -142,9 +176,12 @@ class LocalCluster:
         import psutil
 
         node_id = self.node_id(label)
-        raylets = [p for p in psutil.process_iter(["cmdline"])
-                   if any(a == f"--node_id={node_id}" for a in p.info["cmdline"] or [])
-                   and "raylet" in (p.info["cmdline"] or [""])[0]]
+        raylets = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if any(a == f"--node_id={node_id}" for a in p.info["cmdline"] or [])
+            and "raylet" in (p.info["cmdline"] or [""])[0]
+        ]
         if not raylets:
             raise RuntimeError(f"no raylet process for node {node_id} (worker {label})")
         for p in raylets:
@@ -153,8 +190,13 @@ class LocalCluster:
 
     def submit(self, entrypoint: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
         """``ray job submit`` (waits for the job and streams its logs); the job's driver runs on the head."""
-        return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", *entrypoint],
-                              env=ENV, capture_output=True, text=True, timeout=timeout_s)
+        return subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", *entrypoint],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
 
     def stop(self) -> None:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=ENV, capture_output=True, timeout=120)

@@ -35,8 +35,11 @@ def test_two_trial_search_on_vllm(tmp_path: Path, xquad_slice, mlflow_server: st
     model = os.environ.get("RAGSWEEP_TEST_VLLM_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
     extra = f"llm:\n  generator: {{engine: vllm, model: '{model}', gpu_memory_utilization: 0.5, max_model_len: 4096}}\n"
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-vllm", extra)
-    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--num-samples", "2"],
-                cwd=tmp_path, timeout=1800)
+    proc = _run(
+        [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--num-samples", "2"],
+        cwd=tmp_path,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     parents, children = _runs(mlflow_server, "e2e-vllm")
     assert parents[0].info.status == "FINISHED" and len(children) == 2

@@ -82,13 +82,23 @@ examples:
     assert all(r.value in (0.0, 0.5, 1.0) for r in out["judge_concise"] if not r.failed)
 
 
-def test_judges_as_mlflow_genai_scorers(llama_server: LlamaCppServer, items, mlflow_server: str,  # type: ignore[no-untyped-def]
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_judges_as_mlflow_genai_scorers(
+    llama_server: LlamaCppServer,
+    items,
+    mlflow_server: str,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     mlflow.set_tracking_uri(mlflow_server)
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")  # set_experiment exports it; undone after the test
     mlflow.set_experiment("scorers")
-    data = [{"inputs": {"question": it.question}, "outputs": {"answer": it.answer, "contexts": list(it.contexts)},
-             "expectations": {"expected_response": it.gold[0]}} for it in items[:2]]
+    data = [
+        {
+            "inputs": {"question": it.question},
+            "outputs": {"answer": it.answer, "contexts": list(it.contexts)},
+            "expectations": {"expected_response": it.gold[0]},
+        }
+        for it in items[:2]
+    ]
     client = LLMClient(llama_server.base_url, llama_server.model_id)
     result = mlflow.genai.evaluate(data=data, scorers=judge_scorers(client))
     table = result.tables["eval_results"]
@@ -101,17 +111,40 @@ def test_judges_as_mlflow_genai_scorers(llama_server: LlamaCppServer, items, mlf
 
 def test_calibrate_command_end_to_end(tmp_path: Path, xquad_slice: tuple[Path, Path], mlflow_server: str) -> None:
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}}}\n"
-                   f"mlflow: {{tracking_uri: '{mlflow_server}', experiment: cal}}\n"
-                   f"judges: {{reason_chars: 0}}\nstorage_dir: {tmp_path / 'runs'}\n")
+    cfg.write_text(
+        f"dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}}}\n"
+        f"mlflow: {{tracking_uri: '{mlflow_server}', experiment: cal}}\n"
+        f"judges: {{reason_chars: 0}}\nstorage_dir: {tmp_path / 'runs'}\n"
+    )
     q = load_dataset(*xquad_slice).questions[0]
     labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"id": q.id, "answer": q.answers[0], "label": 1}) + "\n"
-                      + json.dumps({"id": q.id, "answer": "a purple elephant", "label": 0}) + "\n")
+    labels.write_text(
+        json.dumps({"id": q.id, "answer": q.answers[0], "label": 1})
+        + "\n"
+        + json.dumps({"id": q.id, "answer": "a purple elephant", "label": 0})
+        + "\n"
+    )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.run([*CLI, "judges", "calibrate", "--config", str(cfg),
-                           "--questions", "3", "--repeats", "2", "--labels", str(labels)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            *CLI,
+            "judges",
+            "calibrate",
+            "--config",
+            str(cfg),
+            "--questions",
+            "3",
+            "--repeats",
+            "2",
+            "--labels",
+            str(labels),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "judge calibration: 3 questions x (gold answer, wrong answer) + 2 human labels, 2 repeat(s)" in out
@@ -126,10 +159,16 @@ def test_calibrate_command_end_to_end(tmp_path: Path, xquad_slice: tuple[Path, P
     assert len(run.data.params["judge_context_precision.prompt_version"]) == 12
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"calibration.md", "calibration.json", "items.jsonl"} <= arts
-    rows = [json.loads(line) for line in Path(client.download_artifacts(run.info.run_id, "items.jsonl")).read_text()
-            .splitlines()]
+    rows = [
+        json.loads(line)
+        for line in Path(client.download_artifacts(run.info.run_id, "items.jsonl")).read_text().splitlines()
+    ]
     # 3 gold + 3 wrong per judge; the labels go to the judges that read the answer (not context precision).
     count = {name: sum(r["judge"] == name for r in rows) for name in {r["judge"] for r in rows}}
-    assert count == {"judge_correctness": 8, "judge_faithfulness": 8, "judge_answer_relevance": 8,
-                     "judge_context_precision": 6}
+    assert count == {
+        "judge_correctness": 8,
+        "judge_faithfulness": 8,
+        "judge_answer_relevance": 8,
+        "judge_context_precision": 6,
+    }
     assert all(len(r["values"]) == 2 for r in rows)

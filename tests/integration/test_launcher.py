@@ -50,13 +50,28 @@ search: {{num_samples: 1, questions_per_trial: 3, scheduler: fifo, finalists: 1}
 mlflow: {{experiment: launcher, model_name: launcher-model}}
 """)
         shutil.copy(REPO / "search" / "run.py", home / "run.py")  # what ray submit does: the script alone
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAGSWEEP_CONFIG", "RAGSWEEP_RAY_ADDRESS")}
-        env.update({"HOME": str(home), "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
-                    "PATH": "/usr/local/bin:/usr/bin:/bin"})  # a login shell's; ~/.bashrc adds the venv
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAGSWEEP_CONFIG", "RAGSWEEP_RAY_ADDRESS")
+        }
+        env.update(
+            {
+                "HOME": str(home),
+                "RAY_AUTH_MODE": "disabled",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+            }
+        )  # a login shell's; ~/.bashrc adds the venv
         with LocalCluster(head_cpus=2):
-            out = subprocess.run(["bash", "--login", "-c", "-i", "python ~/run.py"], cwd=home, env=env,
-                                 capture_output=True, text=True, timeout=900)
+            out = subprocess.run(
+                ["bash", "--login", "-c", "-i", "python ~/run.py"],
+                cwd=home,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
         text = out.stdout + out.stderr
         assert out.returncode == 0, text[-4000:]
         assert f"config: {home}/ragsweep/configs/gpu.yaml (from RAGSWEEP_CONFIG" in text, text[-3000:]
@@ -75,8 +90,14 @@ mlflow: {{experiment: launcher, model_name: launcher-model}}
 def test_run_py_from_any_directory_finds_the_projects_default_config(tmp_path: Path) -> None:
     """Without --config and RAGSWEEP_CONFIG, the project's configs/default.yaml, not the working directory's."""
     env = {k: v for k, v in os.environ.items() if k != "RAGSWEEP_CONFIG"}
-    out = subprocess.run([sys.executable, str(REPO / "search" / "run.py"), "--num-samples", "0"], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "search" / "run.py"), "--num-samples", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert f"config: {REPO / 'configs' / 'default.yaml'} (from the project's default" in out.stdout
     assert "flag --num-samples" in out.stderr  # the project's config was read; the flag is what is wrong

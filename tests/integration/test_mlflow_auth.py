@@ -24,13 +24,22 @@ PASSWORD = "k8s-admin-password-0123"
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-auth")
-    (ini,) = [d for d in yaml.safe_load_all((REPO / "k8s" / "mlflow.yaml").read_text())
-              if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mlflow-auth-config"]
+    (ini,) = [
+        d
+        for d in yaml.safe_load_all((REPO / "k8s" / "mlflow.yaml").read_text())
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mlflow-auth-config"
+    ]
     text = re.sub(r"database_uri = \S+", f"database_uri = sqlite:///{root / 'auth.db'}", ini["data"]["basic_auth.ini"])
     (root / "basic_auth.ini").write_text(text)
-    proc, uri = start_mlflow(root, extra_args=["--app-name", "basic-auth"], env={
-        "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"), "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "0123456789abcdef"})
+    proc, uri = start_mlflow(
+        root,
+        extra_args=["--app-name", "basic-auth"],
+        env={
+            "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "0123456789abcdef",
+        },
+    )
     yield uri
     proc.terminate()
     proc.wait(timeout=30)
@@ -48,14 +57,19 @@ def test_refused_credentials_fail_before_any_work(auth_server: str, monkeypatch:
 
 
 def test_search_with_a_refused_login_exits_2_naming_the_variables(
-        auth_server: str, tiny_dataset: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    auth_server: str,
+    tiny_dataset: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     corpus, questions = tiny_dataset
     (tmp_path / "exp.yaml").write_text(
         f"dataset: {{corpus: {corpus}, questions: {questions}, holdout: 0}}\n"
         "space: {chunk_size: [200], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}\n"
         "judges: {suite: []}\nsearch: {num_samples: 1, questions_per_trial: 2, grace_questions: 1}\n"
-        f"mlflow: {{experiment: auth, tracking_uri: '{auth_server}'}}\nstorage_dir: {tmp_path / 'runs'}\n")
+        f"mlflow: {{experiment: auth, tracking_uri: '{auth_server}'}}\nstorage_dir: {tmp_path / 'runs'}\n"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-password")
     assert main(["search", "--config", str(tmp_path / "exp.yaml")]) == 2

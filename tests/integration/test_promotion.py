@@ -59,7 +59,7 @@ storage_dir: {tmp / "runs"}
 """)
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=folder)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {**json.loads(proc.stdout[proc.stdout.rindex("\n{\n") + 1:]), "config": cfg, "stdout": proc.stdout}
+    return {**json.loads(proc.stdout[proc.stdout.rindex("\n{\n") + 1 :]), "config": cfg, "stdout": proc.stdout}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +95,9 @@ def test_gates_decide_champion_and_challenger(searches: dict, mlflow_server: str
     parent = client.get_run(same["parent_run_id"])
     assert parent.data.tags["ragsweep.promotion.decision"] == "challenger"
     assert "not distinguishable" in parent.data.tags["ragsweep.promotion.reason"]
-    decision = json.loads(Path(client.download_artifacts(same["parent_run_id"], "promotion/decision-v2.json"))
-                          .read_text())
+    decision = json.loads(
+        Path(client.download_artifacts(same["parent_run_id"], "promotion/decision-v2.json")).read_text()
+    )
     assert decision["promoted"] is False and decision["previous_champion"] == "1"
     assert "promotion: not promoted" in same["stdout"]
     # 3. A clearly stronger configuration: the paired bootstrap interval is above 0: champion, replacing v1.
@@ -129,10 +130,12 @@ def test_promote_by_hand_and_rollback(searches: dict, mlflow_server: str) -> Non
 
 
 def test_champion_loads_by_alias_in_a_fresh_process(searches: dict, mlflow_server: str) -> None:
-    code = (f"import mlflow, pandas as pd; mlflow.set_tracking_uri({mlflow_server!r}); "
-            f"m = mlflow.pyfunc.load_model('models:/{MODEL}@champion'); "
-            "out = m.predict(pd.DataFrame({'question': ['Who won Super Bowl 50?']})); "
-            "print('ANSWER', out['answer'][0]); print('SOURCES', out['sources'][0])")
+    code = (
+        f"import mlflow, pandas as pd; mlflow.set_tracking_uri({mlflow_server!r}); "
+        f"m = mlflow.pyfunc.load_model('models:/{MODEL}@champion'); "
+        "out = m.predict(pd.DataFrame({'question': ['Who won Super Bowl 50?']})); "
+        "print('ANSWER', out['answer'][0]); print('SOURCES', out['sources'][0])"
+    )
     proc = _run([sys.executable, "-c", code], cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ANSWER" in proc.stdout and json.loads(proc.stdout.split("SOURCES", 1)[1].strip())
@@ -141,10 +144,23 @@ def test_champion_loads_by_alias_in_a_fresh_process(searches: dict, mlflow_serve
 def test_ragsweep_serve_answers_over_http(searches: dict, mlflow_server: str, tmp_path: Path) -> None:
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen([*CLI, "serve", "--config", str(searches["weak"]["config"]),
-                             "--tracking-uri", mlflow_server, "--port", str(port)], cwd=REPO, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--config",
+            str(searches["weak"]["config"]),
+            "--tracking-uri",
+            mlflow_server,
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -155,8 +171,11 @@ def test_ragsweep_serve_answers_over_http(searches: dict, mlflow_server: str, tm
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(1)
-        r = httpx.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
-                       json={"dataframe_records": [{"question": "Who won Super Bowl 50?"}]})
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            timeout=120,
+            json={"dataframe_records": [{"question": "Who won Super Bowl 50?"}]},
+        )
         assert r.status_code == 200, r.text
         pred = r.json()["predictions"][0]
         assert isinstance(pred["answer"], str) and json.loads(pred["sources"])

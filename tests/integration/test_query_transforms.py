@@ -24,19 +24,28 @@ pytestmark = pytest.mark.integration
 def index(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[Path, Path]):  # type: ignore[no-untyped-def]
     ds = load_dataset(*xquad_slice)
     art = IndexCache(tmp_path_factory.mktemp("idx")).get_or_build(
-        IndexSpec(ds.corpus_digest, 600, 0, "default", "sentence"), ds.corpus, Embedder())
+        IndexSpec(ds.corpus_digest, 600, 0, "default", "sentence"), ds.corpus, Embedder()
+    )
     return ds, open_index(art)
 
 
 @pytest.mark.parametrize("transform", ["hyde", "multi_query", "rewrite"])
 def test_transform_node_searches_with_what_the_generator_wrote(  # type: ignore[no-untyped-def]
-        transform: str, index, llama_server: LlamaCppServer, tmp_path: Path) -> None:
+    transform: str, index, llama_server: LlamaCppServer, tmp_path: Path
+) -> None:
     ds, handle = index
     questions = [q.question for q in ds.questions[:4]]
     cache = RequestCache(tmp_path / "cache.db")
     client = LLMClient(llama_server.base_url, llama_server.model_id, cache=cache)
-    params = GenerationParams(top_k=3, temperature=0.0, max_tokens=16, query_transform=transform,
-                              context_order="ends", context_budget=200, multi_query_n=2)
+    params = GenerationParams(
+        top_k=3,
+        temperature=0.0,
+        max_tokens=16,
+        query_transform=transform,
+        context_order="ends",
+        context_budget=200,
+        multi_query_n=2,
+    )
     retriever = Retriever(handle, Embedder(), "hybrid", Fusion(hybrid_weight=0.7, rrf_k=10))
     pipeline = RagPipeline(retriever, client, load_templates()["concise"], params)
     answers, timings = pipeline.answer(questions)

@@ -36,14 +36,28 @@ pipeline: {{max_tokens: 12}}
 judges: {{suite: []}}
 search: {{num_samples: 2, questions_per_trial: 3, scheduler: fifo, finalists: 1, sampler: grid}}
 mlflow: {{experiment: chain, model_name: chain-model}}
-storage_dir: {root / 'runs'}
+storage_dir: {root / "runs"}
 """)
     return path
 
 
 def _generate(cfg: Path, corpus: Path, out: Path, n: int, *extra: str) -> int:
-    return main(["generate-questions", "--config", str(cfg), "--corpus", str(corpus), "--out", str(out),
-                 "--n", str(n), "--kinds", KINDS, *extra])
+    return main(
+        [
+            "generate-questions",
+            "--config",
+            str(cfg),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--n",
+            str(n),
+            "--kinds",
+            KINDS,
+            *extra,
+        ]
+    )
 
 
 def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
@@ -52,7 +66,7 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
     corpus = ingested / "corpus.jsonl"
     out = tmp_path / "generated.jsonl"
     human = REPO / "data" / "xquad_en" / "questions.jsonl"  # a config's dataset files must exist: the set is made
-    cfg = _config(tmp_path, corpus, human)                 # first, then the config points at it (below)
+    cfg = _config(tmp_path, corpus, human)  # first, then the config points at it (below)
     assert _generate(cfg, corpus, out, 4) == 0
     ds = load_dataset(corpus, out)  # ragsweep's own loader checks every span against the document
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -60,7 +74,7 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
     for row in rows:
         if row["answerable"]:
             (span,) = row["answer_spans"]
-            assert ds.corpus[span["doc_id"]].text[span["start"]:span["end"]] == row["answers"][0]
+            assert ds.corpus[span["doc_id"]].text[span["start"] : span["end"]] == row["answers"][0]
     assert {r["generated"]["kind"] for r in rows} <= {"factoid", "unanswerable"}
     report = json.loads((tmp_path / "generated.jsonl.report.json").read_text())
     assert report["questions"] == 4 and sum(report["kept_per_kind"].values()) == 4
@@ -68,8 +82,11 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
     run = client.get_run(report["mlflow_run"])
     assert run.data.params["generation.seed"] == "0" and run.data.tags["ragsweep.kind"] == "testset"
-    (inp,) = [i for i in run.inputs.dataset_inputs
-              if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "evaluation"]
+    (inp,) = [
+        i
+        for i in run.inputs.dataset_inputs
+        if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "evaluation"
+    ]
     assert inp.dataset.digest == ds.digest[:32]  # the name and digest a trial on this set logs
 
     # Resume: drop the last question and rewind the state to just after the one before; the same command
@@ -87,8 +104,21 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
     # a person reviews: rejects the first question, edits the second's wording, accepts the rest
     review = tmp_path / "review.csv"
     assert main(["review", "export", "--questions", str(out), "--corpus", str(corpus), "--out", str(review)]) == 0
-    assert main(["review", "export", "--questions", str(out), "--corpus", str(corpus), "--out",
-                 str(tmp_path / "review.html")]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "export",
+                "--questions",
+                str(out),
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(tmp_path / "review.html"),
+            ]
+        )
+        == 0
+    )
     with open(review, newline="", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     table[0]["decision"] = "reject"
@@ -100,8 +130,23 @@ def test_folder_to_champion(ingested: Path, tmp_path: Path) -> None:
         w.writeheader()
         w.writerows(table)
     reviewed = tmp_path / "reviewed.jsonl"
-    assert main(["review", "import", "--questions", str(out), "--corpus", str(corpus), "--reviewed",
-                 str(review), "--out", str(reviewed)]) == 0
+    assert (
+        main(
+            [
+                "review",
+                "import",
+                "--questions",
+                str(out),
+                "--corpus",
+                str(corpus),
+                "--reviewed",
+                str(review),
+                "--out",
+                str(reviewed),
+            ]
+        )
+        == 0
+    )
     kept = [json.loads(line) for line in reviewed.read_text().splitlines()]
     assert len(kept) == 3 and kept[0]["question"] == "Which detail does this passage give?"
     assert all(r["reviewed"] in ("accept", "edit") for r in kept)

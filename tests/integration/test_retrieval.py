@@ -37,8 +37,9 @@ def test_cache_builds_each_key_once_even_when_processes_race(tmp_path: Path, xqu
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
-def test_each_retriever_finds_the_gold_document(tmp_path: Path, xquad_slice: tuple[Path, Path], mode: str,
-                                                capfd: pytest.CaptureFixture[str]) -> None:
+def test_each_retriever_finds_the_gold_document(
+    tmp_path: Path, xquad_slice: tuple[Path, Path], mode: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     ds = load_dataset(*xquad_slice)
     art = IndexCache(tmp_path).get_or_build(IndexSpec(ds.corpus_digest, 800, 100, "default"), ds.corpus, Embedder())
     # Off a terminal a build says one line when done: which index, how many chunks, how fast.
@@ -60,8 +61,14 @@ def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-ce")
     tok = AutoTokenizer.from_pretrained(str(resolve_embedder_path("default")))
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, num_labels=1)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=1,
+    )
     BertForSequenceClassification(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
@@ -77,8 +84,9 @@ def test_cross_encoder_reranks_to_k(tmp_path: Path, xquad_slice: tuple[Path, Pat
     assert [h.score for h in reranked] == sorted((h.score for h in reranked), reverse=True)
 
 
-def test_onnx_backends_are_exported_once_and_stay_within_their_tolerance(tmp_path: Path,
-                                                                         xquad_slice: tuple[Path, Path]) -> None:
+def test_onnx_backends_are_exported_once_and_stay_within_their_tolerance(
+    tmp_path: Path, xquad_slice: tuple[Path, Path]
+) -> None:
     """fp32 ONNX equals torch to float rounding; int8 moves vectors a little (docs/config.md states how much
     retrieval changes); the export happens once per model and variant."""
     import numpy as np

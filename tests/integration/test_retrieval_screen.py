@@ -37,7 +37,8 @@ storage_dir: {tmp_path / "runs"}
 
 
 def test_screen_scores_every_search_question_once_per_key_with_no_llm_call(
-        tmp_path: Path, xquad_slice: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, xquad_slice: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def no_llm(*args: object, **kwargs: object) -> None:
         raise AssertionError("the retrieval screen sent an LLM request")
 
@@ -58,8 +59,7 @@ def test_screen_scores_every_search_question_once_per_key_with_no_llm_call(
         if s.point["context_budget"] == 100:
             full = by[s.label.replace("context_budget=100", "context_budget=0")]
             assert s.tokens <= full.tokens and s.recall <= full.recall + 1e-9
-    assert first.candidates and all(c in first.front or c.point == first.candidates[-1].point
-                                    for c in first.candidates)
+    assert first.candidates and all(c in first.front or c.point == first.candidates[-1].point for c in first.candidates)
     again = stage(cfg, ds, plan.screen_ids, baseline(cfg), cfg.index_cache)
     assert again.result.computed == 0 and [s.label for s in again.candidates] == [s.label for s in first.candidates]
     assert len((cfg.storage_dir / "retrieval-cache" / "computed.jsonl").read_text().splitlines()) == n

@@ -38,8 +38,9 @@ FULL = """judges:
 objective: {weights: {token_f1: 0.7, recall_at_k: 0.3, judge_concise: 0.01}}"""
 
 
-def _config(tmp: Path, corpus: Path, questions: Path, uri: str, experiment: str, extra: str = "",
-            judges: str = ONE_JUDGE) -> Path:
+def _config(
+    tmp: Path, corpus: Path, questions: Path, uri: str, experiment: str, extra: str = "", judges: str = ONE_JUDGE
+) -> Path:
     cfg = tmp / "exp.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {corpus}, questions: {questions}, name: xquad_slice}}
@@ -99,8 +100,11 @@ def test_search_finishes(search_result) -> None:  # type: ignore[no-untyped-def]
     assert "retrieval screen: 24 configurations on 4 index(es)" in proc.stdout
     assert "held-out race: " in proc.stdout and "held-out round 1: " in proc.stdout
     assert "headroom: retrieval recall " in proc.stdout and "with the gold passage as the only context" in proc.stdout
-    assert ("the generator limits this pipeline" in proc.stdout or "retrieval limits this pipeline" in proc.stdout
-            or "both limit it" in proc.stdout)
+    assert (
+        "the generator limits this pipeline" in proc.stdout
+        or "retrieval limits this pipeline" in proc.stdout
+        or "both limit it" in proc.stdout
+    )
 
 
 def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None:  # type: ignore[no-untyped-def]
@@ -131,8 +135,18 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
         assert client.get_prompt_version(*prompt_uri.removeprefix("prompts:/").split("/")) is not None
         assert child.info.status == "FINISHED"
         m = child.data.metrics
-        for key in ("token_f1", "exact_match", "contains", "recall_at_k", "mrr", "objective", "latency_p50_s",
-                    "latency_p95_s", "prompt_tokens", "completion_tokens"):
+        for key in (
+            "token_f1",
+            "exact_match",
+            "contains",
+            "recall_at_k",
+            "mrr",
+            "objective",
+            "latency_p50_s",
+            "latency_p95_s",
+            "prompt_tokens",
+            "completion_tokens",
+        ):
             assert key in m, f"{key} missing from {child.info.run_name}"
         assert m["n_questions"] == N_QUESTIONS and m["prompt_tokens"] > 0
         assert m["llm.generator.requests"] + m["llm.generator.cache_hits"] == N_QUESTIONS
@@ -163,8 +177,13 @@ def test_mlflow_has_parent_children_metrics_and_artifacts(search_result) -> None
         concise = m.get("judge_concise", 0.0)
         assert m["objective"] == pytest.approx(0.7 * m["token_f1"] + 0.3 * m["recall_at_k"] + 0.01 * concise)
     # Every trial answered the same questions, in the same order.
-    orders = {tuple(json.loads(line)["id"] for line in Path(client.download_artifacts(
-        c.info.run_id, "answers.jsonl")).read_text().splitlines()) for c in children}
+    orders = {
+        tuple(
+            json.loads(line)["id"]
+            for line in Path(client.download_artifacts(c.info.run_id, "answers.jsonl")).read_text().splitlines()
+        )
+        for c in children
+    }
     assert len(orders) == 1
 
 
@@ -184,10 +203,10 @@ def test_prompt_registry_has_one_version_per_text_and_the_champion_alias(search_
     mlflow.set_tracking_uri(uri)
     concise = load_templates(None)["concise"]
     first = register_templates([concise], "e2e-model")  # the search registered it: same version, none new
-    assert first == register_templates([concise], "e2e-model") == {"concise": parents[0].data.params[
-        "prompt.concise.uri"]}
-    edited = register_templates([PromptTemplate("concise", concise.system + " Be brief.", concise.user)],
-                                "e2e-model")
+    assert (
+        first == register_templates([concise], "e2e-model") == {"concise": parents[0].data.params["prompt.concise.uri"]}
+    )
+    edited = register_templates([PromptTemplate("concise", concise.system + " Be brief.", concise.user)], "e2e-model")
     assert edited["concise"] != first["concise"]
     assert register_templates([concise], "e2e-model") == first  # back to the old text: its old version
 
@@ -201,8 +220,9 @@ def test_every_question_of_every_trial_has_a_trace_with_spans_and_feedback(searc
     mlflow.set_tracking_uri(uri)
     judges = {*SUITE, "judge_concise"}
     for child in children:
-        traces = mlflow.search_traces(locations=[child.info.experiment_id], run_id=child.info.run_id,
-                                      return_type="list")
+        traces = mlflow.search_traces(
+            locations=[child.info.experiment_id], run_id=child.info.run_id, return_type="list"
+        )
         assert len(traces) == N_QUESTIONS == child.data.metrics["n_traces"]
         assert len({t.info.tags["ragsweep.question_id"] for t in traces}) == N_QUESTIONS
         top_k = int(child.data.params["top_k"])
@@ -220,7 +240,8 @@ def test_every_question_of_every_trial_has_a_trace_with_spans_and_feedback(searc
             gen = spans["generate"]
             assert gen.span_type == "CHAT_MODEL" and gen.attributes["model"] == child.data.params["generator.model"]
             assert gen.attributes["max_tokens"] == 16 and gen.attributes["temperature"] == float(
-                child.data.params["temperature"])
+                child.data.params["temperature"]
+            )
             assert gen.attributes["prompt_tokens"] > 0 and gen.attributes["latency_s"] > 0
             assert gen.attributes["mlflow.chat.tokenUsage"]["input_tokens"] == gen.attributes["prompt_tokens"]
             evaluators = {s.name: s for s in t.data.spans if s.span_type == "EVALUATOR"}
@@ -241,8 +262,7 @@ def test_index_cache_builds_each_distinct_index_once(search_result) -> None:  # 
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, children = _runs(uri, "e2e")
     keys = {c.data.params["index_key"] for c in children}
-    builds = [json.loads(b)["key"] for b in
-              (tmp / "runs" / "index-cache" / "builds.jsonl").read_text().splitlines()]
+    builds = [json.loads(b)["key"] for b in (tmp / "runs" / "index-cache" / "builds.jsonl").read_text().splitlines()]
     # The retrieval screen builds every index of the space (2 chunk sizes x 2 overlaps), once; trials reuse them.
     assert len(builds) == len(set(builds)) == 4 and keys <= set(builds)
     # Every trial has retrieval measured on every search question (not only those it answered), free of LLM calls.
@@ -266,9 +286,21 @@ def test_champion_is_registered_and_answers(search_result) -> None:  # type: ign
     home_builds = Path.home() / ".cache" / "ragsweep" / "index" / "builds.jsonl"
     before = home_builds.read_text().count("\n") if home_builds.exists() else 0
     ragsweep = str(Path(sys.executable).parent / "ragsweep")
-    ask = _run([ragsweep, "ask", "Who won Super Bowl 50?", "--tracking-uri", uri, "--model-name", "e2e-model",
-                "--json", "--timings"],
-               cwd=tmp, timeout=300)
+    ask = _run(
+        [
+            ragsweep,
+            "ask",
+            "Who won Super Bowl 50?",
+            "--tracking-uri",
+            uri,
+            "--model-name",
+            "e2e-model",
+            "--json",
+            "--timings",
+        ],
+        cwd=tmp,
+        timeout=300,
+    )
     assert ask.returncode == 0, ask.stderr[-3000:]
     out = json.loads(ask.stdout.strip().splitlines()[-1])
     assert isinstance(out["answer"], str) and out["sources"]
@@ -282,8 +314,20 @@ def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slic
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in xquad_slice[1].read_text().splitlines()[-4:]]
     fresh = write_jsonl(tmp / "fresh.jsonl", rows)
-    ev = _run([*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--model", "e2e-model@champion",
-               "--questions", str(fresh)], cwd=tmp, timeout=600)
+    ev = _run(
+        [
+            *CLI,
+            "evaluate",
+            "--config",
+            str(tmp / "exp.yaml"),
+            "--model",
+            "e2e-model@champion",
+            "--questions",
+            str(fresh),
+        ],
+        cwd=tmp,
+        timeout=600,
+    )
     assert ev.returncode in (0, 3), ev.stdout[-2000:] + ev.stderr[-3000:]
     assert "e2e-model@champion (v" in ev.stdout and "on 4 questions: objective" in ev.stdout
     assert "picked on its held-out score" in ev.stdout and "judge_concise" in ev.stdout
@@ -298,15 +342,21 @@ def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slic
     assert [a.path for a in client.list_artifacts(runs[0].info.run_id, "evaluation")] == ["evaluation/answers.jsonl"]
     # A question about a document the model's corpus lacks: exit 2 naming the file, and no run.
     bad = write_jsonl(tmp / "bad.jsonl", [{**rows[0], "gold_doc_ids": ["no-such-doc"]}])
-    ev = _run([*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--model", "e2e-model", "--questions", str(bad)],
-              cwd=tmp, timeout=300)
+    ev = _run(
+        [*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--model", "e2e-model", "--questions", str(bad)],
+        cwd=tmp,
+        timeout=300,
+    )
     assert ev.returncode == 2 and "bad.jsonl" in ev.stderr, ev.stderr[-2000:]
     assert len(client.search_runs([exp.experiment_id], "tags.`ragsweep.kind` = 'evaluation'")) == 1
     # A configuration instead of a model: the trial's config.json, rebuilt on the search's corpus and index.
     _, children = _runs(uri, "e2e")
     trial = children[0].info.run_id
-    ev = _run([*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--run", trial, "--questions", str(fresh)],
-              cwd=tmp, timeout=600)
+    ev = _run(
+        [*CLI, "evaluate", "--config", str(tmp / "exp.yaml"), "--run", trial, "--questions", str(fresh)],
+        cwd=tmp,
+        timeout=600,
+    )
     assert ev.returncode in (0, 3), ev.stdout[-2000:] + ev.stderr[-3000:]
     assert f"({trial[:8]}) on 4 questions: objective" in ev.stdout
     runs = client.search_runs([exp.experiment_id], f"tags.`ragsweep.trial_run` = '{trial}'")
@@ -341,8 +391,12 @@ def _tune_results(ray_root: Path) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("scheduler", ["asha", "paired"])
-def test_two_concurrent_trials_records_baseline_holdout_and_no_repeats(tmp_path: Path, xquad_slice,  # type: ignore[no-untyped-def]
-                                                                       mlflow_server: str, scheduler: str) -> None:
+def test_two_concurrent_trials_records_baseline_holdout_and_no_repeats(
+    tmp_path: Path,
+    xquad_slice,  # type: ignore[no-untyped-def]
+    mlflow_server: str,
+    scheduler: str,
+) -> None:
     # top_k 1 is deliberately bad for a recall objective (deterministic: no LLM in the score); the baseline is the
     # best configuration (top_k 5). Three configurations but num_samples 5: no configuration may run twice.
     exp = f"e2e-trust-{scheduler}"
@@ -363,8 +417,9 @@ storage_dir: {tmp_path / "runs"}
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "num_samples 5 capped: the space has 3 configurations" in proc.stdout
     parents, children = _runs(mlflow_server, exp)
-    summary = [(c.data.params["top_k"], c.data.metrics.get("n_questions"), c.data.tags.get(TAG_STATUS))
-               for c in children]
+    summary = [
+        (c.data.params["top_k"], c.data.metrics.get("n_questions"), c.data.tags.get(TAG_STATUS)) for c in children
+    ]
     # De-duplication: three trials, three distinct configurations.
     assert sorted(c.data.params["top_k"] for c in children) == ["1", "3", "5"], summary
     # Records agree with Tune's own results, in every outcome: status tag, FINISHED, no failure tag.
@@ -393,8 +448,10 @@ storage_dir: {tmp_path / "runs"}
         assert m["holdout.n_questions"] == 4 and m["holdout.objective_ci_low"] <= m["holdout.objective"]
         rows = Path(client.download_artifacts(c.info.run_id, "holdout/answers.jsonl")).read_text().splitlines()
         held = {json.loads(r)["id"] for r in rows}
-        searched = {json.loads(r)["id"] for r in Path(client.download_artifacts(
-            c.info.run_id, "answers.jsonl")).read_text().splitlines()}
+        searched = {
+            json.loads(r)["id"]
+            for r in Path(client.download_artifacts(c.info.run_id, "answers.jsonl")).read_text().splitlines()
+        }
         assert len(held) == 4 and not held & searched  # the search never saw them
     champion = client.get_model_version_by_alias(f"{exp}-model", "champion")
     assert champion.run_id in {c.info.run_id for c in confirmed}
@@ -437,11 +494,22 @@ def test_mlflow_server_gone_mid_search_fails_naming_what_was_not_logged(tmp_path
     server, uri = start_mlflow_server(tmp_path)
     cfg = _config(tmp_path, *xquad_slice, uri, "e2e-mlflow-gone")
     # Few quick retries, so the test does not wait out MLflow's four-minute default.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
-           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-    proc = subprocess.Popen([*CLI, "search", "--config", str(cfg)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    }
+    proc = subprocess.Popen(
+        [*CLI, "search", "--config", str(cfg)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     seen: list[str] = []
     try:
@@ -477,12 +545,21 @@ def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlfl
     assert parents[0].info.status == "FAILED" and "exited with code" in parents[0].data.tags[TAG_FAILURE]
 
 
-def test_server_killed_mid_search_is_restarted_and_the_search_finishes(tmp_path: Path, xquad_slice,  # type: ignore[no-untyped-def]
-                                                                        mlflow_server: str) -> None:
+def test_server_killed_mid_search_is_restarted_and_the_search_finishes(
+    tmp_path: Path,
+    xquad_slice,  # type: ignore[no-untyped-def]
+    mlflow_server: str,
+) -> None:
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-server-crash")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen([*CLI, "search", "--config", str(cfg)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "search", "--config", str(cfg)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     seen: list[str] = []
     port = None
@@ -510,8 +587,14 @@ def test_server_killed_mid_search_is_restarted_and_the_search_finishes(tmp_path:
 def test_ctrl_c_stops_servers_and_closes_runs(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen([*CLI, "search", "--config", str(cfg)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "search", "--config", str(cfg)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     seen = []
     deadline = time.monotonic() + 300

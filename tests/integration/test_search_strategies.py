@@ -21,8 +21,15 @@ from tests.integration.test_search_e2e import _run, _runs
 pytestmark = pytest.mark.integration
 
 
-def _write(tmp: Path, xquad_slice: tuple[Path, Path], uri: str, experiment: str, space: str, search: str,
-           objective: str = "{weights: {recall_at_k: 1.0}}") -> Path:
+def _write(
+    tmp: Path,
+    xquad_slice: tuple[Path, Path],
+    uri: str,
+    experiment: str,
+    space: str,
+    search: str,
+    objective: str = "{weights: {recall_at_k: 1.0}}",
+) -> Path:
     cfg = tmp / f"{experiment}.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, name: xquad_slice}}
@@ -37,14 +44,22 @@ storage_dir: {tmp / "runs"}
     return cfg
 
 
-def test_multi_objective_promotes_the_front_point_the_rule_picks(tmp_path: Path, xquad_slice,  # type: ignore[no-untyped-def]
-                                                                  mlflow_server: str) -> None:
+def test_multi_objective_promotes_the_front_point_the_rule_picks(
+    tmp_path: Path,
+    xquad_slice,  # type: ignore[no-untyped-def]
+    mlflow_server: str,
+) -> None:
     # top_k 1 costs far fewer prompt tokens than top_k 5; the rule caps tokens per question between the two.
-    cfg = _write(tmp_path, xquad_slice, mlflow_server, "mo",
-                 "{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [5, 1], prompt: [concise]}",
-                 "{sampler: grid, scheduler: fifo, num_samples: 10, max_concurrent_trials: 2, questions_per_trial: 4,"
-                 " shard_size: 4}",
-                 "{weights: {recall_at_k: 1.0}, cost: tokens_per_question, max_cost: 350}")
+    cfg = _write(
+        tmp_path,
+        xquad_slice,
+        mlflow_server,
+        "mo",
+        "{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [5, 1], prompt: [concise]}",
+        "{sampler: grid, scheduler: fifo, num_samples: 10, max_concurrent_trials: 2, questions_per_trial: 4,"
+        " shard_size: 4}",
+        "{weights: {recall_at_k: 1.0}, cost: tokens_per_question, max_cost: 350}",
+    )
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     parents, children = _runs(mlflow_server, "mo")
@@ -58,8 +73,14 @@ def test_multi_objective_promotes_the_front_point_the_rule_picks(tmp_path: Path,
     assert "tokens_per_question <= 350" in parent.data.tags["ragsweep.promotion"]
     assert by_k["5"].data.tags.get("ragsweep.baseline") == "true"  # the first choice of every key
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    for name in ("leaderboard.csv", "leaderboard.md", "importances.json", "report.html", "pareto_front.json",
-                 "history.png"):
+    for name in (
+        "leaderboard.csv",
+        "leaderboard.md",
+        "importances.json",
+        "report.html",
+        "pareto_front.json",
+        "history.png",
+    ):
         assert f"report/{name}" in arts, arts
     front = json.loads(Path(client.download_artifacts(parent.info.run_id, "report/pareto_front.json")).read_text())
     assert front["cost"] == "tokens_per_question" and by_k["1"].info.run_id in {p["run_id"] for p in front["front"]}
@@ -70,11 +91,15 @@ def test_multi_objective_promotes_the_front_point_the_rule_picks(tmp_path: Path,
 
 
 def test_llm_call_budget_stops_the_search(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
-    cfg = _write(tmp_path, xquad_slice, mlflow_server, "budget",
-                 "{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3],"
-                 " prompt: [concise]}",
-                 "{num_samples: 6, max_concurrent_trials: 1, questions_per_trial: 6, shard_size: 3, scheduler: fifo,"
-                 " max_llm_calls: 10}")
+    cfg = _write(
+        tmp_path,
+        xquad_slice,
+        mlflow_server,
+        "budget",
+        "{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3], prompt: [concise]}",
+        "{num_samples: 6, max_concurrent_trials: 1, questions_per_trial: 6, shard_size: 3, scheduler: fifo,"
+        " max_llm_calls: 10}",
+    )
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     assert "LLM-call budget reached" in proc.stdout
@@ -90,8 +115,11 @@ def _wait_for_completed_trial(uri: str, experiment: str, proc: subprocess.Popen,
         assert proc.poll() is None, "search ended before it could be killed"
         exp = MlflowClient(uri).get_experiment_by_name(experiment)
         if exp is not None:
-            done = [r for r in MlflowClient(uri).search_runs([exp.experiment_id])
-                    if r.data.tags.get(TAG_STATUS) == "completed"]
+            done = [
+                r
+                for r in MlflowClient(uri).search_runs([exp.experiment_id])
+                if r.data.tags.get(TAG_STATUS) == "completed"
+            ]
             if done:
                 return done[0].info.run_id
         time.sleep(1)
@@ -100,14 +128,22 @@ def _wait_for_completed_trial(uri: str, experiment: str, proc: subprocess.Popen,
 
 def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     n = 3
-    cfg = _write(tmp_path, xquad_slice, mlflow_server, "resume",
-                 "{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3],"
-                 " prompt: [concise]}",
-                 f"{{num_samples: {n}, max_concurrent_trials: 1, questions_per_trial: 6, shard_size: 3,"
-                 " scheduler: fifo}")
+    cfg = _write(
+        tmp_path,
+        xquad_slice,
+        mlflow_server,
+        "resume",
+        "{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3], prompt: [concise]}",
+        f"{{num_samples: {n}, max_concurrent_trials: 1, questions_per_trial: 6, shard_size: 3, scheduler: fifo}}",
+    )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    driver = subprocess.Popen([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         first = _wait_for_completed_trial(mlflow_server, "resume", driver)
     finally:
@@ -120,8 +156,9 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_s
     parents, _ = _runs(mlflow_server, "resume")
     assert len(parents) == 1 and parents[0].info.status == "RUNNING"
 
-    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "resume"],
-                cwd=tmp_path)
+    proc = _run(
+        [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "resume"], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     assert "resuming search run" in proc.stdout
     parents, children = _runs(mlflow_server, "resume")
@@ -141,14 +178,18 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_s
     if champion != first:
         assert after.info.end_time == before.info.end_time
 
-    again = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "resume"],
-                 cwd=tmp_path)
+    again = _run(
+        [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "resume"], cwd=tmp_path
+    )
     assert again.returncode == 2 and "no unfinished search" in again.stderr
 
 
 def test_resume_of_an_unknown_experiment_is_a_clear_error(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     cfg = _write(tmp_path, xquad_slice, mlflow_server, "resume-unknown", "{}", "{num_samples: 1}")
-    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "no-such-exp"],
-                cwd=tmp_path, timeout=300)
+    proc = _run(
+        [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "no-such-exp"],
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "--resume no-such-exp: no MLflow experiment of that name" in proc.stderr

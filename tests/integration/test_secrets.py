@@ -15,8 +15,12 @@ from tests.conftest import REPO, start_mlflow_server
 
 pytestmark = pytest.mark.integration
 
-SECRETS = {"env": "planted-env-secret-4242", "api_key": "planted-api-key-5151", "uri": "planted-uri-pw-6161",
-           "base_url": "planted-url-pw-7171"}
+SECRETS = {
+    "env": "planted-env-secret-4242",
+    "api_key": "planted-api-key-5151",
+    "uri": "planted-uri-pw-6161",
+    "base_url": "planted-url-pw-7171",
+}
 
 
 def _stored_files(*roots: Path) -> list[Path]:
@@ -41,21 +45,43 @@ llm:
     base_url: "{base_url}"
     model: {llama_server.model_id}
     api_key_env: RAGSWEEP_PLANTED_KEY
-    env: {{RAGSWEEP_PLANTED_TOKEN: {SECRETS['env']}}}
+    env: {{RAGSWEEP_PLANTED_TOKEN: {SECRETS["env"]}}}
 judges: {{suite: []}}
 search: {{num_samples: 1, questions_per_trial: 3, scheduler: fifo, finalists: 1}}
 mlflow: {{tracking_uri: "{secret_uri}", experiment: secrets, model_name: secrets-model}}
 storage_dir: {tmp_path / "runs"}
 """)
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true",
-               "RAGSWEEP_PLANTED_KEY": SECRETS["api_key"]}
-        out = subprocess.run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path,
-                             env=env, capture_output=True, text=True, timeout=900)
+        env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "disabled",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "RAGSWEEP_PLANTED_KEY": SECRETS["api_key"],
+        }
+        out = subprocess.run(
+            [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         # A failure too: the exception text (here an unreachable endpoint) names the URL, never its password.
-        bad = subprocess.run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--tracking-uri",
-                              secret_uri.rsplit(":", 1)[0] + ":9"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=300)
+        bad = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "search" / "run.py"),
+                "--config",
+                str(cfg),
+                "--tracking-uri",
+                secret_uri.rsplit(":", 1)[0] + ":9",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert bad.returncode == 2, bad.stderr[-2000:]
     finally:
         proc.terminate()

@@ -43,8 +43,9 @@ def redacted_search(tmp_path_factory: pytest.TempPathFactory, xquad_slice, mlflo
     for q in qs:
         # a question about the card makes the model echo it: its reply is what the request cache would store
         q["question"] += f" What card number was given? (asked by {EMAIL}, card {CARD}, phone {PHONE})"
-    templates = {name: {"system": t.system + f" Support: {EMAIL}.", "user": t.user}
-                 for name, t in load_templates(None).items()}
+    templates = {
+        name: {"system": t.system + f" Support: {EMAIL}.", "user": t.user} for name, t in load_templates(None).items()
+    }
     (tmp / "prompts.yaml").write_text(yaml.safe_dump(templates))
     cfg = tmp / "exp.yaml"
     cfg.write_text(f"""
@@ -72,12 +73,15 @@ def test_each_trial_traces_the_sampled_questions(redacted_search: tuple[str, Pat
     mlflow.set_tracking_uri(uri)
     traced = []
     for child in children:
-        ids = [json.loads(line)["id"] for line in Path(client.download_artifacts(
-            child.info.run_id, "answers.jsonl")).read_text().splitlines()]
+        ids = [
+            json.loads(line)["id"]
+            for line in Path(client.download_artifacts(child.info.run_id, "answers.jsonl")).read_text().splitlines()
+        ]
         expected = {i for i in ids if sampled(i, RATE)}
         assert 0 < len(expected) < len(ids)  # the fraction really samples
-        traces = mlflow.search_traces(locations=[child.info.experiment_id], run_id=child.info.run_id,
-                                      return_type="list")
+        traces = mlflow.search_traces(
+            locations=[child.info.experiment_id], run_id=child.info.run_id, return_type="list"
+        )
         assert {t.info.tags["ragsweep.question_id"] for t in traces} == expected
         assert child.data.metrics["n_traces"] == len(expected)
         traced.append(expected)

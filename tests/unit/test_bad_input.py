@@ -19,10 +19,20 @@ import pytest
 from ragsweep.search.cli import main
 from tests.conftest import write_jsonl
 
-DOCS = [{"id": "d1", "title": "Cats", "text": "Cats sleep a lot. The oldest cat lived to 38 years."},
-        {"id": "d2", "title": "Dogs", "text": "Dogs bark. The tallest dog was 111 cm tall."}]
-QUESTIONS = [{"id": f"q{i}", "question": f"Question {i} about cats?", "answers": ["38 years"], "answerable": True,
-              "gold_doc_ids": ["d1"]} for i in range(8)]
+DOCS = [
+    {"id": "d1", "title": "Cats", "text": "Cats sleep a lot. The oldest cat lived to 38 years."},
+    {"id": "d2", "title": "Dogs", "text": "Dogs bark. The tallest dog was 111 cm tall."},
+]
+QUESTIONS = [
+    {
+        "id": f"q{i}",
+        "question": f"Question {i} about cats?",
+        "answers": ["38 years"],
+        "answerable": True,
+        "gold_doc_ids": ["d1"],
+    }
+    for i in range(8)
+]
 
 BASE = """\
 dataset: {{corpus: {corpus}, questions: {questions}}}
@@ -57,9 +67,9 @@ def tripwires(monkeypatch: pytest.MonkeyPatch) -> None:
 def project(tmp_path: Path) -> Path:
     write_jsonl(tmp_path / "corpus.jsonl", DOCS)
     write_jsonl(tmp_path / "questions.jsonl", QUESTIONS)
-    (tmp_path / "exp.yaml").write_text(BASE.format(corpus=tmp_path / "corpus.jsonl",
-                                                   questions=tmp_path / "questions.jsonl",
-                                                   storage=tmp_path / "runs"))
+    (tmp_path / "exp.yaml").write_text(
+        BASE.format(corpus=tmp_path / "corpus.jsonl", questions=tmp_path / "questions.jsonl", storage=tmp_path / "runs")
+    )
     return tmp_path
 
 
@@ -71,6 +81,7 @@ def _free_port() -> int:
 
 def _yaml(extra: str) -> Callable[[Path], list[str]]:
     """Append ``extra`` (YAML) to the config; later keys of the same section are merged by hand below."""
+
     def setup(root: Path) -> list[str]:
         cfg = root / "exp.yaml"
         text = cfg.read_text()
@@ -82,6 +93,7 @@ def _yaml(extra: str) -> Callable[[Path], list[str]]:
                 text = "\n".join(ln for ln in lines if not ln.startswith(f"{key}:")) + "\n"
         cfg.write_text(text + extra + "\n")
         return []
+
     return setup
 
 
@@ -89,6 +101,7 @@ def _questions(rows: list[dict]) -> Callable[[Path], list[str]]:
     def setup(root: Path) -> list[str]:
         write_jsonl(root / "questions.jsonl", rows)
         return []
+
     return setup
 
 
@@ -96,6 +109,7 @@ def _corpus_lines(text: str) -> Callable[[Path], list[str]]:
     def setup(root: Path) -> list[str]:
         (root / "corpus.jsonl").write_text(text)
         return []
+
     return setup
 
 
@@ -115,12 +129,15 @@ def _prompts(user: str) -> Callable[[Path], list[str]]:
         text = (root / "exp.yaml").read_text().replace("prompt: [concise]", "prompt: [mine]")
         (root / "exp.yaml").write_text(text)
         return []
+
     return setup
 
 
 def _dead_endpoint(root: Path) -> list[str]:
-    return _yaml(f"llm: {{generator: {{engine: external, base_url: 'http://127.0.0.1:{_free_port()}/v1', "
-                 "model: m, timeout_s: 2}}")(root)
+    return _yaml(
+        f"llm: {{generator: {{engine: external, base_url: 'http://127.0.0.1:{_free_port()}/v1', "
+        "model: m, timeout_s: 2}}"
+    )(root)
 
 
 def _corpus_folder_of_junk(root: Path) -> list[str]:
@@ -165,6 +182,7 @@ def _holdout(fraction: float) -> Callable[[Path], list[str]]:
         text = (root / "exp.yaml").read_text().replace("questions.jsonl}", f"questions.jsonl, holdout: {fraction}}}")
         (root / "exp.yaml").write_text(text)
         return []
+
     return setup
 
 
@@ -182,17 +200,32 @@ CASES: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
     ("gguf-is-text", _text_gguf, ("model.gguf", "not a GGUF")),
     ("external-endpoint-dead", _dead_endpoint, ("llm.generator.base_url", "/models")),
     ("storage-path-unknown-fs", _flags("--storage-path", "foo://bucket/x"), ("--storage-path", "foo")),
-    ("range-step-negative", _yaml("space: {chunk_size: {low: 200, high: 400, step: -100}, retriever: [bm25], "
-                                  "prompt: [concise], top_k: [2], chunk_overlap: [0]}"), ("line", "step")),
-    ("range-step-zero", _yaml("space: {chunk_size: {low: 200, high: 400, step: 0}, retriever: [bm25], "
-                              "prompt: [concise], top_k: [2], chunk_overlap: [0]}"), ("line", "step")),
+    (
+        "range-step-negative",
+        _yaml(
+            "space: {chunk_size: {low: 200, high: 400, step: -100}, retriever: [bm25], "
+            "prompt: [concise], top_k: [2], chunk_overlap: [0]}"
+        ),
+        ("line", "step"),
+    ),
+    (
+        "range-step-zero",
+        _yaml(
+            "space: {chunk_size: {low: 200, high: 400, step: 0}, retriever: [bm25], "
+            "prompt: [concise], top_k: [2], chunk_overlap: [0]}"
+        ),
+        ("line", "step"),
+    ),
     ("prompt-other-placeholder", _prompts("Hi {user_name}. Q: {question} C: {context}"), ("prompts.yaml", "user_name")),
     ("prompt-json-example", _prompts('Reply like {"a": 1}. Q: {question} C: {context}'), ("prompts.yaml", "{{")),
     ("prompt-unpaired-brace", _prompts("Q: {question} C: {context} }"), ("prompts.yaml", "brace")),
     ("embedder-missing-folder", _yaml("pipeline: {embedder: /no/such/model}"), ("/no/such/model",)),
     ("embedder-not-a-model", _empty_embedder, ("emb", "modules.json")),
-    ("base-url-not-url", _yaml("llm: {generator: {engine: external, base_url: not a url, model: m}}"),
-     ("line", "base_url", "http")),
+    (
+        "base-url-not-url",
+        _yaml("llm: {generator: {engine: external, base_url: not a url, model: m}}"),
+        ("line", "base_url", "http"),
+    ),
     ("experiment-empty", _yaml("mlflow: {experiment: ''}"), ("line", "mlflow.experiment", "empty")),
     ("model-name-illegal", _yaml("mlflow: {model_name: 'team/rag model@v1'}"), ("line", "model_name", "/")),
     ("model-name-at", _yaml("mlflow: {model_name: 'rag@v1', experiment: x}"), ("line", "model_name", "@")),
@@ -208,11 +241,20 @@ CASES: list[tuple[str, Callable[[Path], list[str]], tuple[str, ...]]] = [
     ("duplicate-yaml-key", _yaml("search: {num_samples: 1, num_samples: 2}"), ("line", "duplicate key")),
     ("yes-for-number", _yaml("search: {num_samples: yes}"), ("line", "search.num_samples")),
     ("true-for-number", _yaml("search: {num_samples: true}"), ("line", "search.num_samples", "boolean")),
-    ("nan-in-list", _yaml("space: {temperature: [0.0, .nan], retriever: [bm25], prompt: [concise], top_k: [2], "
-                          "chunk_size: [200], chunk_overlap: [0]}"), ("line", "temperature", "finite")),
+    (
+        "nan-in-list",
+        _yaml(
+            "space: {temperature: [0.0, .nan], retriever: [bm25], prompt: [concise], top_k: [2], "
+            "chunk_size: [200], chunk_overlap: [0]}"
+        ),
+        ("line", "temperature", "finite"),
+    ),
     ("inf-weight", _yaml("objective: {weights: {token_f1: .inf}}"), ("line", "weights")),
-    ("questions-per-trial-too-many", _yaml("search: {num_samples: 1, questions_per_trial: 500, grace_questions: 2}"),
-     ("search.questions_per_trial", "500", "only")),
+    (
+        "questions-per-trial-too-many",
+        _yaml("search: {num_samples: 1, questions_per_trial: 500, grace_questions: 2}"),
+        ("search.questions_per_trial", "500", "only"),
+    ),
     ("corpus-folder-without-documents", _corpus_folder_of_junk, ("docsdir", "no usable documents", "a.bin")),
     ("config-is-folder", _config_is_folder, ("cfgdir", "folder")),
     ("judge-file-is-folder", _judge_folder, ("judges.custom.0", "folder")),
@@ -230,16 +272,31 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*")}
 
 
-SEARCH_FLAGS = ("storage-path-unknown-fs", "storage-dir-is-file", "storage-dir-read-only", "flag-num-samples-negative",
-                "flag-tracking-uri-scheme")  # flags only `search` has
-RUNS = [pytest.param(command, *case, id=f"{command}-{case[0]}") for case in CASES
-        for command in ("validate", "search") if command == "search" or case[0] not in SEARCH_FLAGS]
+SEARCH_FLAGS = (
+    "storage-path-unknown-fs",
+    "storage-dir-is-file",
+    "storage-dir-read-only",
+    "flag-num-samples-negative",
+    "flag-tracking-uri-scheme",
+)  # flags only `search` has
+RUNS = [
+    pytest.param(command, *case, id=f"{command}-{case[0]}")
+    for case in CASES
+    for command in ("validate", "search")
+    if command == "search" or case[0] not in SEARCH_FLAGS
+]
 
 
 @pytest.mark.parametrize(("command", "case", "setup", "words"), RUNS)
 def test_bad_input_exits_2_with_one_sentence_before_any_work(
-        project: Path, tripwires: None, capsys: pytest.CaptureFixture[str], command: str, case: str,
-        setup: Callable[[Path], list[str]], words: tuple[str, ...]) -> None:
+    project: Path,
+    tripwires: None,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    case: str,
+    setup: Callable[[Path], list[str]],
+    words: tuple[str, ...],
+) -> None:
     extra = setup(project)
     before = _files(project)
     args = [command, *(["--config", str(project / "exp.yaml")] if "--config" not in extra else []), *extra]
@@ -254,17 +311,21 @@ def test_bad_input_exits_2_with_one_sentence_before_any_work(
     assert _files(project) == before, "bad input left files behind"
 
 
-
 def _read_only_commands(root: Path) -> list[list[str]]:
     cfg = str(root / "exp.yaml")
-    return [["ask", "What do cats do?", "--config", cfg], ["promote", "--run", "0" * 32, "--config", cfg],
-            ["rollback", "--config", cfg], ["serve", "--port", str(_free_port()), "--config", cfg],
-            ["evaluate", "--questions", str(root / "questions.jsonl"), "--config", cfg],
-            ["search", "--resume", "bad-input", "--config", cfg]]
+    return [
+        ["ask", "What do cats do?", "--config", cfg],
+        ["promote", "--run", "0" * 32, "--config", cfg],
+        ["rollback", "--config", cfg],
+        ["serve", "--port", str(_free_port()), "--config", cfg],
+        ["evaluate", "--questions", str(root / "questions.jsonl"), "--config", cfg],
+        ["search", "--resume", "bad-input", "--config", cfg],
+    ]
 
 
-def test_commands_with_nothing_to_act_on_create_no_store(project: Path, tripwires: None,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_with_nothing_to_act_on_create_no_store(
+    project: Path, tripwires: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     """ask, promote, rollback, serve, evaluate and --resume before any search: exit 2, and no empty mlflow.db."""
     before = _files(project)
     for argv in _read_only_commands(project):
@@ -275,8 +336,9 @@ def test_commands_with_nothing_to_act_on_create_no_store(project: Path, tripwire
         assert _files(project) == before, argv
 
 
-def test_unreachable_tracking_server_leaves_no_storage_folder(project: Path, tripwires: None,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_tracking_server_leaves_no_storage_folder(
+    project: Path, tripwires: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     uri = f"http://someone:hunter2-pw@127.0.0.1:{_free_port()}"
     code = main(["search", "--config", str(project / "exp.yaml"), "--tracking-uri", uri])
     err = capsys.readouterr().err.strip()
@@ -285,8 +347,9 @@ def test_unreachable_tracking_server_leaves_no_storage_folder(project: Path, tri
     assert not (project / "runs").exists()
 
 
-def test_serve_refuses_a_taken_or_impossible_port_before_loading(project: Path, tripwires: None,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_refuses_a_taken_or_impossible_port_before_loading(
+    project: Path, tripwires: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -301,9 +364,9 @@ def test_serve_refuses_a_taken_or_impossible_port_before_loading(project: Path, 
         assert "argument --port" in capsys.readouterr().err
 
 
-def test_an_environment_variable_is_blamed_by_its_name(project: Path, tripwires: None,
-                                                       monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_environment_variable_is_blamed_by_its_name(
+    project: Path, tripwires: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """MLFLOW_TRACKING_URI=foo://x was reported as the flag --tracking-uri, which the user never gave."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "foo://x")
     for command in (["search"], ["ask", "What do cats do?"]):
@@ -312,22 +375,41 @@ def test_an_environment_variable_is_blamed_by_its_name(project: Path, tripwires:
         assert "MLFLOW_TRACKING_URI" in err and "--tracking-uri" not in err.split("MLFLOW_TRACKING_URI")[0], err
 
 
-def test_an_empty_question_is_refused_before_the_champion_loads(project: Path, tripwires: None,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_empty_question_is_refused_before_the_champion_loads(
+    project: Path, tripwires: None, capsys: pytest.CaptureFixture[str]
+) -> None:
     for question in ("", "   "):
         assert main(["ask", question, "--config", str(project / "exp.yaml")]) == 2
         assert "the question is empty" in capsys.readouterr().err
     assert not (project / "runs").exists()
 
 
-@pytest.mark.parametrize(("flag", "value", "words"), [("--max-overlap", "5", "from 0 to 1"),
-                                                      ("--max-overlap", "nan", "from 0 to 1"),
-                                                      ("--n", "0", "at least 1"), ("--n", "x", "not an integer")])
-def test_generate_questions_flags_are_range_checked(project: Path, tripwires: None, capsys: pytest.CaptureFixture[str],
-                                                    flag: str, value: str, words: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--max-overlap", "5", "from 0 to 1"),
+        ("--max-overlap", "nan", "from 0 to 1"),
+        ("--n", "0", "at least 1"),
+        ("--n", "x", "not an integer"),
+    ],
+)
+def test_generate_questions_flags_are_range_checked(
+    project: Path, tripwires: None, capsys: pytest.CaptureFixture[str], flag: str, value: str, words: str
+) -> None:
     with pytest.raises(SystemExit) as e:
-        main(["generate-questions", "--config", str(project / "exp.yaml"), "--corpus", str(project / "corpus.jsonl"),
-              "--out", str(project / "q" / "new.jsonl"), flag, value])
+        main(
+            [
+                "generate-questions",
+                "--config",
+                str(project / "exp.yaml"),
+                "--corpus",
+                str(project / "corpus.jsonl"),
+                "--out",
+                str(project / "q" / "new.jsonl"),
+                flag,
+                value,
+            ]
+        )
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}" in err and words in err, err
@@ -347,9 +429,13 @@ def test_a_run_of_the_wrong_kind_is_named_for_what_it_is(project: Path, capsys: 
     client.set_tag(search, "best_trial_run_id", trial)
     cfg = ["--config", str(project / "exp.yaml"), "--tracking-uri", uri]
     assert main(["promote", "--run", trial, *cfg]) == 2
-    assert f"--run {trial}: is a trial run, not a search run (a search's parent run); its search run is {search}" \
+    assert (
+        f"--run {trial}: is a trial run, not a search run (a search's parent run); its search run is {search}"
         in capsys.readouterr().err
+    )
     assert main(["evaluate", "--run", search, "--questions", str(project / "questions.jsonl"), *cfg]) == 2
-    assert f"--run {search}: is a search run (a search's parent run), not a trial run; its best trial run is " \
+    assert (
+        f"--run {search}: is a search run (a search's parent run), not a trial run; its best trial run is "
         f"{trial}" in capsys.readouterr().err
+    )
     assert len(client.search_runs([exp])) == 2  # no evaluation run was opened

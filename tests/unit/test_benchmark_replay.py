@@ -11,8 +11,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # the replays' own modules (search
 
 
 def _bench(name: str, *args: str) -> str:
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *args],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *args], capture_output=True, text=True, timeout=300, cwd=REPO
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -39,7 +40,16 @@ def test_selection_quality_replay_prints_every_strategy_and_method() -> None:
 
 def test_search_keys_replay_prints_every_searched_key() -> None:
     out = _bench("search_keys.py")
-    for key in ("embedder", "generator", "chunker", "query_transform", "hybrid_weight", "rrf_k", "context_order",
-                "context_budget", "retriever"):
+    for key in (
+        "embedder",
+        "generator",
+        "chunker",
+        "query_transform",
+        "hybrid_weight",
+        "rrf_k",
+        "context_order",
+        "context_budget",
+        "retriever",
+    ):
         assert f"\n{key:<16}" in out
     assert "trials x 16 questions" in out

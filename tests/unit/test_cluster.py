@@ -40,7 +40,8 @@ def test_local_by_default_and_ray_address_from_the_environment(monkeypatch: pyte
 
 
 def test_the_head_of_cluster_yaml_joins_its_cluster_through_ragsweep_ray_address(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cfg = load_config(DEFAULT)
     monkeypatch.setenv("RAGSWEEP_RAY_ADDRESS", "auto")  # cluster.yaml's head_setup_commands export it
     assert ray_target(cfg) == "auto" and ray_target_source(cfg) == "RAGSWEEP_RAY_ADDRESS"
@@ -56,8 +57,11 @@ def test_max_failures_overrides_the_default() -> None:
 
 def test_cluster_with_a_local_tracking_store_is_a_config_error() -> None:
     cfg = load_config(DEFAULT, {"ray_address": "10.0.0.5:6379"})
-    with pytest.raises(ConfigError, match=r"search.ray_address is '10.0.0.5:6379'.*sqlite:///x/mlflow.db.*"
-                                          r"mlflow server"):
+    with pytest.raises(
+        ConfigError,
+        match=r"search.ray_address is '10.0.0.5:6379'.*sqlite:///x/mlflow.db.*"
+        r"mlflow server",
+    ):
         check_cluster(cfg, "sqlite:///x/mlflow.db")
     check_cluster(cfg, "http://mlflow:5000")  # a server every node reaches: fine
     check_cluster(load_config(DEFAULT), "sqlite:///x/mlflow.db")  # no cluster: fine
@@ -69,22 +73,27 @@ def test_ray_address_from_environment_is_named_in_the_error(monkeypatch: pytest.
         check_cluster(load_config(DEFAULT), "file:///tmp/mlruns")
 
 
-def test_cli_refuses_cluster_search_with_local_store_before_any_work(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["search", "--config", str(DEFAULT), "--ray-address", "10.0.0.5:6379",
-                 "--storage-dir", str(tmp_path / "runs")])
+def test_cli_refuses_cluster_search_with_local_store_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["search", "--config", str(DEFAULT), "--ray-address", "10.0.0.5:6379", "--storage-dir", str(tmp_path / "runs")]
+    )
     assert code == 2
     assert "other nodes cannot write to" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "runs" / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize(("uri", "expected"), [
-    ("http://127.0.0.1:5000", "http://10.1.2.3:5000"),
-    ("http://localhost:5000/", "http://10.1.2.3:5000/"),
-    ("https://user:pw@localhost/mlflow", "https://user:pw@10.1.2.3/mlflow"),
-    ("http://mlflow.ns.svc:5000", "http://mlflow.ns.svc:5000"),
-    ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
-])
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("http://127.0.0.1:5000", "http://10.1.2.3:5000"),
+        ("http://localhost:5000/", "http://10.1.2.3:5000/"),
+        ("https://user:pw@localhost/mlflow", "https://user:pw@10.1.2.3/mlflow"),
+        ("http://mlflow.ns.svc:5000", "http://mlflow.ns.svc:5000"),
+        ("sqlite:///tmp/x.db", "sqlite:///tmp/x.db"),
+    ],
+)
 def test_loopback_tracking_uri_becomes_the_driver_node_ip(uri: str, expected: str) -> None:
     assert reachable_uri(uri, "10.1.2.3") == expected
 

@@ -20,9 +20,23 @@ CLUSTER = REPO / "cluster.yaml"
 SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
 # Top-level EC2 RunInstances parameters (what Ray's AWS provider passes node_config through as). Ray's schema
 # leaves node_config free-form, so a typo there would only surface at `ray up`.
-EC2_RUN_INSTANCES = {"InstanceType", "ImageId", "BlockDeviceMappings", "InstanceMarketOptions", "IamInstanceProfile",
-                     "SubnetIds", "SecurityGroupIds", "KeyName", "TagSpecifications", "Placement", "UserData",
-                     "NetworkInterfaces", "EbsOptimized", "CapacityReservationSpecification", "MetadataOptions"}
+EC2_RUN_INSTANCES = {
+    "InstanceType",
+    "ImageId",
+    "BlockDeviceMappings",
+    "InstanceMarketOptions",
+    "IamInstanceProfile",
+    "SubnetIds",
+    "SecurityGroupIds",
+    "KeyName",
+    "TagSpecifications",
+    "Placement",
+    "UserData",
+    "NetworkInterfaces",
+    "EbsOptimized",
+    "CapacityReservationSpecification",
+    "MetadataOptions",
+}
 
 
 def _load() -> dict[str, Any]:
@@ -49,11 +63,14 @@ def test_cluster_yaml_passes_rays_schema_and_preparation() -> None:
         assert not unknown, f"{name}.node_config: not EC2 RunInstances parameters: {unknown}"
 
 
-@pytest.mark.parametrize(("path", "typo"), [
-    ((), "setup_comands"),                               # top level
-    (("available_node_types", "gpu_worker"), "min_worker"),  # a node type
-    (("docker",), "imag"),                               # docker section
-])
+@pytest.mark.parametrize(
+    ("path", "typo"),
+    [
+        ((), "setup_comands"),  # top level
+        (("available_node_types", "gpu_worker"), "min_worker"),  # a node type
+        (("docker",), "imag"),  # docker section
+    ],
+)
 def test_a_typo_fails_validation(path: tuple[str, ...], typo: str) -> None:
     config = _load()
     node = config
@@ -92,8 +109,14 @@ def test_readme_cluster_commands_point_at_real_files() -> None:
                 assert " ~/" not in line, f"{doc.name}: unquoted remote ~ path: {line}"
 
 
-COMMAND_LISTS = ("initialization_commands", "setup_commands", "head_setup_commands", "worker_setup_commands",
-                 "head_start_ray_commands", "worker_start_ray_commands")
+COMMAND_LISTS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+)
 
 
 def test_every_launcher_command_is_valid_bash() -> None:

@@ -64,34 +64,51 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         # issue 5: budgets, baseline, samplers, multi-objective
         ("search:\n  max_llm_calls: 0\n", "search.max_llm_calls: Input should be greater than or equal to 1"),
         ("search:\n  time_budget_s: 0\n", "search.time_budget_s: Input should be greater than 0"),
-        ("search:\n  baseline: {top_k: 4}\n",
-         r"search.baseline.top_k: 4 is not in space.top_k \(choices \[2, 3, 5\]\)"),
+        (
+            "search:\n  baseline: {top_k: 4}\n",
+            r"search.baseline.top_k: 4 is not in space.top_k \(choices \[2, 3, 5\]\)",
+        ),
         ("search:\n  baseline: {topk: 3}\n", "search.baseline: unknown key 'topk'"),
         ("space:\n  chunk_size: {low: 50, high: 10}\n", r"low \(50\) must be <= high \(10\)"),
-        ("space:\n  temperature: {low: 0.0, high: 0.5}\nsearch:\n  sampler: grid\n",
-         "grid' needs choices, but space.temperature is a float range"),
+        (
+            "space:\n  temperature: {low: 0.0, high: 0.5}\nsearch:\n  sampler: grid\n",
+            "grid' needs choices, but space.temperature is a float range",
+        ),
         ("search:\n  sampler: nsga2\n", "'nsga2' is for multi-objective searches"),
         ("objective:\n  cost: latency_p59_s\n", "unknown cost metric 'latency_p59_s' .did you mean 'latency_p95_s'"),
         ("objective:\n  max_cost: 1.0\n", "max_cost needs cost"),
         ("space:\n  top_k: []\n", "space.top_k: List should have at least 1 item"),
         # issue 19: models, transforms, fusion and context as searched keys; each refused with its YAML line
-        ("space:\n  generator: [small, big]\nllm:\n  generators:\n    small: {model: default}\n",
-         r"line 5, space.generator.1: 'big' is not defined in llm.generators; it defines: small"),
-        ("space:\n  generator: [smol]\n", r"space.generator.0: 'smol' is not defined in llm.generators; it "
-         r"defines: nothing \(llm.generators is empty\)"),
-        ("space:\n  embedder: [default, /no/such/model]\n",
-         r"line 5, space.embedder.1: '/no/such/model' is not 'default', a name from pipeline.embedders or a model "
-         r"folder \(embedder: no such folder"),
-        ("pipeline:\n  embedder: e5\n  embedders: {e6: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n",
-         r"line 5, pipeline.embedder: 'e5' is not 'default'.*pipeline.embedders defines: e6"),
-        ("pipeline:\n  embedders: {default: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n",
-         r"pipeline.embedders.default: a name, not 'default' or a path"),
+        (
+            "space:\n  generator: [small, big]\nllm:\n  generators:\n    small: {model: default}\n",
+            r"line 5, space.generator.1: 'big' is not defined in llm.generators; it defines: small",
+        ),
+        (
+            "space:\n  generator: [smol]\n",
+            r"space.generator.0: 'smol' is not defined in llm.generators; it "
+            r"defines: nothing \(llm.generators is empty\)",
+        ),
+        (
+            "space:\n  embedder: [default, /no/such/model]\n",
+            r"line 5, space.embedder.1: '/no/such/model' is not 'default', a name from pipeline.embedders or a model "
+            r"folder \(embedder: no such folder",
+        ),
+        (
+            "pipeline:\n  embedder: e5\n  embedders: {e6: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n",
+            r"line 5, pipeline.embedder: 'e5' is not 'default'.*pipeline.embedders defines: e6",
+        ),
+        (
+            "pipeline:\n  embedders: {default: {base_url: 'http://127.0.0.1:9/v1', model: m}}\n",
+            r"pipeline.embedders.default: a name, not 'default' or a path",
+        ),
         ("pipeline:\n  embedders: {e5: {base_url: 'ftp://x', model: m}}\n", r"pipeline.embedders.e5.base_url"),
         ("space:\n  query_transform: [none, hide]\n", r"unknown query transformation 'hide' \(did you mean 'hyde'"),
         ("space:\n  chunker: [sentences]\n", r"unknown chunker 'sentences' \(did you mean 'sentence'"),
         ("space:\n  context_order: [middle]\n", r"space.context_order.0: unknown context order 'middle'"),
-        ("space:\n  retriever: [dense]\n  hybrid_weight: [0.2, 0.8]\n",
-         r"hybrid_weight is set but no trial would use it: it acts only when space.retriever includes 'hybrid'"),
+        (
+            "space:\n  retriever: [dense]\n  hybrid_weight: [0.2, 0.8]\n",
+            r"hybrid_weight is set but no trial would use it: it acts only when space.retriever includes 'hybrid'",
+        ),
         ("space:\n  hybrid_weight: [1.5]\n", r"hybrid_weight \(the dense share of hybrid fusion\) must lie in"),
         ("space:\n  context_budget: [-1]\n", "context_budget must be >= 0"),
         ("pipeline:\n  multi_query_n: 0\n", "pipeline.multi_query_n: Input should be greater than or equal to 1"),
@@ -109,8 +126,13 @@ def test_endpoint_embedder_that_does_not_answer_stops_the_search_before_any_work
     from tests.integration.local_cluster import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
-    cfg = load_config(_write(tmp_path, f"space:\n  embedder: [default, e5]\npipeline:\n  embedders:\n"
-                                       f"    e5: {{base_url: '{url}', model: m, timeout_s: 5}}\n"))
+    cfg = load_config(
+        _write(
+            tmp_path,
+            f"space:\n  embedder: [default, e5]\npipeline:\n  embedders:\n"
+            f"    e5: {{base_url: '{url}', model: m, timeout_s: 5}}\n",
+        )
+    )
     with pytest.raises(EmbedderError, match=rf"pipeline.embedders.e5: embeddings endpoint {url}/embeddings: Connect"):
         check_embedders(cfg)
 
@@ -141,8 +163,15 @@ def test_config_is_frozen() -> None:
 
 
 def test_trial_params_reject_bad_values() -> None:
-    good = {"chunk_size": 400, "chunk_overlap": 0, "retriever": "dense", "top_k": 3, "reranker": "none",
-            "prompt": "concise", "temperature": 0.0}
+    good = {
+        "chunk_size": 400,
+        "chunk_overlap": 0,
+        "retriever": "dense",
+        "top_k": 3,
+        "reranker": "none",
+        "prompt": "concise",
+        "temperature": 0.0,
+    }
     assert TrialParams.from_sampled(good).top_k == 3
     with pytest.raises(ValueError, match="chunk_overlap"):
         TrialParams.from_sampled({**good, "chunk_overlap": 400})
@@ -176,29 +205,48 @@ def test_custom_judges_from_file_and_inline_enter_the_objective(tmp_path: Path) 
     (tmp_path / "judges").mkdir()
     (tmp_path / "judges" / "concise.yaml").write_text(
         "name: concise\ndefinition: says only what was asked\ngrading_prompt: '1 rambles, 5 bare answer'\n"
-        "reads: [question, answer]\n")
+        "reads: [question, answer]\n"
+    )
     inline = "{name: grounded, definition: d, grading_prompt: g, reads: [answer, contexts], higher_is_better: false}"
-    cfg = load_config(_write(tmp_path, f"judges:\n  suite: [correctness]\n  custom: [judges/concise.yaml, {inline}]\n"
-                                       "objective:\n  weights: {token_f1: 1.0, judge_concise: 0.2, "
-                                       "judge_grounded: -0.1}\n"))
+    cfg = load_config(
+        _write(
+            tmp_path,
+            f"judges:\n  suite: [correctness]\n  custom: [judges/concise.yaml, {inline}]\n"
+            "objective:\n  weights: {token_f1: 1.0, judge_concise: 0.2, "
+            "judge_grounded: -0.1}\n",
+        )
+    )
     assert cfg.judges.metrics == ("judge_correctness", "judge_concise", "judge_grounded")
     assert not cfg.judges.custom[1].higher_is_better
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("judges:\n  suite: [correctness]\nobjective:\n  weights: {judge_faithfulness: 1.0}\n",
-     r"'judge_faithfulness' is not computed by the configured judges \(add faithfulness to judges.suite\)"),
-    ("objective:\n  weights: {judge_concise: 1.0}\n", "'judge_concise' is not computed"),
-    ("judges:\n  suite: [faithfullness]\n",
-     r"line 5, judges.suite.0: unknown built-in judge 'faithfullness' \(did you mean 'faithfulness'\?\)"),
-    ("judges:\n  suite: [correctness, correctness]\n", "suite lists a judge twice"),
-    ("judges:\n  custom: [nope.yaml]\n", r"line 5, judges.custom.0: .*nope.yaml: cannot read the judge file: file not "
-                                         "found"),
-    ("judges:\n  custom: [{name: x, definition: d, grading_prompt: g, reads: [gold], scale: {min: 2, max: 1}}]\n",
-     "judges.custom.0.scale: .*min < max"),
-    ("judges:\n  faithfulness_calls: 3\n", "judges.faithfulness_calls: Input should be 1 or 2"),
-    ("llm:\n  max_judge_error_rate: 0.1\n", "unknown key 'max_judge_error_rate'"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "judges:\n  suite: [correctness]\nobjective:\n  weights: {judge_faithfulness: 1.0}\n",
+            r"'judge_faithfulness' is not computed by the configured judges \(add faithfulness to judges.suite\)",
+        ),
+        ("objective:\n  weights: {judge_concise: 1.0}\n", "'judge_concise' is not computed"),
+        (
+            "judges:\n  suite: [faithfullness]\n",
+            r"line 5, judges.suite.0: unknown built-in judge 'faithfullness' \(did you mean 'faithfulness'\?\)",
+        ),
+        ("judges:\n  suite: [correctness, correctness]\n", "suite lists a judge twice"),
+        (
+            "judges:\n  custom: [nope.yaml]\n",
+            r"line 5, judges.custom.0: .*nope.yaml: cannot read the judge file: file not "
+            "found",
+        ),
+        (
+            "judges:\n  custom: [{name: x, definition: d, grading_prompt: g, reads: [gold],\n"
+            "            scale: {min: 2, max: 1}}]\n",
+            "judges.custom.0.scale: .*min < max",
+        ),
+        ("judges:\n  faithfulness_calls: 3\n", "judges.faithfulness_calls: Input should be 1 or 2"),
+        ("llm:\n  max_judge_error_rate: 0.1\n", "unknown key 'max_judge_error_rate'"),
+    ],
+)
 def test_bad_judge_settings(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         load_config(_write(tmp_path, text))

@@ -40,8 +40,11 @@ def _rewrite(path: Path, mutate) -> None:  # type: ignore[no-untyped-def]
         ("questions", lambda r: r[0].update(gold_doc_ids=["nope"]), r"questions.jsonl:1: .*unknown document 'nope'"),
         ("questions", lambda r: r[1].update(id="q1"), r"questions.jsonl:2: duplicate question id 'q1'"),
         ("corpus", lambda r: r[1].update(id="d1"), r"corpus.jsonl:2: duplicate document id 'd1'"),
-        ("questions", lambda r: r[0]["answer_spans"][0].update(text="39 years"),
-         r"questions.jsonl:1: answer_spans\[0\]: span text '39 years' does not match"),
+        (
+            "questions",
+            lambda r: r[0]["answer_spans"][0].update(text="39 years"),
+            r"questions.jsonl:1: answer_spans\[0\]: span text '39 years' does not match",
+        ),
         ("questions", lambda r: r[0]["answer_spans"][0].update(end=9999), r"questions.jsonl:1: .*out of range"),
         ("questions", lambda r: r[0]["answer_spans"][0].update(doc_id="zz"), r"unknown document 'zz'"),
         ("questions", lambda r: r[0].pop("question"), r"questions.jsonl:1: missing field 'question'"),
@@ -70,8 +73,11 @@ def test_broken_utf8_reports_line(tiny_dataset: tuple[Path, Path]) -> None:
     corpus, questions = tiny_dataset
     tail = '{"id": "d3", "text": "café "}\n'.encode() + b'{"id": "d4", "text": "\xe9"}\n'
     corpus.write_bytes(corpus.read_bytes() + tail)
-    with pytest.raises(DatasetError, match=r"corpus.jsonl: the corpus file is not readable text: broken UTF-8 at "
-                                           r"line 4"):
+    with pytest.raises(
+        DatasetError,
+        match=r"corpus.jsonl: the corpus file is not readable text: broken UTF-8 at "
+        r"line 4",
+    ):
         load_dataset(corpus, questions)
 
 

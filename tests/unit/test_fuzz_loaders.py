@@ -25,30 +25,86 @@ from ragsweep.search.config import load_config
 from ragsweep.search.questions.review import DECISIONS, read_decisions
 
 EXAMPLES = int(os.environ.get("RAGSWEEP_FUZZ_EXAMPLES", "120"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 DOC = {"id": "d1", "title": "Cats", "text": "Cats sleep a lot. The oldest cat lived to 38 years."}
-QUESTION = {"id": "q1", "question": "How old?", "answers": ["38 years"], "answerable": True, "gold_doc_ids": ["d1"],
-            "answer_spans": [{"doc_id": "d1", "start": 42, "end": 50, "text": "38 years"}]}
+QUESTION = {
+    "id": "q1",
+    "question": "How old?",
+    "answers": ["38 years"],
+    "answerable": True,
+    "gold_doc_ids": ["d1"],
+    "answer_spans": [{"doc_id": "d1", "start": 42, "end": 50, "text": "38 years"}],
+}
 
 # Values of every YAML/JSON kind, including the ones YAML 1.1 and Python's json read loosely.
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(), st.text(max_size=12),
-                    st.sampled_from(["yes", "no", "on", "off", "~", "1e3", "-0", ".nan", "{x}", "d1", "http://",
-                                     "foo://b/x", "", "\x00"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=6)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["yes", "no", "on", "off", "~", "1e3", "-0", ".nan", "{x}", "d1", "http://", "foo://b/x", "", "\x00"]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
 
 # Dotted keys of the config (real ones and near misses) to overwrite with any value.
-KEYS = ["dataset.holdout", "dataset.name", "space.chunk_size", "space.chunk_overlap", "space.top_k", "space.retriever",
-        "space.prompt", "space.temperature", "space.reranker", "space.rerank_candidates", "pipeline.max_tokens",
-        "pipeline.embedder", "pipeline.vector_store", "pipeline.hnsw_ef", "pipeline.qdrant_url", "llm.generator",
-        "llm.generator.engine", "llm.generator.base_url", "llm.generator.env", "llm.judge", "llm.cache",
-        "judges.suite", "judges.custom", "judges.reason_chars", "objective.weights", "objective.cost",
-        "search.num_samples", "search.questions_per_trial", "search.scheduler", "search.baseline",
-        "search.storage_path", "search.p_threshold", "mlflow.tracking_uri", "mlflow.experiment", "mlflow.model_name",
-        "mlflow.redact", "promotion.min_metrics", "storage_dir", "space", "search", "nonsense", "space.chunk_sise"]
+KEYS = [
+    "dataset.holdout",
+    "dataset.name",
+    "space.chunk_size",
+    "space.chunk_overlap",
+    "space.top_k",
+    "space.retriever",
+    "space.prompt",
+    "space.temperature",
+    "space.reranker",
+    "space.rerank_candidates",
+    "pipeline.max_tokens",
+    "pipeline.embedder",
+    "pipeline.vector_store",
+    "pipeline.hnsw_ef",
+    "pipeline.qdrant_url",
+    "llm.generator",
+    "llm.generator.engine",
+    "llm.generator.base_url",
+    "llm.generator.env",
+    "llm.judge",
+    "llm.cache",
+    "judges.suite",
+    "judges.custom",
+    "judges.reason_chars",
+    "objective.weights",
+    "objective.cost",
+    "search.num_samples",
+    "search.questions_per_trial",
+    "search.scheduler",
+    "search.baseline",
+    "search.storage_path",
+    "search.p_threshold",
+    "mlflow.tracking_uri",
+    "mlflow.experiment",
+    "mlflow.model_name",
+    "mlflow.redact",
+    "promotion.min_metrics",
+    "storage_dir",
+    "space",
+    "search",
+    "nonsense",
+    "space.chunk_sise",
+]
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -76,14 +132,17 @@ def _assert_clean(error: BadInput, path: Path) -> None:
 
 @FUZZ
 @given(edits=st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=3))
-def test_config_with_any_values_validates_or_exits_2_saying_where(edits: list[tuple[str, Any]],
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_with_any_values_validates_or_exits_2_saying_where(
+    edits: list[tuple[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
     """``ragsweep validate`` (config, dataset, model files, every pre-start check) exits 0, or 2 with one message
     naming the file; never 1 (an unexpected exception)."""
     with tempfile.TemporaryDirectory() as d:
         corpus, questions = _dataset(Path(d))
-        data: dict[str, Any] = {"dataset": {"corpus": str(corpus), "questions": str(questions)},
-                                "storage_dir": str(Path(d) / "runs")}
+        data: dict[str, Any] = {
+            "dataset": {"corpus": str(corpus), "questions": str(questions)},
+            "storage_dir": str(Path(d) / "runs"),
+        }
         for key, value in edits:
             _set(data, key, value)
         path = Path(d) / "exp.yaml"
@@ -107,8 +166,22 @@ def test_config_of_any_text_loads_or_says_where(text: str) -> None:
             _assert_clean(e, path)
 
 
-field_names = st.sampled_from(["id", "title", "text", "question", "answers", "answerable", "gold_doc_ids",
-                               "answer_spans", "doc_id", "start", "end", "extra"])
+field_names = st.sampled_from(
+    [
+        "id",
+        "title",
+        "text",
+        "question",
+        "answers",
+        "answerable",
+        "gold_doc_ids",
+        "answer_spans",
+        "doc_id",
+        "start",
+        "end",
+        "extra",
+    ]
+)
 objects = st.dictionaries(field_names, values, max_size=6)
 
 
@@ -119,11 +192,20 @@ def _line(obj: dict[str, Any] | str) -> str:
 
 
 @FUZZ
-@given(corpus_rows=st.lists(st.one_of(st.just(DOC), st.builds(lambda o: {**DOC, **o}, objects), st.text(max_size=40)),
-                            max_size=3),
-       question_rows=st.lists(st.one_of(st.just(QUESTION), st.builds(lambda o: {**QUESTION, **o}, objects),
-                                        st.builds(lambda o: {**QUESTION, "answer_spans": [o]}, objects),
-                                        st.text(max_size=40)), max_size=4))
+@given(
+    corpus_rows=st.lists(
+        st.one_of(st.just(DOC), st.builds(lambda o: {**DOC, **o}, objects), st.text(max_size=40)), max_size=3
+    ),
+    question_rows=st.lists(
+        st.one_of(
+            st.just(QUESTION),
+            st.builds(lambda o: {**QUESTION, **o}, objects),
+            st.builds(lambda o: {**QUESTION, "answer_spans": [o]}, objects),
+            st.text(max_size=40),
+        ),
+        max_size=4,
+    ),
+)
 def test_dataset_lines_load_or_name_file_and_line(corpus_rows: list[Any], question_rows: list[Any]) -> None:
     with tempfile.TemporaryDirectory() as d:
         corpus, questions = Path(d) / "corpus.jsonl", Path(d) / "questions.jsonl"
@@ -141,9 +223,16 @@ def test_dataset_lines_load_or_name_file_and_line(corpus_rows: list[Any], questi
 
 
 @FUZZ
-@given(raw=st.one_of(st.binary(max_size=300), st.builds(lambda t, enc: t.encode(enc, "replace"), st.text(max_size=80),
-                                                        st.sampled_from(["utf-8", "utf-16", "utf-16-le", "cp1252",
-                                                                         "latin-1", "utf-32", "cp1251"]))))
+@given(
+    raw=st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda t, enc: t.encode(enc, "replace"),
+            st.text(max_size=80),
+            st.sampled_from(["utf-8", "utf-16", "utf-16-le", "cp1252", "latin-1", "utf-32", "cp1251"]),
+        ),
+    )
+)
 def test_any_bytes_decode_or_are_refused_as_not_text(raw: bytes) -> None:
     """The one text reader (ingest, loaders, review): text, or NotText with a reason; never another exception."""
     try:
@@ -165,9 +254,13 @@ def test_unicode_text_with_a_mark_or_in_utf8_comes_back_exactly(text: str, codec
 
 
 kinds = st.sampled_from([".txt", ".md", ".html", ".jsonl", ".pdf", ".csv", ""])
-contents = st.one_of(st.binary(max_size=200), printable.map(str.encode),
-                     st.lists(st.one_of(st.just(DOC), st.builds(lambda o: {**DOC, **o}, objects)), max_size=3)
-                     .map(lambda rows: "".join(_line(r) + "\n" for r in rows).encode()))
+contents = st.one_of(
+    st.binary(max_size=200),
+    printable.map(str.encode),
+    st.lists(st.one_of(st.just(DOC), st.builds(lambda o: {**DOC, **o}, objects)), max_size=3).map(
+        lambda rows: "".join(_line(r) + "\n" for r in rows).encode()
+    ),
+)
 
 
 @FUZZ
@@ -189,13 +282,17 @@ def test_ingest_of_any_files_reads_or_skips_each_with_a_reason(files: list[tuple
         assert all(s.reason for s in got.skipped)
 
 
-csv_cells = st.one_of(st.sampled_from(["q1", "q2", "accept", "reject", "edit", "", "ID", "Decision", "nope"]),
-                      st.text(max_size=10))
+csv_cells = st.one_of(
+    st.sampled_from(["q1", "q2", "accept", "reject", "edit", "", "ID", "Decision", "nope"]), st.text(max_size=10)
+)
 
 
 @FUZZ
-@given(rows=st.lists(st.lists(csv_cells, min_size=1, max_size=4), max_size=5),
-       sep=st.sampled_from([",", ";", "\t"]), codec=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "cp1252"]))
+@given(
+    rows=st.lists(st.lists(csv_cells, min_size=1, max_size=4), max_size=5),
+    sep=st.sampled_from([",", ";", "\t"]),
+    codec=st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "cp1252"]),
+)
 def test_a_review_file_of_any_cells_reads_or_names_file_and_line(rows: list[list[str]], sep: str, codec: str) -> None:
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "review.csv"

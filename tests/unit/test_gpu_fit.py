@@ -15,19 +15,30 @@ from ragsweep.search.serving.gpu_fit import GB, KNOWN_MODELS, gpu_fit, model_sha
 from tests.conftest import write_jsonl
 
 # Qwen2.5-7B-Instruct's config.json (the fields the fit reads)
-QWEN7B = {"hidden_size": 3584, "num_attention_heads": 28, "num_key_value_heads": 4, "num_hidden_layers": 28,
-          "intermediate_size": 18944, "vocab_size": 152064, "max_position_embeddings": 32768,
-          "torch_dtype": "bfloat16"}
+QWEN7B = {
+    "hidden_size": 3584,
+    "num_attention_heads": 28,
+    "num_key_value_heads": 4,
+    "num_hidden_layers": 28,
+    "intermediate_size": 18944,
+    "vocab_size": 152064,
+    "max_position_embeddings": 32768,
+    "torch_dtype": "bfloat16",
+}
 
 
 def _config(tmp_path: Path, llm: str) -> Path:
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"id": "d1", "title": "t", "text": "Cats sleep a lot."}])
-    qs = write_jsonl(tmp_path / "questions.jsonl", [{"id": f"q{i}", "question": "Do cats sleep?",
-                                                    "answers": ["a lot"], "gold_doc_ids": ["d1"]} for i in range(8)])
+    qs = write_jsonl(
+        tmp_path / "questions.jsonl",
+        [{"id": f"q{i}", "question": "Do cats sleep?", "answers": ["a lot"], "gold_doc_ids": ["d1"]} for i in range(8)],
+    )
     path = tmp_path / "exp.yaml"
-    path.write_text(f"dataset: {{corpus: {corpus}, questions: {qs}}}\n"
-                    "space: {chunk_size: [200], chunk_overlap: [0], retriever: [bm25], top_k: [2]}\n"
-                    f"judges: {{suite: []}}\nstorage_dir: {tmp_path / 'runs'}\nllm:\n{llm}")
+    path.write_text(
+        f"dataset: {{corpus: {corpus}, questions: {qs}}}\n"
+        "space: {chunk_size: [200], chunk_overlap: [0], retriever: [bm25], top_k: [2]}\n"
+        f"judges: {{suite: []}}\nstorage_dir: {tmp_path / 'runs'}\nllm:\n{llm}"
+    )
     return path
 
 
@@ -60,11 +71,16 @@ def test_a_model_in_the_hugging_face_cache_is_read_offline(tmp_path: Path, monke
 
 @pytest.mark.parametrize(("gpu", "util", "fits"), [("A10G", 0.5, False), ("A10G", 0.8, True), ("L40S", 0.5, True)])
 def test_known_model_against_gpu_types(tmp_path: Path, gpu: str, util: float, fits: bool) -> None:
-    cfg = load_config(_config(tmp_path, f"""\
+    cfg = load_config(
+        _config(
+            tmp_path,
+            f"""\
   gpu: {{type: {gpu}}}
   generator: {{engine: vllm, model: Qwen/Qwen2.5-7B-Instruct, gpu_memory_utilization: {util}, num_gpus: {util},
               max_model_len: 8192}}
-"""))
+""",
+        )
+    )
     lines, problems = gpu_fit(cfg)
     assert lines[0].startswith(f"GPU fit ({'24' if gpu == 'A10G' else '48'} GB per GPU, from llm.gpu.type {gpu})")
     assert ("does NOT fit" in lines[1]) is (not fits) and (problems == []) is fits
@@ -72,45 +88,67 @@ def test_known_model_against_gpu_types(tmp_path: Path, gpu: str, util: float, fi
 
 
 def test_kv_cache_dtype_and_context_from_extra_args(tmp_path: Path) -> None:
-    cfg = load_config(_config(tmp_path, """\
+    cfg = load_config(
+        _config(
+            tmp_path,
+            """\
   gpu: {memory_gb: 24}
   generator: {engine: vllm, model: Qwen/Qwen2.5-7B-Instruct, gpu_memory_utilization: 0.9,
               extra_args: [--max-model-len, "32768", --kv-cache-dtype, fp8]}
-"""))
+""",
+        )
+    )
     (line,) = gpu_fit(cfg)[0][1:]
     assert "KV 0.94 (32768 tokens)" in line  # 28 layers x 4 heads x 128 x 2 (K,V) x 1 byte x 32768
 
 
 def test_ray_share_below_memory_share_is_refused(tmp_path: Path) -> None:
-    cfg = load_config(_config(tmp_path, """\
+    cfg = load_config(
+        _config(
+            tmp_path,
+            """\
   gpu: {type: L40S}
   generator: {engine: vllm, model: Qwen/Qwen2.5-1.5B-Instruct, gpu_memory_utilization: 0.4, num_gpus: 0.25}
-"""))
+""",
+        )
+    )
     assert "num_gpus 0.25 is below gpu_memory_utilization 0.4" in gpu_fit(cfg)[1][0]
 
 
 def test_unknown_model_or_gpu_is_reported_not_guessed(tmp_path: Path) -> None:
-    cfg = load_config(_config(tmp_path, """\
+    cfg = load_config(
+        _config(
+            tmp_path,
+            """\
   gpu: {type: L4}
   generator: {engine: vllm, model: acme/unheard-of}
-"""))
+""",
+        )
+    )
     lines, problems = gpu_fit(cfg)
     assert problems == [] and "not checked: 'acme/unheard-of'" in lines[1]
-    no_gpu = load_config(_config(tmp_path / "b", "  generator: {engine: vllm, model: Qwen/Qwen2.5-1.5B-Instruct}\n")
-                         ) if (tmp_path / "b").mkdir() is None else None
+    no_gpu = (
+        load_config(_config(tmp_path / "b", "  generator: {engine: vllm, model: Qwen/Qwen2.5-1.5B-Instruct}\n"))
+        if (tmp_path / "b").mkdir() is None
+        else None
+    )
     assert no_gpu is not None and gpu_fit(no_gpu)[0][0].startswith("GPU fit: not checked")
     cpu = load_config(_config(tmp_path / "c", "  generator: {}\n")) if (tmp_path / "c").mkdir() is None else None
     assert cpu is not None and gpu_fit(cpu) == ([], [])  # llama.cpp: nothing to fit
 
 
-def test_validate_prints_the_fit_and_refuses_what_cannot_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_prints_the_fit_and_refuses_what_cannot_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("RAGSWEEP_RAY_ADDRESS", "auto")  # a cluster's vLLM: this machine needs no vllm command
-    ok = _config(tmp_path, """\
+    ok = _config(
+        tmp_path,
+        """\
   gpu: {type: L40S}
   generator: {engine: vllm, model: Qwen/Qwen2.5-7B-Instruct, gpu_memory_utilization: 0.55, num_gpus: 0.55,
               max_model_len: 8192}
-""")
+""",
+    )
     assert main(["validate", "--config", str(ok)]) == 0
     assert "llm.generator Qwen/Qwen2.5-7B-Instruct (x1): 0.55 x 48 GB = 26.4 GB >= " in capsys.readouterr().out
     bad = ok.read_text().replace("type: L40S", "type: A10G")

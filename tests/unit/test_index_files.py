@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 
 def _chunks(n: int) -> list[Chunk]:
-    return [Chunk(i, f"d{i % 3}", i, i + 5, f"text {i} é\n\"q\"") for i in range(n)]
+    return [Chunk(i, f"d{i % 3}", i, i + 5, f'text {i} é\n"q"') for i in range(n)]
 
 
 def test_chunk_file_reads_any_chunk_without_loading_all(tmp_path: Path) -> None:
@@ -69,13 +69,16 @@ def test_memory_estimate_counts_the_smallest_step() -> None:
     assert build_memory_estimate(1_000_000, 500, 499)[0] == 1_000_000 // 250 + 1  # at least half a chunk per step
 
 
-def test_a_corpus_too_large_for_memory_is_refused_before_work(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_corpus_too_large_for_memory_is_refused_before_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     corpus = (REPO / "data/xquad_en/corpus.jsonl").as_posix()
     questions = (REPO / "data/xquad_en/questions.jsonl").as_posix()
     cfg = tmp_path / "big.yaml"
-    cfg.write_text(f"dataset: {{corpus: {corpus}, questions: {questions}}}\n"
-                   f"pipeline: {{index_memory_gb: 0.5}}\nstorage_dir: {tmp_path / 'runs'}\n")
+    cfg.write_text(
+        f"dataset: {{corpus: {corpus}, questions: {questions}}}\n"
+        f"pipeline: {{index_memory_gb: 0.5}}\nstorage_dir: {tmp_path / 'runs'}\n"
+    )
     for cmd in (["validate", "--config", str(cfg)], ["search", "--config", str(cfg)]):
         assert main(cmd) == 2
         err = capsys.readouterr().err

@@ -17,8 +17,10 @@ from ragsweep.search.config import load_config
 from tests.conftest import REPO
 
 SAMPLE = REPO / "data" / "mixed_docs" / "docs"
-SOURCE = {json.loads(line)["title"]: json.loads(line)["text"] for line in
-          (REPO / "data" / "xquad_en" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()}
+SOURCE = {
+    json.loads(line)["title"]: json.loads(line)["text"]
+    for line in (REPO / "data" / "xquad_en" / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+}
 
 
 def test_the_sample_folder_becomes_a_clean_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,8 +30,16 @@ def test_the_sample_folder_becomes_a_clean_corpus(tmp_path: Path, capsys: pytest
     docs = load_corpus(tmp_path / "ds" / "corpus.jsonl")  # the dataset loader accepts it
     assert len(docs) == 9
     titles = {d.title for d in docs.values()}
-    assert {"Oxygen", "Packet switching", "Apollo program", "Nikola Tesla", "Prime number",
-            "Jacksonville, Florida", "Geology", "Chloroplast"} <= titles
+    assert {
+        "Oxygen",
+        "Packet switching",
+        "Apollo program",
+        "Nikola Tesla",
+        "Prime number",
+        "Jacksonville, Florida",
+        "Geology",
+        "Chloroplast",
+    } <= titles
     html = docs["web/oxygen.html"].text
     for junk in ("tracking pixel", "ad slot", "About this site", "cookie", "font-family"):
         assert junk not in html  # scripts, styles, navigation, footer gone
@@ -54,8 +64,10 @@ def _bad_folder(root: Path) -> Path:
     (folder / "only_markup.html").write_text("<html><head><script>x()</script></head><body><nav>Home</nav></body>")
     (folder / "noise.txt").write_bytes(bytes(range(128, 256)) * 8)  # no encoding makes text of it
     (folder / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-    (folder / "rows.jsonl").write_text('{"id": "r1", "text": "A fine row of text."}\nnot json\n{"id": 5, "text": "x"}\n'
-                                       '{"id": "r1", "text": "A fine row of text."}\n')
+    (folder / "rows.jsonl").write_text(
+        '{"id": "r1", "text": "A fine row of text."}\nnot json\n{"id": 5, "text": "x"}\n'
+        '{"id": "r1", "text": "A fine row of text."}\n'
+    )
     (folder / ".hidden.txt").write_text("never read")
     (folder / "ok.txt").write_text("A usable document about rivers and their deltas.")
     return folder
@@ -112,11 +124,21 @@ def test_a_folder_as_dataset_corpus_is_parsed_once_per_content(tmp_path: Path) -
     docs = tmp_path / "docs"
     shutil.copytree(SAMPLE, docs)
     questions = tmp_path / "questions.jsonl"
-    questions.write_text(json.dumps({"id": "q1", "question": "When was oxygen discovered?", "answers": ["1773"],
-                                     "gold_doc_ids": ["web/oxygen.html"]}) + "\n")
+    questions.write_text(
+        json.dumps(
+            {
+                "id": "q1",
+                "question": "When was oxygen discovered?",
+                "answers": ["1773"],
+                "gold_doc_ids": ["web/oxygen.html"],
+            }
+        )
+        + "\n"
+    )
     cfg_path = tmp_path / "exp.yaml"
-    cfg_path.write_text(f"dataset: {{corpus: {docs}, questions: {questions}, holdout: 0}}\n"
-                        f"storage_dir: {tmp_path / 'runs'}\n")
+    cfg_path.write_text(
+        f"dataset: {{corpus: {docs}, questions: {questions}, holdout: 0}}\nstorage_dir: {tmp_path / 'runs'}\n"
+    )
     cfg = load_config(cfg_path)
     first = cfg.dataset.corpus
     assert first.name == "corpus.jsonl" and first.parent.parent == tmp_path / "runs" / "ingest-cache"
@@ -153,12 +175,29 @@ def test_outputs_never_touch_inputs(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["ingest", str(docs), "--out", str(docs), "--overwrite"], "is the input folder"),
         (["ingest", str(docs), "--out", str(tmp_path / "work"), "--overwrite"], "holds the input folder"),
         (["ingest", str(docs), "--out", str(docs / "ds")], "lies inside the input folder"),
-        (["generate-questions", "--corpus", str(corpus), "--out", str(corpus), "--n", "2", "--overwrite"],
-         "is the input --corpus"),
-        (["review", "export", "--questions", str(questions), "--corpus", str(corpus), "--out", str(corpus)],
-         "is the input --corpus"),
-        (["review", "import", "--questions", str(questions), "--corpus", str(corpus), "--reviewed", str(questions),
-          "--out", str(questions)], "is the input --questions"),
+        (
+            ["generate-questions", "--corpus", str(corpus), "--out", str(corpus), "--n", "2", "--overwrite"],
+            "is the input --corpus",
+        ),
+        (
+            ["review", "export", "--questions", str(questions), "--corpus", str(corpus), "--out", str(corpus)],
+            "is the input --corpus",
+        ),
+        (
+            [
+                "review",
+                "import",
+                "--questions",
+                str(questions),
+                "--corpus",
+                str(corpus),
+                "--reviewed",
+                str(questions),
+                "--out",
+                str(questions),
+            ],
+            "is the input --questions",
+        ),
     ]
     before_corpus = corpus.read_bytes()
     for argv, why in cases:
@@ -204,8 +243,15 @@ def test_an_id_twice_is_an_error_naming_both_places(tmp_path: Path, second: str)
         ingest_folder(tmp_path / "in")
 
 
-ENCODED = [("utf-8-sig", "utf-8-sig"), ("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"), ("utf-16-be", "utf-16-be"),
-           ("utf-32", "utf-32"), ("cp1252", "cp1252"), ("latin-1", "cp1252")]
+ENCODED = [
+    ("utf-8-sig", "utf-8-sig"),
+    ("utf-16", "utf-16"),
+    ("utf-16-le", "utf-16-le"),
+    ("utf-16-be", "utf-16-be"),
+    ("utf-32", "utf-32"),
+    ("cp1252", "cp1252"),
+    ("latin-1", "cp1252"),
+]
 
 
 @pytest.mark.parametrize(("codec", "recorded"), ENCODED)
@@ -238,5 +284,6 @@ def test_an_earlier_output_inside_the_folder_is_not_read_back(tmp_path: Path) ->
     (docs / "a.txt").write_text("The edited version.")
     got = ingest_folder(docs)
     assert [d["text"] for d in got.docs] == ["The edited version."]
-    assert [(s.path, s.reason.split(" (")[0]) for s in got.skipped] == [("out/", "a dataset folder ragsweep ingest "
-                                                                          "wrote")]
+    assert [(s.path, s.reason.split(" (")[0]) for s in got.skipped] == [
+        ("out/", "a dataset folder ragsweep ingest wrote")
+    ]

@@ -38,16 +38,24 @@ def _one(url: str, judge: LLMJudge, item: JudgeItem = ITEM) -> JudgeResult:
     return res
 
 
-@pytest.mark.parametrize(("first", "second", "value", "reason"), [
-    ('{"correct": true}', None, 1.0, ""),                                   # fine at once: one call
-    ("yes it is", '{"correct": false}', 0.0, ""),                           # malformed, repaired
-    ("", '{"correct": true}', 1.0, ""),                                     # empty, repaired
-    ('```json\n{"correct": true}\n```', None, 1.0, ""),                     # fenced JSON is still JSON
-    ('{"correct": "maybe"}', '{"verdict": 1}', math.nan, "missing or wrong 'correct'"),  # wrong type, then missing
-    ('{"correct": tru', "still not json", math.nan, "not JSON"),           # truncated, then garbage
-])
-def test_repair_once_then_nan_with_reason(scripted: tuple[str, Script], first: str, second: str | None,  # noqa: F811
-                                          value: float, reason: str) -> None:
+@pytest.mark.parametrize(
+    ("first", "second", "value", "reason"),
+    [
+        ('{"correct": true}', None, 1.0, ""),  # fine at once: one call
+        ("yes it is", '{"correct": false}', 0.0, ""),  # malformed, repaired
+        ("", '{"correct": true}', 1.0, ""),  # empty, repaired
+        ('```json\n{"correct": true}\n```', None, 1.0, ""),  # fenced JSON is still JSON
+        ('{"correct": "maybe"}', '{"verdict": 1}', math.nan, "missing or wrong 'correct'"),  # wrong type, then missing
+        ('{"correct": tru', "still not json", math.nan, "not JSON"),  # truncated, then garbage
+    ],
+)
+def test_repair_once_then_nan_with_reason(
+    scripted: tuple[str, Script],  # noqa: F811 - the fixture imported above
+    first: str,
+    second: str | None,
+    value: float,
+    reason: str,
+) -> None:
     url, script = scripted
     script.steps = [_reply(first)] + ([_reply(second)] if second is not None else [])
     res = _one(url, CorrectnessJudge())
@@ -101,12 +109,18 @@ def test_average_precision_by_hand() -> None:
 
 def test_faithfulness_one_and_two_calls(scripted: tuple[str, Script]) -> None:  # noqa: F811
     url, script = scripted
-    script.steps = [_reply('{"statements": [{"statement": "Denver won", "supported": true}, '
-                           '{"statement": "it snowed", "supported": false}]}')]
+    script.steps = [
+        _reply(
+            '{"statements": [{"statement": "Denver won", "supported": true}, '
+            '{"statement": "it snowed", "supported": false}]}'
+        )
+    ]
     res = _one(url, FaithfulnessJudge(calls=1))
     assert script.count == 1 and res.value == 0.5 and "unsupported: it snowed" in res.reason
-    script.steps, script.count = [_reply('{"statements": ["Denver won", "by 14"]}'),
-                                  _reply('{"supported": [true, true]}')], 0
+    script.steps, script.count = (
+        [_reply('{"statements": ["Denver won", "by 14"]}'), _reply('{"supported": [true, true]}')],
+        0,
+    )
     res = _one(url, FaithfulnessJudge(calls=2))
     assert script.count == 2 and res.calls == 2 and res.value == 1.0
     script.steps, script.count = [_reply('{"statements": []}'), _reply('{"statements": 3}')], 0
@@ -116,8 +130,12 @@ def test_faithfulness_one_and_two_calls(scripted: tuple[str, Script]) -> None:  
 
 def test_all_judges_share_one_batch(scripted: tuple[str, Script]) -> None:  # noqa: F811
     url, script = scripted
-    script.steps = [_reply('{"correct": true, "score": 5, "relevant": [true, true], '
-                           '"statements": [{"statement": "s", "supported": true}]}')]
+    script.steps = [
+        _reply(
+            '{"correct": true, "score": 5, "relevant": [true, true], '
+            '"statements": [{"statement": "s", "supported": true}]}'
+        )
+    ]
     judges = [CorrectnessJudge(), AnswerRelevanceJudge(), ContextPrecisionJudge(), FaithfulnessJudge()]
     out = run_judges(LLMClient(url, "m", max_retries=0), judges, [ITEM, ITEM])
     assert script.count == 8 and all(r.value == 1.0 for rs in out.values() for r in rs)
@@ -127,9 +145,14 @@ def test_all_judges_share_one_batch(scripted: tuple[str, Script]) -> None:  # no
     assert CorrectnessJudge(40).prompt_version != CorrectnessJudge(0).prompt_version
 
 
-SPEC = {"name": "conciseness", "definition": "Says only what was asked.", "reads": ["question", "answer"],
-        "grading_prompt": "1: rambling. 2: some padding. 3: just the answer.", "scale": {"min": 1, "max": 3},
-        "examples": [{"question": "Capital of France?", "answer": "Paris", "score": 3, "justification": "bare"}]}
+SPEC = {
+    "name": "conciseness",
+    "definition": "Says only what was asked.",
+    "reads": ["question", "answer"],
+    "grading_prompt": "1: rambling. 2: some padding. 3: just the answer.",
+    "scale": {"min": 1, "max": 3},
+    "examples": [{"question": "Capital of France?", "answer": "Paris", "score": 3, "justification": "bare"}],
+}
 
 
 def test_custom_judge_scores_on_its_scale(scripted: tuple[str, Script]) -> None:  # noqa: F811
@@ -142,16 +165,19 @@ def test_custom_judge_scores_on_its_scale(scripted: tuple[str, Script]) -> None:
     assert other.prompt_version != judge.prompt_version
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"name": "Bad Name"}, "should match pattern"),
-    ({"name": "faithfulness"}, "built-in judge"),
-    ({"scale": {"min": 3, "max": 3}}, "min < max"),
-    ({"reads": []}, "at least 1 item"),
-    ({"reads": ["question", "answers"]}, "'question', 'answer', 'contexts' or 'gold'"),
-    ({"examples": [{"question": "q", "answer": "a", "score": 7, "justification": "j"}]}, "outside the scale 1..3"),
-    ({"examples": [{"question": "q", "score": 1, "justification": "j"}]}, "examples.0 lacks answer"),
-    ({"rubric": "x"}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "Bad Name"}, "should match pattern"),
+        ({"name": "faithfulness"}, "built-in judge"),
+        ({"scale": {"min": 3, "max": 3}}, "min < max"),
+        ({"reads": []}, "at least 1 item"),
+        ({"reads": ["question", "answers"]}, "'question', 'answer', 'contexts' or 'gold'"),
+        ({"examples": [{"question": "q", "answer": "a", "score": 7, "justification": "j"}]}, "outside the scale 1..3"),
+        ({"examples": [{"question": "q", "score": 1, "justification": "j"}]}, "examples.0 lacks answer"),
+        ({"rubric": "x"}, "Extra inputs are not permitted"),
+    ],
+)
 def test_custom_judge_bad_definitions(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CustomJudgeSpec.model_validate({**SPEC, **change})
@@ -159,8 +185,9 @@ def test_custom_judge_bad_definitions(change: dict, message: str) -> None:
 
 def test_custom_judge_file_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "j.yaml"
-    path.write_text("name: conciseness\ndefinition: d\ngrading_prompt: g\nreads: [question]\nscale:\n  min: 1\n"
-                    "  max: x\n")
+    path.write_text(
+        "name: conciseness\ndefinition: d\ngrading_prompt: g\nreads: [question]\nscale:\n  min: 1\n  max: x\n"
+    )
     with pytest.raises(ValueError, match=r"j\.yaml: invalid judge: line 7, scale\.max: .*integer"):
         load_spec(path)
     with pytest.raises(ValueError, match="cannot read the judge file: file not found"):
@@ -178,8 +205,11 @@ def test_judge_error_budget() -> None:
 def test_mlflow_rows_map_to_judge_items() -> None:
     from ragsweep.judges.mlflow_scorers import to_item
 
-    item = to_item({"question": "Who won?"}, {"response": "Denver", "sources": [{"text": "a"}, {"page_content": "b"}]},
-                   {"expected_response": "Denver Broncos"})
+    item = to_item(
+        {"question": "Who won?"},
+        {"response": "Denver", "sources": [{"text": "a"}, {"page_content": "b"}]},
+        {"expected_response": "Denver Broncos"},
+    )
     assert item == JudgeItem("Who won?", "Denver", ("Denver Broncos",), ("a", "b"))
     assert to_item("q", "a", {"gold": ["x", "y"]}) == JudgeItem("q", "a", ("x", "y"), ())
     assert to_item({"query": "q"}, {"answer": "a", "contexts": "c"}, None) == JudgeItem("q", "a", (), ("c",))

@@ -38,8 +38,12 @@ def _kustomization() -> dict[str, Any]:
 
 
 def _docs() -> list[tuple[str, dict[str, Any]]]:
-    return [(name, doc) for name in _kustomization()["resources"]
-            for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+    return [
+        (name, doc)
+        for name in _kustomization()["resources"]
+        for doc in yaml.safe_load_all((K8S / name).read_text())
+        if doc
+    ]
 
 
 def _by_kind(kind: str) -> list[dict[str, Any]]:
@@ -48,8 +52,9 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
 
 def _k8s_definitions(k8s_version: str) -> Resource:
     root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    folder = next(p for p in sorted(root.iterdir()) if p.name.startswith(f"v{k8s_version}.")
-                  and p.name.endswith("-local-strict"))
+    folder = next(
+        p for p in sorted(root.iterdir()) if p.name.startswith(f"v{k8s_version}.") and p.name.endswith("-local-strict")
+    )
     return Resource.from_contents(json.loads((folder / "_definitions.json").read_text()))
 
 
@@ -90,13 +95,16 @@ def _typo(kind: str, path: list[Any], key: str) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize(("kind", "path", "key"), [
-    ("Deployment", ["spec", "template", "spec", "containers", 0], "imagePullPolicyy"),
-    ("StatefulSet", ["spec"], "volumeClaimTemplate"),
-    ("RayJob", ["spec"], "shutdownAfterJobFinish"),
-    ("RayJob", ["spec", "rayClusterSpec", "workerGroupSpecs", 0], "maxReplica"),
-    ("RayJob", ["spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "containers", 0], "resource"),
-])
+@pytest.mark.parametrize(
+    ("kind", "path", "key"),
+    [
+        ("Deployment", ["spec", "template", "spec", "containers", 0], "imagePullPolicyy"),
+        ("StatefulSet", ["spec"], "volumeClaimTemplate"),
+        ("RayJob", ["spec"], "shutdownAfterJobFinish"),
+        ("RayJob", ["spec", "rayClusterSpec", "workerGroupSpecs", 0], "maxReplica"),
+        ("RayJob", ["spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "containers", 0], "resource"),
+    ],
+)
 def test_unknown_fields_fail(kind: str, path: list[Any], key: str) -> None:
     with pytest.raises((jsonschema.ValidationError, kubernetes_validate.ValidationError)) as e:
         _validate(_typo(kind, path, key))
@@ -160,8 +168,15 @@ SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|API_KEY", re.I)
 
 def test_containers_run_as_non_root_with_resources_and_no_plaintext_secrets() -> None:
     specs = _pod_specs()
-    assert {n for n, _ in specs} == {"postgres", "mlflow", "qdrant", "prefetch-models", "ray-head", "ray-gpu",
-                                     "ray-submitter"}
+    assert {n for n, _ in specs} == {
+        "postgres",
+        "mlflow",
+        "qdrant",
+        "prefetch-models",
+        "ray-head",
+        "ray-gpu",
+        "ray-submitter",
+    }
     for name, spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] > 0, name
         assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
@@ -171,12 +186,16 @@ def test_containers_run_as_non_root_with_resources_and_no_plaintext_secrets() ->
             for part in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(c["resources"][part]), (name, c["name"], part)
             for e in c.get("env", []):
-                assert not (SECRETISH.search(e["name"]) and "value" in e and not e["name"].endswith("_FILE")), \
-                    (name, e["name"])
+                assert not (SECRETISH.search(e["name"]) and "value" in e and not e["name"].endswith("_FILE")), (
+                    name,
+                    e["name"],
+                )
             for arg in c.get("args", []) + c.get("command", []):
                 assert not re.search(r"://[^:/@\s]+:[^@\s]+@", arg), (name, "a password written into an argument")
-                assert not re.search(r"\$\([A-Z_]*(PASSWORD|TOKEN|SECRET)[A-Z_]*\)", arg), (name, "a secret "
-                                                                                         "expanded into an argument")
+                assert not re.search(r"\$\([A-Z_]*(PASSWORD|TOKEN|SECRET)[A-Z_]*\)", arg), (
+                    name,
+                    "a secret expanded into an argument",
+                )
     (gpu,) = [s for n, s in specs if n == "ray-gpu"]
     assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
 
@@ -216,8 +235,9 @@ def test_mlflow_server_authenticates_and_keeps_passwords_off_command_lines() -> 
     assert "POSTGRES_PASSWORD" not in pg_env and pg_env["POSTGRES_PASSWORD_FILE"]["value"].startswith("/run/secrets/")
     # the Ray pods log in with the same account
     (job,) = _by_kind("RayJob")
-    head_env = {e["name"]: e for e in job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][
-        0]["env"]}
+    head_env = {
+        e["name"]: e for e in job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    }
     for var in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         assert head_env[var]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-auth", "key": var}
 
@@ -311,8 +331,12 @@ def test_shipped_gpu_configs_fit_the_gpus_they_are_shipped_with(tmp_path: Path) 
     for cfg in (gpu_cfg, k8s_cfg):
         lines, problems = gpu_fit(cfg)
         assert problems == [] and len(lines) == 3 and all("fits" in line for line in lines[1:]), lines
-        shares = [ep.gpus_per_replica for ep in (cfg.llm.generator, cfg.llm.judge) if ep is not None
-                  for _ in range(ep.replicas)]
+        shares = [
+            ep.gpus_per_replica
+            for ep in (cfg.llm.generator, cfg.llm.judge)
+            if ep is not None
+            for _ in range(ep.replicas)
+        ]
         assert sum(shares) <= 1.0  # one GPU holds every server: one GPU worker runs a search
 
 
@@ -357,19 +381,25 @@ def test_dockerfile_builds_both_variants_as_a_non_root_user() -> None:
 
 def test_images_are_versioned_and_every_node_installs_from_the_one_lock() -> None:
     project_version = version("ragsweep")
-    assert 'VERSION := $(shell sed -n' in (REPO / "Makefile").read_text()
+    assert "VERSION := $(shell sed -n" in (REPO / "Makefile").read_text()
     for image in _kustomization()["images"]:
         assert image["newTag"] == f"{project_version}-{image['name'].removeprefix('ragsweep-')}"
     cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
     (install,) = [c for c in cluster["setup_commands"] if "pip install" in c]
     assert '-c "$HOME/ragsweep/constraints.txt"' in install
-    lock = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
-                if line and not line.startswith("#"))
+    lock = dict(
+        line.split("==")
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert lock["ray"] == ray.__version__ == _by_kind("RayJob")[0]["spec"]["rayClusterSpec"]["rayVersion"]
     assert lock["vllm"] and lock["torch"] == version("torch").split("+")[0]
     # this environment is the lock: CI tests what the nodes and images run
-    drift = {name: (version(name), pinned) for name, pinned in lock.items()
-             if _installed(name) and version(name).split("+")[0] != pinned}
+    drift = {
+        name: (version(name), pinned)
+        for name, pinned in lock.items()
+        if _installed(name) and version(name).split("+")[0] != pinned
+    }
     assert drift == {}, drift
 
 
@@ -390,7 +420,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(K8S, root / "k8s")
     (root / "k8s" / "postgres.env").write_text("POSTGRES_PASSWORD=0123456789abcdef\n")
     (root / "k8s" / "mlflow-auth.env").write_text(
-        "MLFLOW_TRACKING_USERNAME=admin\nMLFLOW_TRACKING_PASSWORD=fedcba9876543210\nMLFLOW_FLASK_SERVER_SECRET_KEY=k\n")
+        "MLFLOW_TRACKING_USERNAME=admin\nMLFLOW_TRACKING_PASSWORD=fedcba9876543210\nMLFLOW_FLASK_SERVER_SECRET_KEY=k\n"
+    )
     out = subprocess.run(["kubectl", "kustomize", str(root / "k8s")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     (root / "rendered.yaml").write_text(out.stdout)
@@ -421,8 +452,22 @@ def test_checkov_passes_with_every_skip_explained(rendered: Path) -> None:
     through a ``checkov.io/skipN`` annotation that says why."""
     if not CHECKOV.exists():
         pytest.fail(f"{CHECKOV} is missing: run scripts/install.sh dev")
-    out = subprocess.run([str(CHECKOV), "-f", str(rendered), "--framework", "kubernetes", "--output", "json",
-                          "--compact", "--skip-download"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            str(CHECKOV),
+            "-f",
+            str(rendered),
+            "--framework",
+            "kubernetes",
+            "--output",
+            "json",
+            "--compact",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     report = json.loads(out.stdout)
     summary = report["summary"]
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]

@@ -45,18 +45,30 @@ def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
 def test_only_the_ragsweep_namespace_is_imported() -> None:
     """No source, test or benchmark imports the bare folder names: they are not installed."""
     bad = []
-    for path in [*REPO.glob("search/**/*.py"), *REPO.glob("pipelines/**/*.py"), *REPO.glob("judges/**/*.py"),
-                 *REPO.glob("tests/**/*.py"), *REPO.glob("benchmarks/**/*.py")]:
+    for path in [
+        *REPO.glob("search/**/*.py"),
+        *REPO.glob("pipelines/**/*.py"),
+        *REPO.glob("judges/**/*.py"),
+        *REPO.glob("tests/**/*.py"),
+        *REPO.glob("benchmarks/**/*.py"),
+    ]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                    else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
             bad += [f"{path.relative_to(REPO)}: {m}" for m in mods if m.split(".")[0] in PACKAGES]
     assert not bad, bad
 
 
 def test_installed_names_outside_the_checkout(tmp_path: Path) -> None:
-    code = ("import importlib.util as u, ragsweep.search.cli, ragsweep.pipelines, ragsweep.judges\n"
-            "print([n for n in ('search', 'pipelines', 'judges') if u.find_spec(n) is not None])")
+    code = (
+        "import importlib.util as u, ragsweep.search.cli, ragsweep.pipelines, ragsweep.judges\n"
+        "print([n for n in ('search', 'pipelines', 'judges') if u.find_spec(n) is not None])"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -71,7 +83,7 @@ def test_no_import_cycles() -> None:
         state[m] = 1
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycle.extend(path[path.index(n):] + [m, n] if n in path else [m, n])
+                cycle.extend(path[path.index(n) :] + [m, n] if n in path else [m, n])
                 return True
             if n not in state and visit(n, [*path, m]):
                 return True
@@ -142,8 +154,12 @@ def test_registries_drive_config_cli_and_docs(tmp_path: Path) -> None:
 def test_custom_judge_scores_never_share_a_name_with_usage_counters(name: str) -> None:
     spec = CustomJudgeSpec(name=name, definition="d", grading_prompt="g", reads=["answer"])
     stats = ClientStats(requests=3, prompt_tokens=10)
-    counters = {**stats.as_metrics("judge"), "llm.judge.failed": 0.0, "llm.judge.repaired": 0.0,
-                "llm.judge.tokens": 0.0}
+    counters = {
+        **stats.as_metrics("judge"),
+        "llm.judge.failed": 0.0,
+        "llm.judge.repaired": 0.0,
+        "llm.judge.tokens": 0.0,
+    }
     assert spec.metric not in counters
     assert all(k.startswith("llm.judge.") for k in counters)
 
@@ -158,9 +174,11 @@ def test_a_failed_trial_is_shown_with_its_exception_line(tmp_path: Path) -> None
     from ragsweep.search.console import error_line
 
     f = tmp_path / "error.txt"
-    f.write_text("Failure # 1\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
-                 "ray.exceptions.RayTaskError(TrackingLost): ray::run_trial()\n"
-                 "ragsweep.search.tracking.runs.TrackingLost: trial t1: could not log the metrics to MLflow\n\n")
+    f.write_text(
+        'Failure # 1\nTraceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "ray.exceptions.RayTaskError(TrackingLost): ray::run_trial()\n"
+        "ragsweep.search.tracking.runs.TrackingLost: trial t1: could not log the metrics to MLflow\n\n"
+    )
     assert error_line(str(f)).endswith("TrackingLost: trial t1: could not log the metrics to MLflow")
     assert error_line(str(tmp_path / "missing.txt")) == "no error file"
 
@@ -170,8 +188,12 @@ def test_every_space_and_pipeline_key_has_a_row_in_the_config_docs() -> None:
     from ragsweep.search.space import SearchSpace
 
     docs = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
-    missing = [f"{section}.{key}" for section, model in (("space", SearchSpace), ("pipeline", PipelineSettings))
-               for key in model.model_fields if f"| `{key}` |" not in docs]
+    missing = [
+        f"{section}.{key}"
+        for section, model in (("space", SearchSpace), ("pipeline", PipelineSettings))
+        for key in model.model_fields
+        if f"| `{key}` |" not in docs
+    ]
     assert not missing, f"docs/config.md has no row for {missing}"
 
 
@@ -181,8 +203,14 @@ def test_every_package_folder_is_in_the_wheel() -> None:
     import tomllib
 
     tops = ("search", "pipelines", "judges")
-    listed = {p for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-              if p.split(".")[1] in tops}  # (the others are data: tests/integration/test_wheel.py checks them)
-    found = {"ragsweep." + ".".join(p.parent.relative_to(REPO).parts)
-             for top in tops for p in (REPO / top).rglob("__init__.py")}
+    listed = {
+        p
+        for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+        if p.split(".")[1] in tops
+    }  # (the others are data: tests/integration/test_wheel.py checks them)
+    found = {
+        "ragsweep." + ".".join(p.parent.relative_to(REPO).parts)
+        for top in tops
+        for p in (REPO / top).rglob("__init__.py")
+    }
     assert found == listed, f"missing from pyproject: {sorted(found - listed)}; absent: {sorted(listed - found)}"

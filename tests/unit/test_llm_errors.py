@@ -17,9 +17,14 @@ import pytest
 from ragsweep.pipelines.llm import ChatRequest, LLMClient, LLMError
 from ragsweep.search.serving.engines import ManagedServer, ServerError
 
-OK_BODY = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-           "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+OK_BODY = {
+    "id": "x",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
 
 
 class Script:

@@ -63,8 +63,11 @@ def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> No
 
     req = ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8)
     assert request_key("m", req) == request_key("m", ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8))
-    for other in (ChatRequest((("user", "q2"),)), ChatRequest((("user", "q"),), max_tokens=9),
-                  ChatRequest((("user", "q"),), max_tokens=8, json_schema={"type": "object"})):
+    for other in (
+        ChatRequest((("user", "q2"),)),
+        ChatRequest((("user", "q"),), max_tokens=9),
+        ChatRequest((("user", "q"),), max_tokens=8, json_schema={"type": "object"}),
+    ):
         assert request_key("m", other) != request_key("m", req)
     assert request_key("m2", req) != request_key("m", req)
     assert cacheable(req) and not cacheable(ChatRequest((("user", "q"),), temperature=0.7))
@@ -110,10 +113,12 @@ def test_cost_terms_are_objective_metrics() -> None:
 
     o = Objective(weights={"token_f1": 1.0, "latency_p95_s": -0.05, "tokens_per_question": -0.001})
     assert objective({"token_f1": 0.5, "latency_p95_s": 2.0, "tokens_per_question": 100.0}, o.weights) == (
-        pytest.approx(0.5 - 0.1 - 0.1))
+        pytest.approx(0.5 - 0.1 - 0.1)
+    )
 
 
 # ---- ROUGE-L, precision@k, nDCG@k, abstention (hand-checked) ----------------------------------------------
+
 
 def test_rouge_l_best_gold_unicode_and_empty() -> None:
     from ragsweep.judges.lexical import rouge_l
@@ -154,11 +159,21 @@ def test_ndcg_rewards_each_gold_span_once_and_early() -> None:
     assert math.isnan(ndcg_at_k(both_first, Q_NONE))
 
 
-@pytest.mark.parametrize(("answer", "declined"), [
-    ("I don't know.", True), ("I do not know", True), ("Unanswerable", True), ("N/A", True), ("", True),
-    ("The context does not mention it.", True), ("Not mentioned in the passages", True),
-    ("Denver Broncos", False), ("Knowledge is power", False), ("In 1066", False),
-])
+@pytest.mark.parametrize(
+    ("answer", "declined"),
+    [
+        ("I don't know.", True),
+        ("I do not know", True),
+        ("Unanswerable", True),
+        ("N/A", True),
+        ("", True),
+        ("The context does not mention it.", True),
+        ("Not mentioned in the passages", True),
+        ("Denver Broncos", False),
+        ("Knowledge is power", False),
+        ("In 1066", False),
+    ],
+)
 def test_declined_detects_abstention(answer: str, declined: bool) -> None:
     from ragsweep.judges.lexical import declined as is_declined
 

@@ -101,8 +101,10 @@ def test_promotion_settings_reject_unknown_metrics() -> None:
 
 def test_redactor_masks_emails_phones_and_patterns_but_not_dates_or_figures() -> None:
     r = Redactor(RedactSettings(patterns=[r"ACC-\d+"]))
-    text = ("Mail jane.doe@example.org or J.Smith+x@mail.co.uk, call +44 20 7946 0958 or (555) 123-4567; "
-            "account ACC-991. Founded 2019-05-04, 1,234 staff, 3.5% growth, in 1998.")
+    text = (
+        "Mail jane.doe@example.org or J.Smith+x@mail.co.uk, call +44 20 7946 0958 or (555) 123-4567; "
+        "account ACC-991. Founded 2019-05-04, 1,234 staff, 3.5% growth, in 1998."
+    )
     out = r(text)
     assert "jane" not in out and "Smith" not in out and "7946" not in out and "123-4567" not in out
     assert out.count("[EMAIL]") == 2 and out.count("[PHONE]") == 2 and "[REDACTED]" in out
@@ -111,8 +113,11 @@ def test_redactor_masks_emails_phones_and_patterns_but_not_dates_or_figures() ->
 
 def test_redactor_deep_and_off() -> None:
     r = Redactor(RedactSettings(phones=False))
-    assert r.deep({"a": ["x@y.io", ("z@w.org",)], "n": 3, "p": "+44 20 7946 0958"}) == \
-        {"a": ["[EMAIL]", ("[EMAIL]",)], "n": 3, "p": "+44 20 7946 0958"}
+    assert r.deep({"a": ["x@y.io", ("z@w.org",)], "n": 3, "p": "+44 20 7946 0958"}) == {
+        "a": ["[EMAIL]", ("[EMAIL]",)],
+        "n": 3,
+        "p": "+44 20 7946 0958",
+    }
     off = Redactor(None)
     assert off("x@y.io") == "x@y.io" and not off.enabled
 
@@ -124,8 +129,10 @@ def test_config_redact_switch_and_bad_pattern(tmp_path) -> None:  # type: ignore
     assert MLflowSettings.model_validate({"redact": True}).redact == RedactSettings()
     assert MLflowSettings.model_validate({"redact": False}).redact is None
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"dataset: {{corpus: {SAMPLE / 'corpus.jsonl'}, questions: {SAMPLE / 'questions.jsonl'}}}\n"
-                   "mlflow:\n  redact: {patterns: ['(unclosed']}\n")
+    cfg.write_text(
+        f"dataset: {{corpus: {SAMPLE / 'corpus.jsonl'}, questions: {SAMPLE / 'questions.jsonl'}}}\n"
+        "mlflow:\n  redact: {patterns: ['(unclosed']}\n"
+    )
     with pytest.raises(ConfigError, match=r"(?s)c.yaml.*line 3, mlflow.redact.patterns.0: not a valid regular"):
         load_config(cfg)
 

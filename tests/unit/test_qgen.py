@@ -7,10 +7,16 @@ from itertools import islice
 from ragsweep.pipelines.data import Document
 from ragsweep.search.questions.qgen import Candidate, Filters, candidates, parse_question, sentences
 
-DOCS = [Document("a", "Apollo", "Apollo 11 landed on 20 July 1969 in the Sea of Tranquility. The crew of three "
-                 "returned to\nEarth safely after eight days, a line wrapped as PDF text wraps.\n\nIt ended the "
-                 "Space Race with the Soviet Union."),
-        Document("b", "Rhine", "The Rhine is 1,230 km long and flows into the North Sea near Rotterdam.")]
+DOCS = [
+    Document(
+        "a",
+        "Apollo",
+        "Apollo 11 landed on 20 July 1969 in the Sea of Tranquility. The crew of three "
+        "returned to\nEarth safely after eight days, a line wrapped as PDF text wraps.\n\nIt ended the "
+        "Space Race with the Soviet Union.",
+    ),
+    Document("b", "Rhine", "The Rhine is 1,230 km long and flows into the North Sea near Rotterdam."),
+]
 
 
 def test_sentences_end_at_punctuation_not_at_wrapped_lines() -> None:
@@ -30,11 +36,11 @@ def test_candidates_are_seeded_and_their_spans_exact() -> None:
     texts = {d.id: d.text for d in DOCS}
     answers = set()
     for c in first:
-        assert texts[c.doc_id][c.passage_start:c.passage_start + len(c.passage)] == c.passage
+        assert texts[c.doc_id][c.passage_start : c.passage_start + len(c.passage)] == c.passage
         if c.kind == "unanswerable":
             assert c.answer == "" and c.span_start == -1
         else:
-            assert texts[c.doc_id][c.span_start:c.span_end] == c.answer
+            assert texts[c.doc_id][c.span_start : c.span_end] == c.answer
             assert c.passage_start <= c.span_start < c.span_end <= c.passage_start + len(c.passage)
             answers.add(c.answer)
     assert {"20 July 1969", "1,230 km"} & answers  # whole dates and numbers with units, not their pieces

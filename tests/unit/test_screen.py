@@ -19,8 +19,13 @@ from ragsweep.search.space import STAGED, DefineByRun, SearchSpace, staged_point
 
 
 def _screened(point: dict, recalls: list[float], tokens: float) -> Screened:
-    return Screened(point, [{"id": f"q{i}", "recall_at_k": r, "mrr": r, "ndcg_at_k": r, "precision_at_k": r,
-                             "context_tokens": tokens} for i, r in enumerate(recalls)])
+    return Screened(
+        point,
+        [
+            {"id": f"q{i}", "recall_at_k": r, "mrr": r, "ndcg_at_k": r, "precision_at_k": r, "context_tokens": tokens}
+            for i, r in enumerate(recalls)
+        ],
+    )
 
 
 def test_front_keeps_only_undominated_points_cheapest_first() -> None:
@@ -48,15 +53,28 @@ def test_candidates_always_hold_the_baselines_configuration() -> None:
 
 
 def test_screen_points_enumerate_the_retrieval_keys_and_respect_both_caps() -> None:
-    space = SearchSpace(chunk_size=[400, 800], chunk_overlap=[0, 100], retriever=["dense", "hybrid"], top_k=[2, 5],
-                        context_budget=[0, 200], prompt=["concise", "extractive"], hybrid_weight=[0.3, 0.7])
+    space = SearchSpace(
+        chunk_size=[400, 800],
+        chunk_overlap=[0, 100],
+        retriever=["dense", "hybrid"],
+        top_k=[2, 5],
+        context_budget=[0, 200],
+        prompt=["concise", "extractive"],
+        hybrid_weight=[0.3, 0.7],
+    )
     points = all_points(space)
     # hybrid_weight only with hybrid: 2 x 2 x (1 dense + 2 hybrid) x 2 x 2; the prompt is not a retrieval key
     assert len(points) == 2 * 2 * 3 * 2 * 2
     assert all("prompt" not in p for p in points)
     assert all(("hybrid_weight" in p) == (p["retriever"] == "hybrid") for p in points)
-    base = {"chunk_size": 400, "chunk_overlap": 0, "retriever": "dense", "top_k": 2, "context_budget": 0,
-            "prompt": "concise"}
+    base = {
+        "chunk_size": 400,
+        "chunk_overlap": 0,
+        "retriever": "dense",
+        "top_k": 2,
+        "context_budget": 0,
+        "prompt": "concise",
+    }
     few = screen_points(space, base, 0, max_points=5, max_indexes=2)
     assert len(few) == 5 and few[0] == {k: v for k, v in base.items() if k != "prompt"}
     assert len({(p["chunk_size"], p["chunk_overlap"]) for p in screen_points(space, base, 0, 1000, 2)}) == 2
@@ -98,8 +116,13 @@ def test_race_drops_only_a_finalist_significantly_worse_than_the_best() -> None:
 
 def _evidence(name: str, values: list[float], tokens: float) -> Evidence:
     scores = {f"q{i}": {"objective": v} for i, v in enumerate(values)}
-    return Evidence(TrialRecord(name, name, {}, "completed", sum(values) / len(values), len(values)), scores,
-                    sum(values) / len(values), tokens, 1.0)
+    return Evidence(
+        TrialRecord(name, name, {}, "completed", sum(values) / len(values), len(values)),
+        scores,
+        sum(values) / len(values),
+        tokens,
+        1.0,
+    )
 
 
 def test_cheapest_tied_needs_a_material_saving() -> None:
@@ -110,10 +133,13 @@ def test_cheapest_tied_needs_a_material_saving() -> None:
     sel = select([best, slightly_cheaper], {"objective": 1.0}, "cheapest_tied", 0.95, 500, min_saving=0.2)
     assert sel.pick.name == "best" and "below search.min_saving 20%" in sel.reason
     much_cheaper = _evidence("lean", vals, 150)
-    assert select([best, much_cheaper], {"objective": 1.0}, "cheapest_tied", 0.95, 500,
-                  min_saving=0.2).pick.name == "lean"
-    assert select([best, slightly_cheaper], {"objective": 1.0}, "cheapest_tied", 0.95, 500,
-                  min_saving=0.0).pick.name == "lean"
+    assert (
+        select([best, much_cheaper], {"objective": 1.0}, "cheapest_tied", 0.95, 500, min_saving=0.2).pick.name == "lean"
+    )
+    assert (
+        select([best, slightly_cheaper], {"objective": 1.0}, "cheapest_tied", 0.95, 500, min_saving=0.0).pick.name
+        == "lean"
+    )
 
 
 def test_gold_passage_is_the_answers_paragraph() -> None:
@@ -121,7 +147,7 @@ def test_gold_passage_is_the_answers_paragraph() -> None:
     start = text.index("38 years")
     q = Question("q", "How old?", ("38 years",), True, ("d",), (AnswerSpan("d", start, start + 8),))
     passage, ref = gold_passage(q, {"d": Document("d", "", text)})
-    assert passage == "The oldest cat lived to 38 years." and text[ref.start:ref.end] == passage
+    assert passage == "The oldest cat lived to 38 years." and text[ref.start : ref.end] == passage
     by_doc = Question("q2", "?", ("x",), True, ("d",))
     assert gold_passage(by_doc, {"d": Document("d", "", text)}, max_chars=10)[0] == text[:10]
     assert gold_passage(Question("q3", "?", (), False, ()), {}) is None
@@ -144,8 +170,10 @@ def test_a_bad_point_is_refused_when_completed_into_params(bad: dict) -> None:
     from ragsweep.search.screen.front import point_params
 
     with pytest.raises(ValueError):
-        point_params({"chunk_size": 400, "chunk_overlap": 0, "retriever": "dense", "reranker": "none", **bad},
-                     {"prompt": "concise", "temperature": 0.0})
+        point_params(
+            {"chunk_size": 400, "chunk_overlap": 0, "retriever": "dense", "reranker": "none", **bad},
+            {"prompt": "concise", "temperature": 0.0},
+        )
 
 
 def test_rerank_memo_ranks_each_question_once_and_serves_prefixes() -> None:

@@ -10,8 +10,12 @@ from ragsweep.search.searcher import FidelityAwareOptunaSearch
 
 def test_ray_optuna_search_internals_are_where_the_searcher_reads_them() -> None:
     search = FidelityAwareOptunaSearch(
-        space={"x": optuna.distributions.CategoricalDistribution([1, 2])}, metric="objective", mode="max",
-        sampler=optuna.samplers.RandomSampler(seed=0), max_questions=4)
+        space={"x": optuna.distributions.CategoricalDistribution([1, 2])},
+        metric="objective",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        max_questions=4,
+    )
     for name in FidelityAwareOptunaSearch.RAY_INTERNALS:
         assert hasattr(search, name), name
     first = search.suggest("t1")
@@ -23,8 +27,11 @@ def test_ray_optuna_search_internals_are_where_the_searcher_reads_them() -> None
 
 def test_a_missing_internal_is_a_clear_error() -> None:
     search = FidelityAwareOptunaSearch(
-        space={"x": optuna.distributions.CategoricalDistribution([1, 2])}, metric="objective", mode="max",
-        max_questions=4)
+        space={"x": optuna.distributions.CategoricalDistribution([1, 2])},
+        metric="objective",
+        mode="max",
+        max_questions=4,
+    )
     del search._ot_trials
     with pytest.raises(RuntimeError, match="no longer has '_ot_trials'"):
         _ = search.optuna_trials

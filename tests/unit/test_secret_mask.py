@@ -10,15 +10,18 @@ from ragsweep.search.config import ModelEndpoint, loggable
 from ragsweep.search.promotion.champion import unmasked_env
 
 
-@pytest.mark.parametrize(("text", "hidden", "kept"), [
-    ("postgresql://bob:pa55w0rd@db:5432/mlflow", "pa55w0rd", "postgresql://bob:***@db"),
-    ("Authorization: Bearer abcdefgh12345678", "abcdefgh12345678", "Bearer ***"),
-    ('{"api_key": "zzz-very-secret"}', "zzz-very-secret", '"api_key": "***"'),
-    ("password=hunter22 next", "hunter22", "password=*** next"),
-    ("key sk-proj-abcdefghijklmnop0123 end", "sk-proj-abcdefghijklmnop0123", "key *** end"),
-    ("hf_abcdefghijklmnopqrstuvwxyz1234", "hf_abcdefghijklmnopqrstuvwxyz1234", ""),
-    ("AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP", ""),
-])
+@pytest.mark.parametrize(
+    ("text", "hidden", "kept"),
+    [
+        ("postgresql://bob:pa55w0rd@db:5432/mlflow", "pa55w0rd", "postgresql://bob:***@db"),
+        ("Authorization: Bearer abcdefgh12345678", "abcdefgh12345678", "Bearer ***"),
+        ('{"api_key": "zzz-very-secret"}', "zzz-very-secret", '"api_key": "***"'),
+        ("password=hunter22 next", "hunter22", "password=*** next"),
+        ("key sk-proj-abcdefghijklmnop0123 end", "sk-proj-abcdefghijklmnop0123", "key *** end"),
+        ("hf_abcdefghijklmnopqrstuvwxyz1234", "hf_abcdefghijklmnopqrstuvwxyz1234", ""),
+        ("AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP", ""),
+    ],
+)
 def test_common_secret_shapes_are_masked(text: str, hidden: str, kept: str) -> None:
     out = SecretMask().mask(text)
     assert hidden not in out and kept in out
@@ -33,7 +36,8 @@ def test_registered_values_are_masked_and_ordinary_text_is_not() -> None:
 
 
 def test_logged_endpoint_hides_env_values_and_a_champion_takes_them_from_its_environment(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     ep = ModelEndpoint(env={"HF_TOKEN": "x1", "OMP_NUM_THREADS": "2"})
     logged = loggable(ep)
     assert logged["env"] == {"HF_TOKEN": MASK, "OMP_NUM_THREADS": MASK}
@@ -48,11 +52,20 @@ def test_an_answers_row_is_masked_in_every_text_field_even_ones_added_later() ->
     from ragsweep.search.trial import redacted
 
     mail = "ada@example.org"
-    row = {"id": "q1", "question": f"mail {mail}?", "answer": mail, "gold": [mail], "answerable": True,
-           "contexts": [{"doc_id": "d1", "start": 0, "end": 5, "score": 0.5, "text": mail}],
-           "search_texts": [f"mail {mail}?", f"write to {mail}"], "scores": {"token_f1": 1.0},
-           "judges": {"correctness": {"reason": mail, "raw": mail, "calls": 1}}, "a_later_field": {"x": [mail]},
-           "latency_s": 0.5, "llm_calls": 2}
+    row = {
+        "id": "q1",
+        "question": f"mail {mail}?",
+        "answer": mail,
+        "gold": [mail],
+        "answerable": True,
+        "contexts": [{"doc_id": "d1", "start": 0, "end": 5, "score": 0.5, "text": mail}],
+        "search_texts": [f"mail {mail}?", f"write to {mail}"],
+        "scores": {"token_f1": 1.0},
+        "judges": {"correctness": {"reason": mail, "raw": mail, "calls": 1}},
+        "a_later_field": {"x": [mail]},
+        "latency_s": 0.5,
+        "llm_calls": 2,
+    }
     from ragsweep.search.config import RedactSettings
 
     out = redacted(row, Redactor(RedactSettings()))

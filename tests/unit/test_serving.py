@@ -17,13 +17,33 @@ SCHEMA = {"type": "object", "properties": {"correct": {"type": "boolean"}}, "req
 
 
 def test_vllm_command_line(tmp_path: Path) -> None:
-    server = VllmServer("Qwen/Qwen2.5-7B-Instruct", tmp_path / "log", gpu_memory_utilization=0.45,
-                        max_model_len=8192, seed=3, extra_args=["--max-num-seqs", "64"])
+    server = VllmServer(
+        "Qwen/Qwen2.5-7B-Instruct",
+        tmp_path / "log",
+        gpu_memory_utilization=0.45,
+        max_model_len=8192,
+        seed=3,
+        extra_args=["--max-num-seqs", "64"],
+    )
     assert server.model_id == "Qwen2.5-7B-Instruct"
     assert server.command(8011) == [
-        "vllm", "serve", "Qwen/Qwen2.5-7B-Instruct", "--host", "127.0.0.1", "--port", "8011",
-        "--served-model-name", "Qwen2.5-7B-Instruct", "--gpu-memory-utilization", "0.45", "--seed", "3",
-        "--generation-config", "vllm", "--max-model-len", "8192",
+        "vllm",
+        "serve",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8011",
+        "--served-model-name",
+        "Qwen2.5-7B-Instruct",
+        "--gpu-memory-utilization",
+        "0.45",
+        "--seed",
+        "3",
+        "--generation-config",
+        "vllm",
+        "--max-model-len",
+        "8192",
     ]
     assert server.extra_args == ["--max-num-seqs", "64"]
 
@@ -42,8 +62,20 @@ def test_llama_cpp_command_line(tmp_path: Path) -> None:
     server = LlamaCppServer(path, tmp_path / "log", n_ctx=2048, n_threads=2)
     cmd = server.command(9000)
     assert cmd[1:3] == ["-m", "llama_cpp.server"]
-    assert cmd[3:] == ["--model", str(path), "--model_alias", path.stem, "--host", "127.0.0.1", "--port", "9000",
-                       "--n_ctx", "2048", "--n_threads", "2"]
+    assert cmd[3:] == [
+        "--model",
+        str(path),
+        "--model_alias",
+        path.stem,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9000",
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+    ]
 
 
 def test_structured_output_dialects_never_send_guided_fields() -> None:

@@ -43,9 +43,18 @@ def test_overlap_range_is_bounded_by_each_trials_chunk_size() -> None:
 def test_baseline_fills_first_choices_and_skips_inactive_keys() -> None:
     space = SearchSpace(chunk_size=IntRange(low=300, high=900, step=100), reranker=["none", "cross_encoder"])
     assert baseline_point(space, {"top_k": 5}) == {
-        "chunk_size": 300, "chunk_overlap": 0, "retriever": "dense", "top_k": 5, "reranker": "none",
-        "prompt": "concise", "temperature": 0.0, "chunker": "chars", "query_transform": "none",
-        "context_order": "retrieved", "context_budget": 0}
+        "chunk_size": 300,
+        "chunk_overlap": 0,
+        "retriever": "dense",
+        "top_k": 5,
+        "reranker": "none",
+        "prompt": "concise",
+        "temperature": 0.0,
+        "chunker": "chars",
+        "query_transform": "none",
+        "context_order": "retrieved",
+        "context_budget": 0,
+    }
     assert baseline_point(space, {"reranker": "cross_encoder"})["rerank_candidates"] == 20
     fused = SearchSpace(retriever=["hybrid", "dense"], query_transform=["none", "multi_query"], rrf_k=[2, 60])
     assert {k: baseline_point(fused, {})[k] for k in ("hybrid_weight", "rrf_k")} == {"hybrid_weight": 0.5, "rrf_k": 2}
@@ -55,32 +64,53 @@ def test_baseline_fills_first_choices_and_skips_inactive_keys() -> None:
 
 
 def test_fusion_keys_are_sampled_only_where_lists_are_fused() -> None:
-    space = SearchSpace(retriever=["dense", "bm25", "hybrid"], query_transform=["none", "hyde", "rewrite"],
-                        hybrid_weight=FloatRange(low=0.2, high=0.8), rrf_k=IntRange(low=1, high=60))
+    space = SearchSpace(
+        retriever=["dense", "bm25", "hybrid"],
+        query_transform=["none", "hyde", "rewrite"],
+        hybrid_weight=FloatRange(low=0.2, high=0.8),
+        rrf_k=IntRange(low=1, high=60),
+    )
     for p in _run(space, 40):
         assert ("hybrid_weight" in p) == (p["retriever"] == "hybrid")
         assert ("rrf_k" in p) == (p["retriever"] == "hybrid" or p["query_transform"] == "hyde")
 
 
-@pytest.mark.parametrize(("keys", "says"), [
-    ({"hybrid_weight": [0.3, 0.7], "retriever": ["dense", "bm25"]}, "space.retriever includes 'hybrid'"),
-    ({"rrf_k": [2, 60], "retriever": ["dense"]}, "space.query_transform includes 'hyde' or 'multi_query'"),
-    ({"rerank_candidates": [10], "reranker": ["none"]}, "rerank_candidates is set but no trial would use it"),
-])
+@pytest.mark.parametrize(
+    ("keys", "says"),
+    [
+        ({"hybrid_weight": [0.3, 0.7], "retriever": ["dense", "bm25"]}, "space.retriever includes 'hybrid'"),
+        ({"rrf_k": [2, 60], "retriever": ["dense"]}, "space.query_transform includes 'hyde' or 'multi_query'"),
+        ({"rerank_candidates": [10], "reranker": ["none"]}, "rerank_candidates is set but no trial would use it"),
+    ],
+)
 def test_a_conditional_key_no_trial_uses_is_refused(keys: dict[str, object], says: str) -> None:
     with pytest.raises(ValueError, match=re.escape(says)):
         SearchSpace(**keys)
 
 
 def test_grid_of_fusion_keys_skips_unused_values() -> None:
-    space = SearchSpace(chunk_size=[400], chunk_overlap=[0], retriever=["dense", "hybrid"], top_k=[2],
-                        prompt=["concise"], hybrid_weight=[0.3, 0.7], rrf_k=[2, 60])
+    space = SearchSpace(
+        chunk_size=[400],
+        chunk_overlap=[0],
+        retriever=["dense", "hybrid"],
+        top_k=[2],
+        prompt=["concise"],
+        hybrid_weight=[0.3, 0.7],
+        rrf_k=[2, 60],
+    )
     assert len(grid_points(space)) == 1 + 2 * 2  # dense once; hybrid x weights x k
 
 
 def test_grid_counts_an_inactive_key_once() -> None:
-    space = SearchSpace(chunk_size=[400], chunk_overlap=[0], retriever=["bm25"], top_k=[2, 3], prompt=["concise"],
-                        reranker=["none", "cross_encoder"], rerank_candidates=[10, 20])
+    space = SearchSpace(
+        chunk_size=[400],
+        chunk_overlap=[0],
+        retriever=["bm25"],
+        top_k=[2, 3],
+        prompt=["concise"],
+        reranker=["none", "cross_encoder"],
+        rerank_candidates=[10, 20],
+    )
     # top_k 2 x (none + cross_encoder x 2 candidate counts)
     assert len(grid_points(space)) == 2 * 3
 
@@ -107,9 +137,9 @@ def test_a_trial_stopped_early_is_pruned_for_optuna_not_complete(tmp_path) -> No
     from ragsweep.search.searcher import build_searcher
 
     data = REPO / "data" / "xquad_en"
-    cfg = ExperimentConfig.model_validate({"dataset": {"corpus": data / "corpus.jsonl",
-                                                       "questions": data / "questions.jsonl"},
-                                           "storage_dir": tmp_path})
+    cfg = ExperimentConfig.model_validate(
+        {"dataset": {"corpus": data / "corpus.jsonl", "questions": data / "questions.jsonl"}, "storage_dir": tmp_path}
+    )
     searcher = build_searcher(cfg, max_questions=24)
     first, second = searcher.suggest("a"), searcher.suggest("b")
     assert first["top_k"] == 2 and first["chunk_size"] == 400  # the baseline comes first

@@ -22,12 +22,20 @@ from ragsweep.pipelines.extract import extract_html, extract_markdown, extract_p
 from tests.conftest import REPO
 
 EXAMPLES = max(10, int(os.environ.get("RAGSWEEP_FUZZ_EXAMPLES", "120")) // 4)
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 WORD = re.compile(r"\w+")
-REAL_MARKDOWN = sorted(p for folder in ("docs", "benchmarks", "data", ".")
-                       for p in (REPO / folder).glob("**/*.md" if folder != "." else "*.md")
-                       if ".venv" not in p.parts)
+REAL_MARKDOWN = sorted(
+    p
+    for folder in ("docs", "benchmarks", "data", ".")
+    for p in (REPO / folder).glob("**/*.md" if folder != "." else "*.md")
+    if ".venv" not in p.parts
+)
 
 
 def _visible_words(markdown: str) -> list[str]:
@@ -86,26 +94,33 @@ def wrapped_markdown(draw: st.DrawFn) -> tuple[str, list[str]]:
 
 @FUZZ
 @given(wrapped_markdown())
-def test_wrapped_markdown_keeps_its_words_in_order(tmp_path_factory: pytest.TempPathFactory,
-                                                   doc: tuple[str, list[str]]) -> None:
+def test_wrapped_markdown_keeps_its_words_in_order(
+    tmp_path_factory: pytest.TempPathFactory, doc: tuple[str, list[str]]
+) -> None:
     source, expected = doc
     path = tmp_path_factory.mktemp("md") / "doc.md"
     path.write_text(source, encoding="utf-8")
     assert WORD.findall(extract_markdown(path).text) == expected
 
 
-FILLER = ("This paragraph is here so that the page has enough running text for a main-content extractor to keep "
-          "it, as real articles do.")
+FILLER = (
+    "This paragraph is here so that the page has enough running text for a main-content extractor to keep "
+    "it, as real articles do."
+)
 
 
 @settings(FUZZ, max_examples=max(5, EXAMPLES // 4))
 @given(st.lists(words, min_size=1, max_size=3), st.integers(10, 50))
-def test_wrapped_html_source_keeps_its_words(tmp_path_factory: pytest.TempPathFactory, paragraphs: list[list[str]],
-                                             width: int) -> None:
+def test_wrapped_html_source_keeps_its_words(
+    tmp_path_factory: pytest.TempPathFactory, paragraphs: list[list[str]], width: int
+) -> None:
     body = "\n".join("<p>" + "\n    ".join(textwrap.wrap(" ".join(ws), width)) + "</p>" for ws in paragraphs)
     path = tmp_path_factory.mktemp("html") / "page.html"
-    path.write_text(f"<html><head><title>T</title></head><body><article><h1>Title</h1>\n{body}\n<p>{FILLER}</p>"
-                    "</article></body></html>", encoding="utf-8")
+    path.write_text(
+        f"<html><head><title>T</title></head><body><article><h1>Title</h1>\n{body}\n<p>{FILLER}</p>"
+        "</article></body></html>",
+        encoding="utf-8",
+    )
     text = extract_html(path).text
     expected = [w for ws in paragraphs for w in ws]
     missing, fused = _unfused(expected + WORD.findall("Title " + FILLER), text)
@@ -116,8 +131,9 @@ def test_wrapped_html_source_keeps_its_words(tmp_path_factory: pytest.TempPathFa
 
 @settings(FUZZ, max_examples=max(3, EXAMPLES // 10))
 @given(words, st.integers(20, 60))
-def test_wrapped_pdf_lines_keep_their_words(tmp_path_factory: pytest.TempPathFactory, ws: list[str],
-                                            width: int) -> None:
+def test_wrapped_pdf_lines_keep_their_words(
+    tmp_path_factory: pytest.TempPathFactory, ws: list[str], width: int
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -27,19 +27,23 @@ from tests.conftest import SAMPLE, write_jsonl
 
 
 def _questions(n_yes: int, n_no: int) -> list[Question]:
-    return ([Question(f"a{i}", "?", ("x",), True, ()) for i in range(n_yes)]
-            + [Question(f"u{i}", "?", (), False, ()) for i in range(n_no)])
+    return [Question(f"a{i}", "?", ("x",), True, ()) for i in range(n_yes)] + [
+        Question(f"u{i}", "?", (), False, ()) for i in range(n_no)
+    ]
 
 
 def _cfg(tmp_path: Path, **sections: Any) -> ExperimentConfig:
-    data = {"dataset": {"corpus": SAMPLE / "corpus.jsonl", "questions": SAMPLE / "questions.jsonl"},
-            "storage_dir": tmp_path}
+    data = {
+        "dataset": {"corpus": SAMPLE / "corpus.jsonl", "questions": SAMPLE / "questions.jsonl"},
+        "storage_dir": tmp_path,
+    }
     for k, v in sections.items():
         data[k] = {**data.get(k, {}), **v}
     return ExperimentConfig.model_validate(data)
 
 
 # ---- held-out split -------------------------------------------------------------------------------------
+
 
 def test_split_is_seeded_disjoint_and_keeps_answerable_in_proportion() -> None:
     qs = _questions(80, 20)
@@ -74,13 +78,15 @@ def test_plan_with_a_holdout_file_rejects_shared_ids_and_too_few(tmp_path: Path,
     corpus, questions = tiny_dataset
     rows = [json.loads(line) for line in questions.read_text().splitlines()]
     clash = write_jsonl(tmp_path / "held.jsonl", rows[:1])
-    cfg = ExperimentConfig.model_validate({"dataset": {"corpus": corpus, "questions": questions,
-                                                       "holdout_file": clash}, "storage_dir": tmp_path})
+    cfg = ExperimentConfig.model_validate(
+        {"dataset": {"corpus": corpus, "questions": questions, "holdout_file": clash}, "storage_dir": tmp_path}
+    )
     dataset = load_dataset(corpus, questions)
     with pytest.raises(DatasetError, match=r"held\.jsonl: question id 'q1' is also in"):
         plan_questions(cfg, dataset)
-    tiny = ExperimentConfig.model_validate({"dataset": {"corpus": corpus, "questions": questions},
-                                            "storage_dir": tmp_path})
+    tiny = ExperimentConfig.model_validate(
+        {"dataset": {"corpus": corpus, "questions": questions}, "storage_dir": tmp_path}
+    )
     with pytest.raises(DatasetError, match="at least 2 held-out questions.*dataset.holdout: 0"):
         plan_questions(tiny, dataset)  # 3 questions: 25% is 1
 
@@ -88,16 +94,23 @@ def test_plan_with_a_holdout_file_rejects_shared_ids_and_too_few(tmp_path: Path,
 def test_holdout_fraction_and_file_together_are_a_config_error(tmp_path: Path, tiny_dataset) -> None:  # type: ignore[no-untyped-def]
     corpus, questions = tiny_dataset
     with pytest.raises(ValueError, match="either holdout .* or holdout_file"):
-        ExperimentConfig.model_validate({"dataset": {"corpus": corpus, "questions": questions, "holdout": 0.2,
-                                                     "holdout_file": questions}, "storage_dir": tmp_path})
+        ExperimentConfig.model_validate(
+            {
+                "dataset": {"corpus": corpus, "questions": questions, "holdout": 0.2, "holdout_file": questions},
+                "storage_dir": tmp_path,
+            }
+        )
 
 
 # ---- intervals ------------------------------------------------------------------------------------------
 
+
 def test_interval_brackets_the_reported_objective_and_is_seeded() -> None:
     rng = np.random.default_rng(0)
-    rows = [{"token_f1": float(f), "recall_at_k": float(r)} for f, r in zip(rng.uniform(0, 1, 60),
-                                                                             rng.integers(0, 2, 60), strict=True)]
+    rows = [
+        {"token_f1": float(f), "recall_at_k": float(r)}
+        for f, r in zip(rng.uniform(0, 1, 60), rng.integers(0, 2, 60), strict=True)
+    ]
     weights = {"token_f1": 0.7, "recall_at_k": 0.3}
     cis = intervals(rows, ["token_f1"], weights, 0.95, 2000, seed=1)
     point = 0.7 * np.mean([r["token_f1"] for r in rows]) + 0.3 * np.mean([r["recall_at_k"] for r in rows])
@@ -109,8 +122,11 @@ def test_interval_brackets_the_reported_objective_and_is_seeded() -> None:
 
 
 def test_interval_skips_undefined_scores_like_the_trial_mean() -> None:
-    rows = [{"abstain_correct": None, "token_f1": 0.5}, {"abstain_correct": 1.0, "token_f1": 0.5},
-            {"abstain_correct": 1.0, "token_f1": 0.5}]
+    rows = [
+        {"abstain_correct": None, "token_f1": 0.5},
+        {"abstain_correct": 1.0, "token_f1": 0.5},
+        {"abstain_correct": 1.0, "token_f1": 0.5},
+    ]
     cis = intervals(rows, [], {"abstain_correct": 1.0}, 0.95, 500)
     assert cis["abstain_correct"] == (1.0, 1.0)  # the None never counts as 0 in a mean
     assert math.isnan(intervals(rows[:1], [], {"token_f1": 1.0})["objective"][0])  # one question: no spread
@@ -133,10 +149,10 @@ def test_paired_difference_verdicts_on_shared_questions_only() -> None:
 
 # ---- selection ------------------------------------------------------------------------------------------
 
+
 def _ev(name: str, per_q: list[float], tokens: float, p95: float = 1.0) -> Evidence:
     t = TrialRecord(name, f"run-{name}", {}, "completed", float(np.mean(per_q)), len(per_q))
-    return Evidence(t, {f"q{i}": {"objective": v} for i, v in enumerate(per_q)}, float(np.mean(per_q)),
-                    tokens, p95)
+    return Evidence(t, {f"q{i}": {"objective": v} for i, v in enumerate(per_q)}, float(np.mean(per_q)), tokens, p95)
 
 
 def test_cheapest_tied_promotes_the_cheaper_of_two_statistically_tied_finalists() -> None:
@@ -165,20 +181,29 @@ def test_cheapest_tied_keeps_a_best_that_nothing_ties_and_breaks_token_ties_by_l
 
 
 def test_finalists_are_the_best_completed_trials() -> None:
-    ts = [TrialRecord("a", "1", {}, "completed", 0.3, 24), TrialRecord("b", "2", {}, "stopped_early", 0.9, 8),
-          TrialRecord("c", "3", {}, "completed", 0.5, 24), TrialRecord("d", "4", {}, "completed", 0.1, 24)]
+    ts = [
+        TrialRecord("a", "1", {}, "completed", 0.3, 24),
+        TrialRecord("b", "2", {}, "stopped_early", 0.9, 8),
+        TrialRecord("c", "3", {}, "completed", 0.5, 24),
+        TrialRecord("d", "4", {}, "completed", 0.1, 24),
+    ]
     assert [t.name for t in finalists(ts, 2)] == ["c", "a"]
 
 
 # ---- schedulers -----------------------------------------------------------------------------------------
+
 
 def _trial(tid: str, config: dict[str, Any]) -> Any:
     return SimpleNamespace(trial_id=tid, config=config)
 
 
 def _result(n: int, scores: list[float]) -> dict[str, Any]:
-    return {"n_questions": float(n), "objective": float(np.mean(scores)), PER_QUESTION: json.dumps(scores),
-            "training_iteration": n // 4}
+    return {
+        "n_questions": float(n),
+        "objective": float(np.mean(scores)),
+        PER_QUESTION: json.dumps(scores),
+        "training_iteration": n // 4,
+    }
 
 
 def test_paired_stopper_stops_a_significantly_worse_trial_but_never_the_baseline() -> None:
@@ -201,8 +226,15 @@ def test_paired_stopper_without_a_completed_trial_stops_nothing() -> None:
 
 
 def test_asha_never_stops_the_baseline_before_it_answered_everything() -> None:
-    asha = BaselineKeepingASHA(time_attr="n_questions", metric="objective", mode="max", max_t=16, grace_period=4,
-                               reduction_factor=2, protected=BaselineMatcher({"top_k": 2}))
+    asha = BaselineKeepingASHA(
+        time_attr="n_questions",
+        metric="objective",
+        mode="max",
+        max_t=16,
+        grace_period=4,
+        reduction_factor=2,
+        protected=BaselineMatcher({"top_k": 2}),
+    )
     strong = _trial("strong", {"top_k": 5})
     for t in (strong, _trial("base", {"top_k": 2}), _trial("weak", {"top_k": 3})):
         asha.on_trial_add(None, t)
@@ -216,10 +248,20 @@ def test_asha_never_stops_the_baseline_before_it_answered_everything() -> None:
 
 # ---- the searcher never spends a trial on a configuration already tried ---------------------------------
 
+
 def test_repeats_are_answered_from_the_earlier_trial_and_a_finite_space_runs_out(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, space={"chunk_size": [400, 800], "chunk_overlap": [0], "retriever": ["dense"],
-                                "top_k": [2], "prompt": ["concise"], "temperature": [0.0]},
-               search={"sampler": "random", "num_samples": 10})
+    cfg = _cfg(
+        tmp_path,
+        space={
+            "chunk_size": [400, 800],
+            "chunk_overlap": [0],
+            "retriever": ["dense"],
+            "top_k": [2],
+            "prompt": ["concise"],
+            "temperature": [0.0],
+        },
+        search={"sampler": "random", "num_samples": 10},
+    )
     assert n_trials(cfg) == 2  # capped at the size of the space
     searcher = build_searcher(cfg, max_questions=8)
     searcher.MAX_REPEATS = 5
@@ -234,9 +276,18 @@ def test_repeats_are_answered_from_the_earlier_trial_and_a_finite_space_runs_out
 
 
 def test_a_repeat_of_a_running_trial_is_told_when_that_trial_ends(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, space={"chunk_size": [400], "chunk_overlap": [0], "retriever": ["dense"], "top_k": [2, 3],
-                                "prompt": ["concise"], "temperature": [0.0]},
-               search={"sampler": "random", "num_samples": 2, "baseline": None})
+    cfg = _cfg(
+        tmp_path,
+        space={
+            "chunk_size": [400],
+            "chunk_overlap": [0],
+            "retriever": ["dense"],
+            "top_k": [2, 3],
+            "prompt": ["concise"],
+            "temperature": [0.0],
+        },
+        search={"sampler": "random", "num_samples": 2, "baseline": None},
+    )
     searcher = build_searcher(cfg, max_questions=8)
     searcher.MAX_REPEATS = 3
     first, second = searcher.suggest("a"), searcher.suggest("b")
@@ -254,26 +305,48 @@ def test_a_repeat_of_a_running_trial_is_told_when_that_trial_ends(tmp_path: Path
 
 # ---- the console summary ---------------------------------------------------------------------------------
 
+
 def test_summary_shows_held_out_scores_with_intervals_and_says_tied(tmp_path: Path) -> None:
     from ragsweep.judges.intervals import PairedDifference
     from ragsweep.search.confirm import QuestionPlan
     from ragsweep.search.report import Summary, summary_lines
 
     def rec(name: str, obj: float, held: float, base: bool = False) -> TrialRecord:
-        m = {"objective": obj, "objective_ci_low": obj - 0.1, "objective_ci_high": obj + 0.1,
-             "holdout.objective": held, "holdout.objective_ci_low": held - 0.1, "holdout.objective_ci_high": held + 0.1}
+        m = {
+            "objective": obj,
+            "objective_ci_low": obj - 0.1,
+            "objective_ci_high": obj + 0.1,
+            "holdout.objective": held,
+            "holdout.objective_ci_low": held - 0.1,
+            "holdout.objective_ci_high": held + 0.1,
+        }
         return TrialRecord(name, f"run-{name}", {"top_k": 2}, "completed", obj, 24, m, base)
 
     lean, stuffed, base = rec("lean", 0.30, 0.29), rec("stuffed", 0.33, 0.31), rec("base", 0.2, 0.22, True)
-    ev = [Evidence(stuffed, {f"q{i}": {"objective": 0.31 + (0.2 if i % 2 else -0.2)} for i in range(24)}, 0.31,
-                   1090, 2.0),
-          Evidence(lean, {f"q{i}": {"objective": 0.29} for i in range(24)}, 0.29, 231, 1.0)]
+    ev = [
+        Evidence(
+            stuffed, {f"q{i}": {"objective": 0.31 + (0.2 if i % 2 else -0.2)} for i in range(24)}, 0.31, 1090, 2.0
+        ),
+        Evidence(lean, {f"q{i}": {"objective": 0.29} for i in range(24)}, 0.29, 231, 1.0),
+    ]
     sel = select(ev, {"objective": 1.0}, "cheapest_tied", 0.95, 1000)
     margin = PairedDifference(24, 0.07, -0.01, 0.15, 0.95, 0.29, 0.22)
     plan = QuestionPlan(tuple(f"s{i}" for i in range(24)), (), tuple(f"q{i}" for i in range(24)), "25%")
-    lines = summary_lines(Summary(lean, sel.reason, base, [], "link", finalists=ev, selection=sel,
-                                  evidence_on="held-out", margin=(margin, "held-out"), holdout=plan),
-                          _cfg(tmp_path))
+    lines = summary_lines(
+        Summary(
+            lean,
+            sel.reason,
+            base,
+            [],
+            "link",
+            finalists=ev,
+            selection=sel,
+            evidence_on="held-out",
+            margin=(margin, "held-out"),
+            holdout=plan,
+        ),
+        _cfg(tmp_path),
+    )
     text = "\n".join(lines)
     assert "winner lean: search objective 0.3000 [0.2000, 0.4000]; held-out 0.2900 [0.1900, 0.3900]" in text
     assert "margin over baseline base: +0.0700 on 24 held-out questions, 95% CI [-0.0100, +0.1500]: tied" in text
@@ -290,8 +363,17 @@ def test_evaluate_calls_a_drop_only_when_the_new_interval_lies_below_the_promote
     assert has_dropped((0.1, 0.39), promoted)
     assert not has_dropped((0.1, 0.45), promoted)  # overlapping: not evidence of a drop
     assert not has_dropped((math.nan, math.nan), promoted) and not has_dropped((0.0, 0.1), None)
-    ev = Evaluation("r1", "m@champion (v2)", 12, {"objective": 0.2, "token_f1": 0.2}, {"objective": (0.1, 0.3)},
-                    promoted, "held-out", True, ("judge_x",))
+    ev = Evaluation(
+        "r1",
+        "m@champion (v2)",
+        12,
+        {"objective": 0.2, "token_f1": 0.2},
+        {"objective": (0.1, 0.3)},
+        promoted,
+        "held-out",
+        True,
+        ("judge_x",),
+    )
     text = "\n".join(ev.lines())
     assert "dropped below the interval of its held-out score" in text and "held-out score: 0.5000" in text
     assert "weight ignored: judge_x" in text
