@@ -74,7 +74,7 @@ class Outcome:
 def split(table: Table, fraction: float, seed: int) -> tuple[list[str], list[str]]:
     from ragsweep.pipelines.data import Question, split_holdout
 
-    qs = [Question(q, "", ("x",), True, ()) for q in table.questions]
+    qs = [Question(id=q, question="", answers=("x",), answerable=True, gold_doc_ids=()) for q in table.questions]
     search, held = split_holdout(qs, fraction, seed)
     return [q.id for q in search], [q.id for q in held]
 
@@ -279,7 +279,9 @@ def replay(table: Table, st: Strategy, seed: int, weights: dict[str, float], fra
         qs = held_q[: answered[k]]
         evidence.append(
             Evidence(
-                TrialRecord(k, k, {}, "completed", done[k][0], len(search_q)),
+                TrialRecord(
+                    name=k, run_id=k, params={}, status="completed", objective=done[k][0], n_questions=len(search_q)
+                ),
                 table.scores(k, qs),
                 table.objective(k, qs, weights),
                 table.tokens(k, qs),

@@ -56,7 +56,7 @@ CALLS_PER_ANSWER = 2  # generator + the default config's one judge
 def _split(table: Table, fraction: float, seed: int) -> tuple[list[str], list[str]]:
     from ragsweep.pipelines.data import Question, split_holdout
 
-    qs = [Question(q, "", ("x",), True, ()) for q in table.questions]
+    qs = [Question(id=q, question="", answers=("x",), answerable=True, gold_doc_ids=()) for q in table.questions]
     search, held = split_holdout(qs, fraction, seed)
     return [q.id for q in search], [q.id for q in held]
 
@@ -82,7 +82,14 @@ def _pick(
     answered = len(finals) + (baseline not in finals)  # the baseline answers the held-out part too
     evidence = [
         Evidence(
-            TrialRecord(k, k, {}, "completed", table.objective(k, search_q, weights), len(search_q)),
+            TrialRecord(
+                name=k,
+                run_id=k,
+                params={},
+                status="completed",
+                objective=table.objective(k, search_q, weights),
+                n_questions=len(search_q),
+            ),
             table.scores(k, held_q),
             table.objective(k, held_q, weights),
             table.tokens(k, held_q),

@@ -41,7 +41,7 @@ class JudgeItem:
     contexts: tuple[str, ...] = ()  # retrieved chunk texts, best first
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class JudgeResult:
     value: float  # in [0, 1], or NaN
     reason: str = ""  # the judge's rationale, or why there is no value
@@ -62,7 +62,7 @@ class JudgeResult:
 
 
 def skip(reason: str) -> JudgeResult:
-    return JudgeResult(math.nan, reason, skipped=True)
+    return JudgeResult(value=math.nan, reason=reason, skipped=True)
 
 
 class VerdictError(ValueError):
@@ -164,7 +164,7 @@ def run_judge_sets(
                 results[j.name][i] = first
             else:
                 pending.append((j.name, i, first))
-                spent[(j.name, i)] = JudgeResult(math.nan)
+                spent[(j.name, i)] = JudgeResult(value=math.nan)
     while pending:
         outcomes = _ask(client, [s for _, _, s in pending])
         following: list[tuple[str, int, Step]] = []
@@ -200,7 +200,7 @@ def _ask(client: LLMClient, steps: Sequence[Step]) -> list[tuple[Any, str, str, 
     bad: list[int] = []
     for k, (step, resp) in enumerate(zip(steps, responses, strict=True)):
         usage = JudgeResult(
-            math.nan,
+            value=math.nan,
             prompt_tokens=resp.prompt_tokens,
             completion_tokens=resp.completion_tokens,
             latency_s=resp.latency_s,

@@ -96,7 +96,7 @@ class CorrectnessJudge(_SingleVerdictJudge):
         if not item.gold:
             return skip(NO_GOLD)
         if not item.answer.strip():
-            return JudgeResult(0.0, "empty answer")
+            return JudgeResult(value=0.0, reason="empty answer")
         user = self._USER.format(question=item.question, gold=" | ".join(item.gold), answer=item.answer)
         return self._step(
             user,
@@ -122,7 +122,7 @@ class AnswerRelevanceJudge(_SingleVerdictJudge):
 
     def start(self, item: JudgeItem) -> Step | JudgeResult:
         if not item.answer.strip():
-            return JudgeResult(0.0, "empty answer")
+            return JudgeResult(value=0.0, reason="empty answer")
         return self._step(
             self._USER.format(question=item.question, answer=item.answer),
             10,

@@ -36,7 +36,7 @@ class LabelledItem:
     item: JudgeItem
 
 
-@dataclass
+@dataclass(kw_only=True)
 class JudgeCalibration:
     judge: str
     prompt_version: str

@@ -76,7 +76,7 @@ def intervals(
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class PairedDifference:
     """``objective(a) - objective(b)`` on the ``n`` questions both answered, with its interval."""
 
@@ -115,7 +115,15 @@ def paired_difference(
     shared = sorted(set(a) & set(b))
     names = list(weights)
     if not shared:
-        return PairedDifference(0, math.nan, math.nan, math.nan, confidence, math.nan, math.nan)
+        return PairedDifference(
+            n=0,
+            mean=math.nan,
+            low=math.nan,
+            high=math.nan,
+            confidence=confidence,
+            a_objective=math.nan,
+            b_objective=math.nan,
+        )
     ma, mb = _matrix([a[q] for q in shared], names), _matrix([b[q] for q in shared], names)
     point_a = weighted_objective(
         dict(zip(names, _resampled_means(ma, np.arange(len(shared))[None, :])[0], strict=True)), weights
@@ -125,11 +133,25 @@ def paired_difference(
     )
     if len(shared) < 2:
         return PairedDifference(
-            len(shared), float(point_a - point_b), math.nan, math.nan, confidence, float(point_a), float(point_b)
+            n=len(shared),
+            mean=float(point_a - point_b),
+            low=math.nan,
+            high=math.nan,
+            confidence=confidence,
+            a_objective=float(point_a),
+            b_objective=float(point_b),
         )
     idx = _indices(len(shared), samples, seed)
     diffs = _objective(_resampled_means(ma, idx), names, weights) - _objective(
         _resampled_means(mb, idx), names, weights
     )
     lo, hi = _percentiles(diffs, confidence)
-    return PairedDifference(len(shared), float(point_a - point_b), lo, hi, confidence, float(point_a), float(point_b))
+    return PairedDifference(
+        n=len(shared),
+        mean=float(point_a - point_b),
+        low=lo,
+        high=hi,
+        confidence=confidence,
+        a_objective=float(point_a),
+        b_objective=float(point_b),
+    )

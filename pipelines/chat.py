@@ -35,7 +35,7 @@ class ChatRequest:
     json_schema: dict[str, Any] | None = None  # ask for JSON output of this shape
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ChatResponse:
     text: str
     prompt_tokens: int

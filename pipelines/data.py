@@ -38,7 +38,7 @@ class AnswerSpan:
     end: int
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Question:
     id: str
     question: str
@@ -201,7 +201,16 @@ def load_questions(path: Path, corpus: dict[str, Document]) -> list[Question]:
         spans = []
         for i, span in enumerate(_field(obj, "answer_spans", list, where, [])):
             spans.append(_check_span(span, corpus, f"{where}: answer_spans[{i}]"))
-        questions.append(Question(qid, text, tuple(answers), answerable, tuple(gold_doc_ids), tuple(spans)))
+        questions.append(
+            Question(
+                id=qid,
+                question=text,
+                answers=tuple(answers),
+                answerable=answerable,
+                gold_doc_ids=tuple(gold_doc_ids),
+                answer_spans=tuple(spans),
+            )
+        )
     if not questions:
         raise DatasetError(f"{path}: no questions")
     return questions

@@ -24,7 +24,7 @@ import numpy as np
 from ragsweep.pipelines.embed import Embedder, EmbedderError, embedder_key
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class EmbeddingEndpoint:
     base_url: str  # ends in /v1
     model: str

@@ -46,7 +46,7 @@ class RagState(TypedDict, total=False):
     stages: Annotated[dict[str, tuple[float, float]], _union]  # wall-clock (start, end) of each node
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class GenerationParams:
     top_k: int
     temperature: float
@@ -59,7 +59,7 @@ class GenerationParams:
     multi_query_n: int = 3
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Answer:
     question: str
     answer: str
@@ -181,12 +181,12 @@ class RagPipeline:
         texts = out.get("search_texts") or [[q] for q in questions]
         answers = [
             Answer(
-                q,
-                r.text.strip(),
-                hits,
-                r.prompt_tokens + c.prompt_tokens,
-                r.completion_tokens + c.completion_tokens,
-                r.latency_s + c.seconds + pre,
+                question=q,
+                answer=r.text.strip(),
+                hits=hits,
+                prompt_tokens=r.prompt_tokens + c.prompt_tokens,
+                completion_tokens=r.completion_tokens + c.completion_tokens,
+                latency_s=r.latency_s + c.seconds + pre,
                 candidates=cands,
                 messages=m,
                 response=r,

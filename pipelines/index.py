@@ -74,7 +74,7 @@ class IndexSpec:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class IndexArtifacts:
     """What a build leaves on disk for one key, opened memory-mapped (nothing is read until used)."""
 

@@ -33,7 +33,7 @@ def usage_prefix(role: str) -> str:
     return f"{USAGE}{role}."
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ClientStats:
     """What a client spent: requests actually sent, cache hits/misses, tokens and seconds of those requests."""
 

@@ -73,7 +73,12 @@ class RequestCache:
         if key in self._private:
             r = self._private[key]
             return ChatResponse(
-                r.text, r.prompt_tokens, r.completion_tokens, r.latency_s, cached=True, started_at=time.time()
+                text=r.text,
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                latency_s=r.latency_s,
+                cached=True,
+                started_at=time.time(),
             )
         with self._lock:
             row = self._conn.execute(
@@ -81,7 +86,14 @@ class RequestCache:
             ).fetchone()
         if row is None:
             return None
-        return ChatResponse(row[0], row[1], row[2], row[3], cached=True, started_at=time.time())
+        return ChatResponse(
+            text=row[0],
+            prompt_tokens=row[1],
+            completion_tokens=row[2],
+            latency_s=row[3],
+            cached=True,
+            started_at=time.time(),
+        )
 
     def put(self, key: str, resp: ChatResponse) -> None:
         if self.redact is not None and self.redact(resp.text) != resp.text:

@@ -141,9 +141,9 @@ def build_pipeline(
     # rerank_candidates is sampled only with a reranker; without one GenerationParams' default is unused.
     extra = {"rerank_candidates": params.rerank_candidates} if params.rerank_candidates else {}
     gen = GenerationParams(
-        params.top_k,
-        params.temperature,
-        max_tokens or settings.max_tokens,
+        top_k=params.top_k,
+        temperature=params.temperature,
+        max_tokens=max_tokens or settings.max_tokens,
         seed=seed,
         query_transform=params.query_transform,
         context_order=params.context_order,

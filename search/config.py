@@ -128,14 +128,14 @@ class EmbedderEndpoint(_Strict):
 
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         return EmbeddingEndpoint(
-            self.base_url,
-            self.model,
-            self.query_prefix,
-            self.passage_prefix,
-            self.input_type,
-            key,
-            self.timeout_s,
-            self.batch_size,
+            base_url=self.base_url,
+            model=self.model,
+            query_prefix=self.query_prefix,
+            passage_prefix=self.passage_prefix,
+            input_type=self.input_type,
+            api_key=key,
+            timeout_s=self.timeout_s,
+            batch_size=self.batch_size,
         )
 
 

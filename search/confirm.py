@@ -163,7 +163,7 @@ class Race:
     dropped_at: dict[str, int]  # run id -> questions answered when it dropped out
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Confirmed:
     """The outcome of confirmation: every configuration's held-out answers, and what failed."""
 
@@ -183,7 +183,7 @@ class Job:
     params: dict[str, Any]
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Part:
     """One configuration's answers to one batch of held-out questions (a Ray task's result)."""
 
@@ -212,13 +212,13 @@ def answer_part(job: Job, ctx: SearchContext, question_ids: tuple[str, ...]) -> 
         rows += answer_batch(session, questions[lo : lo + cfg.search.shard_size], cfg)
     usage = {**session.generator.stats.as_metrics("generator"), **session.judge_client.stats.as_metrics("judge")}
     return Part(
-        rows,
-        usage,
-        gpu_seconds(session, cfg),
-        session.judge_failed,
-        session.judge_repaired,
-        session.quality_metrics,
-        time.perf_counter() - session.t_start,
+        rows=rows,
+        usage=usage,
+        gpu_s=gpu_seconds(session, cfg),
+        judge_failed=session.judge_failed,
+        judge_repaired=session.judge_repaired,
+        quality_metrics=session.quality_metrics,
+        seconds=time.perf_counter() - session.t_start,
     )
 
 

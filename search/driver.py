@@ -96,7 +96,7 @@ class SearchError(RuntimeError):
     """The search ran but produced no usable result (e.g. every trial failed)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchOutcome:
     tracking_uri: str
     experiment_id: str
@@ -402,19 +402,19 @@ def _search(
             question_ids = plan.search_ids
             llm_cache = (storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None
             ctx = SearchContext(
-                trial_cfg,
-                dataset,
-                question_ids,
-                endpoints,
-                trial_uri,
-                exp_id,
-                pid,
-                cfg.index_cache,
-                llm_cache,
-                env,
-                _register_prompts(cfg, parent),
-                plan.held_out,
-                plan.screen_ids,
+                config=trial_cfg,
+                dataset=dataset,
+                question_ids=question_ids,
+                endpoints=endpoints,
+                tracking_uri=trial_uri,
+                experiment_id=exp_id,
+                parent_run_id=pid,
+                index_cache_dir=cfg.index_cache,
+                llm_cache_path=llm_cache,
+                env=env,
+                prompt_uris=_register_prompts(cfg, parent),
+                held_out=plan.held_out,
+                screen_ids=plan.screen_ids,
             )
             trainable = tune.with_resources(
                 tune.with_parameters(run_trial, ctx=ctx), {"cpu": cfg.search.cpus_per_trial}
@@ -573,13 +573,13 @@ def _records(grid: Any, n_questions: int) -> tuple[list[TrialRecord], list[str],
         params = {k: v for k, v in dict(r.config).items() if v is not None and k != STAGED}
         records.append(
             TrialRecord(
-                str(m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else "")),
-                m["mlflow_run_id"],
-                params,
-                "completed" if done else "stopped_early",
-                float(m.get("objective", math.nan)),
-                int(m.get("n_questions", 0)),
-                m,
+                name=str(m.get("trial_id", r.path.rsplit("/", 1)[-1] if r.path else "")),
+                run_id=m["mlflow_run_id"],
+                params=params,
+                status="completed" if done else "stopped_early",
+                objective=float(m.get("objective", math.nan)),
+                n_questions=int(m.get("n_questions", 0)),
+                metrics=m,
             )
         )
     return records, errors, last
@@ -679,12 +679,12 @@ def _confirm(
         if r.run_id in done:
             r.metrics.update({f"{HOLDOUT}{k}": v for k, v in done[r.run_id].metrics.items()})
     return Confirmed(
-        done,
-        errors,
-        [t.run_id for t in picked],
-        champ_job.run_id if champ_job else None,
-        champ_note,
-        race if racing else None,
+        done=done,
+        errors=errors,
+        finalists=[t.run_id for t in picked],
+        champion_run_id=champ_job.run_id if champ_job else None,
+        champion_note=champ_note,
+        race=race if racing else None,
     )
 
 
@@ -798,23 +798,23 @@ def _finish(
         reverse=True,
     )
     return SearchOutcome(
-        uri,
-        exp_id,
-        pid,
-        winner.run_id if winner else None,
-        winner.params if winner else {},
-        winner.objective if winner else math.nan,
-        cfg.mlflow.model_name,
-        version,
-        alias,
-        len(grid),
-        len(found.errors),
-        timings,
-        trials,
-        usage,
-        found.last,
-        found.records,
-        lines,
+        tracking_uri=uri,
+        experiment_id=exp_id,
+        parent_run_id=pid,
+        best_trial_run_id=winner.run_id if winner else None,
+        best_params=winner.params if winner else {},
+        best_objective=winner.objective if winner else math.nan,
+        model_name=cfg.mlflow.model_name,
+        model_version=version,
+        alias=alias,
+        n_trials=len(grid),
+        n_failed=len(found.errors),
+        timings=timings,
+        trials=trials,
+        usage=usage,
+        last_results=found.last,
+        records=found.records,
+        summary=lines,
     )
 
 
@@ -905,11 +905,11 @@ def _choose(
         )
     front = pareto_front(completed, cfg.objective.cost) if cfg.objective.cost else []
     return Summary(
-        winner,
-        reason,
-        base,
-        front,
-        link,
+        winner=winner,
+        reason=reason,
+        baseline=base,
+        front=front,
+        tracking_link=link,
         finalists=evidence,
         selection=selection,
         evidence_on=on,

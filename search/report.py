@@ -60,7 +60,7 @@ SHOWN_METRICS = (
 )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Summary:
     winner: TrialRecord | None
     reason: str

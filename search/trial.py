@@ -71,7 +71,7 @@ TAG_NODE_IP = "ragsweep.ray_node_ip"
 HEADLINE = ("token_f1", "recall_at_k")  # metrics with an interval in every trial run (besides the objective's terms)
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class SearchContext:
     """Everything a trial needs besides its sampled params. Picklable; paths and URIs are absolute."""
 
@@ -276,7 +276,7 @@ def _evaluate(params: TrialParams, ctx: SearchContext, progress: Progress) -> No
         mlflow.log_metrics({**final, "mlflow_log_s": progress.log_s})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Session:
     """One configuration's pipeline and LLM clients, and what answering has cost so far."""
 
@@ -333,13 +333,13 @@ def open_session(params: TrialParams, ctx: SearchContext) -> Session:
         "trace_s": 0.0,
     }
     return Session(
-        params,
-        built,
-        generator,
-        ctx.endpoints.judge.resolved().client(cache),
-        build_judges(cfg.judges),
-        timings,
-        t_start,
+        params=params,
+        built=built,
+        generator=generator,
+        judge_client=ctx.endpoints.judge.resolved().client(cache),
+        judges=build_judges(cfg.judges),
+        timings=timings,
+        t_start=t_start,
     )
 
 

@@ -47,7 +47,7 @@ class EvaluationError(BadInput):
     """The model or its promoted score cannot be found; the message names the model and version."""
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Evaluation:
     run_id: str
     model: str  # NAME@ALIAS (vN)
@@ -116,7 +116,7 @@ def _sources(raw: str) -> list[ChunkRef]:
     return [ChunkRef(s["doc_id"], int(s["start"]), int(s["end"])) for s in json.loads(raw)]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Target:
     """What is evaluated: a label, how to load something that answers (``predict(DataFrame)``), the corpus its
     answers cite, and the trial run whose scores it was picked on (the comparison)."""
@@ -134,12 +134,12 @@ def registered_model(client: MlflowClient, name: str, alias: str) -> Target:
     version = _version(client, name, alias)
     uri = f"models:/{name}@{alias}"
     return Target(
-        f"{name}@{alias} (v{version.version})",
-        f"evaluate-{name}-v{version.version}",
-        _corpus_of(client, version),
-        version.run_id,
-        lambda: mlflow.pyfunc.load_model(uri),
-        {"ragsweep.model": name, "ragsweep.model_version": str(version.version)},
+        label=f"{name}@{alias} (v{version.version})",
+        run_name=f"evaluate-{name}-v{version.version}",
+        corpus=_corpus_of(client, version),
+        trial_run_id=version.run_id,
+        load=lambda: mlflow.pyfunc.load_model(uri),
+        tags={"ragsweep.model": name, "ragsweep.model_version": str(version.version)},
     )
 
 
@@ -180,7 +180,12 @@ def trial_configuration(client: MlflowClient, run_id: str, corpus: Path, index_c
 
     name = run.info.run_name or run_id
     return Target(
-        f"trial {name} ({run_id[:8]})", f"evaluate-{name}", corpus, run_id, load, {"ragsweep.trial_run": run_id}
+        label=f"trial {name} ({run_id[:8]})",
+        run_name=f"evaluate-{name}",
+        corpus=corpus,
+        trial_run_id=run_id,
+        load=load,
+        tags={"ragsweep.trial_run": run_id},
     )
 
 
@@ -290,4 +295,14 @@ def _record(
         path = Path(d) / "answers.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
         run.artifact(path, "evaluation")
-    return Evaluation(run.run_id, label, len(rows), means, ci, promoted, promoted_on, dropped, ignored)
+    return Evaluation(
+        run_id=run.run_id,
+        model=label,
+        n=len(rows),
+        metrics=means,
+        ci=ci,
+        promoted=promoted,
+        promoted_on=promoted_on,
+        dropped=dropped,
+        ignored_weights=ignored,
+    )

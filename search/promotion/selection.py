@@ -26,7 +26,7 @@ from ragsweep.judges.intervals import PairedDifference, Scores, paired_differenc
 from ragsweep.search.config import Objective
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrialRecord:
     """One trial that reported; ``objective`` is at ``n_questions`` (partial if it was stopped early)."""
 

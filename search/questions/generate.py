@@ -44,7 +44,7 @@ BATCH = 8
 MAX_ATTEMPTS_PER_QUESTION = 20  # a corpus or model that yields nothing stops after n x this many candidates
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Settings:
     """What decides the questions (a resumed run must match): stored in the state file."""
 
@@ -148,7 +148,15 @@ def generate(
     corpus = load_corpus(corpus_path)
     from ragsweep.pipelines.data import file_digest
 
-    settings = Settings(file_digest(corpus_path), n, seed, kinds, endpoint.model, max_overlap, check_answerable)
+    settings = Settings(
+        corpus_digest=file_digest(corpus_path),
+        n=n,
+        seed=seed,
+        kinds=kinds,
+        model=endpoint.model,
+        max_overlap=max_overlap,
+        check_answerable=check_answerable,
+    )
     start, kept, counts = _resume_state(out, settings, overwrite)
     if kept >= n:
         print(f"{out}: already has {kept} questions (of --n {n}): nothing to do")

@@ -59,7 +59,7 @@ following sentence""".split()
 )
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Candidate:
     index: int  # position in the seeded sequence: what resuming skips past
     kind: str
@@ -127,14 +127,23 @@ def candidates(docs: list[Document], kinds: dict[str, float], seed: int) -> Iter
             span_from = sents[i]
         passage = doc.text[p_start:p_end]
         if kind == "unanswerable":
-            yield Candidate(index, kind, doc.id, passage, p_start)
+            yield Candidate(index=index, kind=kind, doc_id=doc.id, passage=passage, passage_start=p_start)
         else:
             spans = spans_in(doc.text, *span_from)
             if not spans:
                 misses += 1
                 continue
             s, e = rng.choice(spans)
-            yield Candidate(index, kind, doc.id, passage, p_start, s, e, doc.text[s:e])
+            yield Candidate(
+                index=index,
+                kind=kind,
+                doc_id=doc.id,
+                passage=passage,
+                passage_start=p_start,
+                span_start=s,
+                span_end=e,
+                answer=doc.text[s:e],
+            )
         misses = 0
         index += 1
 

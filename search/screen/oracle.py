@@ -68,7 +68,7 @@ def oracle_rows(
     return {q.id: score_answer(q, r.text.strip(), [ref]) for (q, (_, ref)), r in zip(asked, replies, strict=True)}
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Headroom:
     """The winner against the oracle-retrieval ceiling (same generator and prompt, same questions)."""
 
@@ -124,7 +124,12 @@ def headroom(
         {q: oracle[q] for q in shared}, {q: winner[q] for q in shared}, weights, confidence, samples, seed
     )
     return Headroom(
-        gap.a_objective, gap.b_objective, gap, recall if math.isfinite(recall) else math.nan, best_recall, best_label
+        oracle=gap.a_objective,
+        winner=gap.b_objective,
+        gap=gap,
+        recall=recall if math.isfinite(recall) else math.nan,
+        best_recall=best_recall,
+        best_recall_label=best_label,
     )
 
 

@@ -39,7 +39,7 @@ def retrieval_cache(cfg: ExperimentConfig) -> RetrievalCache:
     return RetrievalCache((cfg.storage_dir / "retrieval-cache").resolve())
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ScreenResult:
     screened: list[Screened]
     n_indexes: int
@@ -92,7 +92,13 @@ def run_screen(
             f"retrieval screen: index {i}/{len(groups)} ({index}): {len(group)} configuration(s) on "
             f"{len(questions)} questions in {time.perf_counter() - t1:.1f} s"
         )
-    return ScreenResult(out, len(groups), len(questions), computed, time.perf_counter() - t0)
+    return ScreenResult(
+        screened=out,
+        n_indexes=len(groups),
+        n_questions=len(questions),
+        computed=computed,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _score(

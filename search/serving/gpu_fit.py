@@ -53,7 +53,7 @@ GFD_PRODUCT_GPU = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class ModelShape:
     """What the fit needs to know about a model (from its config.json, or KNOWN_MODELS)."""
 
@@ -72,17 +72,21 @@ class ModelShape:
 
 # Models the shipped configs name, for machines that have not downloaded them (values from their config.json).
 KNOWN_MODELS: dict[str, ModelShape] = {
-    "Qwen/Qwen2.5-0.5B-Instruct": ModelShape(0.494, 24, 2, 64, 32768),
-    "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(1.54, 28, 2, 128, 32768),
-    "Qwen/Qwen2.5-3B-Instruct": ModelShape(3.09, 36, 2, 128, 32768),
-    "Qwen/Qwen2.5-7B-Instruct": ModelShape(7.62, 28, 4, 128, 32768),
-    "Qwen/Qwen2.5-14B-Instruct": ModelShape(14.7, 48, 8, 128, 32768),
-    "meta-llama/Llama-3.1-8B-Instruct": ModelShape(8.03, 32, 8, 128, 131072),
-    "mistralai/Mistral-7B-Instruct-v0.3": ModelShape(7.25, 32, 8, 128, 32768),
+    "Qwen/Qwen2.5-0.5B-Instruct": ModelShape(params_b=0.494, layers=24, kv_heads=2, head_dim=64, max_context=32768),
+    "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(params_b=1.54, layers=28, kv_heads=2, head_dim=128, max_context=32768),
+    "Qwen/Qwen2.5-3B-Instruct": ModelShape(params_b=3.09, layers=36, kv_heads=2, head_dim=128, max_context=32768),
+    "Qwen/Qwen2.5-7B-Instruct": ModelShape(params_b=7.62, layers=28, kv_heads=4, head_dim=128, max_context=32768),
+    "Qwen/Qwen2.5-14B-Instruct": ModelShape(params_b=14.7, layers=48, kv_heads=8, head_dim=128, max_context=32768),
+    "meta-llama/Llama-3.1-8B-Instruct": ModelShape(
+        params_b=8.03, layers=32, kv_heads=8, head_dim=128, max_context=131072
+    ),
+    "mistralai/Mistral-7B-Instruct-v0.3": ModelShape(
+        params_b=7.25, layers=32, kv_heads=8, head_dim=128, max_context=32768
+    ),
 }
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Fit:
     """One server's verdict. ``shape`` None = the model could not be found: not checked."""
 
@@ -171,13 +175,13 @@ def _shape_from_folder(folder: Path) -> ModelShape | None:
     embeddings = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
     params = (layers * (attention + 3 * hidden * inter) + embeddings) / 1e9
     return ModelShape(
-        params,
-        layers,
-        kv_heads,
-        head_dim,
-        int(cfg.get("max_position_embeddings", 4096)),
-        dtype if dtype in DTYPE_BYTES else "bfloat16",
-        weights,
+        params_b=params,
+        layers=layers,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        max_context=int(cfg.get("max_position_embeddings", 4096)),
+        dtype=dtype if dtype in DTYPE_BYTES else "bfloat16",
+        weights_gb=weights,
     )
 
 
@@ -237,14 +241,14 @@ def endpoint_fit(ep: ModelEndpoint, where: str, gpu_gb: float) -> Fit:
     if shape is not None and kv == "auto":
         kv = shape.dtype
     return Fit(
-        where,
-        ep.model,
-        ep.replicas,
-        ep.gpu_memory_utilization,
-        gpu_gb,
-        length or (shape.max_context if shape else 0),
-        shape,
-        kv if kv in DTYPE_BYTES else "bfloat16",
+        where=where,
+        model=ep.model,
+        replicas=ep.replicas,
+        utilization=ep.gpu_memory_utilization,
+        gpu_gb=gpu_gb,
+        max_model_len=length or (shape.max_context if shape else 0),
+        shape=shape,
+        kv_dtype=kv if kv in DTYPE_BYTES else "bfloat16",
     )
 
 

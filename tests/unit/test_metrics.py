@@ -27,9 +27,16 @@ def test_contains_is_word_bounded() -> None:
     assert contains("It was 138 years old.", ["38 years"]) == 0.0
 
 
-Q = Question("q", "?", ("x",), True, ("d1",), (AnswerSpan("d1", 100, 110),))
-Q_DOC = Question("q", "?", ("x",), True, ("d2",), ())
-Q_NONE = Question("q", "?", (), False, (), ())
+Q = Question(
+    id="q",
+    question="?",
+    answers=("x",),
+    answerable=True,
+    gold_doc_ids=("d1",),
+    answer_spans=(AnswerSpan("d1", 100, 110),),
+)
+Q_DOC = Question(id="q", question="?", answers=("x",), answerable=True, gold_doc_ids=("d2",), answer_spans=())
+Q_NONE = Question(id="q", question="?", answers=(), answerable=False, gold_doc_ids=(), answer_spans=())
 
 
 def test_span_gold_is_overlap() -> None:
@@ -72,7 +79,7 @@ def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> No
     assert request_key("m2", req) != request_key("m", req)
     assert cacheable(req) and not cacheable(ChatRequest((("user", "q"),), temperature=0.7))
     cache = RequestCache(tmp_path / "c.sqlite")
-    cache.put("k", ChatResponse("answer", 3, 2, 0.5))
+    cache.put("k", ChatResponse(text="answer", prompt_tokens=3, completion_tokens=2, latency_s=0.5))
     again = RequestCache(tmp_path / "c.sqlite")  # another process would open it the same way
     hit = again.get("k")
     assert hit is not None and hit.cached and (hit.text, hit.prompt_tokens, hit.latency_s) == ("answer", 3, 0.5)
@@ -89,8 +96,11 @@ def test_a_redacting_request_cache_keeps_personal_replies_off_disk(tmp_path) -> 
     from ragsweep.search.tracking.redact import Redactor
 
     cache = RequestCache(tmp_path / "c.sqlite", Redactor(RedactSettings()))
-    cache.put("private", ChatResponse("Write to jane.doe@example.org", 3, 2, 0.5))
-    cache.put("plain", ChatResponse("Paris", 3, 1, 0.5))
+    cache.put(
+        "private",
+        ChatResponse(text="Write to jane.doe@example.org", prompt_tokens=3, completion_tokens=2, latency_s=0.5),
+    )
+    cache.put("plain", ChatResponse(text="Paris", prompt_tokens=3, completion_tokens=1, latency_s=0.5))
     hit = cache.get("private")
     assert hit is not None and hit.text == "Write to jane.doe@example.org"  # metrics see the real reply
     cache.close()
@@ -131,7 +141,14 @@ def test_rouge_l_best_gold_unicode_and_empty() -> None:
     assert math.isnan(rouge_l("x", []))
 
 
-Q2 = Question("q", "?", ("x", "y"), True, ("d1",), (AnswerSpan("d1", 0, 10), AnswerSpan("d1", 500, 510)))
+Q2 = Question(
+    id="q",
+    question="?",
+    answers=("x", "y"),
+    answerable=True,
+    gold_doc_ids=("d1",),
+    answer_spans=(AnswerSpan("d1", 0, 10), AnswerSpan("d1", 500, 510)),
+)
 
 
 def test_precision_at_k_counts_gold_chunks() -> None:

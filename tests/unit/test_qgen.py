@@ -55,7 +55,16 @@ def test_parse_question_unwraps_and_refuses() -> None:
 
 
 def test_filters_count_each_reason() -> None:
-    c = Candidate(0, "factoid", "b", DOCS[1].text, 0, 13, 21, "1,230 km")
+    c = Candidate(
+        index=0,
+        kind="factoid",
+        doc_id="b",
+        passage=DOCS[1].text,
+        passage_start=0,
+        span_start=13,
+        span_end=21,
+        answer="1,230 km",
+    )
     f = Filters()
     assert f.reason_to_drop(c, None) == "malformed reply (no question)"
     assert f.reason_to_drop(c, "What is the answer to this?") == "not about its passage (no content word of it)"

@@ -117,7 +117,14 @@ def test_race_drops_only_a_finalist_significantly_worse_than_the_best() -> None:
 def _evidence(name: str, values: list[float], tokens: float) -> Evidence:
     scores = {f"q{i}": {"objective": v} for i, v in enumerate(values)}
     return Evidence(
-        TrialRecord(name, name, {}, "completed", sum(values) / len(values), len(values)),
+        TrialRecord(
+            name=name,
+            run_id=name,
+            params={},
+            status="completed",
+            objective=sum(values) / len(values),
+            n_questions=len(values),
+        ),
         scores,
         sum(values) / len(values),
         tokens,
@@ -145,15 +152,29 @@ def test_cheapest_tied_needs_a_material_saving() -> None:
 def test_gold_passage_is_the_answers_paragraph() -> None:
     text = "First paragraph about cats.\n\nThe oldest cat lived to 38 years.\n\nLast one."
     start = text.index("38 years")
-    q = Question("q", "How old?", ("38 years",), True, ("d",), (AnswerSpan("d", start, start + 8),))
+    q = Question(
+        id="q",
+        question="How old?",
+        answers=("38 years",),
+        answerable=True,
+        gold_doc_ids=("d",),
+        answer_spans=(AnswerSpan("d", start, start + 8),),
+    )
     passage, ref = gold_passage(q, {"d": Document("d", "", text)})
     assert passage == "The oldest cat lived to 38 years." and text[ref.start : ref.end] == passage
-    by_doc = Question("q2", "?", ("x",), True, ("d",))
+    by_doc = Question(id="q2", question="?", answers=("x",), answerable=True, gold_doc_ids=("d",))
     assert gold_passage(by_doc, {"d": Document("d", "", text)}, max_chars=10)[0] == text[:10]
-    assert gold_passage(Question("q3", "?", (), False, ()), {}) is None
+    assert gold_passage(Question(id="q3", question="?", answers=(), answerable=False, gold_doc_ids=()), {}) is None
     long = "x" * 5000 + " 38 years " + "y" * 5000
     s = long.index("38")
-    q_long = Question("q", "?", ("38 years",), True, ("d",), (AnswerSpan("d", s, s + 8),))
+    q_long = Question(
+        id="q",
+        question="?",
+        answers=("38 years",),
+        answerable=True,
+        gold_doc_ids=("d",),
+        answer_spans=(AnswerSpan("d", s, s + 8),),
+    )
     passage, ref = gold_passage(q_long, {"d": Document("d", "", long)}, max_chars=1000)
     assert len(passage) == 1000 and "38 years" in passage
 
@@ -199,6 +220,10 @@ def test_a_screen_without_any_retrieval_gold_says_so() -> None:
     from ragsweep.search.screen.screening import ScreenResult, Staging
 
     blind = _screened({"top_k": 1}, [math.nan] * 4, 100)
-    assert not Staging(ScreenResult([blind], 1, 4, 1, 0.1), [blind], [blind]).has_gold
+    assert not Staging(
+        ScreenResult(screened=[blind], n_indexes=1, n_questions=4, computed=1, seconds=0.1), [blind], [blind]
+    ).has_gold
     seen = _screened({"top_k": 1}, [1.0, math.nan, 0.0, 0.0], 100)
-    assert Staging(ScreenResult([seen], 1, 4, 1, 0.1), [seen], [seen]).has_gold
+    assert Staging(
+        ScreenResult(screened=[seen], n_indexes=1, n_questions=4, computed=1, seconds=0.1), [seen], [seen]
+    ).has_gold

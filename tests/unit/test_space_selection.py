@@ -116,7 +116,15 @@ def test_grid_counts_an_inactive_key_once() -> None:
 
 
 def _t(name: str, q: float, cost: float) -> TrialRecord:
-    return TrialRecord(name, name, {}, "completed", q, 24, {"latency_p95_s": cost})
+    return TrialRecord(
+        name=name,
+        run_id=name,
+        params={},
+        status="completed",
+        objective=q,
+        n_questions=24,
+        metrics={"latency_p95_s": cost},
+    )
 
 
 def test_pareto_front_and_promotion_rule() -> None:

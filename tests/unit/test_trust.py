@@ -27,9 +27,9 @@ from tests.conftest import SAMPLE, write_jsonl
 
 
 def _questions(n_yes: int, n_no: int) -> list[Question]:
-    return [Question(f"a{i}", "?", ("x",), True, ()) for i in range(n_yes)] + [
-        Question(f"u{i}", "?", (), False, ()) for i in range(n_no)
-    ]
+    return [
+        Question(id=f"a{i}", question="?", answers=("x",), answerable=True, gold_doc_ids=()) for i in range(n_yes)
+    ] + [Question(id=f"u{i}", question="?", answers=(), answerable=False, gold_doc_ids=()) for i in range(n_no)]
 
 
 def _cfg(tmp_path: Path, **sections: Any) -> ExperimentConfig:
@@ -151,7 +151,14 @@ def test_paired_difference_verdicts_on_shared_questions_only() -> None:
 
 
 def _ev(name: str, per_q: list[float], tokens: float, p95: float = 1.0) -> Evidence:
-    t = TrialRecord(name, f"run-{name}", {}, "completed", float(np.mean(per_q)), len(per_q))
+    t = TrialRecord(
+        name=name,
+        run_id=f"run-{name}",
+        params={},
+        status="completed",
+        objective=float(np.mean(per_q)),
+        n_questions=len(per_q),
+    )
     return Evidence(t, {f"q{i}": {"objective": v} for i, v in enumerate(per_q)}, float(np.mean(per_q)), tokens, p95)
 
 
@@ -182,10 +189,10 @@ def test_cheapest_tied_keeps_a_best_that_nothing_ties_and_breaks_token_ties_by_l
 
 def test_finalists_are_the_best_completed_trials() -> None:
     ts = [
-        TrialRecord("a", "1", {}, "completed", 0.3, 24),
-        TrialRecord("b", "2", {}, "stopped_early", 0.9, 8),
-        TrialRecord("c", "3", {}, "completed", 0.5, 24),
-        TrialRecord("d", "4", {}, "completed", 0.1, 24),
+        TrialRecord(name="a", run_id="1", params={}, status="completed", objective=0.3, n_questions=24),
+        TrialRecord(name="b", run_id="2", params={}, status="stopped_early", objective=0.9, n_questions=8),
+        TrialRecord(name="c", run_id="3", params={}, status="completed", objective=0.5, n_questions=24),
+        TrialRecord(name="d", run_id="4", params={}, status="completed", objective=0.1, n_questions=24),
     ]
     assert [t.name for t in finalists(ts, 2)] == ["c", "a"]
 
@@ -320,7 +327,16 @@ def test_summary_shows_held_out_scores_with_intervals_and_says_tied(tmp_path: Pa
             "holdout.objective_ci_low": held - 0.1,
             "holdout.objective_ci_high": held + 0.1,
         }
-        return TrialRecord(name, f"run-{name}", {"top_k": 2}, "completed", obj, 24, m, base)
+        return TrialRecord(
+            name=name,
+            run_id=f"run-{name}",
+            params={"top_k": 2},
+            status="completed",
+            objective=obj,
+            n_questions=24,
+            metrics=m,
+            baseline=base,
+        )
 
     lean, stuffed, base = rec("lean", 0.30, 0.29), rec("stuffed", 0.33, 0.31), rec("base", 0.2, 0.22, True)
     ev = [
@@ -330,15 +346,17 @@ def test_summary_shows_held_out_scores_with_intervals_and_says_tied(tmp_path: Pa
         Evidence(lean, {f"q{i}": {"objective": 0.29} for i in range(24)}, 0.29, 231, 1.0),
     ]
     sel = select(ev, {"objective": 1.0}, "cheapest_tied", 0.95, 1000)
-    margin = PairedDifference(24, 0.07, -0.01, 0.15, 0.95, 0.29, 0.22)
+    margin = PairedDifference(
+        n=24, mean=0.07, low=-0.01, high=0.15, confidence=0.95, a_objective=0.29, b_objective=0.22
+    )
     plan = QuestionPlan(tuple(f"s{i}" for i in range(24)), (), tuple(f"q{i}" for i in range(24)), "25%")
     lines = summary_lines(
         Summary(
-            lean,
-            sel.reason,
-            base,
-            [],
-            "link",
+            winner=lean,
+            reason=sel.reason,
+            baseline=base,
+            front=[],
+            tracking_link="link",
             finalists=ev,
             selection=sel,
             evidence_on="held-out",
@@ -364,15 +382,15 @@ def test_evaluate_calls_a_drop_only_when_the_new_interval_lies_below_the_promote
     assert not has_dropped((0.1, 0.45), promoted)  # overlapping: not evidence of a drop
     assert not has_dropped((math.nan, math.nan), promoted) and not has_dropped((0.0, 0.1), None)
     ev = Evaluation(
-        "r1",
-        "m@champion (v2)",
-        12,
-        {"objective": 0.2, "token_f1": 0.2},
-        {"objective": (0.1, 0.3)},
-        promoted,
-        "held-out",
-        True,
-        ("judge_x",),
+        run_id="r1",
+        model="m@champion (v2)",
+        n=12,
+        metrics={"objective": 0.2, "token_f1": 0.2},
+        ci={"objective": (0.1, 0.3)},
+        promoted=promoted,
+        promoted_on="held-out",
+        dropped=True,
+        ignored_weights=("judge_x",),
     )
     text = "\n".join(ev.lines())
     assert "dropped below the interval of its held-out score" in text and "held-out score: 0.5000" in text
