@@ -1,4 +1,7 @@
-"""The tracker: every MLflow write of the driver, addressed by run id instead of MLflow's implicit active run.
+"""The tracker: MLflow writes addressed by run id instead of MLflow's implicit active run, with MLflow's limits and
+the secret mask applied. The driver, trials, confirmation, evaluation and question generation write through it;
+a few writes still go through ``MlflowClient`` directly (the driver's tags on trial runs it reconciles, model
+registry aliases).
 
 Contract: a :class:`Tracker` is bound to one tracking URI. :meth:`~Tracker.start` opens a run (RUNNING) and returns
 its id; every other method takes the run id it writes to, so two runs can be written in any order from one

@@ -18,6 +18,8 @@ from ragsweep.search.tracking.runs import TrackingUnreachable, check_tracking
 from tests.conftest import REPO
 from tests.integration.local_cluster import start_mlflow
 
+pytestmark = pytest.mark.integration  # starts a real `mlflow server`
+
 PASSWORD = "k8s-admin-password-0123"
 
 

@@ -96,7 +96,7 @@ def test_no_import_cycles() -> None:
     assert not cycle, " -> ".join(cycle)
 
 
-WINGS = ("serving", "tracking", "promotion", "questions", "screen")
+WINGS = ("serving", "tracking", "promotion", "questions", "screen", "commands")
 CORE = ("ragsweep.search.config", "ragsweep.search.space", "ragsweep.search.registries", "ragsweep.search.schema")
 
 
@@ -138,7 +138,7 @@ def test_registry_did_you_mean_and_docs() -> None:
 
 def test_registries_drive_config_cli_and_docs(tmp_path: Path) -> None:
     from ragsweep.search import registries
-    from ragsweep.search.cli import _choices
+    from ragsweep.search.commands.common import choices as _choices
     from ragsweep.search.docs import registry_tables
 
     assert _choices("sampler") == list(registries.SAMPLERS.names())
