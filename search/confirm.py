@@ -17,7 +17,6 @@ broken finalist cannot hide the others' results.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -25,15 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
-
 from ragsweep.judges.intervals import PairedDifference
 from ragsweep.pipelines.data import Dataset, DatasetError, Question, load_questions, seeded_order, split_holdout
 from ragsweep.search.config import ConfigError, ExperimentConfig
 from ragsweep.search.promotion.racing import objective_of, race_over, race_step
 from ragsweep.search.space import TrialParams
 from ragsweep.search.tracking.redact import Redactor
+from ragsweep.search.tracking.tracker import Tracker
 from ragsweep.search.trial import (
     SearchContext,
     answer_batch,
@@ -243,17 +240,15 @@ def record(job: Job, parts: list[Part], ctx: SearchContext) -> Confirmation:
         **usage,
         "confirm_s": sum(p.seconds for p in parts),
     }
-    client = MlflowClient(ctx.tracking_uri)
-    now = int(time.time() * 1000)
-    finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    client.log_batch(job.run_id, metrics=[Metric(HOLDOUT + k, v, now, 0) for k, v in finite.items()])
+    tracker = Tracker(ctx.tracking_uri)
+    tracker.metrics(job.run_id, {HOLDOUT + k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))})
     redact = Redactor(cfg.mlflow.redact)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "answers.jsonl"
         path.write_text(
             "".join(json.dumps(redacted(r, redact), ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
         )
-        client.log_artifact(job.run_id, str(path), "holdout")
+        tracker.artifact(job.run_id, path, "holdout")
     return Confirmation(job.run_id, metrics, {r["id"]: row_scores(r) for r in rows})
 
 

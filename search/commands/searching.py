@@ -112,7 +112,7 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from ragsweep.search.driver import prepare
+    from ragsweep.search.startup import prepare
 
     cfg = load(args)
     from ragsweep.search.searcher import n_trials
@@ -140,7 +140,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             f"{len(plan.screen_ids)} search questions, no LLM call; the LLM trials try at most "
             f"{s.max_candidates} of its front"
         )
-    from ragsweep.search.driver import check_gpu_fit
+    from ragsweep.search.startup import check_gpu_fit
 
     for line in check_gpu_fit(cfg):  # prepare() raised already if a server cannot fit; these are the numbers
         print(line)

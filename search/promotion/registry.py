@@ -26,6 +26,7 @@ from ragsweep.search.config import PromotionSettings
 from ragsweep.search.promotion.champion import CHAMPION, SIGNATURE
 from ragsweep.search.promotion.gates import Candidate, Decision, Gate, evaluate
 from ragsweep.search.tracking.runs import run_of_kind
+from ragsweep.search.tracking.tracker import Tracker
 
 CHALLENGER = "challenger"
 TAG_DECISION = "ragsweep.decision"  # champion | challenger | rolled_back
@@ -155,9 +156,14 @@ def record(
         client.set_model_version_tag(model_name, version, k, v)
     client.update_model_version(model_name, version, description=_describe(decision, alias, forced))
     if search_run_id is not None:
-        client.set_tag(search_run_id, "ragsweep.promotion.decision", alias)
-        client.set_tag(search_run_id, "ragsweep.promotion.reason", reason[:5000])
-        client.set_tag(search_run_id, "ragsweep.promotion.version", version)
+        Tracker.of(client).tags(
+            search_run_id,
+            {
+                "ragsweep.promotion.decision": alias,
+                "ragsweep.promotion.reason": reason,
+                "ragsweep.promotion.version": version,
+            },
+        )
         client.log_dict(
             search_run_id,
             {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragsweep.pipelines.data import Dataset, Question
 from ragsweep.pipelines.index import IndexCache
@@ -31,6 +31,9 @@ from ragsweep.search.screen.retrieval import (
     retrieval_point,
 )
 from ragsweep.search.space import INDEX_KEYS, TrialParams
+
+if TYPE_CHECKING:
+    from ragsweep.search.tracking.tracker import RunRef
 
 _GEN_STUB = {"prompt": "-", "temperature": 0.0}  # generation keys a retrieval-only TrialParams needs to validate
 
@@ -212,3 +215,36 @@ def stage(
         front(result.screened),
         candidates(result.screened, baseline, s.confidence, s.bootstrap_samples, s.seed, s.max_candidates),
     )
+
+
+def screen_stage(
+    cfg: ExperimentConfig, dataset: Dataset, screen_ids: tuple[str, ...], parent: RunRef, timings: dict[str, float]
+) -> Staging | None:
+    """The retrieval screen of a two-stage search, said on the console and logged on the parent run; None for a
+    joint search, or when no search question has retrieval gold (then every key is searched jointly)."""
+    from ragsweep.search.searcher import baseline
+
+    if cfg.search.strategy != "two_stage":
+        return None
+    t0 = time.perf_counter()
+    staging = stage(cfg, dataset, screen_ids, baseline(cfg), cfg.index_cache)
+    timings["screen_s"] = time.perf_counter() - t0
+    if not staging.has_gold:
+        logger("search").info(
+            "retrieval screen: no search question has retrieval gold (answer spans or gold_doc_ids), so retrieval "
+            "cannot be ranked without answers; every key is searched jointly (search.strategy: joint)"
+        )
+        parent.tags({"ragsweep.screen": "no retrieval gold: joint search"})
+        return None
+    for line in staging.lines():
+        logger("search").info(line)
+    parent.json(staging.as_json(), "screen/retrieval.json")
+    parent.metrics(
+        {
+            "screen.n_configurations": float(len(staging.result.screened)),
+            "screen.n_front": float(len(staging.front)),
+            "screen.n_candidates": float(len(staging.candidates)),
+            "screen.best_recall": staging.best_recall.recall,
+        }
+    )
+    return staging

@@ -1,7 +1,6 @@
 """The tracker: MLflow writes addressed by run id instead of MLflow's implicit active run, with MLflow's limits and
 the secret mask applied. The driver, trials, confirmation, evaluation and question generation write through it;
-a few writes still go through ``MlflowClient`` directly (the driver's tags on trial runs it reconciles, model
-registry aliases).
+model registry versions and aliases go through the promotion wing's registry module.
 
 Contract: a :class:`Tracker` is bound to one tracking URI. :meth:`~Tracker.start` opens a run (RUNNING) and returns
 its id; every other method takes the run id it writes to, so two runs can be written in any order from one
@@ -123,6 +122,14 @@ class Tracker:
                 DatasetInput(corpus._to_mlflow_entity(), [InputTag(k, v) for k, v in c_tags.items()]),
             ],
         )
+
+    def untag(self, run_id: str, key: str) -> None:
+        """Remove tag ``key`` from ``run_id`` (a failure tag a resumed or reconciled run no longer has)."""
+        self.client.delete_tag(run_id, key)
+
+    def delete(self, run_id: str) -> None:
+        """Delete ``run_id`` (the run of a trial a resumed search no longer knows)."""
+        self.client.delete_run(run_id)
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

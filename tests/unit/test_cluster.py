@@ -8,7 +8,6 @@ import pytest
 
 from ragsweep.search.cli import main
 from ragsweep.search.config import ConfigError, load_config
-from ragsweep.search.resume import ray_dir_for
 from ragsweep.search.serving.cluster import (
     CLUSTER_RETRIES,
     check_cluster,
@@ -19,6 +18,7 @@ from ragsweep.search.serving.cluster import (
     retries,
     tune_root,
 )
+from ragsweep.search.tracking.resume import ray_dir_for
 from tests.conftest import REPO
 
 DEFAULT = REPO / "configs" / "default.yaml"
