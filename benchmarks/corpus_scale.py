@@ -112,7 +112,7 @@ class _Synthetic:
 
 
 def step_build(folder: str, n: int, backend: str) -> dict[str, Any]:
-    from ragsweep.pipelines.embed import Embedder
+    from ragsweep.pipelines.embedders.local import Embedder
     from ragsweep.pipelines.index import IndexSpec, build_index
 
     corpus = _corpus(n)

@@ -23,7 +23,7 @@ from ragsweep.judges.base import JudgeItem, run_judges
 from ragsweep.judges.calibrate import passage, sample_questions
 from ragsweep.judges.suite import build_judges
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.search.config import JudgeSettings
 from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import openai
 
-from ragsweep.pipelines.llm import ChatRequest, LLMClient
+from ragsweep.pipelines.llm_client.client import ChatRequest, LLMClient
 from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
 
 

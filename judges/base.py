@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from ragsweep.pipelines.llm import ChatRequest, ChatResponse, LLMClient
+from ragsweep.pipelines.llm_client.client import ChatRequest, ChatResponse, LLMClient
 
 ItemField = Literal["question", "answer", "contexts", "gold"]
 FIELDS: tuple[ItemField, ...] = ("question", "answer", "contexts", "gold")

@@ -29,8 +29,8 @@ from ragsweep.judges.base import (
     skip,
 )
 from ragsweep.judges.lexical import declined
-from ragsweep.pipelines.llm import ChatRequest
-from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.base.registry import Registry
+from ragsweep.pipelines.llm_client.client import ChatRequest
 
 MAX_STATEMENTS = 6
 _STATEMENT_CHARS = 200

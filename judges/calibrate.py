@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 
 from ragsweep.judges.base import JudgeItem, JudgeResult, LLMJudge, run_judge_sets
 from ragsweep.pipelines.data import Dataset, DatasetError, Question, read_jsonl
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 
 WINDOW = 400  # characters of the gold document kept on each side of the gold span
 

@@ -32,9 +32,9 @@ from ragsweep.judges.base import (
 )
 from ragsweep.judges.builtin import JUDGES
 from ragsweep.judges.scoring import DERIVED_SUFFIXES
-from ragsweep.pipelines.files import read_text_file
-from ragsweep.pipelines.llm import ChatRequest
-from ragsweep.pipelines.yaml_lines import key_lines, load_yaml, yaml_error_line
+from ragsweep.pipelines.base.files import read_text_file
+from ragsweep.pipelines.base.yaml_lines import key_lines, load_yaml, yaml_error_line
+from ragsweep.pipelines.llm_client.client import ChatRequest
 
 BUILTIN_NAMES = frozenset(JUDGES.names())
 

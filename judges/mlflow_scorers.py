@@ -27,7 +27,7 @@ from mlflow.genai.scorers import Scorer, scorer
 
 from ragsweep.judges.base import JudgeItem, LLMJudge, run_judges
 from ragsweep.judges.suite import DEFAULTS, JudgeConfig, build_judges
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 
 
 def _text(value: Any, keys: Sequence[str]) -> str:

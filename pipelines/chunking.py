@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ragsweep.pipelines.base.errors import BadInput
+from ragsweep.pipelines.base.registry import Registry
 from ragsweep.pipelines.data import Document
-from ragsweep.pipelines.errors import BadInput
-from ragsweep.pipelines.registry import Registry
 
 # Where a chunk may end, best first: paragraph break, sentence end, any whitespace.
 _BREAKS = ("\n\n", ". ", "? ", "! ", "\n", " ")
@@ -167,7 +167,7 @@ def _tokenizer(embedder: str) -> tuple[Any, int]:
 
     from tokenizers import Tokenizer
 
-    from ragsweep.pipelines.embed import DEFAULT_EMBEDDER, resolve_embedder_path
+    from ragsweep.pipelines.embedders.local import DEFAULT_EMBEDDER, resolve_embedder_path
 
     folder = resolve_embedder_path(DEFAULT_EMBEDDER)
     try:

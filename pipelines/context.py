@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.base.registry import Registry
 
 T = TypeVar("T")
 CHARS_PER_TOKEN = 4  # an estimate that needs no tokenizer; close for English text and Llama-family vocabularies

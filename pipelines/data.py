@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragsweep.pipelines.errors import BadInput
-from ragsweep.pipelines.files import read_user_text
-from ragsweep.pipelines.text_decode import text_lines
+from ragsweep.pipelines.base.errors import BadInput
+from ragsweep.pipelines.base.files import read_user_text
+from ragsweep.pipelines.base.text_decode import text_lines
 
 
 class DatasetError(BadInput):
@@ -111,7 +111,8 @@ def _no_constant(name: str) -> Any:
 
 def read_jsonl(path: Path, what: str = "dataset file") -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` per non-blank line; DatasetError naming the file and line otherwise. The file
-    may be in any encoding :func:`~ragsweep.pipelines.files.read_user_text` reads (a byte-order mark is dropped)."""
+    may be in any encoding :func:`~ragsweep.pipelines.base.files.read_user_text` reads (a byte-order mark is
+    dropped)."""
     for lineno, text in enumerate(text_lines(read_user_text(path, what, DatasetError).text), start=1):
         if not text.strip():
             continue

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragsweep.pipelines.registry import Registry
-from ragsweep.pipelines.text_decode import Decoded, NotText, decode_text
+from ragsweep.pipelines.base.registry import Registry
+from ragsweep.pipelines.base.text_decode import Decoded, NotText, decode_text
 
 
 class Unreadable(Exception):

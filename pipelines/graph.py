@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from ragsweep.pipelines.context import ORDERS, fit_budget
-from ragsweep.pipelines.llm import ChatRequest, ChatResponse, LLMClient
+from ragsweep.pipelines.llm_client.client import ChatRequest, ChatResponse, LLMClient
 from ragsweep.pipelines.prompts import PromptTemplate
 from ragsweep.pipelines.rerank import CrossEncoderReranker
 from ragsweep.pipelines.retrieve import Hit, Retriever

@@ -30,11 +30,11 @@ import bm25s
 import numpy as np
 from filelock import FileLock
 
+from ragsweep.pipelines.base.progress import Progress
 from ragsweep.pipelines.chunk_file import ChunkFile, ChunkWriter
 from ragsweep.pipelines.chunking import Chunk, chunk_document
 from ragsweep.pipelines.data import Document
-from ragsweep.pipelines.embed import TextEmbedder
-from ragsweep.pipelines.progress import Progress
+from ragsweep.pipelines.embedders.local import TextEmbedder
 from ragsweep.pipelines.stores import VectorStore, open_store
 
 _FORMAT = 1  # bump when the artifact layout changes meaning, so old cache entries are not reused

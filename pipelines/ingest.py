@@ -29,9 +29,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from ragsweep.pipelines.base.text_decode import NotText, decode_text, text_lines
 from ragsweep.pipelines.data import DatasetError
 from ragsweep.pipelines.extract import EXTRACTORS, Unreadable
-from ragsweep.pipelines.text_decode import NotText, decode_text, text_lines
 
 MANIFEST = "manifest.json"
 CORPUS = "corpus.jsonl"

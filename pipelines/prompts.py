@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from ragsweep.pipelines.errors import BadInput
-from ragsweep.pipelines.files import read_text_file
-from ragsweep.pipelines.yaml_lines import load_yaml, yaml_error_line
+from ragsweep.pipelines.base.errors import BadInput
+from ragsweep.pipelines.base.files import read_text_file
+from ragsweep.pipelines.base.yaml_lines import load_yaml, yaml_error_line
 
 BUNDLED = Path(__file__).with_name("templates.yaml")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragsweep.pipelines.embed import load_local_model
-from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.base.registry import Registry
+from ragsweep.pipelines.embedders.local import load_local_model
 from ragsweep.pipelines.retrieve import Hit
 
 

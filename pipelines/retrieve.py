@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ragsweep.pipelines.base.registry import Registry
 from ragsweep.pipelines.chunking import Chunk
-from ragsweep.pipelines.embed import TextEmbedder
+from ragsweep.pipelines.embedders.local import TextEmbedder
 from ragsweep.pipelines.index import IndexHandle
-from ragsweep.pipelines.registry import Registry
 from ragsweep.pipelines.stores import DENSE, RRF_K, SPARSE, Leg, SparseVec, StoreQuery
 
 Dense = list[float] | None

@@ -33,8 +33,8 @@ import numpy as np
 import qdrant_edge as qe
 from filelock import FileLock
 
-from ragsweep.pipelines.progress import Progress
-from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.base.progress import Progress
+from ragsweep.pipelines.base.registry import Registry
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient

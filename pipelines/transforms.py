@@ -18,8 +18,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ragsweep.pipelines.chat import ChatClient, ChatRequest, ChatResponse
-from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.base.registry import Registry
+from ragsweep.pipelines.llm_client.chat import ChatClient, ChatRequest, ChatResponse
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from ragsweep.pipelines.data import Document
-from ragsweep.pipelines.embed import Embedder
-from ragsweep.pipelines.embed_http import AnyEmbedder, index_embedder_key, make_embedder
+from ragsweep.pipelines.embedders.http import AnyEmbedder, index_embedder_key, make_embedder
+from ragsweep.pipelines.embedders.local import Embedder
 from ragsweep.pipelines.graph import GenerationParams, RagPipeline
 from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexHandle, IndexSpec, open_index
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.pipelines.prompts import PromptTemplate, load_templates
 from ragsweep.pipelines.rerank import RERANKERS
 from ragsweep.pipelines.retrieve import Fusion, Retriever
@@ -96,7 +96,7 @@ def open_retrieval(
         raise ValueError(f"the given index {index.folder} has key {index.key}; this pipeline needs {spec.key}")
     encode = None
     if settings.index_build == "ray" and isinstance(embedder, Embedder):  # an endpoint is already shared
-        from ragsweep.pipelines.embed_ray import RayEncoder
+        from ragsweep.pipelines.embedders.ray_data import RayEncoder
 
         encode = RayEncoder(
             embedder.spec, settings.embed_batch_size, settings.index_gpus, settings.embed_backend, cache.root / "onnx"

@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if hasattr(args, "config") and args.config is None:
         args.config, args.config_source = default_config()
-    from ragsweep.pipelines.errors import BadInput
-    from ragsweep.pipelines.secrets import SECRETS
+    from ragsweep.pipelines.base.errors import BadInput
+    from ragsweep.pipelines.base.secrets import SECRETS
     from ragsweep.search.console import setup
     from ragsweep.search.serving.engines import ServerError
 

@@ -30,16 +30,16 @@ from ragsweep.judges.custom import CustomJudgeSpec, load_spec
 from ragsweep.judges.scoring import COST_METRICS, JUDGE_PREFIX, OBJECTIVE_METRICS
 from ragsweep.judges.suite import DEFAULTS as JUDGE_DEFAULTS
 from ragsweep.judges.suite import metric_names
-from ragsweep.pipelines.embed import DEFAULT_EMBEDDER, check_model_folder
-from ragsweep.pipelines.embed_http import EmbeddingEndpoint
-from ragsweep.pipelines.errors import BadInput
-from ragsweep.pipelines.files import read_text_file
+from ragsweep.pipelines.base.errors import BadInput
+from ragsweep.pipelines.base.files import read_text_file
+from ragsweep.pipelines.base.registry import did_you_mean
+from ragsweep.pipelines.base.secrets import MASK, SECRETS
+from ragsweep.pipelines.base.yaml_lines import key_lines, load_yaml, yaml_error_line
+from ragsweep.pipelines.embedders.http import EmbeddingEndpoint
+from ragsweep.pipelines.embedders.local import DEFAULT_EMBEDDER, check_model_folder
 from ragsweep.pipelines.prompts import load_templates
-from ragsweep.pipelines.registry import did_you_mean
 from ragsweep.pipelines.rerank import RERANKERS
-from ragsweep.pipelines.secrets import MASK, SECRETS
 from ragsweep.pipelines.stores import STORES
-from ragsweep.pipelines.yaml_lines import key_lines, load_yaml, yaml_error_line
 from ragsweep.search.registries import ENGINES, SAMPLERS, SCHEDULERS, SELECTION_RULES
 from ragsweep.search.schema import (
     Strict as _Strict,

@@ -23,14 +23,14 @@ from typing import Any
 
 from ray import tune
 
-from ragsweep.pipelines.secrets import SECRETS
+from ragsweep.pipelines.base.secrets import SECRETS
 
 PREFIX = "[ragsweep] "
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(\([\w.]+\))?: ")
 
 
 class MaskingFormatter(logging.Formatter):
-    """A formatter whose output never holds a secret (:data:`~ragsweep.pipelines.secrets.SECRETS`)."""
+    """A formatter whose output never holds a secret (:data:`~ragsweep.pipelines.base.secrets.SECRETS`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         return SECRETS.mask(super().format(record))

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from ragsweep.judges.builtin import JUDGES
+from ragsweep.pipelines.base.registry import Registry
 from ragsweep.pipelines.chunking import CHUNKERS
 from ragsweep.pipelines.context import ORDERS
-from ragsweep.pipelines.registry import Registry
 from ragsweep.pipelines.rerank import RERANKERS
 from ragsweep.pipelines.retrieve import RETRIEVERS
 from ragsweep.pipelines.stores import STORES

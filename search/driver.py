@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.tracking import MlflowClient
 
+from ragsweep.pipelines.base.secrets import SECRETS
 from ragsweep.pipelines.data import Dataset
-from ragsweep.pipelines.secrets import SECRETS
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.confirm import Confirmed, QuestionPlan
 from ragsweep.search.console import TrialTable, add_log_file, remove_handler, varying_keys

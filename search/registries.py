@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragsweep.pipelines.registry import Registry
+from ragsweep.pipelines.base.registry import Registry
 
 _S = "ragsweep.search"
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from ragsweep.judges.intervals import PairedDifference
 from ragsweep.judges.scoring import JUDGE_METRICS
-from ragsweep.pipelines.secrets import SECRETS
+from ragsweep.pipelines.base.secrets import SECRETS
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.confirm import HOLDOUT, Confirmed, QuestionPlan
 from ragsweep.search.promotion.selection import Evidence, Selection, TrialRecord

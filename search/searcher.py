@@ -17,7 +17,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from ragsweep.pipelines.llm import usage_prefix
+from ragsweep.pipelines.llm_client.client import usage_prefix
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.console import logger
 from ragsweep.search.registries import SAMPLERS

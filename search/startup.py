@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ragsweep.pipelines.data import Dataset, load_dataset
-from ragsweep.pipelines.embed import EmbedderError, check_model_folder, resolve_embedder_path
+from ragsweep.pipelines.embedders.local import EmbedderError, check_model_folder, resolve_embedder_path
 from ragsweep.search.config import ConfigError, ExperimentConfig
 from ragsweep.search.confirm import QuestionPlan, plan_questions
 from ragsweep.search.serving.cluster import (
@@ -38,7 +38,7 @@ def prepare(cfg: ExperimentConfig) -> tuple[Dataset, QuestionPlan]:
 def check_embedders(cfg: ExperimentConfig) -> None:
     """Every embedder the search may use is there: a local folder (checked at load too), or an endpoint that
     answers one request now (EmbedderError naming the config key and URL)."""
-    from ragsweep.pipelines.embed_http import EndpointEmbedder, make_embedder
+    from ragsweep.pipelines.embedders.http import EndpointEmbedder, make_embedder
 
     for name in cfg.space.embedder or [cfg.pipeline.embedder]:
         embedder = make_embedder(name, cfg.pipeline.endpoints())

@@ -39,12 +39,12 @@ from ragsweep.judges.scoring import (
     score_answer,
 )
 from ragsweep.judges.suite import build_judges
+from ragsweep.pipelines.base.secrets import SECRETS
 from ragsweep.pipelines.data import Dataset, Question
 from ragsweep.pipelines.graph import Answer
 from ragsweep.pipelines.index import IndexCache
-from ragsweep.pipelines.llm import merge_intervals
-from ragsweep.pipelines.llm_cache import RequestCache
-from ragsweep.pipelines.secrets import SECRETS
+from ragsweep.pipelines.llm_client.cache import RequestCache
+from ragsweep.pipelines.llm_client.client import merge_intervals
 from ragsweep.search.assemble import Assembled, build_pipeline, pipeline_spec
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.schedulers import PER_QUESTION
@@ -299,7 +299,7 @@ class Session:
 
 def request_cache(ctx: SearchContext) -> RequestCache | None:
     """The shared request cache (``llm.cache``); with ``mlflow.redact`` on, replies holding personal data stay out
-    of its file (:mod:`ragsweep.pipelines.llm_cache`)."""
+    of its file (:mod:`ragsweep.pipelines.llm_client.cache`)."""
     if not ctx.llm_cache_path:
         return None
     redact = ctx.config.mlflow.redact

@@ -101,7 +101,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from ragsweep.pipelines.secrets import SECRETS
+    from ragsweep.pipelines.base.secrets import SECRETS
     from ragsweep.search.promotion.registry import PromotionError
 
     _check_port_free(args.host, args.port)  # before anything loads

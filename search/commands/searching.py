@@ -73,7 +73,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from ragsweep.pipelines.secrets import SECRETS
+    from ragsweep.pipelines.base.secrets import SECRETS
     from ragsweep.search.console import logger
     from ragsweep.search.driver import run_search
 
@@ -198,7 +198,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(config_json_schema(), indent=2)
     if args.output:
-        from ragsweep.pipelines.files import write_text_atomic
+        from ragsweep.pipelines.base.files import write_text_atomic
 
         write_text_atomic(args.output, text + "\n")
     else:

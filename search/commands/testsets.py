@@ -21,10 +21,10 @@ def _ingest_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.base.files import check_apart
+    from ragsweep.pipelines.base.progress import Progress
     from ragsweep.pipelines.data import DatasetError
-    from ragsweep.pipelines.files import check_apart
     from ragsweep.pipelines.ingest import MANIFEST, check_out, ingest_folder, write_dataset
-    from ragsweep.pipelines.progress import Progress
 
     check_apart(args.out, "--out", {"folder": args.dir}, DatasetError)
     check_out(args.out, args.overwrite)
@@ -70,8 +70,8 @@ def _generate_questions_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.base.files import check_apart
     from ragsweep.pipelines.data import DatasetError
-    from ragsweep.pipelines.files import check_apart
     from ragsweep.search.questions.generate import generate, parse_kinds, report_table
     from ragsweep.search.tracking.runs import default_tracking_uri
 
@@ -116,8 +116,8 @@ def _review_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
+    from ragsweep.pipelines.base.files import check_apart
     from ragsweep.pipelines.data import DatasetError
-    from ragsweep.pipelines.files import check_apart
     from ragsweep.search.questions.review import apply_review, export
 
     inputs = {"--questions": args.questions, "--corpus": args.corpus, "--reviewed": getattr(args, "reviewed", None)}

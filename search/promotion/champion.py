@@ -24,10 +24,10 @@ from mlflow.pyfunc.model import PythonModel
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
+from ragsweep.pipelines.base.secrets import MASK
 from ragsweep.pipelines.data import file_digest, load_corpus
 from ragsweep.pipelines.index import IndexCache, read_index
 from ragsweep.pipelines.prompts import PromptTemplate
-from ragsweep.pipelines.secrets import MASK
 from ragsweep.search.assemble import build_pipeline
 from ragsweep.search.config import ModelEndpoint, PipelineSettings
 from ragsweep.search.serving.servers import serve

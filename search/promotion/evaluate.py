@@ -32,8 +32,8 @@ from mlflow.tracking import MlflowClient
 from ragsweep.judges.intervals import intervals
 from ragsweep.judges.retrieval import ChunkRef
 from ragsweep.judges.scoring import DETERMINISTIC_METRICS, aggregate, objective, score_answer
+from ragsweep.pipelines.base.errors import BadInput
 from ragsweep.pipelines.data import Dataset, load_dataset
-from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.console import logger
 from ragsweep.search.tracking.runs import TAG_KIND, run_of_kind
 from ragsweep.search.tracking.tracker import RunRef, Tracker

@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ragsweep.pipelines.errors import BadInput
+from ragsweep.pipelines.base.errors import BadInput
 from ragsweep.search.config import PromotionSettings
 from ragsweep.search.promotion.champion import CHAMPION, SIGNATURE
 from ragsweep.search.promotion.gates import Candidate, Decision, Gate, evaluate

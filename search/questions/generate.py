@@ -20,9 +20,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from ragsweep.pipelines.base.progress import Progress
 from ragsweep.pipelines.data import DatasetError, Document, load_corpus, load_dataset
-from ragsweep.pipelines.llm import LLMClient
-from ragsweep.pipelines.progress import Progress
+from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.search.config import ModelEndpoint
 from ragsweep.search.questions.qgen import (
     KINDS,

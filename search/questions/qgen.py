@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragsweep.judges.lexical import normalize, token_f1
-from ragsweep.pipelines.chat import ChatRequest
 from ragsweep.pipelines.data import Document
+from ragsweep.pipelines.llm_client.chat import ChatRequest
 
 KINDS = ("factoid", "multi_sentence", "unanswerable")
 PROMPT_VERSION = "qgen-v1"

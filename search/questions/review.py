@@ -9,11 +9,11 @@ Contract:
   answer must occur in the question's passage: its span is found there, so ``answer_spans`` stay exact. A bad
   row (unknown decision or id, an edited answer not in the passage, one id decided two ways) is an error naming
   the file and line(s), and nothing is written.
-- The CSV may come back from any spreadsheet: any encoding :func:`~ragsweep.pipelines.text_decode.decode_text`
+- The CSV may come back from any spreadsheet: any encoding :func:`~ragsweep.pipelines.base.text_decode.decode_text`
   reads (UTF-8 with or without a byte-order mark, UTF-16, cp1252...), separated by ``,``, ``;`` or tabs (sniffed),
   column names in any case.
 - Both read the questions file through the dataset loader first, so a malformed row is an error naming its line.
-- Outputs are written whole or not at all (:func:`~ragsweep.pipelines.files.write_text_atomic`).
+- Outputs are written whole or not at all (:func:`~ragsweep.pipelines.base.files.write_text_atomic`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ragsweep.pipelines.base.files import read_user_text, write_text_atomic
 from ragsweep.pipelines.data import DatasetError, load_corpus, load_questions, read_jsonl
-from ragsweep.pipelines.files import read_user_text, write_text_atomic
 
 COLUMNS = ("id", "kind", "question", "answer", "passage", "decision", "edited_question", "edited_answer")
 DECISIONS = ("", "accept", "reject", "edit")

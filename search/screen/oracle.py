@@ -19,7 +19,7 @@ from ragsweep.judges.intervals import PairedDifference, Scores, paired_differenc
 from ragsweep.judges.retrieval import ChunkRef
 from ragsweep.judges.scoring import score_answer
 from ragsweep.pipelines.data import Document, Question
-from ragsweep.pipelines.llm import ChatRequest
+from ragsweep.pipelines.llm_client.client import ChatRequest
 from ragsweep.pipelines.prompts import PromptTemplate
 
 MAX_CHARS = 800  # about one retrieved chunk: the answer's paragraph, or a window of it around the answer

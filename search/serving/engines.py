@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from ragsweep.pipelines.errors import BadInput
-from ragsweep.pipelines.llm import Engine, LLMError, check_endpoint
+from ragsweep.pipelines.base.errors import BadInput
+from ragsweep.pipelines.llm_client.client import Engine, LLMError, check_endpoint
 from ragsweep.search.config import ModelEndpoint
 from ragsweep.search.registries import ENGINES
 

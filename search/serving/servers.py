@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ragsweep.pipelines.llm import Engine, LLMClient, LLMError, check_endpoint
-from ragsweep.pipelines.llm_cache import RequestCache
+from ragsweep.pipelines.llm_client.cache import RequestCache
+from ragsweep.pipelines.llm_client.client import Engine, LLMClient, LLMError, check_endpoint
 from ragsweep.search.config import ModelEndpoint
 from ragsweep.search.console import logger
 from ragsweep.search.registries import ENGINES

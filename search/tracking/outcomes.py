@@ -14,7 +14,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.data import Dataset
-from ragsweep.pipelines.llm import USAGE, merge_intervals
+from ragsweep.pipelines.llm_client.client import USAGE, merge_intervals
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.search.config import ExperimentConfig, loggable
 from ragsweep.search.confirm import HOLDOUT, Confirmed

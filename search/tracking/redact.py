@@ -3,7 +3,7 @@
 Contract: :class:`Redactor` maps a string to the same string with every e-mail address replaced by ``[EMAIL]``,
 every phone number by ``[PHONE]`` and every match of a configured pattern by ``[REDACTED]``; :meth:`Redactor.deep`
 does the same for every string inside lists, tuples and dict values. With no settings it changes nothing but
-secrets (:mod:`ragsweep.pipelines.secrets`), which it masks whatever the settings. Model artifacts (the champion's
+secrets (:mod:`ragsweep.pipelines.base.secrets`), which it masks whatever the settings. Model artifacts (the champion's
 corpus and config) are not redacted: the champion needs them to answer.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ragsweep.pipelines.secrets import SECRETS
+from ragsweep.pipelines.base.secrets import SECRETS
 from ragsweep.search.config import RedactSettings
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
-from ragsweep.pipelines.errors import BadInput
+from ragsweep.pipelines.base.errors import BadInput
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.serving.cluster import tune_root
 from ragsweep.search.tracking.runs import TAG_KIND, flatten

@@ -23,8 +23,8 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ragsweep.pipelines.base.errors import BadInput
 from ragsweep.pipelines.data import Dataset
-from ragsweep.pipelines.errors import BadInput
 from ragsweep.search.schema import mask_uri
 from ragsweep.search.tracking.tracker import PARENT_TAG, Tracker
 

@@ -38,7 +38,7 @@ from mlflow.tracing.constant import SpanAttributeKey
 from ragsweep.judges.base import JudgeResult
 from ragsweep.pipelines.data import Question
 from ragsweep.pipelines.graph import Answer
-from ragsweep.pipelines.llm import ChatRequest, ChatResponse
+from ragsweep.pipelines.llm_client.client import ChatRequest, ChatResponse
 from ragsweep.pipelines.retrieve import Hit
 from ragsweep.search.tracking.redact import Redactor
 

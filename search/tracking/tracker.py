@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from ragsweep.pipelines.secrets import SECRETS
+from ragsweep.pipelines.base.secrets import SECRETS
 
 if TYPE_CHECKING:
     from ragsweep.pipelines.data import Dataset

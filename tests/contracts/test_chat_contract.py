@@ -1,13 +1,14 @@
-"""The chat contract (ragsweep.pipelines.chat) against every client backend: llama.cpp, a scripted endpoint, vLLM."""
+"""The chat contract (ragsweep.pipelines.llm_client.chat) against every client backend: llama.cpp, a scripted
+endpoint, vLLM."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from ragsweep.pipelines.chat import ChatClient
-from ragsweep.pipelines.llm import ChatRequest, LLMClient, check_endpoint
-from ragsweep.pipelines.llm_cache import RequestCache
+from ragsweep.pipelines.llm_client.cache import RequestCache
+from ragsweep.pipelines.llm_client.chat import ChatClient
+from ragsweep.pipelines.llm_client.client import ChatRequest, LLMClient, check_endpoint
 from tests.contracts.conftest import ChatBackend
 
 

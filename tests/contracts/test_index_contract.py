@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embedders.local import Embedder
 from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexSpec, open_index
 from ragsweep.pipelines.retrieve import RETRIEVERS, Retriever
 from ragsweep.pipelines.stores import STORES
@@ -144,7 +144,7 @@ def test_every_store_returns_the_same_chunks_as_the_reference(built) -> None:  #
 _RETRIEVE_ALL = """
 import json, sys
 from pathlib import Path
-from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embedders.local import Embedder
 from ragsweep.pipelines.index import open_index, read_index
 from ragsweep.pipelines.retrieve import RETRIEVERS, Retriever
 handle, embedder = open_index(read_index(Path(sys.argv[1])), store=sys.argv[2]), Embedder()

@@ -15,7 +15,7 @@ import pytest
 from ragsweep.judges.base import JudgeItem, LLMJudge, run_judges
 from ragsweep.judges.builtin import JUDGES
 from ragsweep.judges.custom import CustomJudge, CustomJudgeSpec
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 from tests.contracts.conftest import ChatBackend
 
 OPTIONS = type("Options", (), {"reason_chars": 40, "context_chars": 300, "faithfulness_calls": 2})()

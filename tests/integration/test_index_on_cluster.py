@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.embed import Embedder
-from ragsweep.pipelines.embed_ray import RayEncoder
+from ragsweep.pipelines.embedders.local import Embedder
+from ragsweep.pipelines.embedders.ray_data import RayEncoder
 from ragsweep.pipelines.index import IndexCache, IndexSpec
 from tests.integration.local_cluster import LocalCluster
 

@@ -19,7 +19,7 @@ from ragsweep.judges.calibrate import passage
 from ragsweep.judges.custom import CustomJudge, load_spec
 from ragsweep.judges.mlflow_scorers import judge_scorers
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.search.serving.engines import LlamaCppServer
 from tests.conftest import CLI, REPO
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragsweep.pipelines.llm import ChatRequest, LLMClient, LLMError, check_endpoint
+from ragsweep.pipelines.llm_client.client import ChatRequest, LLMClient, LLMError, check_endpoint
 from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.embed import Embedder
-from ragsweep.pipelines.embed_http import EmbeddingEndpoint, EndpointEmbedder
+from ragsweep.pipelines.embedders.http import EmbeddingEndpoint, EndpointEmbedder
+from ragsweep.pipelines.embedders.local import Embedder
 from ragsweep.pipelines.index import IndexCache, IndexSpec, open_index
 from ragsweep.pipelines.retrieve import Retriever
 from ragsweep.search.cli import main

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embedders.local import Embedder
 from ragsweep.pipelines.graph import GenerationParams, RagPipeline
 from ragsweep.pipelines.index import IndexCache, IndexSpec, open_index
-from ragsweep.pipelines.llm import LLMClient
-from ragsweep.pipelines.llm_cache import RequestCache
+from ragsweep.pipelines.llm_client.cache import RequestCache
+from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.pipelines.retrieve import Fusion, Retriever
 from ragsweep.search.serving.engines import LlamaCppServer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.embed import Embedder, resolve_embedder_path
+from ragsweep.pipelines.embedders.local import Embedder, resolve_embedder_path
 from ragsweep.pipelines.index import IndexCache, IndexSpec, open_index
 from ragsweep.pipelines.rerank import CrossEncoderReranker
 from ragsweep.pipelines.retrieve import Retriever

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.search.config import load_config
 from ragsweep.search.confirm import plan_questions

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ragsweep.pipelines.llm import LLMError, check_endpoint
+from ragsweep.pipelines.llm_client.client import LLMError, check_endpoint
 from ragsweep.search.tracking.runs import TAG_KIND, TAG_STATUS
 from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE
 from tests.conftest import CLI, REPO, start_mlflow_server, write_jsonl

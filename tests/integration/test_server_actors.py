@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from ragsweep.pipelines.llm import ChatRequest, ChatResponse
+from ragsweep.pipelines.llm_client.client import ChatRequest, ChatResponse
 from ragsweep.search.config import ModelEndpoint
 from ragsweep.search.serving.servers import serve
 

@@ -121,7 +121,7 @@ def test_bad_values_name_the_field(tmp_path: Path, text: str, expected: str) -> 
 
 
 def test_endpoint_embedder_that_does_not_answer_stops_the_search_before_any_work(tmp_path: Path) -> None:
-    from ragsweep.pipelines.embed import EmbedderError
+    from ragsweep.pipelines.embedders.local import EmbedderError
     from ragsweep.search.startup import check_embedders
     from tests.integration.local_cluster import free_port
 

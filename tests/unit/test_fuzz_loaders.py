@@ -16,10 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ragsweep.pipelines.base.errors import BadInput
+from ragsweep.pipelines.base.text_decode import NotText, decode_text
 from ragsweep.pipelines.data import load_dataset
-from ragsweep.pipelines.errors import BadInput
 from ragsweep.pipelines.ingest import ingest_folder
-from ragsweep.pipelines.text_decode import NotText, decode_text
 from ragsweep.search.cli import main
 from ragsweep.search.config import load_config
 from ragsweep.search.questions.review import DECISIONS, read_decisions

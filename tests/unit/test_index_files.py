@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from ragsweep.pipelines.base.progress import Progress
 from ragsweep.pipelines.chunk_file import OFFSETS, ChunkFile, ChunkWriter
 from ragsweep.pipelines.chunking import Chunk
 from ragsweep.pipelines.index import BUILD_BYTES_PER_CHUNK, build_memory_estimate
-from ragsweep.pipelines.progress import Progress
 from ragsweep.search.cli import main
 from tests.conftest import REPO
 
@@ -93,7 +93,7 @@ def test_a_secondary_progress_speaks_only_when_slow(capfd: pytest.CaptureFixture
 
 
 def test_the_embedder_backend_is_part_of_the_index_key_except_torch() -> None:
-    from ragsweep.pipelines.embed import Embedder, EmbedderError, embedder_key
+    from ragsweep.pipelines.embedders.local import Embedder, EmbedderError, embedder_key
 
     assert embedder_key("default", "torch") == "default"  # caches built before backends existed stay valid
     assert embedder_key("default", "onnx-int8") == "default@onnx-int8"

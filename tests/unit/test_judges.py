@@ -19,7 +19,7 @@ from ragsweep.judges.builtin import (
     average_precision,
 )
 from ragsweep.judges.custom import CustomJudge, CustomJudgeSpec, load_spec
-from ragsweep.pipelines.llm import LLMClient
+from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.search.trial import JudgeBudgetError, _check_judge_budget
 from tests.unit.test_llm_errors import OK_BODY, Script, scripted  # noqa: F401 - the fixture
 

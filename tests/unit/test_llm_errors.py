@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ragsweep.pipelines.llm import ChatRequest, LLMClient, LLMError
+from ragsweep.pipelines.llm_client.client import ChatRequest, LLMClient, LLMError
 from ragsweep.search.serving.engines import ManagedServer, ServerError
 
 OK_BODY = {

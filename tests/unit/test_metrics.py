@@ -65,8 +65,8 @@ def test_objective_is_always_finite() -> None:
 
 
 def test_request_cache_key_ignores_endpoint_and_reflects_content(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from ragsweep.pipelines.llm import ChatRequest, ChatResponse
-    from ragsweep.pipelines.llm_cache import RequestCache, cacheable, request_key
+    from ragsweep.pipelines.llm_client.cache import RequestCache, cacheable, request_key
+    from ragsweep.pipelines.llm_client.client import ChatRequest, ChatResponse
 
     req = ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8)
     assert request_key("m", req) == request_key("m", ChatRequest((("user", "q"),), temperature=0.0, max_tokens=8))
@@ -90,8 +90,8 @@ def test_a_redacting_request_cache_keeps_personal_replies_off_disk(tmp_path) -> 
     """With mlflow.redact on, a reply the masks would change is served from memory, unmasked, and never written."""
     import pickle
 
-    from ragsweep.pipelines.llm import ChatResponse
-    from ragsweep.pipelines.llm_cache import RequestCache
+    from ragsweep.pipelines.llm_client.cache import RequestCache
+    from ragsweep.pipelines.llm_client.client import ChatResponse
     from ragsweep.search.config import RedactSettings
     from ragsweep.search.tracking.redact import Redactor
 
@@ -111,7 +111,7 @@ def test_a_redacting_request_cache_keeps_personal_replies_off_disk(tmp_path) -> 
 
 
 def test_merge_intervals_counts_overlap_once() -> None:
-    from ragsweep.pipelines.llm import ClientStats, merge_intervals
+    from ragsweep.pipelines.llm_client.client import ClientStats, merge_intervals
 
     assert merge_intervals([(5, 6), (0, 2), (1, 3), (3, 4)]) == [(0, 4), (5, 6)]
     stats = ClientStats(intervals=[(0.0, 2.0), (1.0, 3.0), (10.0, 11.0)])

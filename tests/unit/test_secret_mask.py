@@ -1,11 +1,11 @@
-"""The secret mask (pipelines/secrets.py) and how logged configs carry secrets: masked, and restored from the
+"""The secret mask (pipelines/base/secrets.py) and how logged configs carry secrets: masked, and restored from the
 environment when a champion loads."""
 
 from __future__ import annotations
 
 import pytest
 
-from ragsweep.pipelines.secrets import MASK, SecretMask
+from ragsweep.pipelines.base.secrets import MASK, SecretMask
 from ragsweep.search.config import ModelEndpoint, loggable
 from ragsweep.search.promotion.champion import unmasked_env
 

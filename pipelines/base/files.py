@@ -13,7 +13,7 @@ import errno
 import os
 from pathlib import Path
 
-from ragsweep.pipelines.text_decode import Decoded, NotText, decode_text
+from ragsweep.pipelines.base.text_decode import Decoded, NotText, decode_text
 
 
 def _why(e: OSError) -> str:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ragsweep.pipelines.chat import ChatRequest, ChatResponse
+from ragsweep.pipelines.llm_client.chat import ChatRequest, ChatResponse
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (

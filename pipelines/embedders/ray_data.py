@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ragsweep.pipelines.embed import Embedder
+from ragsweep.pipelines.embedders.local import Embedder
 
 
 class _EmbedBatch:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from ragsweep.pipelines.errors import BadInput
+from ragsweep.pipelines.base.errors import BadInput
 
 DEFAULT_EMBEDDER = "default"
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -29,7 +29,7 @@ def embedder_key(spec: str, backend: str) -> str:
 
 class TextEmbedder(Protocol):
     """What index builds and retrievers need of an embedder: :class:`Embedder` (local) and
-    :class:`~ragsweep.pipelines.embed_http.EndpointEmbedder` (an embeddings endpoint) both are one."""
+    :class:`~ragsweep.pipelines.embedders.http.EndpointEmbedder` (an embeddings endpoint) both are one."""
 
     spec: str
 
@@ -103,7 +103,7 @@ class Embedder:
         """Load the model (and for ONNX, export it once) now, so the cost is not hidden in the first query."""
         _ = self.model
         if self.backend != "torch" and self._onnx is None:
-            from ragsweep.pipelines.embed_onnx import onnx_encoder
+            from ragsweep.pipelines.embedders.onnx import onnx_encoder
 
             self._onnx = onnx_encoder(
                 self.model, self.path, self.cache_dir, self.backend == "onnx-int8", self.batch_size
