@@ -123,61 +123,29 @@ def ingest_folder(folder: Path, progress: Callable[[int, str], None] | None = No
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
     out = Ingested(str(folder.resolve()))
-    seen_text: dict[str, str] = {}  # sha256 of the text -> the id that has it
-    seen_ids: dict[str, str] = {}  # id -> where it was read (file[:line])
+    seen = _Seen()
     own: list[Path] = []
     for i, path in enumerate(_files(folder, own), 1):
         rel = path.relative_to(folder).as_posix()
         if progress is not None:
             progress(i, rel)
-        kind = path.suffix.lower()
-        encoding: str | None = None
-        try:
-            if kind == ".jsonl":
-                candidates, encoding = _jsonl_rows(path, rel, out)
-            elif kind in EXTRACTORS:
-                extracted = EXTRACTORS.get(kind)(path)
-                encoding = extracted.encoding
-                candidates = [(rel, {"id": rel, "title": extracted.title, "text": extracted.text})]
-            else:
-                known = ", ".join([*EXTRACTORS.names(), ".jsonl"])
-                out.skipped.append(Skipped(rel, f"unsupported kind {kind or '(no extension)'} (read: {known})"))
-                continue
-        except Unreadable as e:
-            out.skipped.append(Skipped(rel, str(e)))
+        found = _read_file(path, rel, out)
+        if found is None:
             continue
-        except OSError as e:
-            out.skipped.append(Skipped(rel, f"cannot read ({e.strerror or e})"))
-            continue
-        except Exception as e:  # noqa: BLE001 - a parser's failure on a junk file is a skip, never a crash
-            out.skipped.append(Skipped(rel, f"could not be parsed ({type(e).__name__}: {str(e)[:200]})"))
-            continue
+        candidates, encoding = found
         for where, doc in candidates:
-            if not doc["text"].strip():
-                out.skipped.append(Skipped(where, "no text (empty, or a scanned PDF without a text layer)"))
-                continue
-            digest = hashlib.sha256(doc["text"].encode("utf-8")).hexdigest()
-            if digest in seen_text:
-                out.skipped.append(Skipped(where, f"duplicate of {seen_text[digest]}"))
-                continue
-            if doc["id"] in seen_ids:
-                raise DatasetError(
-                    f"{folder}: document id {doc['id']!r} is used twice, by {seen_ids[doc['id']]} and "
-                    f"{where}, with different texts; ids must be unique across the corpus: rename one"
+            if seen.admit(folder, where, doc, out):
+                out.docs.append(doc)
+                out.read.append(
+                    {
+                        "path": where,
+                        "file": rel,
+                        "id": doc["id"],
+                        "kind": path.suffix.lower(),
+                        "chars": len(doc["text"]),
+                        "encoding": encoding,
+                    }
                 )
-            seen_text[digest] = doc["id"]
-            seen_ids[doc["id"]] = where
-            out.docs.append(doc)
-            out.read.append(
-                {
-                    "path": where,
-                    "file": rel,
-                    "id": doc["id"],
-                    "kind": kind,
-                    "chars": len(doc["text"]),
-                    "encoding": encoding,
-                }
-            )
     for p in own:
         out.skipped.append(
             Skipped(
@@ -186,6 +154,52 @@ def ingest_folder(folder: Path, progress: Callable[[int, str], None] | None = No
             )
         )
     return out
+
+
+def _read_file(path: Path, rel: str, out: Ingested) -> tuple[list[tuple[str, dict[str, str]]], str | None] | None:
+    """The candidate documents of one file (where, row) and its encoding; None when the file is skipped (the
+    reason appended to ``out.skipped``)."""
+    kind = path.suffix.lower()
+    try:
+        if kind == ".jsonl":
+            return _jsonl_rows(path, rel, out)
+        if kind in EXTRACTORS:
+            extracted = EXTRACTORS.get(kind)(path)
+            return [(rel, {"id": rel, "title": extracted.title, "text": extracted.text})], extracted.encoding
+        known = ", ".join([*EXTRACTORS.names(), ".jsonl"])
+        out.skipped.append(Skipped(rel, f"unsupported kind {kind or '(no extension)'} (read: {known})"))
+    except Unreadable as e:
+        out.skipped.append(Skipped(rel, str(e)))
+    except OSError as e:
+        out.skipped.append(Skipped(rel, f"cannot read ({e.strerror or e})"))
+    except Exception as e:  # noqa: BLE001 - a parser's failure on a junk file is a skip, never a crash
+        out.skipped.append(Skipped(rel, f"could not be parsed ({type(e).__name__}: {str(e)[:200]})"))
+    return None
+
+
+@dataclass
+class _Seen:
+    """Texts and ids read so far: an empty text or a repeated text is skipped, an id used twice is an error."""
+
+    texts: dict[str, str] = field(default_factory=dict)  # sha256 of the text -> the id that has it
+    ids: dict[str, str] = field(default_factory=dict)  # id -> where it was read (file[:line])
+
+    def admit(self, folder: Path, where: str, doc: dict[str, str], out: Ingested) -> bool:
+        if not doc["text"].strip():
+            out.skipped.append(Skipped(where, "no text (empty, or a scanned PDF without a text layer)"))
+            return False
+        digest = hashlib.sha256(doc["text"].encode("utf-8")).hexdigest()
+        if digest in self.texts:
+            out.skipped.append(Skipped(where, f"duplicate of {self.texts[digest]}"))
+            return False
+        if doc["id"] in self.ids:
+            raise DatasetError(
+                f"{folder}: document id {doc['id']!r} is used twice, by {self.ids[doc['id']]} and "
+                f"{where}, with different texts; ids must be unique across the corpus: rename one"
+            )
+        self.texts[digest] = doc["id"]
+        self.ids[doc["id"]] = where
+        return True
 
 
 def write_dataset(ingested: Ingested, out: Path, *, overwrite: bool = False) -> Path:
