@@ -180,8 +180,6 @@ def _search(
 ) -> SearchOutcome:
     import ray
 
-    from ragsweep.search.trial import SearchContext
-
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     env = _worker_env()
@@ -207,21 +205,7 @@ def _search(
             generators={n: cfg.llm.generators[n] for n in cfg.space.generator or []},
         ) as endpoints:
             timings["server_start_s"] = time.perf_counter() - t0
-            ctx = SearchContext(
-                config=trial_cfg,
-                dataset=dataset,
-                question_ids=plan.search_ids,
-                endpoints=endpoints,
-                tracking_uri=trial_uri,
-                experiment_id=exp_id,
-                parent_run_id=parent.run_id,
-                index_cache_dir=cfg.index_cache,
-                llm_cache_path=(storage / "llm-cache.sqlite").resolve() if cfg.llm.cache else None,
-                env=env,
-                prompt_uris=register_prompts(cfg, parent),
-                held_out=plan.held_out,
-                screen_ids=plan.screen_ids,
-            )
+            ctx = _context(cfg, trial_cfg, trial_uri, dataset, plan, endpoints, parent, exp_id, env)
             tuner = _tuner(cfg, ctx, ray_dir, restore, verbose, staging.by_label if staging is not None else None)
             try:
                 grid, found, confirmed, oracle = _run_and_confirm(cfg, ctx, tuner, plan, parent, restore, timings)
@@ -232,6 +216,37 @@ def _search(
     finally:
         if address is None:
             ray.shutdown()
+
+
+def _context(
+    cfg: ExperimentConfig,
+    trial_cfg: ExperimentConfig,
+    trial_uri: str,
+    dataset: Dataset,
+    plan: QuestionPlan,
+    endpoints: Any,
+    parent: RunRef,
+    exp_id: str,
+    env: dict[str, str],
+) -> SearchContext:
+    """What every trial gets (``trial_cfg``/``trial_uri``: as other nodes must see them on a cluster)."""
+    from ragsweep.search.trial import SearchContext
+
+    return SearchContext(
+        config=trial_cfg,
+        dataset=dataset,
+        question_ids=plan.search_ids,
+        endpoints=endpoints,
+        tracking_uri=trial_uri,
+        experiment_id=exp_id,
+        parent_run_id=parent.run_id,
+        index_cache_dir=cfg.index_cache,
+        llm_cache_path=(cfg.storage_dir / "llm-cache.sqlite").resolve() if cfg.llm.cache else None,
+        env=env,
+        prompt_uris=register_prompts(cfg, parent),
+        held_out=plan.held_out,
+        screen_ids=plan.screen_ids,
+    )
 
 
 def _tuner(
