@@ -142,20 +142,6 @@ def _search(
     base: str,
 ) -> tuple[dict[str, tuple[float, int]], int]:
     """Trials: key -> (search objective, questions answered); and the LLM calls they spent."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna's experimental-feature and pruner warnings
-        return _search_quiet(table, st, seed, search_q, weights, allowed, base)
-
-
-def _search_quiet(
-    table: Table,
-    st: Strategy,
-    seed: int,
-    search_q: list[str],
-    weights: dict[str, float],
-    allowed: list[str] | None,
-    base: str,
-) -> tuple[dict[str, tuple[float, int]], int]:
     import optuna
 
     keys = [k for k in table.rows if allowed is None or retrieval_key(table.rows[k]["params"]) in allowed]
@@ -269,7 +255,9 @@ def replay(table: Table, st: Strategy, seed: int, weights: dict[str, float], fra
     if st.stage == "two_stage":
         allowed = candidates(table, search_q, base)
         fr = tuple(allowed)
-    results, calls = _search(table, st, seed, search_q, weights, allowed, base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's experimental-feature and pruner warnings
+        results, calls = _search(table, st, seed, search_q, weights, allowed, base)
     done = {k: v for k, v in results.items() if v[1] == len(search_q)}
     finals = sorted(done, key=lambda k: done[k][0], reverse=True)[: st.finalists]
     answered, used = _confirm(table, st, finals, base, held_q, weights, seed)

@@ -24,57 +24,28 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-import httpx
 from mlflow.tracking import MlflowClient
 
 from ragsweep.search.config import load_config
 from ragsweep.search.driver import run_search
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.integration.local_cluster import start_mlflow  # noqa: E402
 
 
 def _start_server(root: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "art"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{uri}/health", timeout=2).status_code == 200:
-                return proc, uri
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("mlflow server did not start")
+    """The tests' real ``mlflow server`` (sqlite store and artifacts in ``root``)."""
+    try:
+        return start_mlflow(root)
+    except RuntimeError as e:
+        raise SystemExit(f"mlflow server did not start: {e}") from None
 
 
 def _trial(args: argparse.Namespace, uri: str, root: Path, rate: float, n: int) -> dict[str, float]:

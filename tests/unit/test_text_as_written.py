@@ -9,26 +9,21 @@ are bounded and derandomised for CI; ``RAGSWEEP_FUZZ_EXAMPLES`` raises the bound
 
 from __future__ import annotations
 
-import os
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ragsweep.pipelines.extract import extract_html, extract_markdown, extract_pdf
 from tests.conftest import REPO
+from tests.unit.test_fuzz_loaders import EXAMPLES as RAGSWEEP_EXAMPLES
+from tests.unit.test_fuzz_loaders import FUZZ as FUZZ_LOADERS
 
-EXAMPLES = max(10, int(os.environ.get("RAGSWEEP_FUZZ_EXAMPLES", "120")) // 4)
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+EXAMPLES = max(10, RAGSWEEP_EXAMPLES // 4)
+FUZZ = settings(FUZZ_LOADERS, max_examples=EXAMPLES)
 WORD = re.compile(r"\w+")
 REAL_MARKDOWN = sorted(
     p
