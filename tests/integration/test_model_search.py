@@ -88,7 +88,7 @@ llm:
     terse: {{model: default, max_tokens: 4}}
     roomy: {{model: default, max_tokens: 24, n_ctx: 2048}}
 judges: {{suite: []}}
-search: {{num_samples: 4, questions_per_trial: 3, scheduler: fifo, finalists: 1, sampler: grid}}
+search: {{num_samples: 4, questions_per_trial: 3, scheduler: fifo, finalists: 1, sampler: grid, oracle: false}}
 mlflow: {{experiment: models, model_name: models-model}}
 storage_dir: {tmp_path / "runs"}
 """)

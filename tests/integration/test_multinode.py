@@ -36,8 +36,8 @@ space: {{chunk_size: [200, 400, 800], chunk_overlap: [0], retriever: [bm25, dens
 pipeline: {{max_tokens: 8}}
 judges: {{suite: []}}
 objective: {{weights: {{recall_at_k: 1.0, token_f1: 0.1}}}}
-search: {{sampler: random, scheduler: fifo, num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: 6,
-          shard_size: 2}}
+search: {{sampler: random, scheduler: fifo, num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: 4,
+          shard_size: 2, holdout_questions: 2, oracle: false}}
 mlflow: {{tracking_uri: "{uri}", experiment: multinode, model_name: multinode-model}}
 storage_dir: {tmp / "runs"}
 """)

@@ -27,7 +27,7 @@ from tests.integration.test_search_e2e import _run
 pytestmark = pytest.mark.integration
 
 MODEL = "gates-model"
-N_QUESTIONS = 12
+N_QUESTIONS = 8
 # The gates compare on a deterministic objective (retrieval recall), so "clearly better" does not depend on
 # what the tiny CPU model happens to answer: 60-character chunks, one retrieved, against 800 characters, three.
 WEAK = {"chunk_size": 60, "top_k": 1, "prompt": "concise", "max_tokens": 2}
@@ -49,8 +49,8 @@ space:
   top_k: [{point["top_k"]}]
   prompt: [{point["prompt"]}]
 pipeline: {{max_tokens: {point["max_tokens"]}}}
-search: {{num_samples: 1, max_concurrent_trials: 1, questions_per_trial: {N_QUESTIONS}, shard_size: 6,
-          scheduler: fifo}}
+search: {{num_samples: 1, max_concurrent_trials: 1, questions_per_trial: {N_QUESTIONS}, shard_size: 4,
+          scheduler: fifo, oracle: false}}
 judges: {{suite: []}}
 objective: {{weights: {{recall_at_k: 1.0}}}}
 promotion: {{confidence: 0.9, max_latency_p95_s: 120}}

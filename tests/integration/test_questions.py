@@ -34,7 +34,7 @@ dataset: {{corpus: {corpus}, questions: {questions}, holdout: 0}}
 space: {{chunk_size: [300, 600], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}}
 pipeline: {{max_tokens: 12}}
 judges: {{suite: []}}
-search: {{num_samples: 2, questions_per_trial: 3, scheduler: fifo, finalists: 1, sampler: grid}}
+search: {{num_samples: 2, questions_per_trial: 3, scheduler: fifo, finalists: 1, sampler: grid, oracle: false}}
 mlflow: {{experiment: chain, model_name: chain-model}}
 storage_dir: {root / "runs"}
 """)

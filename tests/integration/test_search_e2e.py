@@ -25,12 +25,17 @@ from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
 
-N_TRIALS, N_QUESTIONS, N_HELD_OUT = 3, 6, 3
-# Tests about search mechanics run one cheap judge; the main search runs the full default judge suite.
+N_TRIALS, N_QUESTIONS, N_HELD_OUT = 3, 4, 3
+# Tests about search mechanics run one cheap judge, or none when the objective reads no judge; the main search runs
+# the full default judge suite (verdicts without rationales: test_tracing has a judge give them).
 ONE_JUDGE = "judges: {suite: [correctness], reason_chars: 0}"
+NO_JUDGE = "judges: {suite: []}"
+# What only the main search needs to prove: the oracle ceiling (the mechanics tests skip its extra answers).
+NO_ORACLE = ", oracle: false"
 SUITE = ("judge_correctness", "judge_faithfulness", "judge_answer_relevance", "judge_context_precision")
 # The main search: the default suite plus a custom YAML judge that takes part in the objective.
 FULL = """judges:
+  reason_chars: 0
   custom:
     - {name: concise, definition: "The answer gives what was asked and nothing else.",
        grading_prompt: "1: padded or off the point. 2: some extra words. 3: just the answer.",
@@ -39,7 +44,14 @@ objective: {weights: {token_f1: 0.7, recall_at_k: 0.3, judge_concise: 0.01}}"""
 
 
 def _config(
-    tmp: Path, corpus: Path, questions: Path, uri: str, experiment: str, extra: str = "", judges: str = ONE_JUDGE
+    tmp: Path,
+    corpus: Path,
+    questions: Path,
+    uri: str,
+    experiment: str,
+    extra: str = "",
+    judges: str = ONE_JUDGE,
+    search: str = NO_ORACLE,
 ) -> Path:
     cfg = tmp / "exp.yaml"
     cfg.write_text(f"""
@@ -51,8 +63,8 @@ space:
   top_k: [2, 3]
   prompt: [concise, extractive]
 pipeline: {{max_tokens: 16}}
-search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {N_QUESTIONS}, shard_size: 3,
-          scheduler: fifo, finalists: 1, holdout_questions: {N_HELD_OUT}}}
+search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {N_QUESTIONS}, shard_size: 2,
+          scheduler: fifo, finalists: 1, holdout_questions: {N_HELD_OUT}{search}}}
 mlflow: {{tracking_uri: "{uri}", experiment: {experiment}, model_name: {experiment}-model}}
 storage_dir: {tmp / "runs"}
 {judges}
@@ -79,7 +91,7 @@ def _runs(uri: str, experiment: str) -> tuple[list, list]:
 @pytest.fixture(scope="module")
 def search_result(tmp_path_factory: pytest.TempPathFactory, xquad_slice: tuple[Path, Path], mlflow_server: str):
     tmp = tmp_path_factory.mktemp("e2e")
-    cfg = _config(tmp, *xquad_slice, mlflow_server, "e2e", judges=FULL)
+    cfg = _config(tmp, *xquad_slice, mlflow_server, "e2e", judges=FULL, search="")
     # Run from another folder, through the script path, as `ray submit` would (the file, not the module).
     # 108 requests to a 135M CPU model that answers one at a time (5-30 s each, a rambling faithfulness reply
     # up to its token budget more): on a busy 2-core machine its first two trials alone took 13 minutes.
@@ -367,7 +379,7 @@ def test_rerun_of_the_same_search_makes_no_llm_calls(search_result, xquad_slice)
     proc, tmp, uri = search_result
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Same storage_dir (so the same request cache), new experiment so the runs are easy to tell apart.
-    cfg = _config(tmp, *xquad_slice, uri, "e2e-rerun", judges=FULL)
+    cfg = _config(tmp, *xquad_slice, uri, "e2e-rerun", judges=FULL, search="")
     rerun = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     parents, children = _runs(uri, "e2e-rerun")
@@ -406,10 +418,10 @@ dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}}}
 space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [1, 3, 5], prompt: [concise]}}
 pipeline: {{max_tokens: 8}}
 objective: {{weights: {{recall_at_k: 1.0}}}}
-{ONE_JUDGE}
+{NO_JUDGE}
 search: {{num_samples: 5, max_concurrent_trials: 2, questions_per_trial: 8, shard_size: 4, grace_questions: 4,
           reduction_factor: 2, scheduler: {scheduler}, p_threshold: 0.3, seed: 2, baseline: {{top_k: 5}},
-          finalists: 2, holdout_questions: 4}}
+          finalists: 2, holdout_questions: 4{NO_ORACLE}}}
 mlflow: {{tracking_uri: "{mlflow_server}", experiment: {exp}, model_name: {exp}-model}}
 storage_dir: {tmp_path / "runs"}
 """)

@@ -29,13 +29,14 @@ def _write(
     space: str,
     search: str,
     objective: str = "{weights: {recall_at_k: 1.0}}",
+    judges: str = "{suite: []}",
 ) -> Path:
     cfg = tmp / f"{experiment}.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, name: xquad_slice}}
 space: {space}
 pipeline: {{max_tokens: 8}}
-judges: {{suite: [correctness], reason_chars: 0}}
+judges: {judges}
 objective: {objective}
 search: {search}
 mlflow: {{tracking_uri: "{uri}", experiment: {experiment}, model_name: {experiment}-model}}
@@ -57,7 +58,7 @@ def test_multi_objective_promotes_the_front_point_the_rule_picks(
         "mo",
         "{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [5, 1], prompt: [concise]}",
         "{sampler: grid, scheduler: fifo, num_samples: 10, max_concurrent_trials: 2, questions_per_trial: 4,"
-        " shard_size: 4}",
+        " shard_size: 4, oracle: false}",
         "{weights: {recall_at_k: 1.0}, cost: tokens_per_question, max_cost: 350}",
     )
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
@@ -98,7 +99,8 @@ def test_llm_call_budget_stops_the_search(tmp_path: Path, xquad_slice, mlflow_se
         "budget",
         "{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3], prompt: [concise]}",
         "{num_samples: 6, max_concurrent_trials: 1, questions_per_trial: 6, shard_size: 3, scheduler: fifo,"
-        " max_llm_calls: 10}",
+        " max_llm_calls: 10, holdout_questions: 2, oracle: false}",
+        judges="{suite: [correctness], reason_chars: 0}",
     )
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
@@ -127,14 +129,15 @@ def _wait_for_completed_trial(uri: str, experiment: str, proc: subprocess.Popen,
 
 
 def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
-    n = 3
+    n, q = 3, 4
     cfg = _write(
         tmp_path,
         xquad_slice,
         mlflow_server,
         "resume",
         "{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3], prompt: [concise]}",
-        f"{{num_samples: {n}, max_concurrent_trials: 1, questions_per_trial: 6, shard_size: 3, scheduler: fifo}}",
+        f"{{num_samples: {n}, max_concurrent_trials: 1, questions_per_trial: {q}, shard_size: 2, scheduler: fifo,"
+        " holdout_questions: 2, oracle: false}",
     )
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
     driver = subprocess.Popen(
@@ -167,7 +170,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_s
     assert parent.info.status == "FINISHED" and parent.data.tags["ragsweep.resumed"] == "1"
     trial_ids = [c.data.tags[TAG_TRIAL_ID] for c in children]
     assert len(children) == n and len(set(trial_ids)) == n, trial_ids  # no duplicated child runs
-    assert all(c.data.tags[TAG_STATUS] == "completed" and c.data.metrics["n_questions"] == 6 for c in children)
+    assert all(c.data.tags[TAG_STATUS] == "completed" and c.data.metrics["n_questions"] == q for c in children)
     after = client.get_run(first)
     # The trial that had completed was not answered again: no new metric steps, same start and (unless the champion
     # model was logged into its run, which reopens it) the same end time.

@@ -53,8 +53,8 @@ dataset: {{corpus: {write_jsonl(tmp / "corpus.jsonl", docs)}, questions: {write_
           name: planted}}
 space: {{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}}
 pipeline: {{max_tokens: 12, prompts_file: {tmp / "prompts.yaml"}}}
-search: {{num_samples: 2, max_concurrent_trials: 2, questions_per_trial: 8, shard_size: 4, scheduler: fifo,
-          sampler: grid}}
+search: {{num_samples: 2, max_concurrent_trials: 2, questions_per_trial: 6, shard_size: 3, scheduler: fifo,
+          sampler: grid, holdout_questions: 2, oracle: false}}
 judges: {{suite: [correctness], reason_chars: 60}}
 mlflow: {{tracking_uri: "{mlflow_server}", experiment: redact, model_name: redact-model, trace_sample_rate: {RATE},
          redact: {{emails: true, phones: true, patterns: ['(?:\\d[ -]?){{13,16}}']}}}}
