@@ -110,7 +110,8 @@ def cluster_config(work: Path, project: Path) -> Path:
     ):  # cloud-only fields: Ray refuses them for on-premise clusters
         cfg.pop(key, None)
     cfg["file_mounts"] = {"~/ragsweep": str(project)}
-    cfg["setup_commands"] = [c for c in cfg["setup_commands"] if "pip install" not in c]
+    for key in ("setup_commands", "head_setup_commands"):
+        cfg[key] = [c for c in cfg[key] if "pip install" not in c]
     for key in ("worker_start_ray_commands",):
         cfg[key] = []
     path = work / "cluster-local.yaml"

@@ -34,7 +34,7 @@ def test_ray_submit_with_no_arguments_runs_the_clusters_search(tmp_path: Path, x
         profile = 'if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi\n'
         (home / ".profile").write_text(profile)
         cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
-        commands = [c for c in cluster["setup_commands"] if "pip install" not in c] + cluster["head_setup_commands"]
+        commands = [c for c in cluster["setup_commands"] + cluster["head_setup_commands"] if "pip install" not in c]
         for cmd in commands:
             subprocess.run(["bash", "-c", cmd], env={**os.environ, "HOME": str(home)}, check=True, timeout=30)
         bashrc = (home / ".bashrc").read_text()
@@ -46,7 +46,7 @@ dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, holdout: 0}}
 space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}}
 pipeline: {{max_tokens: 8}}
 judges: {{suite: []}}
-search: {{num_samples: 1, questions_per_trial: 3, scheduler: fifo, finalists: 1}}
+search: {{num_samples: 1, questions_per_trial: 3, scheduler: fifo, finalists: 1, oracle: false}}
 mlflow: {{experiment: launcher, model_name: launcher-model}}
 """)
         shutil.copy(REPO / "search" / "run.py", home / "run.py")  # what ray submit does: the script alone

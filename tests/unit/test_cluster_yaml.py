@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import ray.autoscaler
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from ragsweep.search.serving.gpu_fit import AWS_FAMILY_GPU
 from tests.conftest import REPO
 
 CLUSTER = REPO / "cluster.yaml"
@@ -81,14 +83,41 @@ def test_a_typo_fails_validation(path: tuple[str, ...], typo: str) -> None:
         _check(config)
 
 
+def _installs(config: dict[str, Any]) -> dict[str, str]:
+    """Node type -> the pip install its node runs (a worker type's own worker_setup_commands override the
+    top-level ones, as in Ray's launcher)."""
+    out = {}
+    for name, node in config["available_node_types"].items():
+        if name == config["head_node_type"]:
+            commands = config["setup_commands"] + config["head_setup_commands"]
+        else:
+            commands = config["setup_commands"] + node.get(
+                "worker_setup_commands", config.get("worker_setup_commands", [])
+            )
+        (install,) = [c for c in commands if "pip install" in c]
+        out[name] = install
+    return out
+
+
 def test_every_node_gets_the_project_installed() -> None:
     config = _load()
     assert config["file_mounts"] == {"~/ragsweep": "."}
-    assert ".venv" in config["rsync_exclude"]  # never copy a local virtualenv to the nodes
-    install = " ".join(config["setup_commands"])
     extras = set(metadata("ragsweep").get_all("Provides-Extra"))
-    assert "pip install" in install and "$HOME/ragsweep[gpu,cluster]" in install
-    assert {"gpu", "cluster"} <= extras
+    for name, install in _installs(config).items():
+        node = config["available_node_types"][name]
+        assert '-c "$HOME/ragsweep/constraints.txt"' in install, name  # one lock on every node
+        (wanted,) = re.findall(r'"\$HOME/ragsweep\[([a-z,-]+)\]"', install)
+        assert "cluster" in wanted.split(",") and set(wanted.split(",")) <= extras, name
+        # vLLM and CUDA torch only where a GPU is; everywhere else the CPU build of torch
+        gpu = node["node_config"]["InstanceType"].split(".")[0] in AWS_FAMILY_GPU
+        assert ("gpu" in wanted.split(",")) is gpu, name
+        assert gpu or "download.pytorch.org/whl/cpu" in install, name
+        # a disk that holds the environment (the stock root disk is 8 GiB) and, off the head, credentials
+        (disk,) = node["node_config"]["BlockDeviceMappings"]
+        assert disk["Ebs"]["VolumeSize"] >= (200 if gpu else 50), name
+        if name != config["head_node_type"]:
+            assert node["node_config"]["IamInstanceProfile"], name  # Ray gives only the head a profile
+    assert "tracking-server" in _installs(config)[config["head_node_type"]]  # the head's MLflow server
     heads = " ".join(config["head_start_ray_commands"])
     assert "ray start --head" in heads and "mlflow server --host 0.0.0.0 --port 5000" in heads
     assert "--dashboard-host=0.0.0.0" in heads  # ray job submit from outside the head
@@ -97,7 +126,7 @@ def test_every_node_gets_the_project_installed() -> None:
 def test_readme_cluster_commands_point_at_real_files() -> None:
     readme = (REPO / "README.md").read_text()
     assert "ray up cluster.yaml" in readme and "ray down cluster.yaml" in readme
-    assert "ray submit cluster.yaml search/run.py " in readme
+    assert "ray submit --tmux cluster.yaml search/run.py " in readme
     assert (REPO / "configs" / "gpu.yaml").is_file() and (REPO / "search" / "run.py").is_file()
     # the config the head uses without arguments is the project's gpu.yaml, where file_mounts puts it
     setup = " ".join(_load()["head_setup_commands"])
@@ -129,3 +158,27 @@ def test_every_launcher_command_is_valid_bash() -> None:
     for cmd in commands:
         out = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, f"{cmd!r}: {out.stderr}"
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """(file, line) for every shell line of the docs, README and cluster.yaml's comments."""
+    out = []
+    for f in [REPO / "README.md", REPO / "cluster.yaml", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in f.read_text().splitlines():
+            if f.suffix == ".yaml" and not line.lstrip().startswith("#"):
+                continue  # YAML values are the launcher's, which expands a remote ~ itself
+            out.append((f.name, line.lstrip("# ").strip()))
+    return out
+
+
+def test_every_documented_ray_submit_survives_a_dropped_connection() -> None:
+    """`ray submit` runs the driver in the laptop's SSH session unless --tmux (or --screen) keeps it on the head."""
+    submits = [(f, line) for f, line in _documented_commands() if re.match(r"ray submit\b", line)]
+    assert len(submits) >= 6
+    assert [(f, line) for f, line in submits if not re.search(r"--(tmux|screen)\b", line)] == []
+
+
+def test_no_documented_command_quotes_a_tilde_the_shell_must_expand() -> None:
+    """`"~/x"` is never expanded (a literal ~ folder); remote paths go in single quotes, local ones bare."""
+    quoted = [(f, line) for f, line in _documented_commands() if re.search(r'(?<![`\'])"~', line)]
+    assert quoted == []
