@@ -1,10 +1,13 @@
 """k8s/ and the Dockerfile, offline: every manifest against the Kubernetes schemas (kubernetes-validate, strict)
-and the KubeRay RayJob schema (tests/data/kuberay), unknown fields failing; references between manifests; the
-security rules (non-root, resources, no plaintext secrets); and the kustomize build where kubectl is installed."""
+and the RayJob against KubeRay's real CRDs of v1.3.0 and v1.7.0 (tests/data/kuberay), unknown fields failing;
+references between manifests; the security rules (non-root, resources, no plaintext secrets); and the kustomize
+build."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import gzip
 import json
 import re
 import shutil
@@ -19,17 +22,16 @@ import kubernetes_validate
 import pytest
 import ray
 import yaml
-from referencing import Registry, Resource
 
-from ragsweep.search.config import load_config
-from ragsweep.search.serving.gpu_fit import AWS_FAMILY_GPU, GFD_PRODUCT_GPU, gpu_fit
+from ragsweep.search.config import GPU_MEMORY_GB, load_config
+from ragsweep.search.serving.gpu_fit import AWS_FAMILY_GPU, GFD_PRODUCT_GPU, gpu_fit, shared_gpu
 from tests.conftest import REPO
 
 K8S = REPO / "k8s"
 K8S_VERSION = "1.30"  # the oldest Kubernetes we support: a field newer than this fails
 K8S_VERSIONS = ("1.30", "1.34", "1.37")  # oldest supported, a recent one, the newest kubernetes-validate knows
 CHECKOV = REPO / ".venv-checks" / "bin" / "checkov"  # scripts/install.sh dev puts checkov in its own venv
-KUBERAY_SCHEMA = json.loads((REPO / "tests/data/kuberay/rayjob-ray-v1.json").read_text())
+KUBERAY_CRDS = ("v1.3.0", "v1.7.0")  # the oldest KubeRay docs/kubernetes.md supports and the newest release
 IMAGE_ROOT = "/opt/ragsweep"  # where the Dockerfile puts the project
 
 
@@ -50,19 +52,39 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
     return [d for _, d in _docs() if d["kind"] == kind]
 
 
-def _k8s_definitions(k8s_version: str) -> Resource:
-    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    folder = next(
-        p for p in sorted(root.iterdir()) if p.name.startswith(f"v{k8s_version}.") and p.name.endswith("-local-strict")
-    )
-    return Resource.from_contents(json.loads((folder / "_definitions.json").read_text()))
+def _strict(node: Any) -> Any:
+    """A CRD's schema made strict as kubeconform's -strict makes it: an object schema that lists its properties and
+    does not preserve unknown fields refuses any other key."""
+    if isinstance(node, dict):
+        node = {k: _strict(v) for k, v in node.items()}
+        if (
+            "properties" in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")
+            and "additionalProperties" not in node
+        ):
+            node["additionalProperties"] = False
+    elif isinstance(node, list):
+        node = [_strict(v) for v in node]
+    return node
+
+
+@functools.cache
+def _rayjob_schema(kuberay: str) -> dict[str, Any]:
+    """The strict ``ray.io/v1`` schema of KubeRay's own RayJob CRD at release ``kuberay``."""
+    crd = yaml.safe_load(gzip.decompress((REPO / f"tests/data/kuberay/ray.io_rayjobs-{kuberay}.yaml.gz").read_bytes()))
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return _strict(served["schema"]["openAPIV3Schema"])
 
 
 def _validate(doc: dict[str, Any], k8s_version: str = K8S_VERSION) -> None:
-    """Raise on anything the API server (or KubeRay) would reject, and on fields it would silently drop."""
+    """Raise on anything the API server (or KubeRay's CRD, of every supported release) would reject, and on fields
+    it would silently drop."""
     if doc["apiVersion"] == "ray.io/v1":
-        registry = Registry().with_resource("/api/_definitions.json", _k8s_definitions(k8s_version))
-        jsonschema.validators.Draft202012Validator(KUBERAY_SCHEMA, registry=registry).validate(doc)
+        for kuberay in KUBERAY_CRDS:
+            try:
+                jsonschema.validators.Draft7Validator(_rayjob_schema(kuberay)).validate(doc)
+            except jsonschema.ValidationError as e:
+                raise jsonschema.ValidationError(f"KubeRay {kuberay} CRD: {e.message}") from e
     else:
         kubernetes_validate.validate(doc, k8s_version, strict=True)
 
@@ -328,9 +350,9 @@ def test_shipped_gpu_configs_fit_the_gpus_they_are_shipped_with(tmp_path: Path) 
     (tmp_path / "experiment.yaml").write_text(text)
     k8s_cfg = load_config(tmp_path / "experiment.yaml")
     assert GFD_PRODUCT_GPU[selector["nvidia.com/gpu.product"]] == k8s_cfg.llm.gpu.type
-    for cfg in (gpu_cfg, k8s_cfg):
+    for path, cfg in ((REPO / "configs" / "gpu.yaml", gpu_cfg), (K8S / "experiment.yaml", k8s_cfg)):
         lines, problems = gpu_fit(cfg)
-        assert problems == [] and len(lines) == 3 and all("fits" in line for line in lines[1:]), lines
+        assert problems == [] and len(lines) == 4 and all("fits" in line for line in lines[1:]), lines
         shares = [
             ep.gpus_per_replica
             for ep in (cfg.llm.generator, cfg.llm.judge)
@@ -338,6 +360,13 @@ def test_shipped_gpu_configs_fit_the_gpus_they_are_shipped_with(tmp_path: Path) 
             for _ in range(ep.replicas)
         ]
         assert sum(shares) <= 1.0  # one GPU holds every server: one GPU worker runs a search
+        # ... together, with their processes' overhead and room to spare (at least 5% of the GPU)
+        shared = shared_gpu([(w, ep) for w, ep in cfg.llm.servers() if ep.engine == "vllm"], GPU_MEMORY_GB["L40S"])
+        assert len(shared.replicas) == 3 and shared.needed_gb <= 0.95 * shared.gpu_gb, shared.line()
+        # every vLLM server waits long enough for a cold node (weights from disk, CUDA graphs), said explicitly
+        raw = yaml.safe_load(path.read_text())["llm"]
+        for role in ("generator", "judge"):
+            assert raw[role]["engine"] == "vllm" and raw[role]["startup_timeout_s"] >= 600, (path.name, role)
 
 
 def test_every_file_the_manifests_and_docs_link_exists() -> None:
@@ -385,8 +414,10 @@ def test_images_are_versioned_and_every_node_installs_from_the_one_lock() -> Non
     for image in _kustomization()["images"]:
         assert image["newTag"] == f"{project_version}-{image['name'].removeprefix('ragsweep-')}"
     cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
-    (install,) = [c for c in cluster["setup_commands"] if "pip install" in c]
-    assert '-c "$HOME/ragsweep/constraints.txt"' in install
+    node_types = cluster["available_node_types"].values()
+    commands = [*cluster["head_setup_commands"], *(c for n in node_types for c in n.get("worker_setup_commands", []))]
+    installs = [c for c in commands if "pip install" in c]
+    assert len(installs) == len(node_types) and all('-c "$HOME/ragsweep/constraints.txt"' in c for c in installs)
     lock = dict(
         line.split("==")
         for line in (REPO / "constraints.txt").read_text().splitlines()
@@ -418,14 +449,92 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.fail("kubectl is needed to render k8s/ (Debian/Ubuntu: apt-get install kubectl)")
     root = tmp_path_factory.mktemp("kustomize")
     shutil.copytree(K8S, root / "k8s")
+    shutil.copytree(REPO / "k8s-resume", root / "k8s-resume")
     (root / "k8s" / "postgres.env").write_text("POSTGRES_PASSWORD=0123456789abcdef\n")
     (root / "k8s" / "mlflow-auth.env").write_text(
         "MLFLOW_TRACKING_USERNAME=admin\nMLFLOW_TRACKING_PASSWORD=fedcba9876543210\nMLFLOW_FLASK_SERVER_SECRET_KEY=k\n"
     )
-    out = subprocess.run(["kubectl", "kustomize", str(root / "k8s")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    (root / "rendered.yaml").write_text(out.stdout)
+    for overlay, name in (("k8s", "rendered.yaml"), ("k8s-resume", "resume.yaml")):
+        out = subprocess.run(["kubectl", "kustomize", str(root / overlay)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        (root / name).write_text(out.stdout)
     return root / "rendered.yaml"
+
+
+def _settings() -> dict[str, str]:
+    (gen,) = [g for g in _kustomization()["configMapGenerator"] if g["name"] == "ragsweep-platform"]
+    return dict(lit.split("=", 1) for lit in gen["literals"])
+
+
+def _models_volumes(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The /models volume of every pod template that mounts it (the RayJob's groups and the prefetch Job)."""
+    out = []
+    for d in docs:
+        templates = []
+        if d["kind"] == "Job":
+            templates = [d["spec"]["template"]]
+        elif d["kind"] == "RayJob":
+            c = d["spec"]["rayClusterSpec"]
+            templates = [c["headGroupSpec"]["template"]] + [g["template"] for g in c["workerGroupSpecs"]]
+        for t in templates:
+            for ctr in t["spec"]["containers"]:
+                for m in ctr.get("volumeMounts", []):
+                    if m["mountPath"] == "/models":
+                        out.append({v["name"]: v for v in t["spec"]["volumes"]}[m["name"]])
+    return out
+
+
+def test_model_cache_storage_class_is_a_setting_that_binds(rendered: Path) -> None:
+    """The shared cache asks for the ReadWriteMany class named in kustomization.yaml (no class would mean the
+    cluster's default, ReadWriteOnce on EKS, GKE and AKS: a PVC that stays Pending)."""
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    (pvc,) = [d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "model-cache"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["storageClassName"] == _settings()["MODEL_CACHE_STORAGE_CLASS"] != "set-by-kustomize"
+    volumes = _models_volumes(docs)
+    assert len(volumes) == 3 and all(v["persistentVolumeClaim"]["claimName"] == "model-cache" for v in volumes)
+
+
+@pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
+def test_without_read_write_many_each_pod_caches_its_own_models(rendered: Path, k8s_version: str) -> None:
+    """The per-pod component, turned on as the comment in kustomization.yaml says: no shared PVC and no prefetch
+    Job; each Ray pod's /models is its own ReadWriteOnce volume of the default class; everything still valid."""
+    root = rendered.parent / "per-pod"
+    if not root.exists():
+        shutil.copytree(rendered.parent / "k8s", root)
+        text = (root / "kustomization.yaml").read_text()
+        on = text.replace(
+            "# components:\n#   - components/per-pod-model-cache", "components:\n  - components/per-pod-model-cache"
+        )
+        assert on != text
+        (root / "kustomization.yaml").write_text(on)
+    out = subprocess.run(["kubectl", "kustomize", str(root)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert not [d for d in docs if d["kind"] in ("PersistentVolumeClaim", "Job") and "model" in d["metadata"]["name"]]
+    volumes = _models_volumes(docs)
+    assert len(volumes) == 2  # head and GPU workers
+    for v in volumes:
+        claim = v["ephemeral"]["volumeClaimTemplate"]["spec"]
+        assert claim["accessModes"] == ["ReadWriteOnce"] and "storageClassName" not in claim
+    for d in docs:
+        _validate(d, k8s_version)
+
+
+def test_resume_overlay_is_the_same_search_with_resume(rendered: Path) -> None:
+    """k8s-resume/ (applied after deleting the finished RayJob, which KubeRay never re-runs) renders exactly k8s/
+    but for --resume with the experiment's name on the entrypoint."""
+    base = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    resume = [d for d in yaml.safe_load_all((rendered.parent / "resume.yaml").read_text()) if d]
+    (job,) = [d for d in resume if d["kind"] == "RayJob"]
+    (base_job,) = [d for d in base if d["kind"] == "RayJob"]
+    experiment = _experiment()["mlflow"]["experiment"]
+    assert job["spec"]["entrypoint"] == f"{base_job['spec']['entrypoint']} --resume {experiment}"
+    job["spec"]["entrypoint"] = base_job["spec"]["entrypoint"]
+    assert resume == base
+    docs = (REPO / "docs" / "kubernetes.md").read_text()
+    delete, apply = docs.index("kubectl -n ragsweep delete rayjob ragsweep-search\n  kubectl apply -k k8s-resume/"), 0
+    assert delete > apply
 
 
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
@@ -447,16 +556,47 @@ def test_kustomize_build_is_valid_and_wired(rendered: Path, k8s_version: str) ->
         _validate(d, k8s_version)
 
 
+def _pod_templates_as_deployments(rendered: Path) -> Path:
+    """The RayJob's head, worker and submitter pod templates as Deployments (annotations and all), written beside
+    ``rendered``: checkov does not look inside a custom resource, but KubeRay makes exactly these pods."""
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    (job,) = [d for d in docs if d["kind"] == "RayJob"]
+    cluster = job["spec"]["rayClusterSpec"]
+    templates = [("ray-head", cluster["headGroupSpec"]["template"])]
+    templates += [(f"ray-{g['groupName']}", g["template"]) for g in cluster["workerGroupSpecs"]]
+    templates.append(("ray-submitter", job["spec"]["submitterPodTemplate"]))
+    deployments = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": name,
+                "namespace": job["metadata"]["namespace"],
+                "labels": t["metadata"]["labels"],
+                "annotations": t["metadata"].get("annotations", {}),
+            },
+            "spec": {"replicas": 1, "selector": {"matchLabels": t["metadata"]["labels"]}, "template": t},
+        }
+        for name, t in templates
+    ]
+    out = rendered.parent / "rayjob-pods.yaml"
+    out.write_text(yaml.safe_dump_all(deployments))
+    return out
+
+
 def test_checkov_passes_with_every_skip_explained(rendered: Path) -> None:
-    """checkov (its own venv: scripts/install.sh dev) on the rendered manifests: 0 failed checks; a skip only
-    through a ``checkov.io/skipN`` annotation that says why."""
+    """checkov (its own venv: scripts/install.sh dev) on the rendered manifests and on the RayJob's pod templates:
+    0 failed checks; a skip only through a ``checkov.io/skipN`` annotation that says why."""
     if not CHECKOV.exists():
         pytest.fail(f"{CHECKOV} is missing: run scripts/install.sh dev")
+    pods = _pod_templates_as_deployments(rendered)
     out = subprocess.run(
         [
             str(CHECKOV),
             "-f",
             str(rendered),
+            "-f",
+            str(pods),
             "--framework",
             "kubernetes",
             "--output",
@@ -473,5 +613,47 @@ def test_checkov_passes_with_every_skip_explained(rendered: Path) -> None:
     failed = [(c["check_id"], c["resource"]) for c in report["results"]["failed_checks"]]
     assert summary["failed"] == 0, failed
     assert summary["passed"] > 300
+    checked = {c["resource"] for c in report["results"]["passed_checks"]}
+    assert {f"Deployment.ragsweep.ray-{n}" for n in ("head", "gpu", "submitter")} <= checked
     for c in report["results"]["skipped_checks"]:
         assert len(c["check_result"].get("suppress_comment", "")) > 20, c["check_id"]  # a reason, not a bare id
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (Gi, Mi, G, M or plain bytes) in bytes."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for unit, factor in units.items():
+        if quantity.endswith(unit):
+            return int(float(quantity[: -len(unit)]) * factor)
+    return int(quantity)
+
+
+def test_rays_object_store_fits_in_shared_memory_in_every_group() -> None:
+    """Ray puts its object store in /dev/shm only when /dev/shm holds it (else slow files in /tmp): every group
+    sets object-store-memory below its shm volume, and the shm volume (RAM) below the container's memory."""
+    (job,) = _by_kind("RayJob")
+    cluster = job["spec"]["rayClusterSpec"]
+    groups = [("head", cluster["headGroupSpec"])] + [(g["groupName"], g) for g in cluster["workerGroupSpecs"]]
+    for name, group in groups:
+        spec = group["template"]["spec"]
+        container = spec["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        shm = {v["name"]: v for v in spec["volumes"]}[mounts["/dev/shm"]]["emptyDir"]
+        assert shm["medium"] == "Memory", name
+        store = int(group["rayStartParams"]["object-store-memory"])
+        assert store <= 0.9 * _bytes(shm["sizeLimit"]), name  # Ray wants a little room beside the store
+        assert _bytes(shm["sizeLimit"]) <= 0.5 * _bytes(container["resources"]["limits"]["memory"]), name
+
+
+def test_namespace_enforces_the_restricted_pod_security_standard() -> None:
+    """Pod Security Admission refuses any pod below `restricted`, KubeRay's injected containers included: so the
+    autoscaler sidecar gets the same container security context as the Ray containers."""
+    (ns,) = _by_kind("Namespace")
+    labels = ns["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == f"v{K8S_VERSION}"
+    (job,) = _by_kind("RayJob")
+    autoscaler = job["spec"]["rayClusterSpec"]["autoscalerOptions"]["securityContext"]
+    assert autoscaler["allowPrivilegeEscalation"] is False and autoscaler["capabilities"]["drop"] == ["ALL"]
+    for name, spec in _pod_specs():  # restricted volume types: no hostPath
+        assert not [v for v in spec.get("volumes", []) if "hostPath" in v], name
