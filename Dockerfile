@@ -42,6 +42,10 @@ RUN if [ "$VARIANT" = "cpu" ]; then \
     && rm -rf /tmp/wheels /root/.cache \
     && chown -R ray:ray /opt/ragsweep
 
+# The environment comes first on PATH for every shell: ENV for plain commands and `bash -c` (KubeRay v1.4+), and a
+# profile.d script for login shells (`bash -lc`: KubeRay v1.3, and v1.4+ with ENABLE_LOGIN_SHELL=true), whose
+# /etc/profile resets PATH for non-root users (tests/unit/test_image_shell.py runs it as this image's user).
+COPY scripts/image-path.sh /etc/profile.d/ragsweep.sh
 ENV PATH=/opt/ragsweep/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
