@@ -208,7 +208,12 @@ class ModelEndpoint(_Strict):
     max_concurrency: int = Field(2, ge=1, description="requests in flight per client")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, description="per request; the backoff (0.5 s doubling to 8 s) outlasts a restart")
-    startup_timeout_s: float = Field(180.0, gt=0)
+    startup_timeout_s: float = Field(
+        180.0,
+        gt=0,
+        description="seconds a server the search starts may take to answer (unset = the engine's: 180 for "
+        "llama.cpp, 900 for vllm, whose cold start reads the weights and captures CUDA graphs)",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm: fraction of GPU memory for this server")
     max_model_len: int | None = Field(None, ge=256, description="vllm: context length (unset = the model's)")
     extra_args: list[str] = Field([], description="vllm/llama.cpp: extra server command-line arguments")
@@ -221,6 +226,15 @@ class ModelEndpoint(_Strict):
     max_tokens: int | None = Field(
         None, ge=1, description="as a generator: max_tokens per answer for this model (unset = pipeline.max_tokens)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_startup(cls, data: Any) -> Any:
+        """An unset startup_timeout_s is the engine's (ENGINES ``startup_s``)."""
+        engine = data.get("engine", "llama.cpp") if isinstance(data, dict) else None
+        if isinstance(engine, str) and engine in ENGINES and data.get("startup_timeout_s") is None:
+            return {**data, "startup_timeout_s": ENGINES.entry(engine).info["startup_s"]}
+        return data
 
     @property
     def gpus_per_replica(self) -> float:

@@ -22,14 +22,18 @@ ENGINES.add(
     "llama-cpp-python's OpenAI-compatible server on CPU (the bundled SmolLM2 by default)",
     f"{_S}.serving.engines:LlamaCppServer",
     default_gpus=0.0,
+    startup_s=180.0,
 )
 ENGINES.add(
     "vllm",
     "vLLM's OpenAI-compatible server on GPU nodes (pip install 'ragsweep[gpu]')",
     f"{_S}.serving.engines:VllmServer",
     default_gpus=1.0,
+    startup_s=900.0,  # vLLM's own engine default: a cold node reads the weights, then captures CUDA graphs
 )
-ENGINES.add("external", "an OpenAI-compatible endpoint someone else runs, at base_url", None, default_gpus=0.0)
+ENGINES.add(
+    "external", "an OpenAI-compatible endpoint someone else runs, at base_url", None, default_gpus=0.0, startup_s=180.0
+)
 
 # A sampler's target builds the Optuna sampler from the config; multi: it handles a cost objective (Pareto).
 SAMPLERS: Registry[Any] = Registry("sampler")

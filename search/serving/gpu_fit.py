@@ -8,6 +8,12 @@ of ``max_model_len`` tokens. The estimate here mirrors that:
     needed   = weights + OVERHEAD_GB + KV bytes per token x max_model_len
     fits     = budget >= needed
 
+Servers also share GPUs: Ray packs replicas onto a GPU while their ``num_gpus`` shares sum to at most 1, and each
+vLLM process holds, beside its ``gpu_memory_utilization`` share, a CUDA context and CUDA-graph pools that the share
+does not count (PROCESS_OVERHEAD_GB). So every set of replicas Ray may put on one GPU must fit together:
+
+    sum of (gpu_memory_utilization x GPU memory + PROCESS_OVERHEAD_GB) <= GPU memory
+
 Weights come from the model folder's ``*.safetensors`` sizes when the model is a local folder (exact, quantized
 models included), else from the parameter count x bytes per parameter of its dtype. The shape (layers, KV heads,
 head size, dtype, context) comes from the folder's or Hugging Face cache's ``config.json``, else from
@@ -28,6 +34,10 @@ from ragsweep.search.config import GPU_MEMORY_GB, ExperimentConfig, ModelEndpoin
 
 GB = 1e9
 OVERHEAD_GB = 1.5  # CUDA context, activations at vLLM's default batch budget, CUDA graphs: measured ~1-2 GB
+# Per vLLM process, outside its gpu_memory_utilization share: the CUDA context (~0.5 GB) and CUDA-graph pools
+# (~0.5 GB at vLLM's default capture sizes). Only matters where servers share a GPU.
+PROCESS_OVERHEAD_GB = 1.0
+MAX_EXACT_REPLICAS = 16  # above this many fractional replicas, the worst shared GPU is found greedily
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "auto": 2}
 
 # Where a GPU type is named outside ragsweep's config: AWS instance families (cluster.yaml) and the
@@ -273,4 +283,72 @@ def gpu_fit(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     fits = [endpoint_fit(ep, w, gb) for w, ep in endpoints]
     lines = [f"GPU fit ({gb:g} GB per GPU, from {source}):", *(f"  {f.line()}" for f in fits)]
     problems += [f.line() for f in fits if f.fits is False]
+    shared = shared_gpu(endpoints, gb)
+    if shared.replicas:
+        lines.append(f"  {shared.line()}")
+        if not shared.fits:
+            problems.append(shared.line())
     return lines, problems
+
+
+@dataclass(kw_only=True, frozen=True)
+class SharedGpu:
+    """The most memory one shared GPU may have to hold: the replicas Ray may pack onto it (``num_gpus`` summing to
+    at most 1) with the largest memory shares, each with its process overhead. No replicas: no GPU is shared."""
+
+    gpu_gb: float
+    replicas: list[tuple[str, float, float]]  # (config key, num_gpus, gpu_memory_utilization), one per replica
+
+    @property
+    def needed_gb(self) -> float:
+        return sum(util * self.gpu_gb + PROCESS_OVERHEAD_GB for _, _, util in self.replicas)
+
+    @property
+    def fits(self) -> bool:
+        return self.needed_gb <= self.gpu_gb
+
+    def line(self) -> str:
+        if not self.replicas:
+            return "no GPU is shared: no two vLLM replicas have num_gpus that fit on one GPU together"
+        names: dict[str, int] = {}
+        for where, _, _ in self.replicas:
+            names[where] = names.get(where, 0) + 1
+        who = " + ".join(f"{w} x{n}" if n > 1 else w for w, n in names.items())
+        shares = sum(util for _, _, util in self.replicas)
+        head = (
+            f"one GPU may hold {who}: {shares:.2f} x {self.gpu_gb:g} GB + {len(self.replicas)} x "
+            f"{PROCESS_OVERHEAD_GB:g} GB per process (CUDA context and graphs, outside the shares) = "
+            f"{self.needed_gb:.1f} GB"
+        )
+        if self.fits:
+            return f"{head} <= {self.gpu_gb:g} GB: fits together, {self.gpu_gb - self.needed_gb:.1f} GB to spare"
+        over = self.needed_gb - self.gpu_gb
+        return (
+            f"{head} > {self.gpu_gb:g} GB: does NOT fit together; lower their gpu_memory_utilization (and num_gpus) "
+            f"by {over / self.gpu_gb:.2f} in all, or raise num_gpus so that fewer share a GPU"
+        )
+
+
+def shared_gpu(endpoints: list[tuple[str, ModelEndpoint]], gpu_gb: float) -> SharedGpu:
+    """The worst shared GPU: of every set of two or more replicas whose ``num_gpus`` sum to at most 1 (what Ray may
+    place together), the one that needs the most memory. A replica alone on its GPU is checked by :class:`Fit`."""
+    replicas = [(w, ep.gpus_per_replica, ep.gpu_memory_utilization) for w, ep in endpoints for _ in range(ep.replicas)]
+    parts = [r for r in replicas if 0 < r[1] < 1]  # in config order: the report names them that way
+
+    def need(rs: list[tuple[str, float, float]]) -> float:
+        return sum(u * gpu_gb + PROCESS_OVERHEAD_GB for _, _, u in rs)
+
+    candidates: list[list[tuple[str, float, float]]] = []
+    if len(parts) <= MAX_EXACT_REPLICAS:
+        for mask in range(1, 2 ** len(parts)):
+            subset = [r for i, r in enumerate(parts) if mask >> i & 1]
+            if len(subset) > 1 and sum(r[1] for r in subset) <= 1 + 1e-9:
+                candidates.append(subset)
+    else:  # greedy: the largest shares first, while they fit in one GPU's num_gpus
+        greedy: list[tuple[str, float, float]] = []
+        for r in sorted(parts, key=lambda r: -r[2]):
+            if sum(c[1] for c in greedy) + r[1] <= 1 + 1e-9:
+                greedy.append(r)
+        if len(greedy) > 1:
+            candidates.append(greedy)
+    return SharedGpu(gpu_gb=gpu_gb, replicas=max(candidates, key=need) if candidates else [])

@@ -157,3 +157,51 @@ def test_validate_prints_the_fit_and_refuses_what_cannot_fit(
     err = capsys.readouterr().err
     assert "GPU fit: llm.generator" in err and "12.0 GB" not in err and "13.2 GB < weights 15.2" in err
     assert "at least 0.72" in err
+
+
+THREE_ON_ONE = """\
+  gpu: {type: L40S}
+  generator: {engine: vllm, model: Qwen/Qwen2.5-1.5B-Instruct, replicas: 2, num_gpus: %(g)s,
+              gpu_memory_utilization: %(g)s, max_model_len: 8192}
+  judge: {engine: vllm, model: Qwen/Qwen2.5-7B-Instruct, num_gpus: %(j)s, gpu_memory_utilization: %(j)s,
+          max_model_len: 8192}
+"""
+
+
+def test_servers_sharing_a_gpu_must_fit_together_with_their_process_overhead(tmp_path: Path) -> None:
+    """2 x 0.2 + 0.55 = 0.95 of an L40S: each server fits its share, but the three CUDA contexts and graph pools
+    outside the shares (3 x 1 GB) do not fit in the 2.4 GB left: refused, naming the servers and the sum."""
+    cfg = load_config(_config(tmp_path, THREE_ON_ONE % {"g": 0.2, "j": 0.55}))
+    lines, problems = gpu_fit(cfg)
+    assert all("fits" in line for line in lines[1:3])  # alone, each one fits
+    (problem,) = problems
+    assert problem.startswith("one GPU may hold llm.generator x2 + llm.judge: 0.95 x 48 GB + 3 x 1 GB per process")
+    assert "= 48.6 GB > 48 GB: does NOT fit together" in problem
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    lines, problems = gpu_fit(load_config(_config(ok, THREE_ON_ONE % {"g": 0.18, "j": 0.5})))
+    assert problems == [] and "= 44.3 GB <= 48 GB: fits together, 3.7 GB to spare" in lines[-1]
+
+
+def test_servers_that_cannot_share_a_gpu_are_checked_alone(tmp_path: Path) -> None:
+    """num_gpus that sum past 1 are never packed together by Ray: only the sets that can be are summed."""
+    cfg = load_config(_config(tmp_path, THREE_ON_ONE % {"g": 0.45, "j": 0.6}))
+    lines, problems = gpu_fit(cfg)
+    # the two generator replicas (0.45 + 0.45) may share a GPU; the judge (0.6) shares with neither
+    assert problems == [] and lines[-1].startswith("  one GPU may hold llm.generator x2: 0.90 x 48 GB")
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    lines, _ = gpu_fit(load_config(_config(whole, THREE_ON_ONE % {"g": 1, "j": 1})))
+    assert len(lines) == 3 and not any("one GPU may hold" in line for line in lines)  # nothing shares a GPU
+
+
+def test_vllm_servers_wait_for_a_cold_start_by_default(tmp_path: Path) -> None:
+    cfg = load_config(_config(tmp_path, "  generator: {engine: vllm, model: Qwen/Qwen2.5-1.5B-Instruct}\n"))
+    assert cfg.llm.generator.startup_timeout_s == 900  # vLLM's own default; llama.cpp keeps 180
+    cpu = tmp_path / "cpu"
+    cpu.mkdir()
+    assert load_config(_config(cpu, "  generator: {}\n")).llm.generator.startup_timeout_s == 180
+    set_ = tmp_path / "set"
+    set_.mkdir()
+    ep = "  generator: {engine: vllm, model: Qwen/Qwen2.5-1.5B-Instruct, startup_timeout_s: 1200}\n"
+    assert load_config(_config(set_, ep)).llm.generator.startup_timeout_s == 1200
