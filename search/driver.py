@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -133,11 +134,22 @@ def run_search(
         remove_handler(log_file)
 
 
+# Credentials never go into Ray's runtime_env, which Ray's job and state APIs (the dashboard) show to anyone who can
+# reach them. Trial workers inherit them from the environment their Ray node started in instead: a Ray of our own
+# is started by this process, with its environment; a cluster's nodes have their own (the pods' Secret on
+# Kubernetes, the environment of `ray start` elsewhere: docs/cluster.md).
+CREDENTIAL_ENV = re.compile(r"USERNAME|PASSWORD|TOKEN|SECRET|CREDENTIAL|_KEY$", re.IGNORECASE)
+
+
 def _worker_env() -> dict[str, str]:
-    """What trial workers get: WORKER_ENV and this process's MLflow settings (retries, timeouts, credentials); an
-    implicit experiment or run never (theirs are named)."""
+    """What trial workers get through runtime_env: WORKER_ENV and this process's MLflow and Ray-auth settings
+    (retries, timeouts); never a credential (CREDENTIAL_ENV), nor an implicit experiment or run (theirs are named)."""
     implicit = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
-    inherited = {k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "RAY_AUTH")) and k not in implicit}
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("MLFLOW_", "RAY_AUTH")) and k not in implicit and not CREDENTIAL_ENV.search(k)
+    }
     return {**WORKER_ENV, **inherited}
 
 
