@@ -562,7 +562,7 @@ def test_server_killed_mid_search_is_restarted_and_the_search_finishes(
     xquad_slice,  # type: ignore[no-untyped-def]
     mlflow_server: str,
 ) -> None:
-    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-server-crash")
+    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-server-crash", judges=NO_JUDGE)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [*CLI, "search", "--config", str(cfg)],
