@@ -15,7 +15,7 @@ from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexHandle, In
 from ragsweep.pipelines.llm_client.client import LLMClient
 from ragsweep.pipelines.prompts import PromptTemplate, load_templates
 from ragsweep.pipelines.rerank import RERANKERS
-from ragsweep.pipelines.retrieve import Fusion, Retriever
+from ragsweep.pipelines.retrieve import RETRIEVERS, Fusion, Retriever
 from ragsweep.search.config import ModelEndpoint, PipelineSettings, loggable
 from ragsweep.search.space import INACTIVE_DEFAULTS, TrialParams
 
@@ -85,11 +85,14 @@ def open_retrieval(
     cache: IndexCache,
     index: IndexArtifacts | None = None,
 ) -> RetrievalParts:
-    """The embedder (loaded now, once per process, so its cost is not hidden in the first query), the index (from
-    the cache, or ``index`` when the caller has it built) opened in the vector store, and the reranker."""
+    """The embedder, the index (from the cache, or ``index`` when the caller has it built) opened in the vector
+    store, and the reranker. The embedder is loaded now (once per process, so its cost is not hidden in the first
+    query) when the retriever embeds queries; a sparse-only retriever over a cached index never loads it (importing
+    and loading sentence-transformers is the largest start-up cost of a trial process), and a build loads it."""
     t0 = time.perf_counter()
     embedder = trial_embedder(params, settings, cache.root)
-    embedder.load()
+    if RETRIEVERS.entry(params.retriever).info["dense"]:
+        embedder.load()
     t1 = time.perf_counter()
     spec = index_spec(params, settings, corpus_digest)
     if index is not None and index.key != spec.key:

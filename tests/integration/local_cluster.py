@@ -24,6 +24,11 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
+# MLflow's server-side job runner (four huey consumers, for its GenAI jobs) polls its store all the time: 20 CPU
+# seconds in a 150-second search on 2 cores. ragsweep starts no server job.
+NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,7 +78,7 @@ def start_mlflow(
     if allowed_hosts:
         cmd += ["--allowed-hosts", ",".join([*allowed_hosts, *(f"{h}:{port}" for h in allowed_hosts)])]
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**ENV, **(env or {})}
+        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**ENV, **NO_JOBS, **(env or {})}
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

@@ -32,7 +32,7 @@ def _config(tmp: Path, xquad_slice: tuple[Path, Path], uri: str) -> Path:
     # No judges and tiny answers: the point is where trials run and what survives a lost node, not quality.
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, name: xquad_slice}}
-space: {{chunk_size: [200, 400, 800], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3], prompt: [concise]}}
+space: {{chunk_size: [200, 400], chunk_overlap: [0], retriever: [bm25, dense], top_k: [1, 3], prompt: [concise]}}
 pipeline: {{max_tokens: 8}}
 judges: {{suite: []}}
 objective: {{weights: {{recall_at_k: 1.0, token_f1: 0.1}}}}

@@ -29,9 +29,9 @@ pytestmark = pytest.mark.integration
 MODEL = "gates-model"
 N_QUESTIONS = 8
 # The gates compare on a deterministic objective (retrieval recall), so "clearly better" does not depend on
-# what the tiny CPU model happens to answer: 60-character chunks, one retrieved, against 800 characters, three.
+# what the tiny CPU model happens to answer: 60-character chunks, one retrieved, against 400 characters, three.
 WEAK = {"chunk_size": 60, "top_k": 1, "prompt": "concise", "max_tokens": 2}
-STRONG = {"chunk_size": 800, "top_k": 3, "prompt": "extractive", "max_tokens": 24}
+STRONG = {"chunk_size": 400, "top_k": 3, "prompt": "extractive", "max_tokens": 8}
 
 
 def _search(tmp: Path, xquad_slice: tuple[Path, Path], uri: str, name: str, point: dict) -> dict:

@@ -64,7 +64,7 @@ llm:
     api_key_env: RAGSWEEP_PLANTED_KEY
     env: {{RAGSWEEP_PLANTED_TOKEN: {SECRETS["env"]}}}
 judges: {{suite: []}}
-search: {{num_samples: 1, questions_per_trial: 3, scheduler: fifo, finalists: 1}}
+search: {{num_samples: 1, questions_per_trial: 3, scheduler: fifo, finalists: 1, oracle: false}}
 mlflow: {{tracking_uri: "{uri}", experiment: secrets, model_name: secrets-model}}
 storage_dir: {tmp_path / "runs"}
 """)

@@ -1,11 +1,13 @@
-"""Trace sampling and redaction in a real 2-trial search (llama.cpp, Ray, `mlflow server`).
+"""Trace sampling, redaction and multi-objective promotion in one real 2-trial search (llama.cpp, Ray, `mlflow
+server`).
 
 Every question, every document and the prompt template carry a planted e-mail address; with ``mlflow.redact`` it
 must appear in no logged text (traces, answers.jsonl, the answers table, prompt.txt, the prompt registry),
 while the masked form does. The questions also carry a card number and a phone number, which must appear in no
 file the search left, under storage_dir (request cache, retrieval cache, logs, Ray results) or in the tracking
 server's store. With ``trace_sample_rate: 0.5`` each trial traces exactly the questions the sampler
-picks, the same ones in both trials.
+picks, the same ones in both trials. The same search picks its champion with a cost rule over the Pareto front of
+recall and tokens per question (top_k 1 against top_k 5), and writes the report.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ pytestmark = pytest.mark.integration
 EMAIL = "jane.doe@example.org"
 CARD, PHONE = "4111 1111 1111 1111", "+44 20 7946 0958"  # only in the questions: the corpus may be kept as given
 RATE = 0.5
+# top_k 1 costs far fewer prompt tokens than top_k 5; the cost rule caps tokens per question between the two.
+MAX_COST = 350
 
 
 @pytest.fixture(scope="module")
@@ -51,22 +55,23 @@ def redacted_search(tmp_path_factory: pytest.TempPathFactory, xquad_slice, mlflo
     cfg.write_text(f"""
 dataset: {{corpus: {write_jsonl(tmp / "corpus.jsonl", docs)}, questions: {write_jsonl(tmp / "questions.jsonl", qs)},
           name: planted}}
-space: {{chunk_size: [400, 800], chunk_overlap: [0], retriever: [bm25], top_k: [2], prompt: [concise]}}
+space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [5, 1], prompt: [concise]}}
 pipeline: {{max_tokens: 12, prompts_file: {tmp / "prompts.yaml"}}}
-search: {{num_samples: 2, max_concurrent_trials: 2, questions_per_trial: 6, shard_size: 3, scheduler: fifo,
+search: {{num_samples: 10, max_concurrent_trials: 2, questions_per_trial: 6, shard_size: 3, scheduler: fifo,
           sampler: grid, holdout_questions: 2, oracle: false}}
 judges: {{suite: [correctness], reason_chars: 60}}
+objective: {{weights: {{recall_at_k: 1.0}}, cost: tokens_per_question, max_cost: {MAX_COST}}}
 mlflow: {{tracking_uri: "{mlflow_server}", experiment: redact, model_name: redact-model, trace_sample_rate: {RATE},
          redact: {{emails: true, phones: true, patterns: ['(?:\\d[ -]?){{13,16}}']}}}}
 storage_dir: {tmp / "runs"}
 """)
     proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return mlflow_server, tmp / "runs"
+    return mlflow_server, tmp / "runs", proc
 
 
-def test_each_trial_traces_the_sampled_questions(redacted_search: tuple[str, Path]) -> None:
-    uri, _ = redacted_search
+def test_each_trial_traces_the_sampled_questions(redacted_search: tuple[Any, ...]) -> None:
+    uri, _, _ = redacted_search
     _, children = _runs(uri, "redact")
     assert len(children) == 2
     client = MlflowClient(uri)
@@ -88,8 +93,8 @@ def test_each_trial_traces_the_sampled_questions(redacted_search: tuple[str, Pat
     assert traced[0] == traced[1]
 
 
-def test_the_planted_email_is_in_no_logged_text(redacted_search: tuple[str, Path], tmp_path: Path) -> None:
-    uri, _ = redacted_search
+def test_the_planted_email_is_in_no_logged_text(redacted_search: tuple[Any, ...], tmp_path: Path) -> None:
+    uri, _, _ = redacted_search
     _, children = _runs(uri, "redact")
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
@@ -111,11 +116,41 @@ def test_the_planted_email_is_in_no_logged_text(redacted_search: tuple[str, Path
     assert "registered prompt" in masked and any(w.endswith("prompt.txt") for w in masked)
 
 
-def test_no_file_it_left_holds_the_planted_personal_data(redacted_search: tuple[Any, Path]) -> None:
+def test_no_file_it_left_holds_the_planted_personal_data(redacted_search: tuple[Any, ...]) -> None:
     """The request cache once kept the raw replies (which echo the questions' card numbers) in llm-cache.sqlite."""
-    uri, storage = redacted_search
+    uri, storage, _ = redacted_search
     files = [p for root in (storage, uri.root) for p in root.rglob("*") if p.is_file()]
     assert any(p.name == "llm-cache.sqlite" for p in files) and len(files) > 20
     # the card's first 12 digits: SmolLM echoes "4111 1111 1111" (a reply the redactor masks, as a phone number)
     leaks = [f"{value} in {p}" for p in files for value in (CARD[:14], PHONE) if value.encode() in p.read_bytes()]
     assert not leaks, leaks
+
+
+def test_multi_objective_promotes_the_front_point_the_rule_picks(redacted_search: tuple[Any, ...]) -> None:
+    uri, _, proc = redacted_search
+    parents, children = _runs(uri, "redact")
+    assert len(children) == 2  # the grid has two points; num_samples is capped at the grid size
+    by_k = {c.data.params["top_k"]: c for c in children}
+    assert by_k["1"].data.metrics["tokens_per_question"] < MAX_COST < by_k["5"].data.metrics["tokens_per_question"]
+    client = MlflowClient(uri)
+    champion = client.get_model_version_by_alias("redact-model", "champion")
+    assert champion.run_id == by_k["1"].info.run_id
+    parent = parents[0]
+    assert f"tokens_per_question <= {MAX_COST}" in parent.data.tags["ragsweep.promotion"]
+    assert by_k["5"].data.tags.get("ragsweep.baseline") == "true"  # the first choice of every key
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    for name in (
+        "leaderboard.csv",
+        "leaderboard.md",
+        "importances.json",
+        "report.html",
+        "pareto_front.json",
+        "history.png",
+    ):
+        assert f"report/{name}" in arts, arts
+    front = json.loads(Path(client.download_artifacts(parent.info.run_id, "report/pareto_front.json")).read_text())
+    assert front["cost"] == "tokens_per_question" and by_k["1"].info.run_id in {p["run_id"] for p in front["front"]}
+    html = Path(client.download_artifacts(parent.info.run_id, "report/report.html")).read_text()
+    assert "leaderboard" in html and "data:image/png;base64," in html
+    assert "Pareto front (objective, tokens_per_question)" in proc.stdout
+    assert "margin over baseline" in proc.stdout or "the baseline configuration won" in proc.stdout
