@@ -133,7 +133,7 @@ def test_calibrate_command_end_to_end(tmp_path: Path, xquad_slice: tuple[Path, P
             "--config",
             str(cfg),
             "--questions",
-            "3",
+            "2",
             "--repeats",
             "2",
             "--labels",
@@ -147,7 +147,7 @@ def test_calibrate_command_end_to_end(tmp_path: Path, xquad_slice: tuple[Path, P
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    assert "judge calibration: 3 questions x (gold answer, wrong answer) + 2 human labels, 2 repeat(s)" in out
+    assert "judge calibration: 2 questions x (gold answer, wrong answer) + 2 human labels, 2 repeat(s)" in out
     for name in ("judge_correctness", "judge_faithfulness", "judge_answer_relevance", "judge_context_precision"):
         assert f"| {name}" in out
     client = MlflowClient(mlflow_server)
@@ -163,12 +163,12 @@ def test_calibrate_command_end_to_end(tmp_path: Path, xquad_slice: tuple[Path, P
         json.loads(line)
         for line in Path(client.download_artifacts(run.info.run_id, "items.jsonl")).read_text().splitlines()
     ]
-    # 3 gold + 3 wrong per judge; the labels go to the judges that read the answer (not context precision).
+    # 2 gold + 2 wrong per judge; the labels go to the judges that read the answer (not context precision).
     count = {name: sum(r["judge"] == name for r in rows) for name in {r["judge"] for r in rows}}
     assert count == {
-        "judge_correctness": 8,
-        "judge_faithfulness": 8,
-        "judge_answer_relevance": 8,
-        "judge_context_precision": 6,
+        "judge_correctness": 6,
+        "judge_faithfulness": 6,
+        "judge_answer_relevance": 6,
+        "judge_context_precision": 4,
     }
     assert all(len(r["values"]) == 2 for r in rows)

@@ -85,3 +85,48 @@ def test_oracle_ceiling_on_the_real_llama_server(llama_server: object, xquad_sli
     assert all(r["recall_at_k"] == 1.0 for r in rows.values())
     assert all(0.0 <= r["token_f1"] <= 1.0 for r in rows.values())
     assert client.stats.requests == 6
+
+
+LOADS_EMBEDDER = """
+import sys
+from ragsweep.pipelines.data import load_dataset
+from ragsweep.pipelines.index import IndexCache
+from ragsweep.search.assemble import open_retrieval
+from ragsweep.search.config import load_config
+from ragsweep.search.space import TrialParams
+
+cfg = load_config(sys.argv[1])
+ds = load_dataset(cfg.dataset.corpus, cfg.dataset.questions)
+point = {"chunk_size": 400, "chunk_overlap": 0, "retriever": sys.argv[2], "top_k": 1, "prompt": "concise",
+         "temperature": 0.0, "reranker": "none"}
+parts = open_retrieval(TrialParams.from_sampled(point), cfg.pipeline, ds.corpus, ds.corpus_digest,
+                       IndexCache(cfg.index_cache))
+print("sentence_transformers" in sys.modules)
+"""
+
+
+def test_a_sparse_only_retriever_over_a_cached_index_never_loads_the_embedder(
+    tmp_path: Path, xquad_slice: tuple[Path, Path]
+) -> None:
+    """Importing and loading sentence-transformers is most of a trial process's start-up: a bm25 trial over a built
+    index must not pay it; a dense one loads it before its first query (so the cost shows in embedder_load_s)."""
+    import subprocess
+    import sys
+
+    from ragsweep.pipelines.index import IndexCache
+    from ragsweep.search.assemble import open_retrieval
+    from ragsweep.search.space import TrialParams
+
+    path = _config(tmp_path, *xquad_slice)
+    cfg = load_config(path)
+    ds = load_dataset(cfg.dataset.corpus, cfg.dataset.questions)
+    point = {"chunk_size": 400, "chunk_overlap": 0, "retriever": "bm25", "top_k": 1, "prompt": "concise"}
+    params = TrialParams.from_sampled({**point, "temperature": 0.0, "reranker": "none"})
+    open_retrieval(params, cfg.pipeline, ds.corpus, ds.corpus_digest, IndexCache(cfg.index_cache))  # builds it
+    loaded = {
+        retriever: subprocess.run(
+            [sys.executable, "-c", LOADS_EMBEDDER, str(path), retriever], capture_output=True, text=True, check=True
+        ).stdout.split()[-1]
+        for retriever in ("bm25", "dense")
+    }
+    assert loaded == {"bm25": "False", "dense": "True"}

@@ -427,6 +427,9 @@ def _search_killing_the_server(args: list[str], cwd: Path) -> subprocess.Complet
     return subprocess.CompletedProcess(args, proc.returncode, out, out)
 
 
+TRUST_Q, TRUST_HELD = 6, 3  # questions per trial (in shards of 3, the grace period one shard), held-out questions
+
+
 @pytest.mark.parametrize("scheduler", ["asha", "paired"])
 def test_two_concurrent_trials_records_baseline_holdout_and_no_repeats(
     tmp_path: Path,
@@ -446,9 +449,9 @@ space: {{chunk_size: [400], chunk_overlap: [0], retriever: [bm25], top_k: [1, 3,
 pipeline: {{max_tokens: 8}}
 objective: {{weights: {{recall_at_k: 1.0}}}}
 {NO_JUDGE}
-search: {{num_samples: 5, max_concurrent_trials: 2, questions_per_trial: 8, shard_size: 4, grace_questions: 4,
-          reduction_factor: 2, scheduler: {scheduler}, p_threshold: 0.3, seed: 2, baseline: {{top_k: 5}},
-          finalists: 2, holdout_questions: 4{NO_ORACLE}}}
+search: {{num_samples: 5, max_concurrent_trials: 2, questions_per_trial: {TRUST_Q}, shard_size: 3,
+          grace_questions: 3, reduction_factor: 2, scheduler: {scheduler}, p_threshold: 0.3, seed: 2,
+          baseline: {{top_k: 5}}, finalists: 2, holdout_questions: {TRUST_HELD}{NO_ORACLE}}}
 mlflow: {{tracking_uri: "{mlflow_server}", experiment: {exp}, model_name: {exp}-model}}
 storage_dir: {tmp_path / "runs"}
 """)
@@ -472,13 +475,13 @@ storage_dir: {tmp_path / "runs"}
     for c in children:
         answered = tune[c.info.run_id]["n_questions"]
         assert c.data.metrics["n_questions"] == answered
-        assert c.data.tags[TAG_STATUS] == ("completed" if answered == 8 else "stopped_early"), summary
+        assert c.data.tags[TAG_STATUS] == ("completed" if answered == TRUST_Q else "stopped_early"), summary
         assert c.info.status == "FINISHED" and TAG_FAILURE not in c.data.tags, summary
-        if answered < 8:  # only the bad configuration is ever stopped
+        if answered < TRUST_Q:  # only the bad configuration is ever stopped
             assert c.data.params["top_k"] == "1", summary
     # The baseline always answers every question, whatever the scheduler thought of it.
     base = next(c for c in children if c.data.tags.get("ragsweep.baseline") == "true")
-    assert base.data.params["top_k"] == "5" and base.data.metrics["n_questions"] == 8
+    assert base.data.params["top_k"] == "5" and base.data.metrics["n_questions"] == TRUST_Q
     # Intervals on every completed trial; held-out answers for the finalists; the winner is one of them.
     for c in children:
         if c.data.tags[TAG_STATUS] == "completed":
@@ -489,18 +492,18 @@ storage_dir: {tmp_path / "runs"}
     client = MlflowClient(mlflow_server)
     for c in confirmed:
         m = c.data.metrics
-        assert m["holdout.n_questions"] == 4 and m["holdout.objective_ci_low"] <= m["holdout.objective"]
+        assert m["holdout.n_questions"] == TRUST_HELD and m["holdout.objective_ci_low"] <= m["holdout.objective"]
         rows = Path(client.download_artifacts(c.info.run_id, "holdout/answers.jsonl")).read_text().splitlines()
         held = {json.loads(r)["id"] for r in rows}
         searched = {
             json.loads(r)["id"]
             for r in Path(client.download_artifacts(c.info.run_id, "answers.jsonl")).read_text().splitlines()
         }
-        assert len(held) == 4 and not held & searched  # the search never saw them
+        assert len(held) == TRUST_HELD and not held & searched  # the search never saw them
     champion = client.get_model_version_by_alias(f"{exp}-model", "champion")
     assert champion.run_id in {c.info.run_id for c in confirmed}
-    assert "held-out objective on 4 questions the search never saw" in proc.stdout
-    assert parents[0].data.params["holdout.n_questions"] == "4"
+    assert f"held-out objective on {TRUST_HELD} questions the search never saw" in proc.stdout
+    assert parents[0].data.params["holdout.n_questions"] == str(TRUST_HELD)
     assert parents[0].data.tags["ragsweep.selection.on"] == "held-out"
 
 
