@@ -7,12 +7,15 @@ submitted as Ray jobs. No pytest here: benchmarks use it too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,4 +207,41 @@ class LocalCluster:
         )
 
     def stop(self) -> None:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=ENV, capture_output=True, timeout=120)
+        """Stop this cluster's nodes, and nothing else: ``ray stop --force`` would also kill every other Ray on the
+        machine (another test's search, under xdist). Its processes are those that name its GCS port, and their
+        children (workers, whose titles no longer show their arguments); then ``ray_current_cluster`` is removed if
+        it still names this cluster, as ``ray stop`` does."""
+        import psutil
+
+        own = re.compile(rf"(:|--gcs_server_port=){self.gcs_port}\b")
+        roots = [p for p in psutil.process_iter(["cmdline"]) if any(own.search(a) for a in p.info["cmdline"] or [])]
+        procs = list({p.pid: p for r in roots for p in (r, *_children(r))}.values())
+        for p in procs:  # SIGKILL, as `ray stop --force` does (the GCS takes seconds to honour SIGTERM)
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        deadline = time.monotonic() + 15
+        while any(_alive(p) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        with contextlib.suppress(OSError):
+            if current.read_text().strip().endswith(f":{self.gcs_port}"):
+                current.unlink()
+
+
+def _alive(proc: Any) -> bool:
+    """Running, not a zombie: ``ray start``'s daemons outlive it and are reaped by no one here."""
+    import psutil
+
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _children(proc: Any) -> list[Any]:
+    import psutil
+
+    try:
+        return list(proc.children(recursive=True))
+    except psutil.Error:
+        return []
