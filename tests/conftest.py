@@ -14,7 +14,7 @@ import pytest
 
 from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
 from tests.integration.local_cluster import start_mlflow
-from tests.parallel import pytest_collection_modifyitems, pytest_configure  # noqa: F401  (hooks: how xdist splits the suite)
+from tests.parallel import pytest_collection_modifyitems  # noqa: F401  (a hook: the order xdist hands modules out)
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -1,57 +1,48 @@
-"""How the suite splits over pytest-xdist workers (README command 2 runs ``pytest -n 2 --dist loadgroup``).
+"""How the suite is ordered for pytest-xdist (README command 2: ``-n 2 --dist loadscope --no-loadscope-reorder``).
 
 A search spends much of its time in one-core work (imports, Ray and Tune start-up, MLflow writes), so two workers
-keep both cores busy. What must not be split or overlapped is grouped with ``xdist_group`` (one worker runs a group,
-in order):
+keep both cores busy. ``--dist loadscope`` hands out whole modules, so a module-scoped fixture (a search several
+tests read) runs once, on one worker. Ray clusters started with the ``ray`` CLI never overlap:
+:class:`tests.integration.local_cluster.LocalCluster` holds a machine-wide lock while it runs. (A search's own Ray is
+started with ``address="local"`` and never joins another.)
 
-- tests that share a module-scoped fixture (a search several tests read) form one group per module, so the
-  fixture runs once;
-- tests marked ``ray_cli_cluster`` start Ray with the ``ray`` CLI: ``ray start`` records the newest cluster in
-  /tmp/ray/ray_current_cluster, which ``ray.init("auto")`` and ``RAGSWEEP_RAY_ADDRESS=auto`` read, so two such
-  clusters at once could be joined by the wrong test. They form one group. (A search's own Ray is started with
-  ``address="local"`` and never joins another.)
-
-Under xdist the work is also ordered longest first (grouped integration tests, then the other integration tests,
-then contract and unit tests), so the small tests fill the gaps at the end instead of one worker finishing a long
-search alone.
+``--no-loadscope-reorder`` keeps the order set here: the longest modules first, the short integration modules next,
+then the contract and unit tests, so small tests fill the gaps at the end instead of one worker finishing a long
+search alone. The order only balances the two workers; a module missing from LONGEST_FIRST still runs.
 """
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-CLUSTER_GROUP = "ray_cli_cluster"
-MODULE_SCOPES = ("module", "package", "class")
+# Integration modules from the longest (seconds on 2 cores, one worker at a time, at the time of writing).
+LONGEST_FIRST = (
+    "test_search_e2e.py",  # ~600: the main search and the tests that read it, the scheduler searches
+    "test_promotion.py",  # ~180: three one-trial searches
+    "test_multinode.py",  # ~190
+    "test_search_strategies.py",  # ~160
+    "test_judges_llama.py",  # ~140
+    "test_tracing.py",  # ~100
+    "test_model_search.py",  # ~100
+    "test_launcher.py",  # ~90
+    "test_wheel.py",  # ~90
+)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", f"{CLUSTER_GROUP}: starts Ray nodes with the `ray` CLI; such tests never run at the same time"
-    )
+def _rank(item: pytest.Item) -> tuple[int, int]:
+    """Lower runs earlier."""
+    path = item.nodeid.split("::", 1)[0]
+    name = path.rsplit("/", 1)[-1]
+    if name in LONGEST_FIRST:
+        return 0, LONGEST_FIRST.index(name)
+    if item.get_closest_marker("integration") is not None:
+        return 1, 0
+    return (3 if "/unit/" in path else 2), 0
 
 
-def _group(item: pytest.Item) -> str | None:
-    if item.get_closest_marker(CLUSTER_GROUP):
-        return CLUSTER_GROUP
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs.values() if info is not None else ()
-    if any(d and d[-1].scope in MODULE_SCOPES for d in defs):
-        return item.nodeid.split("::", 1)[0]
-    return None
-
-
-def _rank(item: pytest.Item) -> int:
-    """Lower runs earlier: the longest work first."""
-    if item.get_closest_marker("integration") is None:
-        return 3 if "/unit/" in item.nodeid else 2
-    return 0 if _group(item) else 1
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        group = _group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-    if getattr(config.option, "dist", "no") != "no":
-        items.sort(key=_rank)  # stable: file order within a rank; the same in every worker
+    # Only under xdist (its workers collect with PYTEST_XDIST_WORKER set; the order must be the same in each).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=_rank)  # stable: file order within a rank

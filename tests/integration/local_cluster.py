@@ -8,6 +8,7 @@ submitted as Ray jobs. No pytest here: benchmarks use it too.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -112,6 +113,7 @@ class LocalCluster:
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
     workers: dict[str, int] = field(default_factory=dict)  # label -> node manager port
+    _lock: IO[str] | None = field(default=None, repr=False)  # held from start to stop
 
     @property
     def address(self) -> str:
@@ -122,16 +124,24 @@ class LocalCluster:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
     def __enter__(self) -> LocalCluster:
-        _ray(
-            "start",
-            "--head",
-            f"--port={self.gcs_port}",
-            f"--num-cpus={self.head_cpus:g}",
-            "--num-gpus=0",
-            "--include-dashboard=true",
-            f"--dashboard-port={self.dashboard_port}",
-            "--disable-usage-stats",
-        )
+        # One such cluster at a time on this machine (tests on other xdist workers wait here): `ray start` records the
+        # newest cluster in /tmp/ray/ray_current_cluster, which ray.init("auto") and RAGSWEEP_RAY_ADDRESS=auto join.
+        self._lock = open(Path(tempfile.gettempdir()) / "ragsweep-tests-ray-cli-cluster.lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            _ray(
+                "start",
+                "--head",
+                f"--port={self.gcs_port}",
+                f"--num-cpus={self.head_cpus:g}",
+                "--num-gpus=0",
+                "--include-dashboard=true",
+                f"--dashboard-port={self.dashboard_port}",
+                "--disable-usage-stats",
+            )
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -226,6 +236,9 @@ class LocalCluster:
         with contextlib.suppress(OSError):
             if current.read_text().strip().endswith(f":{self.gcs_port}"):
                 current.unlink()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
 
 def _alive(proc: Any) -> bool:

@@ -14,7 +14,7 @@ from ragsweep.pipelines.embedders.ray_data import RayEncoder
 from ragsweep.pipelines.index import IndexCache, IndexSpec
 from tests.integration.local_cluster import LocalCluster
 
-pytestmark = [pytest.mark.integration, pytest.mark.ray_cli_cluster]  # see tests/parallel.py
+pytestmark = pytest.mark.integration
 
 
 def test_ray_data_embeds_on_every_node_and_matches_a_local_build(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]

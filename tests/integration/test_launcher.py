@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, start_mlflow_server
 from tests.integration.local_cluster import LocalCluster
 
-pytestmark = [pytest.mark.integration, pytest.mark.ray_cli_cluster]  # see tests/parallel.py
+pytestmark = pytest.mark.integration
 
 
 def test_ray_submit_with_no_arguments_runs_the_clusters_search(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ from ragsweep.search.trial import TAG_NODE_ID, TAG_RESTARTS
 from tests.conftest import REPO
 from tests.integration.local_cluster import BIN, ENV, LocalCluster, node_ip, start_mlflow
 
-pytestmark = [pytest.mark.integration, pytest.mark.ray_cli_cluster]  # see tests/parallel.py
+pytestmark = pytest.mark.integration
 
 N_TRIALS = 5
 

@@ -25,7 +25,8 @@ from tests.integration.local_cluster import free_port
 
 pytestmark = pytest.mark.integration
 
-N_TRIALS, N_QUESTIONS, N_HELD_OUT = 2, 4, 3
+N_TRIALS, N_QUESTIONS, N_HELD_OUT = 2, 2, 3  # each answer of the main search costs five judge calls
+N_FRESH = 2  # new questions `ragsweep evaluate` scores
 # Tests about search mechanics run one cheap judge, or none when the objective reads no judge; the main search runs
 # the full default judge suite (verdicts without rationales: test_tracing has a judge give them).
 ONE_JUDGE = "judges: {suite: [correctness], reason_chars: 0}"
@@ -52,6 +53,7 @@ def _config(
     extra: str = "",
     judges: str = ONE_JUDGE,
     search: str = NO_ORACLE,
+    per_trial: int = N_QUESTIONS,
 ) -> Path:
     cfg = tmp / "exp.yaml"
     cfg.write_text(f"""
@@ -63,7 +65,7 @@ space:
   top_k: [2, 3]
   prompt: [concise, extractive]
 pipeline: {{max_tokens: 16}}
-search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {N_QUESTIONS}, shard_size: 2,
+search: {{num_samples: {N_TRIALS}, max_concurrent_trials: 2, questions_per_trial: {per_trial}, shard_size: 2,
           scheduler: fifo, finalists: 1, holdout_questions: {N_HELD_OUT}{search}}}
 mlflow: {{tracking_uri: "{uri}", experiment: {experiment}, model_name: {experiment}-model}}
 storage_dir: {tmp / "runs"}
@@ -324,7 +326,7 @@ def test_champion_is_registered_and_answers(search_result) -> None:  # type: ign
 def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slice) -> None:  # type: ignore[no-untyped-def]
     proc, tmp, uri = search_result
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in xquad_slice[1].read_text().splitlines()[-4:]]
+    rows = [json.loads(line) for line in xquad_slice[1].read_text().splitlines()[-N_FRESH:]]
     fresh = write_jsonl(tmp / "fresh.jsonl", rows)
     ev = _run(
         [
@@ -341,7 +343,7 @@ def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slic
         timeout=600,
     )
     assert ev.returncode in (0, 3), ev.stdout[-2000:] + ev.stderr[-3000:]
-    assert "e2e-model@champion (v" in ev.stdout and "on 4 questions: objective" in ev.stdout
+    assert "e2e-model@champion (v" in ev.stdout and f"on {N_FRESH} questions: objective" in ev.stdout
     assert "picked on its held-out score" in ev.stdout and "judge_concise" in ev.stdout
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("e2e")
@@ -370,7 +372,7 @@ def test_evaluate_scores_the_champion_on_new_questions(search_result, xquad_slic
         timeout=600,
     )
     assert ev.returncode in (0, 3), ev.stdout[-2000:] + ev.stderr[-3000:]
-    assert f"({trial[:8]}) on 4 questions: objective" in ev.stdout
+    assert f"({trial[:8]}) on {N_FRESH} questions: objective" in ev.stdout
     runs = client.search_runs([exp.experiment_id], f"tags.`ragsweep.trial_run` = '{trial}'")
     assert len(runs) == 1 and runs[0].data.tags["ragsweep.kind"] == "evaluation"
 
@@ -593,7 +595,8 @@ def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlfl
 
 
 def test_ctrl_c_stops_servers_and_closes_runs(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
-    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt")
+    # Enough questions that the search is still answering when the interrupt comes, however fast the machine.
+    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt", per_trial=8)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [*CLI, "search", "--config", str(cfg)],
