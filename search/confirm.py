@@ -26,12 +26,7 @@ from typing import Any
 
 from ragsweep.judges.intervals import PairedDifference
 from ragsweep.pipelines.data import Dataset, DatasetError, Question, load_questions, seeded_order, split_holdout
-from ragsweep.search.config import ConfigError, ExperimentConfig
-from ragsweep.search.promotion.racing import objective_of, race_over, race_step
-from ragsweep.search.space import TrialParams
-from ragsweep.search.tracking.redact import Redactor
-from ragsweep.search.tracking.tracker import Tracker
-from ragsweep.search.trial import (
+from ragsweep.search.answering import (
     SearchContext,
     answer_batch,
     gpu_seconds,
@@ -41,6 +36,11 @@ from ragsweep.search.trial import (
     row_scores,
     summarize_rows,
 )
+from ragsweep.search.config import ConfigError, ExperimentConfig
+from ragsweep.search.promotion.racing import objective_of, race_over, race_step
+from ragsweep.search.space import TrialParams
+from ragsweep.search.tracking.redact import Redactor
+from ragsweep.search.tracking.tracker import Tracker
 
 HOLDOUT = "holdout."  # prefix of held-out metrics in a run
 ANSWERS = "holdout/answers.jsonl"

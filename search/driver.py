@@ -8,10 +8,8 @@ case, and trial runs left RUNNING are closed.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import re
 import signal
 import threading
 import time
@@ -43,13 +41,11 @@ from ragsweep.search.searcher import BaselineMatcher, LLMCallBudget, baseline, b
 from ragsweep.search.serving.cluster import (
     driver_node_ip,
     for_other_nodes,
-    ray_target,
-    ray_target_source,
     retries,
     tune_root,
 )
 from ragsweep.search.serving.servers import serve
-from ragsweep.search.startup import prepare
+from ragsweep.search.startup import prepare, start_ray, worker_env
 from ragsweep.search.tracking.outcomes import (
     Collected,
     SearchOutcome,
@@ -70,20 +66,7 @@ from ragsweep.search.tracking.runs import (
 from ragsweep.search.tracking.tracker import RunRef, Tracker
 
 if TYPE_CHECKING:  # trial imports the whole pipeline stack: loaded when a search starts, not with the CLI
-    from ragsweep.search.trial import SearchContext
-
-# Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.
-# TUNE_FUNCTION_THREAD_TIMEOUT_S: a trial the scheduler stops still flushes its traces, logs their feedback and
-# closes its run; Tune reuses the worker for the next trial only if that ends within this time (default 2 s).
-WORKER_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
-    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
-    # trials end MLflow runs: no "View run ... at: URL" line per trial on the user's console
-    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
-}
+    from ragsweep.search.answering import SearchContext
 
 
 def run_search(
@@ -134,50 +117,6 @@ def run_search(
         remove_handler(log_file)
 
 
-# Credentials never go into Ray's runtime_env, which Ray's job and state APIs (the dashboard) show to anyone who can
-# reach them. Trial workers inherit them from the environment their Ray node started in instead: a Ray of our own
-# is started by this process, with its environment; a cluster's nodes have their own (the pods' Secret on
-# Kubernetes, the environment of `ray start` elsewhere: docs/cluster.md).
-CREDENTIAL_ENV = re.compile(r"USERNAME|PASSWORD|TOKEN|SECRET|CREDENTIAL|_KEY$", re.IGNORECASE)
-
-
-def _worker_env() -> dict[str, str]:
-    """What trial workers get through runtime_env: WORKER_ENV and this process's MLflow and Ray-auth settings
-    (retries, timeouts); never a credential (CREDENTIAL_ENV), nor an implicit experiment or run (theirs are named)."""
-    implicit = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if k.startswith(("MLFLOW_", "RAY_AUTH")) and k not in implicit and not CREDENTIAL_ENV.search(k)
-    }
-    return {**WORKER_ENV, **inherited}
-
-
-def _start_ray(cfg: ExperimentConfig, env: dict[str, str]) -> str | None:
-    """Start (or join) Ray; returns the cluster address joined, None for a Ray of our own."""
-    import ray
-
-    # "local" starts a Ray of our own even when another search's local Ray is running on this machine (plain
-    # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address, RAY_ADDRESS or
-    # RAGSWEEP_RAY_ADDRESS (cluster.yaml sets it on the head) says so.
-    address = ray_target(cfg)
-    ray.init(
-        address=address or "local",
-        include_dashboard=False,
-        ignore_reinit_error=True,
-        runtime_env={"env_vars": env},
-        logging_level=logging.WARNING,
-    )
-    if address is not None:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        say(
-            f"joined Ray cluster {address} ({ray_target_source(cfg)}): {len(nodes)} node(s), "
-            f"{ray.cluster_resources().get('CPU', 0):g} CPUs; trials retried up to {retries(cfg)} time(s) if "
-            "their node goes away"
-        )
-    return address
-
-
 def _search(
     cfg: ExperimentConfig,
     dataset: Dataset,
@@ -194,8 +133,8 @@ def _search(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    env = _worker_env()
-    address = _start_ray(cfg, env)
+    env = worker_env()
+    address = start_ray(cfg, env)
     timings["ray_init_s"] = time.perf_counter() - t0
     try:
         trial_cfg, trial_uri = cfg, uri
@@ -242,7 +181,7 @@ def _context(
     env: dict[str, str],
 ) -> SearchContext:
     """What every trial gets (``trial_cfg``/``trial_uri``: as other nodes must see them on a cluster)."""
-    from ragsweep.search.trial import SearchContext
+    from ragsweep.search.answering import SearchContext
 
     return SearchContext(
         config=trial_cfg,

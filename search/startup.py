@@ -1,9 +1,12 @@
-"""Checks before a search starts (nothing is written): the storage folder, index memory, the dataset and its
-question plan, embedders, reranker and LLM endpoints, and the GPU fit. :func:`prepare` runs them in that order."""
+"""A search's start: the checks before anything is written (the storage folder, index memory, the dataset and its
+question plan, embedders, reranker and LLM endpoints, and the GPU fit; :func:`prepare` runs them in that order), then
+Ray, started or joined with the environment its trial workers get (:func:`start_ray`, :func:`worker_env`)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -11,9 +14,8 @@ from ragsweep.pipelines.data import Dataset, load_dataset
 from ragsweep.pipelines.embedders.local import EmbedderError, check_model_folder, resolve_embedder_path
 from ragsweep.search.config import ConfigError, ExperimentConfig
 from ragsweep.search.confirm import QuestionPlan, plan_questions
-from ragsweep.search.serving.cluster import (
-    ray_target,
-)
+from ragsweep.search.console import logger
+from ragsweep.search.serving.cluster import ray_target, ray_target_source, retries
 from ragsweep.search.serving.engines import preflight
 from ragsweep.search.serving.gpu_fit import gpu_fit
 
@@ -94,3 +96,61 @@ def check_index_memory(cfg: ExperimentConfig) -> None:
             f"({limit / 2**30:.1f} GB). Raise the smallest chunk_size, lower search.max_concurrent_trials, or set "
             "pipeline.index_memory_gb if this machine has the memory"
         )
+
+
+# Set for trial workers: no hub downloads, no tokenizer thread fan-out on small machines.
+# TUNE_FUNCTION_THREAD_TIMEOUT_S: a trial the scheduler stops still flushes its traces, logs their feedback and
+# closes its run; Tune reuses the worker for the next trial only if that ends within this time (default 2 s).
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120",
+    # trials end MLflow runs: no "View run ... at: URL" line per trial on the user's console
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+
+
+# Credentials never go into Ray's runtime_env, which Ray's job and state APIs (the dashboard) show to anyone who can
+# reach them. Trial workers inherit them from the environment their Ray node started in instead: a Ray of our own
+# is started by this process, with its environment; a cluster's nodes have their own (the pods' Secret on
+# Kubernetes, the environment of `ray start` elsewhere: docs/cluster.md).
+CREDENTIAL_ENV = re.compile(r"USERNAME|PASSWORD|TOKEN|SECRET|CREDENTIAL|_KEY$", re.IGNORECASE)
+
+
+def worker_env() -> dict[str, str]:
+    """What trial workers get through runtime_env: WORKER_ENV and this process's MLflow and Ray-auth settings
+    (retries, timeouts); never a credential (CREDENTIAL_ENV), nor an implicit experiment or run (theirs are named)."""
+    implicit = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("MLFLOW_", "RAY_AUTH")) and k not in implicit and not CREDENTIAL_ENV.search(k)
+    }
+    return {**WORKER_ENV, **inherited}
+
+
+def start_ray(cfg: ExperimentConfig, env: dict[str, str]) -> str | None:
+    """Start (or join) Ray; returns the cluster address joined, None for a Ray of our own."""
+    import ray
+
+    # "local" starts a Ray of our own even when another search's local Ray is running on this machine (plain
+    # ray.init() would join it and share its CPUs); a cluster is joined only when ray_address, RAY_ADDRESS or
+    # RAGSWEEP_RAY_ADDRESS (cluster.yaml sets it on the head) says so.
+    address = ray_target(cfg)
+    ray.init(
+        address=address or "local",
+        include_dashboard=False,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": env},
+        logging_level=logging.WARNING,
+    )
+    if address is not None:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        logger("search").info(
+            f"joined Ray cluster {address} ({ray_target_source(cfg)}): {len(nodes)} node(s), "
+            f"{ray.cluster_resources().get('CPU', 0):g} CPUs; trials retried up to {retries(cfg)} time(s) if "
+            "their node goes away"
+        )
+    return address

@@ -143,9 +143,9 @@ def oracle_answers(
     ``question_ids`` (the search questions). Empty when ``search.oracle`` is off; a failure is said, not raised:
     the ceiling informs the user and decides nothing."""
     from ragsweep.judges.scoring import objective
+    from ragsweep.search.answering import request_cache
     from ragsweep.search.assemble import prompt_for
     from ragsweep.search.space import TrialParams
-    from ragsweep.search.trial import request_cache
 
     if not cfg.search.oracle or not trials:
         return {}

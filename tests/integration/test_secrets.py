@@ -125,9 +125,9 @@ storage_dir: {tmp_path / "runs"}
 WORKER_SEES = """
 import os, ray
 from ragsweep.search.config import ExperimentConfig
-from ragsweep.search.driver import _start_ray, _worker_env
-assert "MLFLOW_TRACKING_PASSWORD" not in _worker_env()
-_start_ray(ExperimentConfig.model_validate({"dataset": {"corpus": "%(c)s", "questions": "%(q)s"}}), _worker_env())
+from ragsweep.search.startup import start_ray, worker_env
+assert "MLFLOW_TRACKING_PASSWORD" not in worker_env()
+start_ray(ExperimentConfig.model_validate({"dataset": {"corpus": "%(c)s", "questions": "%(q)s"}}), worker_env())
 seen = ray.get(ray.remote(lambda: os.environ.get("MLFLOW_TRACKING_PASSWORD")).remote())
 print("WORKER SEES", seen)
 """

@@ -20,7 +20,7 @@ from ragsweep.judges.builtin import (
 )
 from ragsweep.judges.custom import CustomJudge, CustomJudgeSpec, load_spec
 from ragsweep.pipelines.llm_client.client import LLMClient
-from ragsweep.search.trial import JudgeBudgetError, _check_judge_budget
+from ragsweep.search.answering import JudgeBudgetError, _check_judge_budget
 from tests.unit.test_llm_errors import OK_BODY, Script, scripted  # noqa: F401 - the fixture
 
 ITEM = JudgeItem("Who won?", "Denver", ("Denver Broncos",), ("Denver beat Carolina.", "Snow fell in Denver."))

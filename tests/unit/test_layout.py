@@ -98,6 +98,11 @@ def test_no_import_cycles() -> None:
 
 WINGS = ("serving", "tracking", "promotion", "questions", "screen", "commands")
 CORE = ("ragsweep.search.config", "ragsweep.search.space", "ragsweep.search.registries", "ragsweep.search.schema")
+CORE_PACKAGES = ("config",)  # core split into modules: ragsweep.search.config.* is core too
+
+
+def _core(module: str) -> bool:
+    return module in CORE or any(module.startswith(f"ragsweep.search.{p}.") for p in CORE_PACKAGES)
 
 
 def _uphill(importer: str, imported: str) -> bool:
@@ -109,7 +114,7 @@ def _uphill(importer: str, imported: str) -> bool:
     a, b = (layer[".".join(m.split(".")[:2])] for m in (importer, imported))
     if b > a:
         return True
-    return importer in CORE and imported.split(".")[2:3] != [] and imported.split(".")[2] in WINGS
+    return _core(importer) and imported.split(".")[2:3] != [] and imported.split(".")[2] in WINGS
 
 
 def test_imports_flow_one_way() -> None:
@@ -121,9 +126,9 @@ def test_imports_flow_one_way() -> None:
 def test_search_wings() -> None:
     """The search package keeps the search itself; serving, tracking, promotion, questions (test sets) and screen
     (the free retrieval evidence) are wings of their own."""
-    wings = {p.name for p in (REPO / "search").iterdir() if (p / "__init__.py").exists()}
+    wings = {p.name for p in (REPO / "search").iterdir() if (p / "__init__.py").exists()} - set(CORE_PACKAGES)
     assert wings == set(WINGS)
-    assert len(list((REPO / "search").glob("*.py"))) <= 18
+    assert len(list((REPO / "search").glob("*.py"))) <= 19
 
 
 def test_registry_did_you_mean_and_docs() -> None:

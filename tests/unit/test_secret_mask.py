@@ -48,8 +48,8 @@ def test_logged_endpoint_hides_env_values_and_a_champion_takes_them_from_its_env
 
 
 def test_an_answers_row_is_masked_in_every_text_field_even_ones_added_later() -> None:
+    from ragsweep.search.answering import redacted
     from ragsweep.search.tracking.redact import Redactor
-    from ragsweep.search.trial import redacted
 
     mail = "ada@example.org"
     row = {

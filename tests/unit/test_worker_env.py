@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragsweep.search.driver import WORKER_ENV, _worker_env
+from ragsweep.search.startup import WORKER_ENV, worker_env
 
 CREDENTIALS = {
     "MLFLOW_TRACKING_USERNAME": "admin",
@@ -28,7 +28,7 @@ SETTINGS = {
 def test_runtime_env_carries_settings_and_no_credential(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {**CREDENTIALS, **SETTINGS, "MLFLOW_RUN_ID": "abc", "AWS_SECRET_ACCESS_KEY": "x"}.items():
         monkeypatch.setenv(name, value)
-    env = _worker_env()
+    env = worker_env()
     assert not set(CREDENTIALS) & set(env), sorted(set(CREDENTIALS) & set(env))
     assert not [v for v in env.values() if v.startswith("planted-")]
     assert {k: env[k] for k in SETTINGS} == SETTINGS
