@@ -15,14 +15,15 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from tabulate import tabulate
 
 from ragsweep.judges.calibrate import JudgeCalibration, calibrate, load_labels, sample_questions
 from ragsweep.judges.suite import build_judges
-from ragsweep.pipelines.data import load_dataset
-from ragsweep.search.config import ConfigError, ExperimentConfig
+from ragsweep.pipelines.data import Dataset, load_dataset
+from ragsweep.search.config import ConfigError, ExperimentConfig, ModelEndpoint
 from ragsweep.search.console import logger
 from ragsweep.search.serving.engines import preflight
 from ragsweep.search.serving.servers import serve
@@ -46,16 +47,7 @@ def run_calibration(
 ) -> tuple[list[JudgeCalibration], str]:
     if questions < 2 or repeats < 1:
         raise ConfigError("calibration needs --questions >= 2 and --repeats >= 1")
-    if dataset_dir is not None:
-        corpus, qfile = dataset_dir / "corpus.jsonl", dataset_dir / "questions.jsonl"
-        missing = [str(p) for p in (corpus, qfile) if not p.exists()]
-        if missing:
-            raise ConfigError(
-                f"--dataset {dataset_dir}: expected corpus.jsonl and questions.jsonl; missing {', '.join(missing)}"
-            )
-        ds = load_dataset(corpus, qfile, dataset_dir.name)
-    else:
-        ds = load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
+    ds = _dataset(cfg, dataset_dir)
     qs = sample_questions(ds, questions, seed)
     labelled = load_labels(labels, ds) if labels is not None else []
     judges = build_judges(cfg.judges)
@@ -74,50 +66,20 @@ def run_calibration(
         experiment_id=exp_id, run_name="judge-calibration", tags={TAG_KIND: "calibration", "dataset.digest": ds.digest}
     ) as run:
         try:
+            settings = {"questions": len(qs), "repeats": repeats, "seed": seed, "labels": str(labels) if labels else ""}
             mlflow.log_params(
                 {
                     "judge.model": endpoint.model,
                     "judge.engine": endpoint.engine,
-                    "questions": len(qs),
-                    "repeats": repeats,
-                    "seed": seed,
-                    "labels": str(labels) if labels else "",
+                    **settings,
                     "dataset": ds.name,
                     **{f"{j.name}.prompt_version": j.prompt_version for j in judges},
                 }
             )
-            t0 = time.perf_counter()
-            with serve(
-                endpoint, None, storage / "logs" / f"calibration-{run.info.run_id}", seed, first_role="judge"
-            ) as eps:
-                results, items = calibrate(
-                    lambda: eps.generator.client(None),
-                    judges,
-                    ds,
-                    qs,
-                    labelled,
-                    repeats,
-                    progress=lambda m: say(f"calibration {m}"),
-                )
-                model = eps.generator.model
-            elapsed = time.perf_counter() - t0
-            table = _table(results, len(qs), len(labelled), repeats, model, elapsed)
+            log_dir = storage / "logs" / f"calibration-{run.info.run_id}"
+            results, items, table, elapsed = _measure(endpoint, judges, ds, qs, labelled, repeats, seed, log_dir)
             for r in results:
-                mlflow.log_metrics(
-                    {
-                        f"{r.judge}.{k}": v
-                        for k, v in (
-                            ("accuracy", r.accuracy),
-                            ("spearman", r.spearman),
-                            ("consistency", r.consistency),
-                            ("max_spread", r.max_spread),
-                            ("calls_per_answer", r.calls_per_answer),
-                            ("tokens_per_answer", r.tokens_per_answer),
-                            ("nan", float(r.nan)),
-                        )
-                        if math.isfinite(v)
-                    }
-                )
+                mlflow.log_metrics(_metrics(r))
             mlflow.log_metric("seconds", elapsed)
             _log_artifacts(results, items, table)
         except BaseException as e:
@@ -125,6 +87,61 @@ def run_calibration(
             raise
     say(f"calibration logged to run {run.info.run_id} in experiment {cfg.mlflow.experiment}-judges ({uri})")
     return results, table
+
+
+def _measure(
+    endpoint: ModelEndpoint,
+    judges: list[Any],
+    ds: Dataset,
+    qs: list[Any],
+    labelled: list[Any],
+    repeats: int,
+    seed: int,
+    log_dir: Path,
+) -> tuple[list[JudgeCalibration], Any, str, float]:
+    """Serve the judge model and calibrate ``judges`` on ``qs``: the results, the scored items, the table, seconds."""
+    t0 = time.perf_counter()
+    with serve(endpoint, None, log_dir, seed, first_role="judge") as eps:
+        results, items = calibrate(
+            lambda: eps.generator.client(None),
+            judges,
+            ds,
+            qs,
+            labelled,
+            repeats,
+            progress=lambda m: say(f"calibration {m}"),
+        )
+        model = eps.generator.model
+    elapsed = time.perf_counter() - t0
+    table = _table(results, len(qs), len(labelled), repeats, model, elapsed)
+    return results, items, table, elapsed
+
+
+def _dataset(cfg: ExperimentConfig, dataset_dir: Path | None) -> Dataset:
+    """``--dataset DIR`` (its corpus.jsonl and questions.jsonl), else the config's dataset."""
+    if dataset_dir is None:
+        return load_dataset(cfg.dataset.corpus, cfg.dataset.questions, cfg.dataset.name or "")
+    corpus, qfile = dataset_dir / "corpus.jsonl", dataset_dir / "questions.jsonl"
+    missing = [str(p) for p in (corpus, qfile) if not p.exists()]
+    if missing:
+        raise ConfigError(
+            f"--dataset {dataset_dir}: expected corpus.jsonl and questions.jsonl; missing {', '.join(missing)}"
+        )
+    return load_dataset(corpus, qfile, dataset_dir.name)
+
+
+def _metrics(r: JudgeCalibration) -> dict[str, float]:
+    """One judge's calibration as MLflow metrics ``<judge>.<measure>`` (undefined ones left out)."""
+    measures = (
+        ("accuracy", r.accuracy),
+        ("spearman", r.spearman),
+        ("consistency", r.consistency),
+        ("max_spread", r.max_spread),
+        ("calls_per_answer", r.calls_per_answer),
+        ("tokens_per_answer", r.tokens_per_answer),
+        ("nan", float(r.nan)),
+    )
+    return {f"{r.judge}.{k}": v for k, v in measures if math.isfinite(v)}
 
 
 def _table(results: list[JudgeCalibration], n_q: int, n_labels: int, repeats: int, model: str, seconds: float) -> str:

@@ -299,23 +299,8 @@ def confirm_all(
         rounds += 1
         line = f"held-out round {rounds}: {answered}/{len(question_ids)} questions"
         if racing and alive:
-            scores = {r: {row["id"]: row_scores(row) for p in parts[r] for row in p.rows} for r in alive}
-            step = race_step(
-                scores,
-                alive,
-                cfg.objective.weights,
-                cfg.search.confidence,
-                cfg.search.bootstrap_samples,
-                cfg.search.seed,
-            )
-            for r, d in step.dropped.items():
-                dropped[r], dropped_at[r] = d, answered
-            alive = step.alive
-            best = objective_of(scores[step.best], cfg.objective.weights)
-            line += f"; {len(alive)} finalist(s) running, best {best:.4f}" + "".join(
-                f"; dropped {r[:8]} ({-d.mean:+.4f} vs best, CI [{-d.high:+.4f}, {-d.low:+.4f}])"
-                for r, d in step.dropped.items()
-            )
+            alive, summary = _race_round(parts, alive, cfg, answered, dropped, dropped_at)
+            line += summary
         if say is not None:
             say(line)
         if racing is None or race_over(alive, answered, len(question_ids), started):
@@ -328,3 +313,27 @@ def confirm_all(
             except Exception as e:  # noqa: BLE001 - as above
                 errors[r] = _error(e)
     return done, errors, Race(answered, len(question_ids), rounds, dropped, dropped_at)
+
+
+def _race_round(
+    parts: dict[str, list[Part]],
+    alive: list[str],
+    cfg: ExperimentConfig,
+    answered: int,
+    dropped: dict[str, PairedDifference],
+    dropped_at: dict[str, int],
+) -> tuple[list[str], str]:
+    """One race step over what the finalists still running have answered: who stays (those dropped go into
+    ``dropped`` and ``dropped_at``), and the round's line for the console."""
+    scores = {r: {row["id"]: row_scores(row) for p in parts[r] for row in p.rows} for r in alive}
+    step = race_step(
+        scores, alive, cfg.objective.weights, cfg.search.confidence, cfg.search.bootstrap_samples, cfg.search.seed
+    )
+    for r, d in step.dropped.items():
+        dropped[r], dropped_at[r] = d, answered
+    best = objective_of(scores[step.best], cfg.objective.weights)
+    summary = f"; {len(step.alive)} finalist(s) running, best {best:.4f}" + "".join(
+        f"; dropped {r[:8]} ({-d.mean:+.4f} vs best, CI [{-d.high:+.4f}, {-d.low:+.4f}])"
+        for r, d in step.dropped.items()
+    )
+    return step.alive, summary

@@ -61,6 +61,30 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> ExperimentConfig:
+        self._check_named_models()
+        needs_model = [r for r in self.space.reranker if RERANKERS.entry(r).info["needs_model"]]
+        if needs_model and self.pipeline.reranker_model is None:
+            raise ValueError(f"space.reranker includes {needs_model[0]!r} but pipeline.reranker_model is not set")
+        templates = load_templates(self.pipeline.prompts_file)
+        for name in self.space.prompt:
+            if name not in templates:
+                hint = difflib.get_close_matches(name, list(templates), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ValueError(f"space.prompt: unknown template {name!r}{extra}; known: {', '.join(templates)}")
+        self._check_judged_metrics()
+        if SAMPLERS.entry(self.search.sampler).info.get("needs_cost") and self.objective.cost is None:
+            raise ValueError(
+                f"search.sampler {self.search.sampler!r} is for multi-objective searches: set "
+                "objective.cost, or use tpe"
+            )
+        if self.search.sampler == "grid":
+            grid_points(self.space)  # raises ValueError naming a key that cannot be a grid
+        if self.search.baseline is not None:
+            baseline_point(self.space, self.search.baseline)  # raises ValueError naming a bad key or value
+        return self
+
+    def _check_named_models(self) -> None:
+        """Generators and embedders that space and pipeline name are defined (or, for embedders, model folders)."""
         for i, name in enumerate(self.space.generator or []):
             if name not in self.llm.generators:
                 known = ", ".join(self.llm.generators) or "nothing (llm.generators is empty)"
@@ -85,15 +109,9 @@ class ExperimentConfig(_Strict):
                         f"{where}: {name!r} is not 'default', a name from pipeline.embedders or a model "
                         f"folder ({e}){names}"
                     ) from None
-        needs_model = [r for r in self.space.reranker if RERANKERS.entry(r).info["needs_model"]]
-        if needs_model and self.pipeline.reranker_model is None:
-            raise ValueError(f"space.reranker includes {needs_model[0]!r} but pipeline.reranker_model is not set")
-        templates = load_templates(self.pipeline.prompts_file)
-        for name in self.space.prompt:
-            if name not in templates:
-                hint = difflib.get_close_matches(name, list(templates), n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                raise ValueError(f"space.prompt: unknown template {name!r}{extra}; known: {', '.join(templates)}")
+
+    def _check_judged_metrics(self) -> None:
+        """Every judge_<name> that objective.weights or promotion.min_metrics reads is computed by a judge."""
         judged = self.judges.metrics
         for name in [*self.objective.weights, *self.promotion.min_metrics]:
             if name.startswith(JUDGE_PREFIX) and name not in judged:
@@ -111,16 +129,6 @@ class ExperimentConfig(_Strict):
                     f"{where}: {name!r} is not computed by the configured judges{extra}; "
                     f"judges give: {', '.join(judged) or 'nothing (judges.suite is empty)'}"
                 )
-        if SAMPLERS.entry(self.search.sampler).info.get("needs_cost") and self.objective.cost is None:
-            raise ValueError(
-                f"search.sampler {self.search.sampler!r} is for multi-objective searches: set "
-                "objective.cost, or use tpe"
-            )
-        if self.search.sampler == "grid":
-            grid_points(self.space)  # raises ValueError naming a key that cannot be a grid
-        if self.search.baseline is not None:
-            baseline_point(self.space, self.search.baseline)  # raises ValueError naming a bad key or value
-        return self
 
     @property
     def judge_endpoint(self) -> ModelEndpoint:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ragsweep.pipelines.base.progress import Progress
 from ragsweep.pipelines.data import DatasetError, Document, load_corpus, load_dataset
@@ -146,17 +147,7 @@ def generate(
         raise DatasetError(f"--n must be at least 1, got {n}")
     kinds = kinds or {"factoid": 0.6, "multi_sentence": 0.2, "unanswerable": 0.2}
     corpus = load_corpus(corpus_path)
-    from ragsweep.pipelines.data import file_digest
-
-    settings = Settings(
-        corpus_digest=file_digest(corpus_path),
-        n=n,
-        seed=seed,
-        kinds=kinds,
-        model=endpoint.model,
-        max_overlap=max_overlap,
-        check_answerable=check_answerable,
-    )
+    settings = _settings(corpus_path, n, seed, kinds, endpoint.model, max_overlap, check_answerable)
     start, kept, counts = _resume_state(out, settings, overwrite)
     if kept >= n:
         print(f"{out}: already has {kept} questions (of --n {n}): nothing to do")
@@ -164,27 +155,41 @@ def generate(
     preflight(endpoint)
     if tracking_uri:
         check_tracking(tracking_uri)  # before the server starts
-    titles = {d.id: d.title for d in corpus.values()}
-    docs: list[Document] = list(corpus.values())
-    filters = Filters(max_overlap=max_overlap)
-    for line in out.read_text(encoding="utf-8").splitlines() if out.exists() else []:
-        if line.strip():
-            filters.keep(json.loads(line)["question"])  # near-duplicates of earlier runs' questions count too
-    filters.dropped.update(counts.get("dropped", {}))
-    per_kind: dict[str, int] = dict(counts.get("kept", {}))
-    total_weight = sum(kinds.values())
-    quota = {k: round(n * w / total_weight) for k, w in kinds.items()}  # the mix asked for, not the easiest kind's
-    quota[max(kinds, key=lambda k: kinds[k])] += n - sum(quota.values())
-    limit = n * MAX_ATTEMPTS_PER_QUESTION
-    seq = islice(candidates(docs, kinds, seed), start, limit)
     t0 = time.perf_counter()
-    # --overwrite writes a new set beside the old one and renames it over it once done: an interrupted or failed
-    # run leaves the old set as it was
-    work = out.with_name(f".{out.name}.new") if overwrite else out
-    state_path, _ = _paths(work)
-    if overwrite:
-        for p in (work, state_path):  # an earlier interrupted --overwrite's files: ours
-            p.unlink(missing_ok=True)
+    tally = _write_set(corpus, out, settings, endpoint, log_dir, overwrite, start, kept, counts)
+    report = _report(out, settings, tally.counts(), tally.kept, time.perf_counter() - t0)
+    if tally.kept < n:
+        print(
+            f"{out}: stopped at {tally.kept} of {n} questions after {tally.next_candidate} candidates (the corpus or "
+            "model gave no more that passed the filters)"
+        )
+    if tracking_uri and tally.kept:
+        report["mlflow_run"] = _log(
+            tracking_uri, experiment, storage_dir or out.parent, corpus_path, out, settings, report
+        )
+        _atomic_json(_paths(out)[1], report)
+    return report
+
+
+def _write_set(
+    corpus: dict[str, Document],
+    out: Path,
+    settings: Settings,
+    endpoint: ModelEndpoint,
+    log_dir: Path,
+    overwrite: bool,
+    start: int,
+    kept: int,
+    counts: dict[str, Any],
+) -> _Tally:
+    """Judge candidates from ``start`` on and write those kept into ``out`` until ``settings.n`` (the state file after
+    each batch, so an interrupted run resumes); returns what was kept."""
+    titles = {d.id: d.title for d in corpus.values()}
+    tally = _Tally(kept, dict(counts.get("kept", {})), start, _filters_after(out, counts, settings.max_overlap))
+    n, seed = settings.n, settings.seed
+    quota = _quotas(n, settings.kinds)
+    seq = islice(candidates(list(corpus.values()), settings.kinds, seed), start, n * MAX_ATTEMPTS_PER_QUESTION)
+    work, state_path = _work_files(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model": endpoint.model, "seed": seed, "prompt_version": PROMPT_VERSION}
     with (
@@ -195,51 +200,112 @@ def generate(
         bar.update(kept)
         client = eps.generator.client(None)
         meta["model"] = eps.generator.model
-        next_candidate = start
-        while kept < n:
-            batch = []
-            for c in seq:  # a kind whose quota is full costs no LLM call
-                if per_kind.get(c.kind, 0) < quota[c.kind]:
-                    batch.append(c)
-                if len(batch) == BATCH:
-                    break
+        while tally.kept < n:
+            batch = _next_batch(seq, tally.per_kind, quota)
             if not batch:
                 break
-            rows = _judge_batch(client, batch, titles, filters, seed, check_answerable)
-            next_candidate = batch[-1].index + 1  # (skipped full-quota candidates before it are passed too)
-            for c, question in rows:
-                if kept >= n or per_kind.get(c.kind, 0) >= quota[c.kind]:
-                    continue
-                kept += 1
-                per_kind[c.kind] = per_kind.get(c.kind, 0) + 1
-                f.write(json.dumps(question_row(c, question, kept, meta), ensure_ascii=False) + "\n")
-                bar.update(1)
+            rows = _judge_batch(client, batch, titles, tally.filters, seed, settings.check_answerable)
+            tally.next_candidate = batch[-1].index + 1  # (skipped full-quota candidates before it are passed too)
+            tally.write(rows, n, quota, meta, f, bar)
             f.flush()
-            _atomic_json(
-                state_path,
-                {
-                    "settings": settings.as_dict(),
-                    "next_candidate": next_candidate,
-                    "counts": {"kept": per_kind, "dropped": dict(filters.dropped), "candidates": next_candidate},
-                },
-            )
-    counts = {"kept": per_kind, "dropped": dict(filters.dropped), "candidates": next_candidate}
+            state = {"settings": settings.as_dict(), "next_candidate": tally.next_candidate, "counts": tally.counts()}
+            _atomic_json(state_path, state)
     if work != out:
-        if state_path.exists():
-            os.replace(state_path, _paths(out)[0])
-        os.replace(work, out)
-    report = _report(out, settings, counts, kept, time.perf_counter() - t0)
-    if kept < n:
-        print(
-            f"{out}: stopped at {kept} of {n} questions after {next_candidate} candidates (the corpus or model "
-            "gave no more that passed the filters)"
-        )
-    if tracking_uri and kept:
-        report["mlflow_run"] = _log(
-            tracking_uri, experiment, storage_dir or out.parent, corpus_path, out, settings, report
-        )
-        _atomic_json(_paths(out)[1], report)
-    return report
+        _publish(work, out, state_path)
+    return tally
+
+
+def _settings(
+    corpus_path: Path,
+    n: int,
+    seed: int,
+    kinds: dict[str, float],
+    model: str,
+    max_overlap: float,
+    check_answerable: bool,
+) -> Settings:
+    from ragsweep.pipelines.data import file_digest
+
+    return Settings(
+        corpus_digest=file_digest(corpus_path),
+        n=n,
+        seed=seed,
+        kinds=kinds,
+        model=model,
+        max_overlap=max_overlap,
+        check_answerable=check_answerable,
+    )
+
+
+@dataclass
+class _Tally:
+    """What a run has kept (in all, and per kind), where it is in the candidate sequence, and its filters."""
+
+    kept: int
+    per_kind: dict[str, int]
+    next_candidate: int
+    filters: Filters
+
+    def counts(self) -> dict[str, Any]:
+        return {"kept": self.per_kind, "dropped": dict(self.filters.dropped), "candidates": self.next_candidate}
+
+    def write(self, rows: list[Any], n: int, quota: dict[str, int], meta: dict[str, Any], f: IO[str], bar: Any) -> None:
+        """Write the judged questions that still fit ``n`` and their kind's quota."""
+        for c, question in rows:
+            if self.kept >= n or self.per_kind.get(c.kind, 0) >= quota[c.kind]:
+                continue
+            self.kept += 1
+            self.per_kind[c.kind] = self.per_kind.get(c.kind, 0) + 1
+            f.write(json.dumps(question_row(c, question, self.kept, meta), ensure_ascii=False) + "\n")
+            bar.update(1)
+
+
+def _publish(work: Path, out: Path, state_path: Path) -> None:
+    """--overwrite: the new set (and its state) replaces the old one."""
+    if state_path.exists():
+        os.replace(state_path, _paths(out)[0])
+    os.replace(work, out)
+
+
+def _filters_after(out: Path, counts: dict[str, Any], max_overlap: float) -> Filters:
+    """The filters, knowing the questions ``out`` already holds (near-duplicates of earlier runs' count too) and
+    what earlier runs dropped."""
+    filters = Filters(max_overlap=max_overlap)
+    for line in out.read_text(encoding="utf-8").splitlines() if out.exists() else []:
+        if line.strip():
+            filters.keep(json.loads(line)["question"])
+    filters.dropped.update(counts.get("dropped", {}))
+    return filters
+
+
+def _quotas(n: int, kinds: dict[str, float]) -> dict[str, int]:
+    """Questions of each kind out of ``n``: the mix asked for, not the easiest kind's (the largest takes the rest)."""
+    total_weight = sum(kinds.values())
+    quota = {k: round(n * w / total_weight) for k, w in kinds.items()}
+    quota[max(kinds, key=lambda k: kinds[k])] += n - sum(quota.values())
+    return quota
+
+
+def _work_files(out: Path, overwrite: bool) -> tuple[Path, Path]:
+    """Where this run writes, and its state file. --overwrite writes a new set beside the old one and renames it
+    over it once done: an interrupted or failed run leaves the old set as it was."""
+    work = out.with_name(f".{out.name}.new") if overwrite else out
+    state_path, _ = _paths(work)
+    if overwrite:
+        for p in (work, state_path):  # an earlier interrupted --overwrite's files: ours
+            p.unlink(missing_ok=True)
+    return work, state_path
+
+
+def _next_batch(seq: Iterator[Any], per_kind: dict[str, int], quota: dict[str, int]) -> list[Any]:
+    """Up to BATCH candidates whose kind still has room: a kind whose quota is full costs no LLM call."""
+    batch = []
+    for c in seq:
+        if per_kind.get(c.kind, 0) < quota[c.kind]:
+            batch.append(c)
+        if len(batch) == BATCH:
+            break
+    return batch
 
 
 def _judge_batch(

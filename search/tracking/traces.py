@@ -113,19 +113,21 @@ class TraceWriter:
             experiment_id=self.experiment_id,
             start_time_ns=_ns(start),
         )
-        end = start
-        if "transform" in stages:  # the query transformation: what retrieval searched with
-            a, b = stages["transform"]
-            span = mlflow.start_span_no_context(
-                "transform",
-                span_type=SpanType.LLM,
-                parent_span=root,
-                inputs={"question": r(q.question)},
-                start_time_ns=_ns(a),
-            )
-            span.set_attributes({"ragsweep.llm_calls": ans.llm_calls - 1, "ragsweep.batch_window": True})
-            span.end(outputs={"search_texts": [r(t) for t in ans.search_texts]}, end_time_ns=_ns(b))
-            end = max(end, b)
+        end = self._stage_spans(root, q, ans, start)
+        for name, v in verdicts.items():
+            end = max(end, self._judge_span(root, name, v))
+        root.end(outputs={"answer": r(ans.answer)}, end_time_ns=_ns(end))
+        trace_id = root.trace_id
+        self.trace_ids.append(trace_id)
+        self._pending.append((trace_id, [(name, v) for name, v in verdicts.items() if not v.skipped]))
+        return trace_id
+
+    def _stage_spans(self, root: Any, q: Question, ans: Answer, start: float) -> float:
+        """The pipeline's spans under ``root`` (transform, retrieve, rerank, prompt, generate: those it ran); returns
+        when the last one ended."""
+        r, stages, end = self.redact, ans.stages, start
+        if "transform" in stages:
+            end = max(end, self._transform_span(root, q, ans))
         if "retrieve" in stages:
             end = max(
                 end,
@@ -163,29 +165,30 @@ class TraceWriter:
             end = max(end, b)
         if ans.response is not None:
             g = self.generator
-            end = max(
-                end,
-                self._call(
-                    root,
-                    "generate",
-                    ans.messages,
-                    ans.response,
-                    {
-                        "model": g.model,
-                        "engine": g.engine,
-                        "temperature": g.temperature,
-                        "max_tokens": g.max_tokens,
-                        "seed": g.seed,
-                    },
-                ),
-            )
-        for name, v in verdicts.items():
-            end = max(end, self._judge_span(root, name, v))
-        root.end(outputs={"answer": r(ans.answer)}, end_time_ns=_ns(end))
-        trace_id = root.trace_id
-        self.trace_ids.append(trace_id)
-        self._pending.append((trace_id, [(name, v) for name, v in verdicts.items() if not v.skipped]))
-        return trace_id
+            settings = {
+                "model": g.model,
+                "engine": g.engine,
+                "temperature": g.temperature,
+                "max_tokens": g.max_tokens,
+                "seed": g.seed,
+            }
+            end = max(end, self._call(root, "generate", ans.messages, ans.response, settings))
+        return end
+
+    def _transform_span(self, root: Any, q: Question, ans: Answer) -> float:
+        """The query transformation's span (what retrieval searched with); returns when it ended."""
+        r = self.redact
+        a, b = ans.stages["transform"]
+        span = mlflow.start_span_no_context(
+            "transform",
+            span_type=SpanType.LLM,
+            parent_span=root,
+            inputs={"question": r(q.question)},
+            start_time_ns=_ns(a),
+        )
+        span.set_attributes({"ragsweep.llm_calls": ans.llm_calls - 1, "ragsweep.batch_window": True})
+        span.end(outputs={"search_texts": [r(t) for t in ans.search_texts]}, end_time_ns=_ns(b))
+        return float(b)
 
     def submit(self) -> None:
         """Hand the traces recorded since the last call to the background thread: it flushes MLflow's export
