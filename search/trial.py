@@ -55,7 +55,7 @@ from ragsweep.search.tracking.runs import (
     no_retries,
 )
 from ragsweep.search.tracking.traces import ModelInfo, TraceWriter
-from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE
+from ragsweep.search.tracking.tracker import PARENT_TAG, TAG_FAILURE, Tracker
 
 TAG_RESTARTS = "ragsweep.restarts"  # times this trial restarted (a resume, or a retry after its node was lost)
 TAG_NODE_ID = "ragsweep.ray_node_id"  # the Ray node the trial ran on (its last attempt)
@@ -104,13 +104,12 @@ def _run_logged(params: TrialParams, ctx: SearchContext, trial_name: str, progre
     trial_id = tune.get_context().get_trial_id() or "local"
     with logging_step(progress, "the trial's MLflow run"):
         previous = _previous_run(ctx, trial_id)
-        if (
-            previous is not None
-            and previous.info.status == "FINISHED"
-            and previous.data.tags.get(TAG_STATUS) == "completed"
-        ):
+        if previous is not None and previous.data.tags.get(TAG_STATUS) == "completed":
             # Resumed search: this trial completed before the driver died, after Tune's last state save. Report
-            # its recorded result instead of answering again.
+            # its recorded result instead of answering again. The tag is set once every answer, metric and
+            # artifact is logged, so a run the dead driver left open (killed before it was ended) is complete too.
+            if previous.info.status != "FINISHED":
+                Tracker(ctx.tracking_uri).end(previous.info.run_id)
             _replay(previous)
             return
         if previous is not None:  # a restart of an unfinished trial: same run, metrics overwritten step by step

@@ -123,7 +123,9 @@ class ModelEndpoint(_Strict):
     base_url: HttpUrl | None = Field(None, description="required for engine 'external', e.g. http://host:8000/v1")
     api_key_env: str | None = Field(None, description="environment variable holding the API key, if any")
     n_ctx: int = Field(4096, ge=256)
-    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; unset = all cores")
+    n_threads: int | None = Field(
+        None, ge=1, description="llama.cpp threads; unset = $RAGSWEEP_LLAMA_THREADS, else all cores"
+    )
     max_concurrency: int = Field(2, ge=1, description="requests in flight per client")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(5, ge=0, description="per request; the backoff (0.5 s doubling to 8 s) outlasts a restart")

@@ -175,6 +175,21 @@ class ManagedServer:
             self.proc.wait(timeout=15)
 
 
+THREADS_ENV = "RAGSWEEP_LLAMA_THREADS"
+
+
+def default_threads() -> int:
+    """llama.cpp threads when the endpoint sets no ``n_threads``: ``RAGSWEEP_LLAMA_THREADS``, else every core.
+    Several servers on one machine (searches side by side, a test suite on several workers) should split the cores:
+    llama.cpp's threads wait for each other by spinning, so more threads than free cores slow every server down."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV}={value!r}: expected a whole number of threads, at least 1")
+    return int(value)
+
+
 class LlamaCppServer(ManagedServer):
     """``python -m llama_cpp.server`` (llama-cpp-python) on 127.0.0.1, for CPU machines."""
 
@@ -194,7 +209,7 @@ class LlamaCppServer(ManagedServer):
         super().__init__(model_path.stem, log_path, startup_timeout_s, env=env, extra_args=extra_args)
         self.model_path = model_path
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or default_threads()
 
     @classmethod
     def served_model(cls, cfg: ModelEndpoint) -> str:

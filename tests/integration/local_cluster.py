@@ -206,15 +206,33 @@ class LocalCluster:
             p.send_signal(signal.SIGKILL)
         del self.workers[label]
 
+    def start_job(self, entrypoint: list[str], wait_for_agent_s: float = 120) -> subprocess.Popen[str]:
+        """``ray job submit`` in the background (its output: the job's logs, then its exit code). A head that is
+        still starting its job agent refuses a job ("No available agent"), more often on a loaded machine: the
+        submission is retried until ``wait_for_agent_s``."""
+        deadline = time.monotonic() + wait_for_agent_s
+        while True:
+            job = subprocess.Popen(
+                [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", *entrypoint],
+                env=ENV,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            try:
+                out, _ = job.communicate(timeout=20)  # a refused job ends within seconds; a search runs longer
+            except subprocess.TimeoutExpired:
+                return job  # accepted and running (communicate() later still gets all of its output)
+            if "No available agent" not in out or time.monotonic() > deadline:
+                raise RuntimeError(f"ray job submit failed ({job.returncode}): {out[-3000:]}")
+            time.sleep(2)
+
     def submit(self, entrypoint: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
-        """``ray job submit`` (waits for the job and streams its logs); the job's driver runs on the head."""
-        return subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", self.dashboard, "--", *entrypoint],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        """``ray job submit``, waited for: the job's logs (stdout and stderr together) and its exit code; the job's
+        driver runs on the head."""
+        job = self.start_job(entrypoint)
+        out, _ = job.communicate(timeout=timeout_s)
+        return subprocess.CompletedProcess(job.args, job.returncode, out, "")
 
     def stop(self) -> None:
         """Stop this cluster's nodes, and nothing else: ``ray stop --force`` would also kill every other Ray on the

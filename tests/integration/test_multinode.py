@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from ragsweep.search.tracking.runs import TAG_KIND, TAG_STATUS
 from ragsweep.search.trial import TAG_NODE_ID, TAG_RESTARTS
 from tests.conftest import REPO
-from tests.integration.local_cluster import BIN, ENV, LocalCluster, node_ip, start_mlflow
+from tests.integration.local_cluster import LocalCluster, node_ip, start_mlflow
 
 pytestmark = pytest.mark.integration
 
@@ -64,24 +64,7 @@ def test_search_as_a_job_spreads_over_nodes_and_survives_losing_one(tmp_path: Pa
             cluster.add_worker("b", cpus=1)
             head, worker = cluster.head_id(), cluster.node_id("b")
             # No --ray-address: the job's driver joins the cluster through RAY_ADDRESS, which Ray sets for it.
-            job = subprocess.Popen(
-                [
-                    str(BIN / "ray"),
-                    "job",
-                    "submit",
-                    "--address",
-                    cluster.dashboard,
-                    "--",
-                    sys.executable,
-                    str(REPO / "search" / "run.py"),
-                    "--config",
-                    str(cfg),
-                ],
-                env=ENV,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            job = cluster.start_job([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)])
             killed, finished_on_worker = None, []
             deadline = time.monotonic() + 1800
             while killed is None and job.poll() is None and time.monotonic() < deadline:

@@ -292,8 +292,10 @@ def test_champion_is_registered_and_answers(search_result) -> None:  # type: ign
     client = MlflowClient(uri)
     version = client.get_model_version_by_alias("e2e-model", "champion")
     _, children = _runs(uri, "e2e")
-    best = max(children, key=lambda c: c.data.metrics["objective"])
-    assert version.run_id == best.info.run_id
+    # The pick is made on held-out answers: the champion is one of the configurations confirmed there (the
+    # finalist or the baseline), not necessarily the best on the search questions.
+    (best,) = [c for c in children if c.info.run_id == version.run_id]
+    assert "holdout.objective" in best.data.metrics
     # The version carries the index its trial used, so loading it never embeds the corpus again.
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "rag_pipeline/artifacts")}
     assert f"rag_pipeline/artifacts/{best.data.params['index_key']}" in artifacts, artifacts

@@ -103,3 +103,18 @@ def test_gpu_config_is_valid() -> None:
     assert cfg.llm.generator.engine == "vllm" and cfg.llm.judge is not None and cfg.llm.judge.engine == "vllm"
     for m in (cfg.llm.generator, cfg.llm.judge):
         assert m.gpus_per_replica == m.gpu_memory_utilization  # Ray's share matches vLLM's memory fraction
+
+
+def test_llama_threads_default_to_every_core_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from ragsweep.search.serving.engines import THREADS_ENV, default_threads
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert default_threads() == (os.cpu_count() or 1)
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert default_threads() == 1
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=f"{THREADS_ENV}='{bad}'"):
+            default_threads()
