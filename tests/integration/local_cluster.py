@@ -137,6 +137,9 @@ class LocalCluster:
                 "--num-gpus=0",
                 "--include-dashboard=true",
                 f"--dashboard-port={self.dashboard_port}",
+                # the agent's HTTP port (what the job API submits through) defaults to 52365, which the dashboard
+                # agent of any other Ray on this machine (another test's search) may hold: then no job is accepted
+                f"--dashboard-agent-listen-port={free_port()}",
                 "--disable-usage-stats",
             )
         except BaseException:
@@ -157,6 +160,7 @@ class LocalCluster:
             "--num-gpus=0",
             f"--resources={json.dumps({self._marker(label): 1})}",
             f"--node-manager-port={port}",
+            f"--dashboard-agent-listen-port={free_port()}",  # see __enter__
             "--disable-usage-stats",
         )
         self.workers[label] = port
@@ -239,6 +243,7 @@ class LocalCluster:
         machine (another test's search, under xdist). Its processes are those that name its GCS port, and their
         children (workers, whose titles no longer show their arguments); then ``ray_current_cluster`` is removed if
         it still names this cluster, as ``ray stop`` does."""
+        __import__("ray")  # Ray puts the psutil it ships on sys.path (psutil itself is not installed)
         import psutil
 
         own = re.compile(rf"(:|--gcs_server_port=){self.gcs_port}\b")
