@@ -153,16 +153,11 @@ class TraceWriter:
                 ),
             )
         if "prompt" in stages:
-            a, b = stages["prompt"]
-            span = mlflow.start_span_no_context(
-                "prompt",
-                span_type=SpanType.PARSER,
-                parent_span=root,
-                inputs={"contexts": len(ans.hits)},
-                start_time_ns=_ns(a),
+            outputs = {"messages": self._messages(ans.messages)}
+            end = max(
+                end,
+                _stage_span(root, "prompt", SpanType.PARSER, stages["prompt"], {"contexts": len(ans.hits)}, outputs),
             )
-            span.end(outputs={"messages": self._messages(ans.messages)}, end_time_ns=_ns(b))
-            end = max(end, b)
         if ans.response is not None:
             g = self.generator
             settings = {
@@ -178,17 +173,15 @@ class TraceWriter:
     def _transform_span(self, root: Any, q: Question, ans: Answer) -> float:
         """The query transformation's span (what retrieval searched with); returns when it ended."""
         r = self.redact
-        a, b = ans.stages["transform"]
-        span = mlflow.start_span_no_context(
+        return _stage_span(
+            root,
             "transform",
-            span_type=SpanType.LLM,
-            parent_span=root,
-            inputs={"question": r(q.question)},
-            start_time_ns=_ns(a),
+            SpanType.LLM,
+            ans.stages["transform"],
+            {"question": r(q.question)},
+            {"search_texts": [r(t) for t in ans.search_texts]},
+            {"ragsweep.llm_calls": ans.llm_calls - 1, "ragsweep.batch_window": True},
         )
-        span.set_attributes({"ragsweep.llm_calls": ans.llm_calls - 1, "ragsweep.batch_window": True})
-        span.end(outputs={"search_texts": [r(t) for t in ans.search_texts]}, end_time_ns=_ns(b))
-        return float(b)
 
     def submit(self) -> None:
         """Hand the traces recorded since the last call to the background thread: it flushes MLflow's export
@@ -333,3 +326,23 @@ class TraceWriter:
                 )
         except Exception as e:
             raise RuntimeError(f"could not log feedback {name!r} on trace {trace_id}: {e}") from e
+
+
+def _stage_span(
+    root: Any,
+    name: str,
+    span_type: str,
+    window: tuple[float, float],
+    inputs: dict[str, Any],
+    outputs: dict[str, Any],
+    attributes: dict[str, Any] | None = None,
+) -> float:
+    """A pipeline stage's span under ``root`` over ``window`` (start, end in seconds); returns its end."""
+    a, b = window
+    span = mlflow.start_span_no_context(
+        name, span_type=span_type, parent_span=root, inputs=inputs, start_time_ns=_ns(a)
+    )
+    if attributes:
+        span.set_attributes(attributes)
+    span.end(outputs=outputs, end_time_ns=_ns(b))
+    return float(b)
