@@ -20,6 +20,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray Data leaves a metrics poller thread in any process that ran a dataset (test_index_on_cluster runs one here);
+# once that Ray is gone it logs a DEBUG traceback every 10 s, and Python 3.11 builds each traceback with ast.parse.
+# CPython 3.11 (before gh-106905's fix) shares its AST-construction depth counter between threads, so that parse,
+# landing while a test parses (test_layout, pytest's assertion rewriting and failure reports), raised
+# "SystemError: AST constructor recursion depth mismatch" and crashed the worker. At INFO nothing is formatted.
+os.environ.setdefault("RAY_DATA_LOG_LEVEL", "INFO")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers' llama.cpp servers share the cores: one thread each (threads spin while they wait for each other;
     # measured: two servers answering at once, 17.5 s with one thread each against 20.3 s with two).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,16 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """Each file parsed once per session (several tests read the same trees)."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
     """Every ragsweep module ``path`` imports, at module level or inside functions (hidden cycles count too)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -52,7 +59,7 @@ def test_only_the_ragsweep_namespace_is_imported() -> None:
         *REPO.glob("tests/**/*.py"),
         *REPO.glob("benchmarks/**/*.py"),
     ]:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in ast.walk(_tree(path)):
             mods = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.Import)
