@@ -250,6 +250,9 @@ class LlamaCppServer(ManagedServer):
             str(self.n_ctx),
             "--n_threads",
             str(self.n_threads),
+            # prompt processing too (llama-cpp-python's own default is every core, whatever n_threads says)
+            "--n_threads_batch",
+            str(self.n_threads),
         ]
 
 

@@ -75,6 +75,8 @@ def test_llama_cpp_command_line(tmp_path: Path) -> None:
         "2048",
         "--n_threads",
         "2",
+        "--n_threads_batch",  # prompt processing keeps to n_threads too (llama-cpp-python's default: every core)
+        "2",
     ]
 
 
