@@ -1,4 +1,4 @@
-"""How the suite is ordered for pytest-xdist (README command 2: ``-n 2 --dist loadscope --no-loadscope-reorder``).
+"""How the suite is ordered for pytest-xdist (README command 2: ``-n 3 --dist loadscope --no-loadscope-reorder``).
 
 A search spends much of its time in one-core work (imports, Ray and Tune start-up, MLflow writes), so two workers
 keep both cores busy. ``--dist loadscope`` hands out whole modules, so a module-scoped fixture (a search several
@@ -17,17 +17,23 @@ import os
 
 import pytest
 
-# Integration modules from the longest (seconds on 2 cores, one worker at a time, at the time of writing).
+# Modules from the longest (seconds of one worker's time, two workers sharing 2 cores, at the time of writing); the
+# static checks go early because mypy is a minute of one core and nothing waits on it.
 LONGEST_FIRST = (
-    "test_search_e2e.py",  # ~600: the main search and the tests that read it, the scheduler searches
-    "test_promotion.py",  # ~180: three one-trial searches
-    "test_multinode.py",  # ~190
-    "test_search_strategies.py",  # ~160
+    "test_search_e2e.py",  # ~480: the main search and the tests that read it (evaluate, rerun)
+    "test_promotion.py",  # ~420: three one-trial searches
+    "test_search_strategies.py",  # ~330
+    "test_static_checks.py",  # ~70: ruff and mypy
+    "test_multinode.py",  # ~260
+    "test_launcher.py",  # ~200
+    "test_search_failures.py",  # ~200
+    "test_search_schedulers.py",  # ~190 + ~160: one class per scheduler, each its own xdist scope
+    "test_tracing.py",  # ~180
+    "test_wheel.py",  # ~170
+    "test_model_search.py",  # ~140
     "test_judges_llama.py",  # ~140
-    "test_tracing.py",  # ~100
-    "test_model_search.py",  # ~100
-    "test_launcher.py",  # ~90
-    "test_wheel.py",  # ~90
+    "test_secrets.py",  # ~115
+    "test_questions.py",  # ~115
 )
 
 

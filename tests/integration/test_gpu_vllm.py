@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.test_search_e2e import _config, _run, _runs
+from tests.integration.searches import run_cli, search_config, search_runs
 
 
 def _has_gpu() -> bool:
@@ -34,13 +34,13 @@ pytestmark = [
 def test_two_trial_search_on_vllm(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     model = os.environ.get("RAGSWEEP_TEST_VLLM_MODEL", "Qwen/Qwen2.5-0.5B-Instruct")
     extra = f"llm:\n  generator: {{engine: vllm, model: '{model}', gpu_memory_utilization: 0.5, max_model_len: 4096}}\n"
-    cfg = _config(tmp_path, *xquad_slice, mlflow_server, "e2e-vllm", extra)
-    proc = _run(
+    cfg = search_config(tmp_path, *xquad_slice, mlflow_server, "e2e-vllm", extra)
+    proc = run_cli(
         [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--num-samples", "2"],
         cwd=tmp_path,
         timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
-    parents, children = _runs(mlflow_server, "e2e-vllm")
+    parents, children = search_runs(mlflow_server, "e2e-vllm")
     assert parents[0].info.status == "FINISHED" and len(children) == 2
     assert all(c.data.metrics["llm.generator.requests"] > 0 for c in children)

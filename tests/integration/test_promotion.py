@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, REPO
 from tests.integration.local_cluster import free_port
-from tests.integration.test_search_e2e import _run
+from tests.integration.searches import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ promotion: {{confidence: 0.9, max_latency_p95_s: 120}}
 mlflow: {{tracking_uri: "{uri}", experiment: gates, model_name: {MODEL}, trace_sample_rate: 0}}
 storage_dir: {tmp / "runs"}
 """)
-    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=folder)
+    proc = run_cli([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=folder)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {**json.loads(proc.stdout[proc.stdout.rindex("\n{\n") + 1 :]), "config": cfg, "stdout": proc.stdout}
 
@@ -114,18 +114,18 @@ def test_promote_by_hand_and_rollback(searches: dict, mlflow_server: str) -> Non
     same = searches["same"]
     args = ["--config", str(same["config"]), "--tracking-uri", mlflow_server]
     # Re-running the gates for the second search now compares it with v3, which it does not beat.
-    proc = _run([*CLI, "promote", "--run", same["parent_run_id"], *args], cwd=REPO)
+    proc = run_cli([*CLI, "promote", "--run", same["parent_run_id"], *args], cwd=REPO)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "FAIL  beats_champion" in proc.stdout and "champion v3" in proc.stdout
     assert client.get_model_version_by_alias(MODEL, "champion").version == "3"
     # Rollback: champion goes back to the version v3 replaced.
-    proc = _run([*CLI, "rollback", *args], cwd=REPO)
+    proc = run_cli([*CLI, "rollback", *args], cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "from v3 back to v1" in proc.stdout
     assert client.get_model_version_by_alias(MODEL, "champion").version == "1"
     assert client.get_model_version(MODEL, "3").tags["ragsweep.decision"] == "rolled_back"
     # v1 replaced nothing: a second rollback is refused with the reason.
-    proc = _run([*CLI, "rollback", *args], cwd=REPO)
+    proc = run_cli([*CLI, "rollback", *args], cwd=REPO)
     assert proc.returncode == 2 and "nothing to roll back to" in proc.stderr
 
 
@@ -136,7 +136,7 @@ def test_champion_loads_by_alias_in_a_fresh_process(searches: dict, mlflow_serve
         "out = m.predict(pd.DataFrame({'question': ['Who won Super Bowl 50?']})); "
         "print('ANSWER', out['answer'][0]); print('SOURCES', out['sources'][0])"
     )
-    proc = _run([sys.executable, "-c", code], cwd=REPO)
+    proc = run_cli([sys.executable, "-c", code], cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ANSWER" in proc.stdout and json.loads(proc.stdout.split("SOURCES", 1)[1].strip())
 

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from ragsweep.search.tracking.runs import TAG_STATUS, TAG_TRIAL_ID
 from tests.conftest import REPO
-from tests.integration.test_search_e2e import _run, _runs
+from tests.integration.searches import run_cli, search_runs
 
 pytestmark = pytest.mark.integration
 
@@ -55,10 +55,10 @@ def test_llm_call_budget_stops_the_search(tmp_path: Path, xquad_slice, mlflow_se
         " max_llm_calls: 10, holdout_questions: 2, oracle: false}",
         judges="{suite: [correctness], reason_chars: 0}",
     )
-    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
+    proc = run_cli([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     assert "LLM-call budget reached" in proc.stdout
-    parents, children = _runs(mlflow_server, "budget")
+    parents, children = search_runs(mlflow_server, "budget")
     # One trial of 6 questions sends 12 requests (answer + verdict each): the budget ends the search there.
     assert len(children) == 1 and parents[0].data.metrics["total.llm.generator.requests"] == 6
     assert parents[0].info.status == "FINISHED"
@@ -109,15 +109,15 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_s
     client = MlflowClient(mlflow_server)
     before = client.get_run(first)
     history_before = len(client.get_metric_history(first, "n_questions"))
-    parents, _ = _runs(mlflow_server, "resume")
+    parents, _ = search_runs(mlflow_server, "resume")
     assert len(parents) == 1 and parents[0].info.status == "RUNNING"
 
-    proc = _run(
+    proc = run_cli(
         [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "resume"], cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
     assert "resuming search run" in proc.stdout
-    parents, children = _runs(mlflow_server, "resume")
+    parents, children = search_runs(mlflow_server, "resume")
     assert len(parents) == 1, "resume must continue the same parent run"
     parent = parents[0]
     assert parent.info.status == "FINISHED" and parent.data.tags["ragsweep.resumed"] == "1"
@@ -135,7 +135,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_s
     if champion != first and before.info.status == "FINISHED":
         assert after.info.end_time == before.info.end_time
 
-    again = _run(
+    again = run_cli(
         [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "resume"], cwd=tmp_path
     )
     assert again.returncode == 2 and "no unfinished search" in again.stderr
@@ -143,7 +143,7 @@ def test_resume_after_the_driver_is_killed(tmp_path: Path, xquad_slice, mlflow_s
 
 def test_resume_of_an_unknown_experiment_is_a_clear_error(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     cfg = _write(tmp_path, xquad_slice, mlflow_server, "resume-unknown", "{}", "{num_samples: 1}")
-    proc = _run(
+    proc = run_cli(
         [sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg), "--resume", "no-such-exp"],
         cwd=tmp_path,
         timeout=300,

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from ragsweep.pipelines.prompts import load_templates
 from ragsweep.search.tracking.traces import sampled
 from tests.conftest import REPO, write_jsonl
-from tests.integration.test_search_e2e import _run, _runs
+from tests.integration.searches import run_cli, search_runs
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +65,14 @@ mlflow: {{tracking_uri: "{mlflow_server}", experiment: redact, model_name: redac
          redact: {{emails: true, phones: true, patterns: ['(?:\\d[ -]?){{13,16}}']}}}}
 storage_dir: {tmp / "runs"}
 """)
-    proc = _run([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
+    proc = run_cli([sys.executable, str(REPO / "search" / "run.py"), "--config", str(cfg)], cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return mlflow_server, tmp / "runs", proc
 
 
 def test_each_trial_traces_the_sampled_questions(redacted_search: tuple[Any, ...]) -> None:
     uri, _, _ = redacted_search
-    _, children = _runs(uri, "redact")
+    _, children = search_runs(uri, "redact")
     assert len(children) == 2
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
@@ -95,7 +95,7 @@ def test_each_trial_traces_the_sampled_questions(redacted_search: tuple[Any, ...
 
 def test_the_planted_email_is_in_no_logged_text(redacted_search: tuple[Any, ...], tmp_path: Path) -> None:
     uri, _, _ = redacted_search
-    _, children = _runs(uri, "redact")
+    _, children = search_runs(uri, "redact")
     client = MlflowClient(uri)
     mlflow.set_tracking_uri(uri)
     texts: dict[str, str] = {}
@@ -128,7 +128,7 @@ def test_no_file_it_left_holds_the_planted_personal_data(redacted_search: tuple[
 
 def test_multi_objective_promotes_the_front_point_the_rule_picks(redacted_search: tuple[Any, ...]) -> None:
     uri, _, proc = redacted_search
-    parents, children = _runs(uri, "redact")
+    parents, children = search_runs(uri, "redact")
     assert len(children) == 2  # the grid has two points; num_samples is capped at the grid size
     by_k = {c.data.params["top_k"]: c for c in children}
     assert by_k["1"].data.metrics["tokens_per_question"] < MAX_COST < by_k["5"].data.metrics["tokens_per_question"]
