@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ragsweep.search.serving.engines import LlamaCppServer, resolve_gguf
+from tests.cpu_report import pytest_runtest_protocol  # noqa: F401  (a hook: RAGSWEEP_TEST_CPU_REPORT, off by default)
 from tests.integration.local_cluster import start_mlflow
 from tests.parallel import pytest_collection_modifyitems  # noqa: F401  (a hook: the order xdist hands modules out)
 

@@ -1,14 +1,15 @@
-"""How the suite is ordered for pytest-xdist (README command 2: ``-n 3 --dist loadscope --no-loadscope-reorder``).
+"""How the suite is ordered for pytest-xdist (README command 2: ``-n 2 --dist loadscope --no-loadscope-reorder``).
 
-A search spends much of its time in one-core work (imports, Ray and Tune start-up, MLflow writes), so two workers
-keep both cores busy. ``--dist loadscope`` hands out whole modules, so a module-scoped fixture (a search several
-tests read) runs once, on one worker. Ray clusters started with the ``ray`` CLI never overlap:
+A search spends part of its time waiting or in one-core work (imports, Ray and Tune start-up, MLflow writes), so two
+workers keep both cores busy (a third gave the same wall time: the CPU is then saturated). ``--dist loadscope`` hands
+out whole modules (a test class is its own unit), so a module-scoped fixture (a search several tests read) runs once,
+on one worker. Ray clusters started with the ``ray`` CLI never overlap:
 :class:`tests.integration.local_cluster.LocalCluster` holds a machine-wide lock while it runs. (A search's own Ray is
 started with ``address="local"`` and never joins another.)
 
 ``--no-loadscope-reorder`` keeps the order set here: the longest modules first, the short integration modules next,
 then the contract and unit tests, so small tests fill the gaps at the end instead of one worker finishing a long
-search alone. The order only balances the two workers; a module missing from LONGEST_FIRST still runs.
+search alone. The order only balances the workers; a module missing from LONGEST_FIRST still runs.
 """
 
 from __future__ import annotations
