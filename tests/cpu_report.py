@@ -1,8 +1,13 @@
-"""Opt-in CPU accounting of the suite, to keep README command 2 within its time budget: with
-``RAGSWEEP_TEST_CPU_REPORT=FILE`` each test process appends one JSON line per test to FILE (its node id, wall
-seconds, and CPU seconds of the test process plus every child process it reaped meanwhile: searches run with
-``subprocess`` count, with their Ray workers and servers) and ``python -m tests.cpu_report FILE`` prints the modules
-by CPU. Processes that daemonize (``ray start`` in LocalCluster) escape this accounting, so cluster tests read low.
+"""Opt-in CPU accounting of the suite, to aim cuts at README command 2's time: with ``RAGSWEEP_TEST_CPU_REPORT=FILE``
+each test process appends one JSON line per test to FILE (its node id, wall seconds, and CPU seconds of the test
+process plus the children it reaped meanwhile, with what they reaped in turn) and ``python -m tests.cpu_report FILE``
+prints the modules by CPU.
+
+A lower bound, not a total: a process orphaned before it exits is reaped by init and escapes. That covers a search's
+Ray workers (its trials, held-out tasks and server actors, with their llama.cpp servers) when their raylet stops
+first, and the ``ray start`` daemons of LocalCluster; what it counts is the test process, the search's driver and the
+Ray daemons the driver reaps. A child reaped late (Python reaps a dropped Popen when the next one starts) is charged
+to the later test. Compare runs with it; do not add its numbers up to the suite's CPU.
 """
 
 from __future__ import annotations
