@@ -10,6 +10,7 @@ from typing import Any
 from ragsweep.pipelines.data import Document
 from ragsweep.pipelines.embedders.http import AnyEmbedder, index_embedder_key, make_embedder
 from ragsweep.pipelines.embedders.local import Embedder
+from ragsweep.pipelines.embedders.query_vectors import StoredQueries, query_vectors_file
 from ragsweep.pipelines.graph import GenerationParams, RagPipeline
 from ragsweep.pipelines.index import IndexArtifacts, IndexCache, IndexHandle, IndexSpec, open_index
 from ragsweep.pipelines.llm_client.client import LLMClient
@@ -70,7 +71,7 @@ class Assembled:
 class RetrievalParts:
     """What retrieval needs of a configuration, with no LLM: its loaded embedder, index (opened) and reranker."""
 
-    embedder: AnyEmbedder
+    embedder: AnyEmbedder | StoredQueries  # StoredQueries when the retriever embeds queries
     index: IndexArtifacts
     handle: IndexHandle
     reranker: Any  # CrossEncoderReranker or None
@@ -86,25 +87,30 @@ def open_retrieval(
     index: IndexArtifacts | None = None,
 ) -> RetrievalParts:
     """The embedder, the index (from the cache, or ``index`` when the caller has it built) opened in the vector
-    store, and the reranker. The embedder is loaded now (once per process, so its cost is not hidden in the first
-    query) when the retriever embeds queries; a sparse-only retriever over a cached index never loads it (importing
-    and loading sentence-transformers is the largest start-up cost of a trial process), and a build loads it."""
+    store, and the reranker. Importing and loading sentence-transformers is the largest start-up cost of a trial
+    process, so the embedder is loaded only when something needs it: a retriever that embeds queries gets the
+    search's stored query vectors (:mod:`.query_vectors`, written by the retrieval screen) and loads the model now
+    (once per process, so its cost is not hidden in the first query) only when none are stored; a sparse-only
+    retriever over a cached index never loads it; a build loads it."""
     t0 = time.perf_counter()
-    embedder = trial_embedder(params, settings, cache.root)
+    raw = trial_embedder(params, settings, cache.root)
+    embedder: AnyEmbedder | StoredQueries = raw
     if RETRIEVERS.entry(params.retriever).info["dense"]:
-        embedder.load()
+        embedder = StoredQueries(raw, query_vectors_file(cache.root, raw))
+        if not embedder.stored:
+            embedder.load()
     t1 = time.perf_counter()
     spec = index_spec(params, settings, corpus_digest)
     if index is not None and index.key != spec.key:
         raise ValueError(f"the given index {index.folder} has key {index.key}; this pipeline needs {spec.key}")
     encode = None
-    if settings.index_build == "ray" and isinstance(embedder, Embedder):  # an endpoint is already shared
+    if settings.index_build == "ray" and isinstance(raw, Embedder):  # an endpoint is already shared
         from ragsweep.pipelines.embedders.ray_data import RayEncoder
 
         encode = RayEncoder(
-            embedder.spec, settings.embed_batch_size, settings.index_gpus, settings.embed_backend, cache.root / "onnx"
+            raw.spec, settings.embed_batch_size, settings.index_gpus, settings.embed_backend, cache.root / "onnx"
         )
-    art = index if index is not None else cache.get_or_build(spec, corpus, embedder, encode)
+    art = index if index is not None else cache.get_or_build(spec, corpus, raw, encode)
     t2 = time.perf_counter()
     handle = open_index(art, url=settings.qdrant_url, store=settings.vector_store, hnsw_ef=settings.hnsw_ef)
     timings = {"embedder_load_s": t1 - t0, "index_s": t2 - t1, "qdrant_load_s": time.perf_counter() - t2}

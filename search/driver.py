@@ -142,7 +142,7 @@ def _search(
             trial_cfg, trial_uri, notes = for_other_nodes(cfg, uri, driver_node_ip())
             for note in notes:
                 say(note)
-        staging = screen_stage(cfg, dataset, plan.screen_ids, parent, timings)
+        staging = screen_stage(cfg, dataset, plan.screen_ids, parent, timings, plan.holdout_ids)
         t0 = time.perf_counter()
         # On a cluster (ray_address set) servers bind their node's IP so trials on other nodes reach them. The
         # random suffix keeps actor names unique if a dead driver's actors outlive it (resume).

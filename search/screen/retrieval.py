@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from filelock import FileLock
 
 from ragsweep.judges.intervals import intervals
@@ -99,31 +98,6 @@ def evaluate(
             kept = h[: fit_budget([x.chunk.text for x in h], budget)]
             rows.append(_row(q, kept))
     return rows
-
-
-class QueryMemo:
-    """An embedder whose query vectors are kept: a screen asks for the same questions once per configuration."""
-
-    def __init__(self, embedder: Any) -> None:
-        self.inner = embedder
-        self.spec = embedder.spec
-        self._memo: dict[str, np.ndarray] = {}
-
-    @property
-    def dim(self) -> int:
-        return int(self.inner.dim)
-
-    def load(self) -> None:
-        self.inner.load()
-
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
-        if missing:
-            for t, v in zip(missing, self.inner.encode_queries(missing), strict=True):
-                self._memo[t] = v
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._memo[t] for t in texts])
 
 
 class RerankMemo:

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragsweep.pipelines.data import Dataset, Question
+from ragsweep.pipelines.embedders.query_vectors import StoredQueries, stored_queries
 from ragsweep.pipelines.index import IndexCache
+from ragsweep.pipelines.retrieve import RETRIEVERS
 from ragsweep.search.assemble import RetrievalParts, make_retriever, open_retrieval
 from ragsweep.search.config import ExperimentConfig
 from ragsweep.search.console import logger
 from ragsweep.search.screen.front import Screened, _index_of, label, point_params, screen_points
 from ragsweep.search.screen.retrieval import (
-    QueryMemo,
     RerankMemo,
     RetrievalCache,
     Scored,
@@ -63,8 +64,11 @@ def run_screen(
     question_ids: tuple[str, ...],
     baseline: dict[str, Any] | None,
     index_cache: Path,
+    embed_also: tuple[str, ...] = (),
 ) -> ScreenResult:
-    """Score every screened configuration of ``cfg.space`` on ``question_ids``."""
+    """Score every screened configuration of ``cfg.space`` on ``question_ids``; store the query vectors of those
+    questions and of ``embed_also`` (the held-out ones: embedded, never scored) for every embedder that a screened
+    configuration retrieves densely with."""
     log = logger("search")
     t0 = time.perf_counter()
     s = cfg.search
@@ -75,7 +79,8 @@ def run_screen(
     groups: dict[str, list[dict[str, Any]]] = {}
     for p in points:
         groups.setdefault(_index_of(p), []).append(p)
-    memos: dict[str, QueryMemo] = {}
+    memos: dict[str, StoredQueries] = {}
+    dense: set[str] = set()  # embedders some screened configuration retrieves densely with
     out: list[Screened] = []
     computed = 0
     for i, group in enumerate(groups.values(), 1):
@@ -83,7 +88,11 @@ def run_screen(
         parts = open_retrieval(
             point_params(group[0], _GEN_STUB), cfg.pipeline, dataset.corpus, dataset.corpus_digest, indexes
         )
-        memo = memos.setdefault(parts.embedder.spec, QueryMemo(parts.embedder))
+        memo = memos.get(parts.embedder.spec) or memos.setdefault(
+            parts.embedder.spec, stored_queries(parts.embedder, indexes.root)
+        )
+        if any(RETRIEVERS.entry(p["retriever"]).info["dense"] for p in group):
+            dense.add(parts.embedder.spec)
         if parts.reranker is not None:
             parts.reranker = RerankMemo(parts.reranker)
         for p in group:
@@ -95,6 +104,12 @@ def run_screen(
             f"retrieval screen: index {i}/{len(groups)} ({index}): {len(group)} configuration(s) on "
             f"{len(questions)} questions in {time.perf_counter() - t1:.1f} s"
         )
+    # Every question a trial or the held-out confirmation will retrieve for, embedded here once: their processes
+    # then read the vectors and never load the model (vectors only; nothing is scored on held-out questions).
+    texts = [q.question for q in (*questions, *_questions(dataset, embed_also))]
+    for spec in dense:
+        memos[spec].encode_queries(texts)
+        memos[spec].save()
     return ScreenResult(
         screened=out,
         n_indexes=len(groups),
@@ -108,7 +123,7 @@ def _score(
     cfg: ExperimentConfig,
     cache: RetrievalCache,
     parts: RetrievalParts,
-    memo: QueryMemo,
+    memo: StoredQueries,
     point: dict[str, Any],
     questions: list[Question],
     qdigest: str,
@@ -204,11 +219,12 @@ def stage(
     question_ids: tuple[str, ...],
     baseline: dict[str, Any] | None,
     index_cache: Path,
+    embed_also: tuple[str, ...] = (),
 ) -> Staging:
     """Screen, then choose the LLM stage's candidates (:func:`.front.candidates`)."""
     from ragsweep.search.screen.front import candidates, front
 
-    result = run_screen(cfg, dataset, question_ids, baseline, index_cache)
+    result = run_screen(cfg, dataset, question_ids, baseline, index_cache, embed_also)
     s = cfg.search
     return Staging(
         result,
@@ -218,16 +234,22 @@ def stage(
 
 
 def screen_stage(
-    cfg: ExperimentConfig, dataset: Dataset, screen_ids: tuple[str, ...], parent: RunRef, timings: dict[str, float]
+    cfg: ExperimentConfig,
+    dataset: Dataset,
+    screen_ids: tuple[str, ...],
+    parent: RunRef,
+    timings: dict[str, float],
+    holdout_ids: tuple[str, ...] = (),
 ) -> Staging | None:
     """The retrieval screen of a two-stage search, said on the console and logged on the parent run; None for a
-    joint search, or when no search question has retrieval gold (then every key is searched jointly)."""
+    joint search, or when no search question has retrieval gold (then every key is searched jointly). The held-out
+    questions are embedded for the confirmation's processes, never scored."""
     from ragsweep.search.searcher import baseline
 
     if cfg.search.strategy != "two_stage":
         return None
     t0 = time.perf_counter()
-    staging = stage(cfg, dataset, screen_ids, baseline(cfg), cfg.index_cache)
+    staging = stage(cfg, dataset, screen_ids, baseline(cfg), cfg.index_cache, holdout_ids)
     timings["screen_s"] = time.perf_counter() - t0
     if not staging.has_gold:
         logger("search").info(

@@ -4,8 +4,11 @@ search question; and the oracle ceiling on the real llama.cpp server."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ragsweep.pipelines.data import load_dataset
@@ -47,7 +50,7 @@ def test_screen_scores_every_search_question_once_per_key_with_no_llm_call(
     ds = load_dataset(cfg.dataset.corpus, cfg.dataset.questions)
     plan = plan_questions(cfg, ds)
     assert len(plan.screen_ids) > len(plan.search_ids) and plan.screen_ids[: len(plan.search_ids)] == plan.search_ids
-    first = stage(cfg, ds, plan.screen_ids, baseline(cfg), cfg.index_cache)
+    first = stage(cfg, ds, plan.screen_ids, baseline(cfg), cfg.index_cache, plan.holdout_ids)
     n = 2 * (2 + 2 + 2) * 2  # chunk sizes x (dense, bm25, hybrid) x top_k x budgets
     assert len(first.result.screened) == n and first.result.computed == n and first.result.n_indexes == 2
     assert all(len(s.rows) == len(plan.screen_ids) for s in first.result.screened)
@@ -73,6 +76,44 @@ def test_screen_scores_every_search_question_once_per_key_with_no_llm_call(
     parts = open_retrieval(params, cfg.pipeline, ds.corpus, ds.corpus_digest, IndexCache(cfg.index_cache))
     scored = trial_retrieval(params, cfg, ds, plan.screen_ids, make_retriever(parts, params), None, parts.index.key)
     assert scored is not None and not scored.computed and scored.rows == retrieval_cache(cfg).get(scored.key)
+    _screen_stored_every_query_vector(cfg, ds, plan)
+
+
+def _screen_stored_every_query_vector(cfg, ds, plan) -> None:  # type: ignore[no-untyped-def]
+    """The screen stored the vectors of every search and held-out question: a dense trial's embedder reads them, and
+    a new process gets them, equal to the model's, without importing sentence-transformers."""
+    from ragsweep.pipelines.embedders.query_vectors import StoredQueries
+    from ragsweep.pipelines.index import IndexCache
+    from ragsweep.search.assemble import open_retrieval
+    from ragsweep.search.space import TrialParams
+
+    dense = next(s for s in stage_points(cfg) if s["retriever"] == "dense")
+    params = TrialParams.from_sampled({**dense, "prompt": "concise", "temperature": 0.0, "reranker": "none"})
+    parts = open_retrieval(params, cfg.pipeline, ds.corpus, ds.corpus_digest, IndexCache(cfg.index_cache))
+    by_id = {q.id: q.question for q in ds.questions}
+    texts = {by_id[i] for i in (*plan.screen_ids, *plan.holdout_ids)}
+    assert isinstance(parts.embedder, StoredQueries) and parts.embedder.stored == len(texts)
+    held = [by_id[i] for i in plan.holdout_ids]
+    code = (
+        "import sys, numpy as np\n"
+        "from ragsweep.pipelines.embedders.local import Embedder\n"
+        "from ragsweep.pipelines.embedders.query_vectors import stored_queries\n"
+        f"v = stored_queries(Embedder(), {str(cfg.index_cache)!r}).encode_queries({held!r})\n"
+        "np.save(sys.argv[1], v)\n"
+        "print('sentence_transformers' in sys.modules)\n"
+    )
+    out = cfg.storage_dir / "held.npy"
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    np.testing.assert_allclose(np.load(out), parts.embedder.inner.encode_queries(held), atol=1e-5)
+
+
+def stage_points(cfg):  # type: ignore[no-untyped-def]
+    from ragsweep.search.screen.front import screen_points
+
+    s = cfg.search
+    return screen_points(cfg.space, baseline(cfg), s.seed, s.screen_configs, s.screen_indexes)
 
 
 def test_oracle_ceiling_on_the_real_llama_server(llama_server: object, xquad_slice: tuple[Path, Path]) -> None:
