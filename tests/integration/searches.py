@@ -30,6 +30,19 @@ FULL = """judges:
 objective: {weights: {token_f1: 0.7, recall_at_k: 0.3, judge_concise: 0.01}}"""
 
 
+def share_indexes(storage_dir: Path, corpus: Path) -> None:
+    """Make ``storage_dir``'s index cache the one every search of this test process over ``corpus`` shares (a
+    folder beside the corpus, which is session-scoped): the first search builds an index and stores its questions'
+    vectors, later ones read them, so their drivers never load the embedding model (about 10 CPU-s each). The
+    searches that check index builds themselves (test_search_e2e) keep their own cache. Makes ``storage_dir``."""
+    shared = corpus.parent / "index-cache"
+    shared.mkdir(exist_ok=True)
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    link = storage_dir / "index-cache"
+    if not link.is_symlink():
+        link.symlink_to(shared, target_is_directory=True)
+
+
 def search_config(
     tmp: Path,
     corpus: Path,
@@ -40,9 +53,14 @@ def search_config(
     judges: str = ONE_JUDGE,
     search: str = NO_ORACLE,
     per_trial: int = N_QUESTIONS,
+    shared_indexes: bool = False,
 ) -> Path:
     """Write ``tmp/exp.yaml``: a small search over 24 configurations (4 indexes) of the slice, with one cheap judge
-    unless ``judges`` says otherwise; ``extra`` is appended (e.g. an ``llm:`` section)."""
+    unless ``judges`` says otherwise; ``extra`` is appended (e.g. an ``llm:`` section). ``shared_indexes``: the index
+    cache is shared (:func:`share_indexes`), for searches that get as far as building indexes (a search that must
+    stop before writing anything keeps its storage folder unmade)."""
+    if shared_indexes:
+        share_indexes(tmp / "runs", corpus)
     cfg = tmp / "exp.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {corpus}, questions: {questions}, name: xquad_slice}}

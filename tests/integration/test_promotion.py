@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import CLI, REPO
 from tests.integration.local_cluster import free_port
-from tests.integration.searches import run_cli
+from tests.integration.searches import run_cli, share_indexes
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,7 @@ storage_dir: {tmp / "runs"}
 @pytest.fixture(scope="module")
 def searches(tmp_path_factory: pytest.TempPathFactory, xquad_slice, mlflow_server: str) -> dict:  # type: ignore[no-untyped-def]
     tmp = tmp_path_factory.mktemp("gates")
+    share_indexes(tmp / "runs", xquad_slice[0])
     out = {}
     for name, point in (("weak", WEAK), ("same", WEAK), ("strong", STRONG)):
         out[name] = _search(tmp, xquad_slice, mlflow_server, name, point)

@@ -53,7 +53,7 @@ def test_unreachable_mlflow_server_stops_before_anything_starts(tmp_path: Path, 
 
 def test_mlflow_server_gone_mid_search_fails_naming_what_was_not_logged(tmp_path: Path, xquad_slice) -> None:  # type: ignore[no-untyped-def]
     server, uri = start_mlflow_server(tmp_path)
-    cfg = search_config(tmp_path, *xquad_slice, uri, "e2e-mlflow-gone")
+    cfg = search_config(tmp_path, *xquad_slice, uri, "e2e-mlflow-gone", shared_indexes=True)
     # Few quick retries, so the test does not wait out MLflow's four-minute default.
     retries = {
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
@@ -88,7 +88,7 @@ def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlfl
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"not a valid model" * 8)
     extra = f"llm:\n  generator: {{engine: llama.cpp, model: {bad}}}\n"
-    cfg = search_config(tmp_path, *xquad_slice, mlflow_server, "e2e-broken-model", extra)
+    cfg = search_config(tmp_path, *xquad_slice, mlflow_server, "e2e-broken-model", extra, shared_indexes=True)
     proc = run_cli([*CLI, "search", "--config", str(cfg)], cwd=tmp_path)
     assert proc.returncode == 1
     assert "llama.cpp server for broken exited" in proc.stderr
@@ -98,7 +98,7 @@ def test_failing_server_start_fails_parent_run(tmp_path: Path, xquad_slice, mlfl
 
 def test_ctrl_c_stops_servers_and_closes_runs(tmp_path: Path, xquad_slice, mlflow_server: str) -> None:  # type: ignore[no-untyped-def]
     # Enough questions that the search is still answering when the interrupt comes, however fast the machine.
-    cfg = search_config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt", per_trial=8)
+    cfg = search_config(tmp_path, *xquad_slice, mlflow_server, "e2e-interrupt", per_trial=8, shared_indexes=True)
     proc = start_cli([*CLI, "search", "--config", str(cfg)], tmp_path)
     assert proc.stdout is not None
     seen = []

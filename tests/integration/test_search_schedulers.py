@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from ragsweep.search.tracking.runs import TAG_STATUS
 from ragsweep.search.tracking.tracker import TAG_FAILURE
 from tests.conftest import REPO
-from tests.integration.searches import NO_JUDGE, NO_ORACLE, run_cli, search_runs, start_cli
+from tests.integration.searches import NO_JUDGE, NO_ORACLE, run_cli, search_runs, share_indexes, start_cli
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,7 @@ def _two_concurrent_trials(tmp_path: Path, xquad_slice: tuple[Path, Path], mlflo
     # The paired search also has its generator's server killed mid-search: it is restarted and nothing above changes
     # (one search shows both, which is why the restart is checked here).
     exp = f"e2e-trust-{scheduler}"
+    share_indexes(tmp_path / "runs", xquad_slice[0])
     cfg = tmp_path / "trust.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}}}

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from ragsweep.search.tracking.runs import TAG_STATUS, TAG_TRIAL_ID
 from tests.conftest import REPO
-from tests.integration.searches import run_cli, search_runs
+from tests.integration.searches import run_cli, search_runs, share_indexes
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,7 @@ def _write(
     objective: str = "{weights: {recall_at_k: 1.0}}",
     judges: str = "{suite: []}",
 ) -> Path:
+    share_indexes(tmp / "runs", xquad_slice[0])
     cfg = tmp / f"{experiment}.yaml"
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, name: xquad_slice}}
