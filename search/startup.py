@@ -145,6 +145,9 @@ def start_ray(cfg: ExperimentConfig, env: dict[str, str]) -> str | None:
         ignore_reinit_error=True,
         runtime_env={"env_vars": env},
         logging_level=logging.WARNING,
+        # A Ray of our own starts no idle workers ahead of time: they would have the default runtime environment,
+        # never ours (env above), so no task could use them (measured: two processes, ~1 CPU-s each, per search).
+        _system_config=None if address else {"enable_worker_prestart": False, "prestart_worker_first_driver": False},
     )
     if address is not None:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
