@@ -21,6 +21,7 @@ from ragsweep.search.tracking.runs import TAG_KIND, TAG_STATUS
 from ragsweep.search.trial import TAG_NODE_ID, TAG_RESTARTS
 from tests.conftest import REPO
 from tests.integration.local_cluster import LocalCluster, node_ip, start_mlflow
+from tests.integration.searches import share_indexes
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +30,7 @@ N_TRIALS = 5
 
 def _config(tmp: Path, xquad_slice: tuple[Path, Path], uri: str) -> Path:
     cfg = tmp / "multinode.yaml"
+    share_indexes(tmp / "runs", xquad_slice[0])
     # No judges and tiny answers: the point is where trials run and what survives a lost node, not quality.
     cfg.write_text(f"""
 dataset: {{corpus: {xquad_slice[0]}, questions: {xquad_slice[1]}, name: xquad_slice}}
