@@ -103,31 +103,98 @@ def test_run_py_from_any_directory_finds_the_projects_default_config(tmp_path: P
     assert "flag --num-samples" in out.stderr  # the project's config was read; the flag is what is wrong
 
 
-def test_head_start_commands_start_mlflow_once_and_wait_for_it(tmp_path: Path) -> None:
-    """cluster.yaml's MLflow lines as `ray up` runs them on the head: the server starts detached, `ray up` returns
-    only when it answers, and running them again (a second `ray up`) starts no second server. (The first version
-    never started it: `pgrep -f "mlflow server"` matched its own command line; seen through the real launcher,
-    scripts/launcher_over_ssh.py.)"""
+def _head_home(tmp_path: Path) -> tuple[Path, dict[str, str], list[str], int]:
+    """A head's home as `ray up` leaves it (the project where file_mounts puts it), the environment its commands
+    run in, cluster.yaml's MLflow start command on a free port, and that port."""
     from tests.integration.local_cluster import free_port
 
     port = free_port()
     cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
-    commands = [c.replace("5000", str(port)) for c in cluster["head_start_ray_commands"] if "mlflow" in c]
-    assert len(commands) == 2  # start, then wait
+    commands = [c.replace("5000", str(port)) for c in cluster["head_start_ray_commands"] if "head_mlflow.sh" in c]
+    assert len(commands) == 1
     home = tmp_path / "home"
     home.mkdir()
-    env = {**os.environ, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    (home / "ragsweep").symlink_to(REPO)
+    # what the head's ~/.bashrc exports (its own server's URI), which must not stop the server from starting
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+    }
+    return home, env, commands, port
+
+
+def _stop_head_mlflow(home: Path) -> None:
+    pid_file = home / "mlflow" / "server.pid"
+    if pid_file.exists():
+        subprocess.run(["bash", "-c", f"kill -- -$(cat {pid_file}) 2>/dev/null || kill $(cat {pid_file})"])
+
+
+def test_head_start_commands_start_mlflow_once_and_wait_for_it(tmp_path: Path) -> None:
+    """cluster.yaml's MLflow line as `ray up` runs it on the head: the server starts detached, `ray up` returns
+    only when it answers, and running it again (a second `ray up`) starts no second server. (The first version
+    never started it: `pgrep -f "mlflow server"` matched its own command line; seen through the real launcher,
+    scripts/launcher_over_ssh.py.) With no cluster-secrets it says that the server takes no login."""
+    home, env, commands, port = _head_home(tmp_path)
     try:
         for _ in range(2):
             for cmd in commands:
-                subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=240)
+                out = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True, timeout=240)
+                assert out.returncode == 0, out.stdout + out.stderr
             assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200
             pids = (home / "mlflow" / "server.pid").read_text().split()
         assert len(pids) == 1
         # one server: the pid file's process is alive and no other mlflow server listens for this home
         out = subprocess.run(["pgrep", "-f", "--", f"mlflow server .*--port {port}"], capture_output=True, text=True)
         assert out.stdout.split().count(pids[0]) == 1
+        assert (home / "mlflow" / "mlflow.db").is_file()
     finally:
-        pid_file = home / "mlflow" / "server.pid"
-        if pid_file.exists():
-            subprocess.run(["bash", "-c", f"kill -- -$(cat {pid_file}) 2>/dev/null || kill $(cat {pid_file})"])
+        _stop_head_mlflow(home)
+
+
+def test_cluster_secrets_give_the_head_an_authenticated_mlflow_and_every_node_its_login(tmp_path: Path) -> None:
+    """scripts/cluster_secrets.sh's files, where file_mounts puts them: the head's server takes MLflow's basic-auth
+    login, no password is on its command line, a shell that sources mlflow-client as cluster.yaml's `ray start`
+    lines do logs with it; and an mlflow-client naming a server of your own makes the head start none."""
+    home, env, commands, port = _head_home(tmp_path)
+    secrets = home / "ragsweep-secrets"
+    made = subprocess.run(["bash", str(REPO / "scripts" / "cluster_secrets.sh"), str(secrets)], capture_output=True)
+    assert made.returncode == 0, made.stderr
+    assert oct((secrets / "mlflow-client").stat().st_mode & 0o777) == "0o600"
+    again = subprocess.run(["bash", str(REPO / "scripts" / "cluster_secrets.sh"), str(secrets)], capture_output=True)
+    assert again.returncode == 1 and b"nothing written" in again.stderr  # never overwrites a user's file
+    password = dict(line.split("=", 1) for line in (secrets / "mlflow-client").read_text().splitlines() if "=" in line)[
+        "MLFLOW_TRACKING_PASSWORD"
+    ]
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for cmd in commands:
+            subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=240)
+        assert httpx.get(f"{uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10).status_code == 401
+        pid = (home / "mlflow" / "server.pid").read_text().strip()
+        assert password not in Path(f"/proc/{pid}/cmdline").read_text()
+        cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
+        (start,) = [c for c in cluster["worker_start_ray_commands"] if "ray start" in c]
+        login = start[: start.index("ray start")]  # what runs before `ray start`: the login into the environment
+        check = f'{login} python -c "from mlflow import MlflowClient; MlflowClient({uri!r}).search_experiments()"'
+        clean = {k: v for k, v in env.items() if not k.startswith("MLFLOW_TRACKING_")}
+        out = subprocess.run(["bash", "-c", check], env=clean, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        # A server of your own in mlflow-client: the head starts none and waits for that one.
+        other = tmp_path / "other"
+        other.mkdir()
+        (other / "ragsweep").symlink_to(REPO)
+        (other / "ragsweep-secrets").mkdir()
+        (other / "ragsweep-secrets" / "mlflow-client").write_text(f"MLFLOW_TRACKING_URI={uri}\n")
+        out = subprocess.run(
+            ["bash", "-c", commands[0].replace(str(port), "1")],
+            env={**env, "HOME": str(other)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0 and "starting none" in out.stdout, out.stdout + out.stderr
+        assert not (other / "mlflow" / "server.pid").exists()
+    finally:
+        _stop_head_mlflow(home)

@@ -101,7 +101,8 @@ def _installs(config: dict[str, Any]) -> dict[str, str]:
 
 def test_every_node_gets_the_project_installed() -> None:
     config = _load()
-    assert config["file_mounts"] == {"~/ragsweep": "."}
+    assert config["file_mounts"] == {"~/ragsweep": ".", "~/ragsweep-secrets": "./cluster-secrets"}
+    assert (REPO / "cluster-secrets").is_dir()  # `ray up` fails on a file mount whose folder is missing
     extras = set(metadata("ragsweep").get_all("Provides-Extra"))
     for name, install in _installs(config).items():
         node = config["available_node_types"][name]
@@ -119,7 +120,7 @@ def test_every_node_gets_the_project_installed() -> None:
             assert node["node_config"]["IamInstanceProfile"], name  # Ray gives only the head a profile
     assert "tracking-server" in _installs(config)[config["head_node_type"]]  # the head's MLflow server
     heads = " ".join(config["head_start_ray_commands"])
-    assert "ray start --head" in heads and "mlflow server --host 0.0.0.0 --port 5000" in heads
+    assert "ray start --head" in heads and 'bash "$HOME/ragsweep/scripts/head_mlflow.sh" 5000' in heads
     assert "--dashboard-host=0.0.0.0" in heads  # ray job submit from outside the head
 
 
@@ -182,3 +183,17 @@ def test_no_documented_command_quotes_a_tilde_the_shell_must_expand() -> None:
     """`"~/x"` is never expanded (a literal ~ folder); remote paths go in single quotes, local ones bare."""
     quoted = [(f, line) for f, line in _documented_commands() if re.search(r'(?<![`\'])"~', line)]
     assert quoted == []
+
+
+def test_mlflow_login_reaches_every_ray_node_and_the_driver_never_the_repository_copy() -> None:
+    """The login in cluster-secrets/mlflow-client is in the environment of every `ray start` (trials inherit it;
+    runtime_env never carries it) and of the driver's shell; the folder is copied on its own, never with the
+    project, and git ignores it."""
+    config = _load()
+    source = "test -f ~/ragsweep-secrets/mlflow-client && { set -a; . ~/ragsweep-secrets/mlflow-client; set +a; }"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in config[key] if "ray start" in c]
+        assert start.index(source) < start.index("ray start"), key
+    assert any(source in c for c in config["head_setup_commands"])
+    # (rsync and docker leave it behind: test_shipping_excludes)
+    assert "cluster-secrets/*" in (REPO / ".gitignore").read_text().splitlines()

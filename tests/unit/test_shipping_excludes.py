@@ -24,6 +24,8 @@ LOCAL_ONLY = [
     "mlflow-auth.env",
     ".env",
     "deploy/.env",
+    "cluster-secrets/mlflow-client",  # copied on its own, to ~/ragsweep-secrets, never with the project
+    "cluster-secrets/mlflow-server",
     "ragsweep-runs/mlflow.db",
     ".git/config",
     "search/__pycache__/cli.cpython-311.pyc",
