@@ -16,11 +16,16 @@ cd "$(dirname "$0")/.."
 extras="${RAGSWEEP_EXTRAS:-cpu}"  # the Dockerfile adds cluster,tracking-server
 if [ "${1:-}" = "dev" ]; then extras="$extras,dev"; fi
 pip_q=(--quiet --disable-pip-version-check)
-# A test machine imports a small part of the stack: compiling every installed module to bytecode up front (torch,
-# Ray, MLflow: about 45 s of a 3-minute install on 2 cores) is left to first import there. Images and user
-# installs keep the up-front compile (a read-only image could not write the bytecode later).
-stack_q=("${pip_q[@]}")
-if [ "${1:-}" = "dev" ]; then stack_q+=(--no-compile); fi
+# Bytecode is compiled once, here, on every core (compile_bytecode below), never left to first import: with
+# PYTHONDONTWRITEBYTECODE set (as on some machines and images) or a read-only install, Python would compile every
+# module it imports from source again in every new process (each search's driver, Ray workers, servers), which
+# was a third of a search's CPU. pip's own compile is serial, so it is skipped.
+stack_q=("${pip_q[@]}" --no-compile)
+compile_bytecode() {
+  # compileall writes .pyc whatever PYTHONDONTWRITEBYTECODE says; files already compiled are skipped. A few
+  # packages ship files that are not Python 3 (templates, fixtures): those stay uncompiled, as pip leaves them.
+  "$py" -m compileall -q -j 0 "$@" > /dev/null 2>&1 || true
+}
 
 if [ ! -x .venv/bin/python ]; then
   echo "[install] creating .venv"
@@ -46,6 +51,8 @@ fi
 
 echo "[install] installing ragsweep[$extras] and its dependencies"
 "$py" -m pip install "${stack_q[@]}" -c constraints.txt "$wheel_dir"/llama_cpp_python-*.whl -e ".[$extras]"
+echo "[install] compiling bytecode (the environment and the project)"
+compile_bytecode "$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" search pipelines judges
 if [ "${1:-}" = "dev" ] && [ ! -x .venv-checks/bin/checkov ]; then
   echo "[install] installing checkov into .venv-checks"
   python3 -m venv .venv-checks
