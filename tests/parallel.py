@@ -21,20 +21,20 @@ import pytest
 # Modules from the longest (seconds of one worker's time, two workers sharing 2 cores, at the time of writing); the
 # static checks go early because mypy is a minute of one core and nothing waits on it.
 LONGEST_FIRST = (
-    "test_search_e2e.py",  # ~480: the main search and the tests that read it (evaluate, rerun)
-    "test_promotion.py",  # ~420: three one-trial searches
-    "test_search_strategies.py",  # ~330
-    "test_static_checks.py",  # ~70: ruff and mypy
-    "test_multinode.py",  # ~260
-    "test_launcher.py",  # ~200
-    "test_search_failures.py",  # ~200
-    "test_search_schedulers.py",  # ~190 + ~160: one class per scheduler, each its own xdist scope
-    "test_tracing.py",  # ~180
-    "test_wheel.py",  # ~170
-    "test_model_search.py",  # ~140
-    "test_judges_llama.py",  # ~140
-    "test_secrets.py",  # ~115
-    "test_questions.py",  # ~115
+    "test_search_e2e.py",  # ~190: the main search and the tests that read it (evaluate, rerun)
+    "test_promotion.py",  # ~200: three one-trial searches
+    "test_search_strategies.py",  # ~145
+    "test_static_checks.py",  # ~60: ruff and mypy
+    "test_multinode.py",  # ~105
+    "test_launcher.py",  # ~110
+    "test_search_failures.py",  # ~90
+    "test_search_schedulers.py",  # ~110 + ~100: one class per scheduler, each its own xdist scope
+    "test_tracing.py",  # ~115
+    "test_wheel.py",  # ~80
+    "test_model_search.py",  # ~95
+    "test_judges_llama.py",  # ~170
+    "test_secrets.py",  # ~55
+    "test_questions.py",  # ~65
 )
 
 
